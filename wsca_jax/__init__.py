@@ -1,0 +1,32 @@
+"""wsca_jax: Weight Space Correlation analysis in JAX.
+
+Does a model's decision use what its embedding encodes (scanner, hospital, background ...)?
+WSC compares, on the data manifold, the primary task's head with linear probes for every metadata
+attribute, with bootstrap intervals and permutation p-values.
+
+Public surface::
+
+    import wsca_jax as wsca
+    result = wsca.analyze(embeddings, metadata, primary="label")
+    result.to_json("wsca.json")
+"""
+
+__version__ = "0.1.0"
+
+from .errors import WscaInputError  # noqa: E402
+from .tasks import Task, TaskSet, build_tasks, bin_continuous  # noqa: E402
+from .probes import Basis, ProbeConfig, ProbeFit, fit_probes, fit_replicates, make_basis, to_original  # noqa: E402
+from .wsc import Projection, choose_components, cosine_matrix, wsc  # noqa: E402
+from .stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, percentile_interval,  # noqa: E402
+                    permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
+from .metrics import classification_metrics  # noqa: E402
+from .analysis import TaskResult, WscaResult, analyze  # noqa: E402
+
+__all__ = [
+    "__version__", "WscaInputError", "Task", "TaskSet", "build_tasks", "bin_continuous",
+    "Basis", "ProbeConfig", "ProbeFit", "fit_probes", "fit_replicates", "make_basis", "to_original",
+    "Projection", "choose_components", "cosine_matrix", "wsc",
+    "bca_interval", "bootstrap_weights", "holm", "jackknife_weights", "percentile_interval",
+    "permutation_indices", "permutation_pvalue", "random_cosine_quantile", "random_direction_null",
+    "classification_metrics", "TaskResult", "WscaResult", "analyze",
+]

@@ -14,9 +14,10 @@ Numerical design:
   * Embeddings are centred and rotated once into their principal axes (``Basis``). Rotation is
     exact (the L2 penalty is rotation invariant; centring is absorbed by the unpenalised intercept)
     and makes a diagonal preconditioner ``1 / (c * var_d + reg)`` nearly exact for the data term.
-  * L-BFGS with that preconditioner, a fixed number of iterations inside ``lax.scan`` (a vmapped
-    while-loop would run as long as its slowest member), and an exact two-step Newton line search
-    along the direction: the logits move by ``alpha * X d``, so a line search costs one matmul.
+  * L-BFGS with that preconditioner for all problems in lock-step inside one ``lax.while_loop``
+    (stopping when every problem meets the gradient tolerance, or at the iteration cap), and an
+    exact two-step Newton line search along the direction: the logits move by ``alpha * X d``, so
+    a line search costs one matmul.
   * Two GEMMs per iteration over all tasks and replicates at once:
     ``(N, D) @ (D, R*T*K)`` and its transpose. Convergence diagnostics come back as arrays.
   * ``solver="ridge"``: closed-form ridge regression on one-hot targets (one factorisation per
@@ -40,24 +41,28 @@ class ProbeConfig(NamedTuple):
 
     Attributes:
       C: inverse L2 strength in scikit-learn's convention (objective ``sum w CE + ||W||^2/(2C)``).
-      max_iter: L-BFGS iterations from a cold start (fixed; no early exit).
-      warm_iter: iterations for replicates warm-started from the full-data solution (bootstrap,
+      tol: stop once every problem in a chunk has ``max |gradient| <= tol`` (of the mean-normalised
+        objective, as scikit-learn's lbfgs ``tol``).
+      max_iter: iteration cap from a cold start (zero weights).
+      warm_iter: iteration cap for replicates warm-started at the full-data solution (bootstrap,
         jackknife, cross-validation folds).
       history: L-BFGS memory.
       solver: ``"lbfgs"`` (logistic, the paper's probe) or ``"ridge"`` (closed form, one-hot targets).
-      chunk: replicates fitted per compiled call (bounds memory: ~ 4 * chunk * T * N * K * 4 bytes).
+      chunk: replicates per compiled call; every call is padded to this many so that one
+        compilation serves them all (memory ~ 6 * chunk * T * N * K * 4 bytes).
     """
 
     C: float = 1.0
-    max_iter: int = 150
-    warm_iter: int = 60
+    tol: float = 1e-5
+    max_iter: int = 300
+    warm_iter: int = 150
     history: int = 10
     solver: str = "lbfgs"
-    chunk: int = 32
+    chunk: int = 8
 
     def to_dict(self) -> dict:
         return {"model": "multinomial_logistic_l2" if self.solver == "lbfgs" else "ridge_one_hot",
-                "C": self.C, "solver": self.solver, "max_iter": self.max_iter,
+                "C": self.C, "solver": self.solver, "tol": self.tol, "max_iter": self.max_iter,
                 "warm_iter": self.warm_iter, "history": self.history,
                 "objective": "mean weighted cross-entropy + ||W||^2 / (2 C n)"}
 
@@ -157,125 +162,134 @@ def _onehot(labels, k):
     return jax.nn.one_hot(labels, k, dtype=jnp.float32)  # -1 -> all zeros
 
 
-def _lbfgs_fit(x, var, labels, weights, class_mask, coef0, b0, C, n_iter, history, c_curv=0.25):
-    """Fit T probes by preconditioned L-BFGS with an exact Newton line search.
+class _Consts(NamedTuple):
+    """Loop-invariant quantities of one replicate (T tasks)."""
 
-    Args:
-      x: (N, D) rotated centred embeddings.  var: (D,) their variances.
-      labels: (T, N) int32, -1 missing.  weights: (T, N) float, 0 where missing.
-      class_mask: (T, K) bool.  coef0: (T, K, D), b0: (T, K) start.
-      C: inverse penalty.  n_iter, history: static ints.
-    Returns:
-      ProbeFit with coef (T,K,D), intercept (T,K), objective (T,), grad_max (T,).
-    """
+    labels: jax.Array      # (T, N) int32
+    wn: jax.Array          # (T, N) weights / n
+    y1: jax.Array          # (T, N, K) one-hot (zeros where missing)
+    reg: jax.Array         # (T,) 1 / (C n)
+    h0w: jax.Array         # (T, D) diagonal preconditioner for W
+    h0b: jax.Array         # (T,) preconditioner for b
+    class_mask: jax.Array  # (T, K) bool
+
+
+class _State(NamedTuple):
+    W: jax.Array; b: jax.Array; z: jax.Array; f: jax.Array   # noqa: E702
+    gW: jax.Array; gb: jax.Array                              # noqa: E702
+    SW: jax.Array; Sb: jax.Array; YW: jax.Array; Yb: jax.Array; rho: jax.Array  # noqa: E702
+
+
+def _consts(var, labels, weights, class_mask, C, c_curv=0.25) -> _Consts:
     T, K = class_mask.shape
-    n = jnp.maximum(jnp.sum(weights, axis=1), 1e-12)            # (T,)
-    reg = 1.0 / (C * n)                                          # (T,)
-    wn = weights / n[:, None]                                    # (T, N) normalised weights
-    y1 = _onehot(labels, K)                                      # (T, N, K)
-    maskf = class_mask.astype(x.dtype)
-    h0w = 1.0 / (c_curv * var[None, :] + reg[:, None])           # (T, D) diagonal preconditioner
-    h0b = jnp.full((T,), 1.0 / c_curv)
+    n = jnp.maximum(jnp.sum(weights, axis=1), 1e-12)
+    reg = 1.0 / (C * n)
+    return _Consts(labels=labels, wn=weights / n[:, None], y1=_onehot(labels, K), reg=reg,
+                   h0w=1.0 / (c_curv * var[None, :] + reg[:, None]), h0b=jnp.full((T,), 1.0 / c_curv),
+                   class_mask=class_mask)
 
-    def logits(W, b):
-        return jnp.einsum("nd,tkd->tnk", x, W) + b[:, None, :]
 
-    def value_grad(W, b, z):
-        ce, p = _loss_terms(z, labels, wn, class_mask)
-        f = ce + 0.5 * reg * jnp.sum(W * W, axis=(1, 2))
-        r = (p - y1) * wn[..., None]
-        gW = jnp.einsum("tnk,nd->tkd", r, x) + reg[:, None, None] * W
-        gb = jnp.sum(r, axis=1) * maskf
-        return f, (gW * maskf[..., None], gb), p
+def _value_grad(x, cs: _Consts, W, b, z):
+    ce, p = _loss_terms(z, cs.labels, cs.wn, cs.class_mask)
+    f = ce + 0.5 * cs.reg * jnp.sum(W * W, axis=(1, 2))
+    r = (p - cs.y1) * cs.wn[..., None]
+    maskf = cs.class_mask.astype(x.dtype)
+    gW = (jnp.einsum("tnk,nd->tkd", r, x) + cs.reg[:, None, None] * W) * maskf[..., None]
+    gb = jnp.sum(r, axis=1) * maskf
+    return f, gW, gb
+
+
+def _init(x, cs: _Consts, W0, b0, history) -> _State:
+    z = jnp.einsum("nd,tkd->tnk", x, W0) + b0[:, None, :]
+    f, gW, gb = _value_grad(x, cs, W0, b0, z)
+    SW = jnp.zeros((history,) + W0.shape, x.dtype)
+    Sb = jnp.zeros((history,) + b0.shape, x.dtype)
+    return _State(W0, b0, z, f, gW, gb, SW, Sb, jnp.zeros_like(SW), jnp.zeros_like(Sb),
+                  jnp.zeros((history, W0.shape[0]), x.dtype))
+
+
+def _grad_max(st: _State):
+    return jnp.maximum(jnp.max(jnp.abs(st.gW), axis=(-2, -1)), jnp.max(jnp.abs(st.gb), axis=-1))
+
+
+def _step(x, cs: _Consts, st: _State, it) -> _State:
+    """One L-BFGS iteration (two-loop direction, exact two-step Newton line search) for T tasks."""
+    maskf = cs.class_mask.astype(x.dtype)
+    m = st.rho.shape[0]
 
     def precond(g):
-        return (g[0] * h0w[:, None, :], g[1] * h0b[:, None])
+        return (g[0] * cs.h0w[:, None, :], g[1] * cs.h0b[:, None])
 
-    def two_loop(g, S, Y, rho, newest):
-        # newest: index of the most recent pair in the circular buffers (m, ...)
-        m = S[0].shape[0]
-        order = (newest - jnp.arange(m)) % m                     # newest -> oldest
-        def first(q, i):
-            s = (S[0][i], S[1][i]); yv = (Y[0][i], Y[1][i])
-            a = rho[i] * _pdot(s, q)
-            q = (q[0] - a[:, None, None] * yv[0], q[1] - a[:, None] * yv[1])
-            return q, a
-        q, alphas = jax.lax.scan(first, g, order)
-        # scaled preconditioner from the newest pair: gamma = s.y / y.H0.y
-        sN = (S[0][newest], S[1][newest]); yN = (Y[0][newest], Y[1][newest])
-        yHy = _pdot(yN, precond(yN))
-        gamma = jnp.where((rho[newest] > 0) & (yHy > 0), _pdot(sN, yN) / jnp.maximum(yHy, 1e-30), 1.0)
-        r = precond(q)
-        r = (r[0] * gamma[:, None, None], r[1] * gamma[:, None])
-        def second(r, ia):
-            i, a = ia
-            s = (S[0][i], S[1][i]); yv = (Y[0][i], Y[1][i])
-            beta = rho[i] * _pdot(yv, r)
-            coeff = a - beta
-            return (r[0] + coeff[:, None, None] * s[0], r[1] + coeff[:, None] * s[1]), None
-        r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
-        return r
+    # two-loop recursion over the circular buffer, newest pair first
+    newest = (it - 1) % m
+    order = (newest - jnp.arange(m)) % m
+    g = (st.gW, st.gb)
 
-    def line_quantities(z, u, W, dW, alpha):
-        zz = z + alpha[:, None, None] * u
-        ce, p = _loss_terms(zz, labels, wn, class_mask)
-        Wa = W + alpha[:, None, None] * dW
-        f = ce + 0.5 * reg * jnp.sum(Wa * Wa, axis=(1, 2))
-        uy = jnp.take_along_axis(u, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+    def first(q, i):
+        s = (st.SW[i], st.Sb[i]); yv = (st.YW[i], st.Yb[i])   # noqa: E702
+        a = st.rho[i] * _pdot(s, q)
+        return (q[0] - a[:, None, None] * yv[0], q[1] - a[:, None] * yv[1]), a
+
+    q, alphas = jax.lax.scan(first, g, order)
+    sN = (st.SW[newest], st.Sb[newest]); yN = (st.YW[newest], st.Yb[newest])   # noqa: E702
+    yHy = _pdot(yN, precond(yN))
+    gamma = jnp.where((st.rho[newest] > 0) & (yHy > 0), _pdot(sN, yN) / jnp.maximum(yHy, 1e-30), 1.0)
+    r = precond(q)
+    r = (r[0] * gamma[:, None, None], r[1] * gamma[:, None])
+
+    def second(r, ia):
+        i, a = ia
+        s = (st.SW[i], st.Sb[i]); yv = (st.YW[i], st.Yb[i])   # noqa: E702
+        coeff = a - st.rho[i] * _pdot(yv, r)
+        return (r[0] + coeff[:, None, None] * s[0], r[1] + coeff[:, None] * s[1]), None
+
+    r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
+    d = (-r[0], -r[1])
+    # fall back to the preconditioned gradient when d is not a descent direction
+    bad = ~(_pdot(g, d) < 0)
+    pg = precond(g)
+    dW = jnp.where(bad[:, None, None], -pg[0], d[0]) * maskf[..., None]
+    db = jnp.where(bad[:, None], -pg[1], d[1]) * maskf
+    u = jnp.einsum("nd,tkd->tnk", x, dW) + db[:, None, :]
+    u = jnp.where(cs.class_mask[:, None, :], u, 0.0)
+
+    def along(alpha):
+        """phi(alpha), phi'(alpha), phi''(alpha) for every task."""
+        zz = st.z + alpha[:, None, None] * u
+        ce, p = _loss_terms(zz, cs.labels, cs.wn, cs.class_mask)
+        Wa = st.W + alpha[:, None, None] * dW
+        f = ce + 0.5 * cs.reg * jnp.sum(Wa * Wa, axis=(1, 2))
+        uy = jnp.take_along_axis(u, jnp.maximum(cs.labels, 0)[..., None], axis=-1)[..., 0]
         pu = jnp.sum(p * u, axis=-1)
-        d1 = jnp.sum(wn * (pu - uy), axis=1) + reg * _pdot((Wa, jnp.zeros_like(dW[..., 0])), (dW, jnp.zeros_like(dW[..., 0])))
-        d2 = jnp.sum(wn * (jnp.sum(p * u * u, axis=-1) - pu * pu), axis=1) + reg * jnp.sum(dW * dW, axis=(1, 2))
-        return f, d1, d2, zz
+        d1 = jnp.sum(cs.wn * (pu - uy), axis=1) + cs.reg * jnp.sum(Wa * dW, axis=(1, 2))
+        d2 = jnp.sum(cs.wn * (jnp.sum(p * u * u, axis=-1) - pu * pu), axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
+        return f, d1, d2
 
-    z0 = logits(coef0, b0)
-    f0, g0, _ = value_grad(coef0, b0, z0)
-    m = history
-    S = (jnp.zeros((m, T, K, x.shape[1]), x.dtype), jnp.zeros((m, T, K), x.dtype))
-    Y = (jnp.zeros_like(S[0]), jnp.zeros_like(S[1]))
-    rho = jnp.zeros((m, T), x.dtype)
-
-    def step(carry, it):
-        W, b, z, f, g, S, Y, rho = carry
-        newest = (it - 1) % m
-        d = two_loop(g, S, Y, rho, newest)
-        d = (-d[0], -d[1])
-        slope = _pdot(g, d)
-        # fall back to the preconditioned gradient when d is not a descent direction
-        pg = precond(g)
-        bad = ~(slope < 0)
-        d = (jnp.where(bad[:, None, None], -pg[0], d[0]), jnp.where(bad[:, None], -pg[1], d[1]))
-        d = (d[0] * maskf[..., None], d[1] * maskf)
-        u = jnp.einsum("nd,tkd->tnk", x, d[0]) + d[1][:, None, :]
-        u = jnp.where(class_mask[:, None, :], u, 0.0)
-        # exact line search: two Newton steps on phi(alpha) from alpha = 0
-        zeros = jnp.zeros((T,), x.dtype)
-        _, d1, d2, _ = line_quantities(z, u, W, d[0], zeros)
-        a1 = jnp.clip(-d1 / jnp.maximum(d2, 1e-30), 0.0, 1e6)
-        f1, d1b, d2b, _ = line_quantities(z, u, W, d[0], a1)
-        a2 = jnp.clip(a1 - d1b / jnp.maximum(d2b, 1e-30), 0.0, 1e6)
-        f2, _, _, _ = line_quantities(z, u, W, d[0], a2)
-        alpha = jnp.where(f2 <= f1, a2, a1)
-        fbest = jnp.minimum(f1, f2)
-        alpha = jnp.where(fbest <= f, alpha, 0.0)                # never increase the objective
-        Wn = W + alpha[:, None, None] * d[0]
-        bn = b + alpha[:, None] * d[1]
-        zn = z + alpha[:, None, None] * u
-        fn, gn, _ = value_grad(Wn, bn, zn)
-        s = (Wn - W, bn - b)
-        yv = (gn[0] - g[0], gn[1] - g[1])
-        sy = _pdot(s, yv)
-        ok = sy > 1e-12 * jnp.maximum(_pdot(yv, yv), 1e-30) ** 0.5 * jnp.maximum(_pdot(s, s), 1e-30) ** 0.5
-        slot = it % m
-        S = (S[0].at[slot].set(s[0]), S[1].at[slot].set(s[1]))
-        Y = (Y[0].at[slot].set(yv[0]), Y[1].at[slot].set(yv[1]))
-        rho = rho.at[slot].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0))
-        return (Wn, bn, zn, fn, gn, S, Y, rho), None
-
-    carry = (coef0, b0, z0, f0, g0, S, Y, rho)
-    carry, _ = jax.lax.scan(step, carry, jnp.arange(1, n_iter + 1))
-    W, b, z, f, g, *_ = carry
-    gmax = jnp.maximum(jnp.max(jnp.abs(g[0]), axis=(1, 2)), jnp.max(jnp.abs(g[1]), axis=1))
-    return ProbeFit(W, b * maskf, f, gmax)
+    zero = jnp.zeros_like(st.f)
+    _, d1, d2 = along(zero)
+    a1 = jnp.clip(-d1 / jnp.maximum(d2, 1e-30), 0.0, 1e6)
+    f1, d1b, d2b = along(a1)
+    a2 = jnp.clip(a1 - d1b / jnp.maximum(d2b, 1e-30), 0.0, 1e6)
+    f2, d1c, _ = along(a2)
+    use2 = jnp.abs(d1c) <= jnp.abs(d1b)                                 # closer to the line's minimum
+    alpha = jnp.where(use2, a2, a1)
+    # reject a step that increases the objective beyond float32 rounding; restart the memory then
+    accept = jnp.where(use2, f2, f1) <= st.f + 1e-6 * (1.0 + jnp.abs(st.f))
+    alpha = jnp.where(accept, alpha, 0.0)
+    W = st.W + alpha[:, None, None] * dW
+    b = st.b + alpha[:, None] * db
+    z = st.z + alpha[:, None, None] * u
+    f, gW, gb = _value_grad(x, cs, W, b, z)
+    s = (W - st.W, b - st.b)
+    yv = (gW - st.gW, gb - st.gb)
+    sy = _pdot(s, yv)
+    ok = sy > 1e-10 * jnp.sqrt(jnp.maximum(_pdot(yv, yv), 1e-30) * jnp.maximum(_pdot(s, s), 1e-30))
+    slot = it % m
+    return _State(W, b, z, f, gW, gb,
+                  st.SW.at[slot].set(s[0]), st.Sb.at[slot].set(s[1]),
+                  st.YW.at[slot].set(yv[0]), st.Yb.at[slot].set(yv[1]),
+                  jnp.where(accept[None, :], st.rho, 0.0).at[slot].set(
+                      jnp.where(ok & accept, 1.0 / jnp.where(ok, sy, 1.0), 0.0)))
 
 
 def _ridge_fit(x, var, labels, weights, class_mask, C):
@@ -296,28 +310,45 @@ def _ridge_fit(x, var, labels, weights, class_mask, C):
     return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype))
 
 
-@partial(jax.jit, static_argnames=("n_iter", "history", "solver", "labels_batched", "init_batched"))
-def fit_batched(x, var, labels, weights, class_mask, coef0, b0, C, *, n_iter, history, solver,
-                labels_batched=False, init_batched=False):
+@partial(jax.jit, static_argnames=("history", "solver", "init_batched"))
+def fit_batched(x, var, labels, weights, class_mask, coef0, b0, C, n_iter, tol, *, history=10,
+                solver="lbfgs", init_batched=False):
     """Fit every task for every replicate in one compiled call.
+
+    The L-BFGS iterations of all ``R x T`` problems run in lock-step inside one ``lax.while_loop``
+    that stops after ``n_iter`` iterations or once every problem has ``max |grad| <= tol``
+    (scikit-learn's criterion); both are traced values, so one compilation serves warm and cold
+    starts.
 
     Args:
       x: ``(N, D)`` rotated centred embeddings; var: ``(D,)`` their variances.
-      labels: ``(T, N)`` int32, or ``(R, T, N)`` when ``labels_batched`` (permutations).
+      labels: ``(R, T, N)`` int32, -1 missing.
       weights: ``(R, T, N)`` per-replicate, per-task sample weights (0 where a label is missing).
       class_mask: ``(T, K)`` bool.
-      coef0, b0: start ``(T, K, D)``, ``(T, K)``, or with a leading ``R`` when ``init_batched``.
-      C: inverse L2 strength.
+      coef0, b0: start ``(T, K, D)``, ``(T, K)`` (a leading ``R`` when ``init_batched``).
+      C: inverse L2 strength.  n_iter: iteration cap.  tol: gradient tolerance.
     Returns:
-      :class:`ProbeFit` with a leading replicate axis ``R``.
+      (:class:`ProbeFit` with leading axis ``R``, iterations run).
     """
-    lab_ax = 0 if labels_batched else None
-    init_ax = 0 if init_batched else None
     if solver == "ridge":
-        fn = lambda lab, w, c0, bb0: _ridge_fit(x, var, lab, w, class_mask, C)
-    else:
-        fn = lambda lab, w, c0, bb0: _lbfgs_fit(x, var, lab, w, class_mask, c0, bb0, C, n_iter, history)
-    return jax.vmap(fn, in_axes=(lab_ax, 0, init_ax, init_ax))(labels, weights, coef0, b0)
+        fit = jax.vmap(lambda lab, w: _ridge_fit(x, var, lab, w, class_mask, C))(labels, weights)
+        return fit, jnp.asarray(0)
+    init_ax = 0 if init_batched else None
+    cs = jax.vmap(_consts, in_axes=(None, 0, 0, None, None))(var, labels, weights, class_mask, C)
+    st = jax.vmap(_init, in_axes=(None, 0, init_ax, init_ax, None))(x, cs, coef0, b0, history)
+    step = jax.vmap(_step, in_axes=(None, 0, 0, None))
+
+    def cond(carry):
+        it, st = carry
+        return (it <= n_iter) & (jnp.max(_grad_max(st)) > tol)
+
+    def body(carry):
+        it, st = carry
+        return it + 1, step(x, cs, st, it)
+
+    it, st = jax.lax.while_loop(cond, body, (jnp.asarray(1), st))
+    b = st.b * class_mask.astype(x.dtype)
+    return ProbeFit(st.W, b, st.f, _grad_max(st)), it - 1
 
 
 def initial_params(labels: np.ndarray, class_mask: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +365,7 @@ def initial_params(labels: np.ndarray, class_mask: np.ndarray, d: int) -> tuple[
 def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_mask: np.ndarray,
                    config: ProbeConfig, init: tuple | None = None, labels_batched: bool = False,
                    progress=None) -> ProbeFit:
-    """Fit ``R`` replicates x ``T`` tasks, in chunks of ``config.chunk`` replicates.
+    """Fit ``R`` replicates x ``T`` tasks, ``config.chunk`` replicates per compiled call.
 
     Args:
       basis: from :func:`make_basis`.
@@ -344,7 +375,8 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
       init: warm start ``(coef (T,K,D), intercept (T,K))`` shared by all replicates; None = cold.
       progress: optional callable ``(n_done)`` called after each chunk.
     Returns:
-      :class:`ProbeFit` as NumPy arrays with leading axis ``R``.
+      :class:`ProbeFit` as NumPy arrays with leading axis ``R``; ``iterations`` per chunk are
+      recorded in ``fit_replicates.last_iterations``.
     """
     labels = np.asarray(labels, np.int32)
     weights = np.asarray(weights, np.float32)
@@ -359,28 +391,22 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
         n_iter = config.warm_iter
     var = jnp.asarray(basis.variances, jnp.float32)
     cm = jnp.asarray(class_mask)
-    outs = []
+    c0, bb0 = jnp.asarray(coef0), jnp.asarray(b0)
+    outs, iters = [], []
     chunk = max(1, int(config.chunk))
     for start in range(0, R, chunk):
         stop = min(R, start + chunk)
-        w = weights[start:stop]
-        lab = labels[start:stop] if labels_batched else labels
-        lab_valid = (lab >= 0)
-        w_task = w[:, None, :] * (lab_valid if labels_batched else lab_valid[None])
-        # pad the last chunk to the chunk size so one compiled function serves every chunk
-        pad = chunk - (stop - start) if R > chunk else 0
-        if pad:
-            w_task = np.concatenate([w_task, np.repeat(w_task[-1:], pad, 0)])
-            if labels_batched:
-                lab = np.concatenate([lab, np.repeat(lab[-1:], pad, 0)])
-        fit = fit_batched(basis.x, var, jnp.asarray(lab), jnp.asarray(w_task), cm,
-                          jnp.asarray(coef0), jnp.asarray(b0), float(config.C),
-                          n_iter=int(n_iter), history=int(config.history), solver=config.solver,
-                          labels_batched=labels_batched)
-        fit = jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], fit)
-        outs.append(fit)
+        idx = np.minimum(np.arange(start, start + chunk), R - 1)        # pad with the last replicate
+        lab = labels[idx] if labels_batched else np.broadcast_to(labels, (chunk,) + labels.shape)
+        w_task = weights[idx][:, None, :] * (lab >= 0)
+        fit, it = fit_batched(basis.x, var, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
+                              c0, bb0, jnp.float32(config.C), jnp.int32(n_iter), jnp.float32(config.tol),
+                              history=int(config.history), solver=config.solver)
+        outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], fit))
+        iters.append(int(it))
         if progress is not None:
             progress(stop - start)
+    fit_replicates.last_iterations = iters
     return ProbeFit(*(np.concatenate(parts) for parts in zip(*outs)))
 
 

@@ -227,7 +227,8 @@ def build_tasks(
         for c in names:
             require(c in cols, f"{flag}: column {c!r} not in metadata (columns: {', '.join(cols)})")
     both = set(categorical) & set(continuous)
-    require(not both, f"column {sorted(both)[0]!r} is given both as --categorical and --continuous")
+    if both:
+        raise WscaInputError(f"column {sorted(both)[0]!r} is given both as --categorical and --continuous")
     forced = {c: "categorical" for c in categorical} | {c: "binned" for c in continuous}
 
     p = make_task(metadata[primary], forced.get(primary), bins, binning, min_class_count=1,

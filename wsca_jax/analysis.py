@@ -1,0 +1,434 @@
+"""Orchestration: embeddings + metadata -> tasks -> probes -> WSC -> statistics -> result.
+
+:func:`analyze` is the Python entry point; the CLI's ``wsca analyze`` is a thin shell over it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import WscaInputError, require
+from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
+from .probes import Basis, ProbeConfig, fit_replicates, make_basis, to_original
+from .stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, percentile_interval,
+                    permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
+from .tasks import TaskSet, build_tasks
+from .wsc import Projection, choose_components, wsc_jit
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """WSC of the primary head against one metadata task.
+
+    Arrays: ``wsc``, ``ci_low``, ``ci_high``, ``p_value`` are ``(C_primary, C_task)``;
+    ``boot`` ``(B, C_primary, C_task)`` and ``null`` ``(P, C_primary, C_task)`` keep the resampling
+    distributions (empty when not run); ``random_null`` ``(n_draws,)`` max |cos| of random heads.
+    """
+
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    n_used: int
+    probe: dict
+    wsc: np.ndarray
+    ci_low: np.ndarray | None
+    ci_high: np.ndarray | None
+    p_value: np.ndarray | None
+    summary: dict
+    boot: np.ndarray = field(repr=False, default=None)
+    null: np.ndarray = field(repr=False, default=None)
+    random_null: np.ndarray = field(repr=False, default=None)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "classes": list(self.classes),
+            "n_used": self.n_used,
+            "probe": self.probe,
+            "wsc": _mat(self.wsc),
+            "ci_low": _mat(self.ci_low),
+            "ci_high": _mat(self.ci_high),
+            "p_value": _mat(self.p_value),
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class WscaResult:
+    """Everything :func:`analyze` computed. ``to_dict()`` is the ``wsca.json`` schema."""
+
+    n_samples: int
+    embedding_dim: int
+    settings: dict
+    pca: dict
+    primary: dict
+    tasks: dict[str, TaskResult]
+    skipped: dict[str, str]
+    null_reference: dict
+    diagnostics: dict = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "wsca_version": __version__,
+            "n_samples": self.n_samples,
+            "embedding_dim": self.embedding_dim,
+            "settings": self.settings,
+            "pca": self.pca,
+            "primary": self.primary,
+            "tasks": {k: v.to_dict() for k, v in self.tasks.items()},
+            "skipped": self.skipped,
+            "null_reference": self.null_reference,
+            "diagnostics": self.diagnostics,
+        }
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write ``to_dict()`` as JSON atomically (temporary file + rename)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
+
+    def summary_table(self) -> pd.DataFrame:
+        """One row per task: probe AUROC, max |WSC| (cell, CI, p) and the random reference."""
+        rows = []
+        for name, t in self.tasks.items():
+            s = t.summary
+            rows.append({"task": name, "kind": t.kind, "n_used": t.n_used,
+                         "probe_auroc": t.probe.get("auroc"), "max_abs_wsc": s["max_abs_wsc"],
+                         "ci_low": (s["ci"] or [None, None])[0], "ci_high": (s["ci"] or [None, None])[1],
+                         "p_value": s["p_value"], "p_adjusted": s["p_adjusted"],
+                         "random_q95": s["random_direction_q95"], "verdict": s["verdict"]})
+        return pd.DataFrame(rows)
+
+
+def _clean(x):
+    if x is None:
+        return None
+    x = float(x)
+    return None if not math.isfinite(x) else x
+
+
+def _mat(a):
+    if a is None:
+        return None
+    return [[_clean(v) for v in row] for row in np.asarray(a, float)]
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file via a temporary name in the same folder, then rename."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+def check_embeddings(embeddings) -> np.ndarray:
+    """Validate ``(N, D)`` finite numbers; returns float64 array."""
+    try:
+        x = np.asarray(embeddings, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise WscaInputError(f"embeddings: expected a numeric (N, D) array ({e})") from None
+    require(x.ndim == 2, f"embeddings: expected a 2-D (N, D) array, found shape {x.shape}")
+    require(x.shape[0] >= 4 and x.shape[1] >= 1, f"embeddings: expected at least 4 rows and 1 column, found {x.shape}")
+    bad = ~np.isfinite(x).all(1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise WscaInputError(f"embeddings: row {rows[0]} contains NaN or inf ({len(rows)} such rows); "
+                             "expected finite values")
+    return x
+
+
+def check_primary_head(head, d: int, n_classes: int) -> np.ndarray:
+    """Validate a model head ``(C, D)`` or ``(D,)``; returns ``(C, D)`` (C = 1 for one logit)."""
+    h = np.asarray(head, dtype=np.float64)
+    if h.ndim == 1:
+        h = h[None]
+    require(h.ndim == 2, f"primary head: expected shape (C, D) or (D,), found {np.shape(head)}")
+    require(h.shape[1] == d, f"primary head: width {h.shape[1]} does not match the embedding dimension {d}")
+    require(h.shape[0] in (1, n_classes),
+            f"primary head: {h.shape[0]} rows, expected {n_classes} (one per primary class) or 1 (one logit)")
+    require(np.isfinite(h).all(), "primary head: contains NaN or inf")
+    require(np.abs(h).sum() > 0, "primary head: all zeros")
+    return h
+
+
+def _verdict(s: dict, probe: dict, has_perm: bool) -> str:
+    auroc = probe.get("auroc")
+    weak = auroc is not None and auroc < 0.7
+    if not has_perm:
+        base = "above" if s["max_abs_wsc"] > s["random_direction_q95"] else "within"
+        v = f"max |WSC| {s['max_abs_wsc']:.3f} is {base} the random-direction 95% reference; run permutations to test"
+    elif s["p_adjusted"] is not None and s["p_adjusted"] < 0.05:
+        v = "aligned: the primary head uses this attribute's direction (permutation p_adj < 0.05)"
+    else:
+        v = "not detected: alignment within the permutation null"
+    if weak:
+        v += f"; caution: the probe is weak (AUROC {auroc:.2f}), so its direction is unreliable"
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def analyze(
+    embeddings,
+    metadata: pd.DataFrame | Mapping[str, Sequence],
+    primary: str,
+    primary_head=None,
+    *,
+    tasks: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+    continuous: Sequence[str] = (),
+    bins: int = 4,
+    binning: str = "quantile",
+    group_column: str | None = None,
+    bootstrap: int = 0,
+    permutations: int = 0,
+    pca_variance: float = 0.99,
+    pca_min: int = 50,
+    heads: str = "centered",
+    seed: int = 0,
+    probe: ProbeConfig | None = None,
+    cv_folds: int = 5,
+    confidence: float = 0.95,
+    ci_method: str = "bca",
+    min_class_count: int = 5,
+    progress: bool = False,
+) -> WscaResult:
+    """Weight Space Correlation analysis of one primary head against every metadata task.
+
+    Args:
+      embeddings: ``(N, D)`` training-set embeddings.
+      metadata: N rows (same order), one column per attribute, including ``primary``.
+      primary: the primary task's column.
+      primary_head: the model's own head ``(C, D)`` or ``(D,)``; None = a probe on ``primary``.
+      tasks, categorical, continuous, bins, binning, min_class_count: task encoding
+        (:func:`wsca_jax.tasks.build_tasks`).
+      group_column: patient/group id; folds, bootstrap and permutations respect it.
+      bootstrap: B replicates (0 = none); probes (and the primary probe) are refitted on each.
+      permutations: P label permutations of the metadata tasks (0 = none).
+      pca_variance, pca_min: PCA components kept (99% of the variance, at least 50).
+      heads: ``"centered"`` (rows centred to sum to zero) or ``"raw"`` (the paper's rows).
+      seed: seeds folds, bootstrap, permutations and the random-direction reference.
+      probe: solver settings (:class:`wsca_jax.probes.ProbeConfig`).
+      cv_folds: folds for the held-out probe quality.
+      confidence: interval level; ci_method: ``"bca"`` or ``"percentile"``.
+      progress: show a progress bar.
+
+    Returns:
+      :class:`WscaResult`.
+
+    Example:
+      >>> import numpy as np, pandas as pd, wsca_jax as wsca
+      >>> rng = np.random.default_rng(0)
+      >>> meta = pd.DataFrame({"label": rng.integers(0, 2, 400), "site": rng.integers(0, 3, 400)})
+      >>> z = rng.normal(size=(400, 16)) + np.outer(meta["site"], np.eye(16)[0]) * 2
+      >>> res = wsca.analyze(z, meta, primary="label", pca_min=8)
+      >>> sorted(res.tasks)
+      ['site']
+    """
+    probe = probe or ProbeConfig()
+    require(heads in ("centered", "raw"), f"--heads must be 'centered' or 'raw', found {heads!r}")
+    require(ci_method in ("bca", "percentile"), f"ci_method must be 'bca' or 'percentile', found {ci_method!r}")
+    require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
+    require(cv_folds >= 2, f"cv_folds must be at least 2, found {cv_folds}")
+    require(probe.C > 0, f"probe C must be > 0, found {probe.C}")
+    require(probe.solver in ("lbfgs", "ridge"), f"probe solver must be 'lbfgs' or 'ridge', found {probe.solver!r}")
+    x = check_embeddings(embeddings)
+    meta = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(dict(metadata))
+    require(len(meta) == x.shape[0], f"metadata has {len(meta)} rows, embeddings have {x.shape[0]}; "
+                                     "expected one metadata row per embedding, in the same order")
+    taskset = build_tasks(meta, primary, tasks, categorical, continuous, bins, binning, group_column,
+                          min_class_count=min_class_count)
+    require(len(taskset.tasks) > 0, "no usable metadata task: " + (
+        "; ".join(f"{k}: {v}" for k, v in taskset.skipped.items()) or "the table has no other column"))
+    groups = None
+    if group_column is not None:
+        gcol = meta[group_column]
+        require(gcol.notna().all(), f"--group-column {group_column!r}: row {int(np.flatnonzero(gcol.isna().to_numpy())[0])} is missing")
+        groups = pd.factorize(gcol)[0]
+    n, d = x.shape
+    centered = heads == "centered"
+    rng = np.random.default_rng(seed)
+
+    head = None
+    if primary_head is not None:
+        head = check_primary_head(primary_head, d, taskset.primary.n_classes)
+
+    basis = make_basis(x)
+    proj = choose_components(basis.variances, pca_variance, pca_min)
+    k = proj.k
+
+    # probe set: metadata tasks, plus the primary column when no head is given
+    probe_tasks = list(taskset.tasks) + ([] if head is not None else [taskset.primary])
+    labels = np.stack([t.labels for t in probe_tasks]).astype(np.int32)
+    K = max(t.n_classes for t in probe_tasks)
+    cmask = np.zeros((len(probe_tasks), K), bool)
+    for i, t in enumerate(probe_tasks):
+        cmask[i, : t.n_classes] = True
+    T = len(taskset.tasks)
+
+    n_folds = cv_folds
+    folds = fold_ids(n, n_folds, groups, seed)
+    jack = None
+    if bootstrap > 0 and ci_method == "bca":
+        jack = jackknife_weights(n, groups, rng=np.random.default_rng(seed + 1))
+    total = 1 + (folds.max() + 1) + bootstrap + (0 if jack is None else len(jack)) + permutations
+    bar = _progress(total, progress)
+
+    point = fit_replicates(basis, labels, np.ones((1, n), np.float32), cmask, probe, progress=bar.update)
+    init = (point.coef[0], point.intercept[0])
+
+    if head is not None:
+        p_rows = (head @ basis.rotation).astype(np.float32)               # (Ca, D) rotated basis
+        p_mask = np.ones(p_rows.shape[0], bool)
+        primary_source = "head"
+    else:
+        p_rows = point.coef[0, T, : taskset.primary.n_classes]
+        p_mask = np.ones(p_rows.shape[0], bool)
+        primary_source = "probe"
+    Ca = p_rows.shape[0]
+    tmask = cmask[:T]
+
+    def wsc_of(fit: "ProbeFit") -> np.ndarray:
+        """(R, T, Ca, K) WSC for replicate fits (primary rows from the fit when probed)."""
+        task_rows = fit.coef[:, :T]
+        if head is None:
+            prim = fit.coef[:, T, : Ca]
+        else:
+            prim = np.broadcast_to(p_rows, (fit.coef.shape[0],) + p_rows.shape)
+        return np.asarray(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
+
+    wsc_hat = wsc_of(point)[0]                                            # (T, Ca, K)
+
+    # held-out quality from cross-validated predictions
+    cv = fit_replicates(basis, labels, fold_weights(folds), cmask, probe, init=init, progress=bar.update)
+    xr = np.asarray(basis.x)
+    quality = []
+    for i, t in enumerate(probe_tasks):
+        proba = np.zeros((n, K))
+        for f in range(folds.max() + 1):
+            rows = folds == f
+            proba[rows] = predict_proba(xr[rows], cv.coef[f, i], cv.intercept[f, i], cmask[i])
+        used = t.labels >= 0
+        quality.append(classification_metrics(t.labels[used], proba[used, : t.n_classes]))
+
+    boot = jk = None
+    if bootstrap > 0:
+        bw = bootstrap_weights(rng, n, bootstrap, groups)
+        boot = wsc_of(fit_replicates(basis, labels, bw, cmask, probe, init=init, progress=bar.update))
+        if jack is not None:
+            jk = wsc_of(fit_replicates(basis, labels, jack, cmask, probe, init=init, progress=bar.update))
+    null = None
+    if permutations > 0:
+        perms = permutation_indices(rng, n, permutations, groups)
+        plab = labels[:T][:, perms].transpose(1, 0, 2)                    # (P, T, N)
+        pfit = fit_replicates(basis, plab, np.ones((permutations, n), np.float32), tmask, probe,
+                              labels_batched=True, progress=bar.update)
+        task_rows = pfit.coef
+        prim = np.broadcast_to(p_rows, (permutations,) + p_rows.shape)
+        null = np.asarray(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
+    bar.close()
+
+    # statistics per task
+    results: dict[str, TaskResult] = {}
+    summ_p = []
+    rnd_rng = np.random.default_rng(seed + 2)
+    for i, t in enumerate(taskset.tasks):
+        C = t.n_classes
+        cells = wsc_hat[i, :, :C]
+        flat = np.abs(cells).ravel()
+        cell = np.unravel_index(int(np.nanargmax(flat)), cells.shape)
+        stat = float(np.abs(cells[cell]))
+        ci_low = ci_high = pv = None
+        s_ci = s_p = None
+        b_i = n_i = None
+        if boot is not None:
+            b_i = boot[:, i, :, :C]
+            b_max = np.nanmax(np.abs(b_i), axis=(1, 2))
+            if ci_method == "bca":
+                j_i = jk[:, i, :, :C]
+                ci_low, ci_high = bca_interval(cells, b_i, j_i, confidence)
+                lo, hi = bca_interval(stat, b_max, np.nanmax(np.abs(j_i), axis=(1, 2)), confidence)
+            else:
+                ci_low, ci_high = percentile_interval(b_i, confidence)
+                lo, hi = percentile_interval(b_max, confidence)
+            s_ci = [float(lo), float(hi)]
+        if null is not None:
+            n_i = null[:, i, :, :C]
+            pv = permutation_pvalue(cells, n_i)
+            s_p = float(permutation_pvalue(stat, np.nanmax(np.abs(n_i), axis=(1, 2))))
+        summ_p.append(s_p)
+        rnull = random_direction_null(rnd_rng, k, Ca, C, centered and True)
+        summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": s_ci,
+                   "p_value": s_p, "p_adjusted": None,
+                   "random_direction_q95": float(np.quantile(rnull, 0.95))}
+        if null is not None:
+            summary["null_q95"] = float(np.quantile(np.nanmax(np.abs(n_i), axis=(1, 2)), 0.95))
+        results[t.name] = TaskResult(
+            name=t.name, kind=t.kind, classes=t.classes, n_used=t.n_used, probe=quality[i],
+            wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv, summary=summary,
+            boot=b_i, null=n_i, random_null=rnull)
+    if null is not None:
+        adj = holm(np.array(summ_p, float))
+        for (name, r), a in zip(results.items(), adj):
+            r.summary["p_adjusted"] = float(a)
+    for name, r in results.items():
+        r.summary["verdict"] = _verdict(r.summary, r.probe, null is not None)
+
+    settings = {
+        "bootstrap": int(bootstrap), "permutations": int(permutations), "seed": int(seed),
+        "pca_variance": float(pca_variance), "pca_min": int(pca_min), "heads": heads,
+        "binning": binning, "bins": int(bins), "group_column": group_column,
+        "probe": probe.to_dict(), "cv_folds": int(folds.max() + 1), "confidence": float(confidence),
+        "ci_method": ci_method if bootstrap > 0 else None,
+        "jackknife_blocks": None if jack is None else int(len(jack)),
+        "permutation_scheme": None if permutations == 0 else ("whole groups among groups of equal size" if groups is not None else "rows"),
+        "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
+    }
+    prim_info = {"name": primary, "classes": list(taskset.primary.classes), "source": primary_source,
+                 "probe": quality[T] if head is None else None, "head_rows": int(Ca),
+                 "centered": bool(centered and Ca > 1)}
+    null_ref = {"random_direction": {"k": int(k), "cell_sd": float(1 / math.sqrt(k)),
+                                     "cell_abs_q95": random_cosine_quantile(k, 0.95),
+                                     "note": "cosines between random directions in the projected space; "
+                                             "per-task max |cos| quantiles are in each task's summary"}}
+    diagnostics = {"point_grad_max": [float(g) for g in point.grad_max[0]],
+                   "point_objective": [float(o) for o in point.objective[0]],
+                   "probe_tasks": [t.name for t in probe_tasks]}
+    return WscaResult(n_samples=n, embedding_dim=d, settings=settings,
+                      pca={"components": int(k), "explained_variance": float(proj.explained_variance)},
+                      primary=prim_info, tasks=results, skipped=dict(taskset.skipped),
+                      null_reference=null_ref, diagnostics=diagnostics)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="probe fits (replicates)", unit="rep")

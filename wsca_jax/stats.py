@@ -1,0 +1,181 @@
+"""Resampling statistics: bootstrap weights, permutations, intervals, p-values, nulls.
+
+All resampling is expressed as *weights* or *label permutations* over the same embedding matrix
+(never B gathered copies of X):
+
+* :func:`bootstrap_weights` -- multinomial counts of each row (or of whole groups, e.g. patients).
+* :func:`jackknife_weights` -- delete-one-block weights for the BCa acceleration.
+* :func:`permutation_indices` -- label permutations (whole groups, among groups of equal size,
+  when groups are given).
+* :func:`percentile_interval`, :func:`bca_interval` -- as ``scipy.stats.bootstrap``.
+* :func:`permutation_pvalue`, :func:`holm` -- two-sided permutation p-values, Holm adjustment.
+* :func:`random_direction_null` -- cosines between random directions in the projected space
+  (the analogue of the paper's inter-network null).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats as sps
+
+
+def _group_index(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
+    if groups is None:
+        return np.arange(n), n
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    return inv.ravel(), int(inv.max()) + 1
+
+
+def bootstrap_weights(rng: np.random.Generator, n: int, n_boot: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Bootstrap replicates as count weights.
+
+    Args:
+      rng: NumPy generator.  n: rows.  n_boot: replicates B.
+      groups: ``(N,)`` group ids; when given, whole groups are resampled with replacement and every
+        row of a drawn group gets the group's count.
+    Returns:
+      ``(B, N)`` float32 counts (each row sums to N without groups).
+    """
+    gi, g = _group_index(groups, n)
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float32)  # (B, G)
+    return counts[:, gi]
+
+
+def jackknife_weights(n: int, groups: np.ndarray | None = None, max_blocks: int = 50,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+    """Delete-one-block jackknife weights ``(J, N)`` (0 for the deleted block, 1 elsewhere).
+
+    Blocks are the groups when given (merged at random into ``max_blocks`` blocks when there are
+    more), otherwise single rows when ``n <= max_blocks``, else a random partition into
+    ``max_blocks`` blocks (the delete-a-group jackknife).
+    """
+    gi, g = _group_index(groups, n)
+    if g > max_blocks:
+        rng = rng or np.random.default_rng(0)
+        block_of_group = rng.permutation(g) % max_blocks
+        gi, g = block_of_group[gi], max_blocks
+    w = np.ones((g, n), np.float32)
+    w[gi, np.arange(n)] = 0.0
+    return w
+
+
+def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Permutations of the rows, ``(P, N)`` int: row i takes the label of row ``perm[i]``.
+
+    Without groups: uniform permutations. With groups (patients), rows of one group stay together:
+    groups are permuted among groups of the same size, and the j-th row of a group takes the label
+    of the j-th row of its partner. Exchangeability is then between groups, which keeps the
+    within-patient dependence that a row-level shuffle would break.
+    """
+    if groups is None:
+        return np.stack([rng.permutation(n) for _ in range(n_perm)])
+    gi, g = _group_index(groups, n)
+    members = [np.flatnonzero(gi == k) for k in range(g)]
+    sizes = np.array([len(m) for m in members])
+    out = np.empty((n_perm, n), np.int64)
+    for p in range(n_perm):
+        perm = np.arange(n)
+        for s in np.unique(sizes):
+            ids = np.flatnonzero(sizes == s)
+            partner = ids[rng.permutation(len(ids))]
+            src = np.concatenate([members[k] for k in partner])
+            dst = np.concatenate([members[k] for k in ids])
+            perm[dst] = src
+        out[p] = perm
+    return out
+
+
+def percentile_interval(theta_boot: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over the first axis of ``(B, ...)`` (NaN-aware)."""
+    a = (1 - confidence) / 2
+    return np.nanpercentile(theta_boot, 100 * a, axis=0), np.nanpercentile(theta_boot, 100 * (1 - a), axis=0)
+
+
+def bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_jack: np.ndarray,
+                 confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected and accelerated interval, elementwise over trailing axes.
+
+    Same formulas as ``scipy.stats.bootstrap(method="BCa")``: bias ``z0`` from the share of
+    replicates below the estimate (ties counted half), acceleration from the jackknife values.
+
+    Args:
+      theta_hat: ``(...)`` estimate.  theta_boot: ``(B, ...)``.  theta_jack: ``(J, ...)``.
+    """
+    theta_hat = np.asarray(theta_hat, float)
+    tb = np.asarray(theta_boot, float)
+    tj = np.asarray(theta_jack, float)
+    B = tb.shape[0]
+    pct = ((tb < theta_hat).sum(0) + (tb <= theta_hat).sum(0)) / (2.0 * B)
+    z0 = special.ndtri(pct)
+    jm = tj.mean(0)
+    num = ((jm - tj) ** 3).sum(0)
+    den = 6.0 * (((jm - tj) ** 2).sum(0)) ** 1.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    alpha = (1 - confidence) / 2
+    out = []
+    for za in (special.ndtri(alpha), special.ndtri(1 - alpha)):
+        q = special.ndtr(z0 + (z0 + za) / (1 - acc * (z0 + za)))
+        q = np.where(np.isfinite(q), q, np.where(z0 > 0, 1.0, 0.0))
+        out.append(_percentile_per_element(tb, 100 * q))
+    return out[0], out[1]
+
+
+def _percentile_per_element(tb: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.percentile(tb[:, idx], q[idx])`` for every trailing index (linear interpolation)."""
+    flat = tb.reshape(tb.shape[0], -1)
+    qf = np.broadcast_to(q, tb.shape[1:]).reshape(-1)
+    res = np.array([np.nanpercentile(flat[:, i], qf[i]) if np.isfinite(flat[:, i]).any() else np.nan
+                    for i in range(flat.shape[1])])
+    return res.reshape(tb.shape[1:])
+
+
+def permutation_pvalue(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Two-sided p-value ``(1 + #{|null| >= |obs|}) / (P + 1)`` elementwise; null ``(P, ...)``."""
+    obs = np.abs(np.asarray(observed, float))
+    nul = np.abs(np.asarray(null, float))
+    exceed = (nul >= obs - 1e-12 * np.maximum(obs, 1.0)).sum(0)
+    p = (1.0 + exceed) / (nul.shape[0] + 1.0)
+    return np.where(np.isfinite(obs), p, np.nan)
+
+
+def holm(pvalues: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    p = np.asarray(pvalues, float)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def random_cosine_quantile(k: int, q: float = 0.95) -> float:
+    """Quantile ``q`` of |cos| between a fixed and a uniformly random direction in R^k.
+
+    ``cos^2 ~ Beta(1/2, (k-1)/2)``; the cosine has mean 0 and SD ``1/sqrt(k)``.
+    """
+    if k <= 1:
+        return 1.0
+    return float(np.sqrt(sps.beta.ppf(q, 0.5, (k - 1) / 2.0)))
+
+
+def random_direction_null(rng: np.random.Generator, k: int, n_rows_a: int, n_rows_b: int, centered: bool,
+                          n_draws: int = 4000) -> np.ndarray:
+    """Max |cos| over the (Ca x Cb) matrix of two random heads in R^k, ``(n_draws,)``.
+
+    Rows are i.i.d. isotropic Gaussian directions, centred like the heads under analysis when
+    ``centered`` (and the head has more than one row).
+    """
+    a = rng.standard_normal((n_draws, n_rows_a, k))
+    b = rng.standard_normal((n_draws, n_rows_b, k))
+    if centered:
+        if n_rows_a > 1:
+            a -= a.mean(1, keepdims=True)
+        if n_rows_b > 1:
+            b -= b.mean(1, keepdims=True)
+    a /= np.linalg.norm(a, axis=-1, keepdims=True)
+    b /= np.linalg.norm(b, axis=-1, keepdims=True)
+    return np.abs(np.einsum("nik,njk->nij", a, b)).max(axis=(1, 2))
