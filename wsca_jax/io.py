@@ -1,0 +1,78 @@
+"""Reading user files: embeddings (.npy / .npz), metadata (.csv / .parquet), heads (.npy).
+
+Every problem becomes a one-line :class:`~wsca_jax.errors.WscaInputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .errors import WscaInputError, require
+
+
+class EmbeddingFile(NamedTuple):
+    """Contents of an embeddings file.
+
+    Attributes:
+      embeddings: ``(N, D)``.
+      heads: ``{task: (C, D) or (D,)}`` from ``head_<task>`` arrays (``wsca embed`` writes them).
+      columns: ``{name: (N,)}`` other 1-D arrays of length N (labels, metadata).
+    """
+
+    embeddings: np.ndarray
+    heads: dict
+    columns: dict
+
+
+def _exists(path: str, what: str) -> None:
+    require(os.path.exists(path), f"{what}: file not found: {path}")
+    require(os.path.isfile(path), f"{what}: not a file: {path}")
+
+
+def load_embeddings(path: str) -> EmbeddingFile:
+    """Read ``.npy`` (N, D) or ``.npz`` with key ``embeddings`` (+ ``head_<task>``, columns)."""
+    _exists(path, "--embeddings")
+    ext = os.path.splitext(path)[1].lower()
+    require(ext in (".npy", ".npz"), f"--embeddings {path}: expected a .npy or .npz file, found {ext or 'no extension'}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:  # corrupt or not a NumPy file
+        raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {e})") from None
+    if ext == ".npy":
+        return EmbeddingFile(np.asarray(data), {}, {})
+    with data:
+        keys = list(data.keys())
+        require("embeddings" in keys, f"--embeddings {path}: no array named 'embeddings' (found: {', '.join(keys) or 'none'})")
+        emb = np.asarray(data["embeddings"])
+        heads = {k[len("head_"):]: np.asarray(data[k]) for k in keys if k.startswith("head_")}
+        n = emb.shape[0] if emb.ndim >= 1 else -1
+        cols = {k: np.asarray(data[k]) for k in keys
+                if k != "embeddings" and not k.startswith("head_") and data[k].ndim == 1 and data[k].shape[0] == n}
+    return EmbeddingFile(emb, heads, cols)
+
+
+def load_metadata(path: str) -> pd.DataFrame:
+    """Read a ``.csv`` or ``.parquet`` table (one row per embedding)."""
+    _exists(path, "--metadata")
+    ext = os.path.splitext(path)[1].lower()
+    require(ext in (".csv", ".parquet", ".pq"), f"--metadata {path}: expected a .csv or .parquet file, found {ext or 'no extension'}")
+    try:
+        if ext == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except Exception as e:
+        raise WscaInputError(f"--metadata {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def load_head(path: str) -> np.ndarray:
+    """Read a ``.npy`` head of shape (C, D) or (D,)."""
+    _exists(path, "--primary-head")
+    require(path.lower().endswith(".npy"), f"--primary-head {path}: expected a .npy file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise WscaInputError(f"--primary-head {path}: cannot be read ({type(e).__name__}: {e})") from None
