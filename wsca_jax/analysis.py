@@ -262,7 +262,9 @@ def analyze(
     groups = None
     if group_column is not None:
         gcol = meta[group_column]
-        require(gcol.notna().all(), f"--group-column {group_column!r}: row {int(np.flatnonzero(gcol.isna().to_numpy())[0])} is missing")
+        if gcol.isna().any():
+            row = int(np.flatnonzero(gcol.isna().to_numpy())[0])
+            raise WscaInputError(f"--group-column {group_column!r}: row {row} is missing; expected a group id on every row")
         groups = pd.factorize(gcol)[0]
     n, d = x.shape
     centered = heads == "centered"

@@ -97,6 +97,8 @@ def bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_jack: np.n
 
     Same formulas as ``scipy.stats.bootstrap(method="BCa")``: bias ``z0`` from the share of
     replicates below the estimate (ties counted half), acceleration from the jackknife values.
+    Where every replicate lies on one side of the estimate (BCa undefined; scipy gives NaN) the
+    percentile interval is returned for that element.
 
     Args:
       theta_hat: ``(...)`` estimate.  theta_boot: ``(B, ...)``.  theta_jack: ``(J, ...)``.
@@ -114,9 +116,13 @@ def bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_jack: np.n
         acc = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     alpha = (1 - confidence) / 2
     out = []
-    for za in (special.ndtri(alpha), special.ndtri(1 - alpha)):
-        q = special.ndtr(z0 + (z0 + za) / (1 - acc * (z0 + za)))
-        q = np.where(np.isfinite(q), q, np.where(z0 > 0, 1.0, 0.0))
+    for level in (alpha, 1 - alpha):
+        za = special.ndtri(level)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = special.ndtr(z0 + (z0 + za) / (1 - acc * (z0 + za)))
+        # every replicate on one side of the estimate (z0 infinite): BCa is undefined (scipy returns
+        # NaN); fall back to the percentile interval for that element
+        q = np.where(np.isfinite(q), q, level)
         out.append(_percentile_per_element(tb, 100 * q))
     return out[0], out[1]
 

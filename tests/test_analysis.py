@@ -1,0 +1,87 @@
+"""End-to-end behaviour of wsca.analyze: known answers, calibration, schema."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+import wsca_jax as wsca
+from conftest import make_known_answer
+
+
+def test_used_metadata_is_detected(known_answer):
+    z, meta, head = known_answer(n=800, d=64, used=True, seed=0)
+    res = wsca.analyze(z, meta, "label", primary_head=head, bootstrap=100, permutations=100, pca_min=64)
+    s = res.tasks["site"].summary
+    assert res.tasks["site"].probe["auroc"] > 0.9
+    assert s["max_abs_wsc"] > 2 * s["random_direction_q95"]
+    assert s["p_value"] < 0.01 and s["p_adjusted"] < 0.01
+    assert s["ci"][0] > s["random_direction_q95"]
+    assert s["verdict"].startswith("aligned")
+
+
+def test_encoded_but_unused_metadata_is_not(known_answer):
+    z, meta, head = known_answer(n=800, d=64, used=False, seed=0)
+    res = wsca.analyze(z, meta, "label", primary_head=head, bootstrap=100, permutations=100, pca_min=64)
+    t = res.tasks["site"]
+    assert t.probe["auroc"] > 0.9                           # encoded
+    assert np.all(t.ci_low <= 0) and np.all(t.ci_high >= 0)  # every cell's CI includes 0
+    assert t.summary["p_value"] > 0.05
+    assert t.summary["verdict"].startswith("not detected")
+
+
+def test_primary_probe_and_one_logit_head(known_answer):
+    z, meta, head = known_answer(n=800, d=24, used=True, seed=1)
+    probe_res = wsca.analyze(z, meta, "label", pca_min=24)
+    assert probe_res.primary["source"] == "probe" and probe_res.primary["probe"]["auroc"] > 0.95
+    one = wsca.analyze(z, meta, "label", primary_head=head, pca_min=24)       # (D,) head: one row
+    assert one.tasks["site"].wsc.shape == (1, 2) and not one.primary["centered"]
+    two = wsca.analyze(z, meta, "label", primary_head=np.stack([-head, head]) / 2, pca_min=24)
+    assert two.tasks["site"].wsc.shape == (2, 2)
+    np.testing.assert_allclose(np.abs(two.tasks["site"].wsc), one.tasks["site"].summary["max_abs_wsc"], atol=1e-5)
+
+
+def test_calibration_of_permutation_pvalues():
+    """Unused metadata: p-values spread over (0, 1]; used: consistently small."""
+    p_null, p_used = [], []
+    for seed in range(8):
+        for used, store in ((False, p_null), (True, p_used)):
+            z, meta, head = make_known_answer(n=300, d=32, seed=100 + seed, used=used, balanced=False)
+            res = wsca.analyze(z, meta, "label", primary_head=head, permutations=49, pca_min=32, seed=seed)
+            store.append(res.tasks["site"].summary["p_value"])
+    p_null, p_used = np.array(p_null), np.array(p_used)
+    assert (p_null < 0.05).sum() <= 2 and np.median(p_null) > 0.2
+    assert np.all(p_used <= 0.02)
+
+
+def test_group_column_and_missing_values(known_answer):
+    z, meta, head = known_answer(n=600, d=16, used=True, seed=2)
+    meta = meta.assign(patient=np.arange(600) // 2, site=meta["site"].astype(float))
+    meta.loc[:29, "site"] = np.nan
+    res = wsca.analyze(z, meta, "label", primary_head=head, group_column="patient", bootstrap=20,
+                       permutations=20, pca_min=16)
+    assert set(res.tasks) == {"site"} and res.tasks["site"].n_used == 570
+    assert res.settings["group_column"] == "patient"
+    assert "groups" in res.settings["permutation_scheme"]
+
+
+def test_to_dict_follows_the_schema(tmp_path, known_answer):
+    z, meta, head = known_answer(n=300, d=8, used=False, seed=3)
+    meta["age"] = np.random.default_rng(0).normal(40, 10, 300)
+    meta["const"] = 1
+    res = wsca.analyze(z, meta, "label", bootstrap=10, permutations=10, pca_min=8, bins=3, binning="uniform")
+    res.to_json(tmp_path / "wsca.json")
+    d = json.loads((tmp_path / "wsca.json").read_text())
+    assert set(d) >= {"wsca_version", "n_samples", "embedding_dim", "settings", "pca", "primary", "tasks", "skipped"}
+    assert set(d["settings"]) >= {"bootstrap", "permutations", "seed", "pca_variance", "pca_min", "heads",
+                                  "binning", "bins", "group_column", "probe"}
+    assert d["pca"]["components"] == 8 and d["primary"]["source"] == "probe"
+    assert d["skipped"] == {"const": "constant (fewer than two distinct values)"}
+    age = d["tasks"]["age"]
+    assert age["kind"] == "binned" and len(age["classes"]) == 3 and age["classes"][0].startswith("[")
+    for key in ("wsc", "ci_low", "ci_high", "p_value"):
+        assert np.shape(age[key]) == (2, 3)
+    assert set(age["probe"]) >= {"accuracy", "balanced_accuracy", "auroc", "chance"}
+    assert set(age["summary"]) >= {"max_abs_wsc", "cell", "ci", "p_value", "p_adjusted"}
+    no_stats = wsca.analyze(z, meta, "label", pca_min=8).to_dict()["tasks"]["site"]
+    assert no_stats["ci_low"] is None and no_stats["p_value"] is None and no_stats["summary"]["ci"] is None

@@ -1,0 +1,106 @@
+"""Parity of the batched probe engine with scikit-learn on real data (bundled datasets)."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
+
+from wsca_jax import ProbeConfig, fit_probes, fit_replicates, make_basis
+from wsca_jax.probes import sklearn_equivalent_C, to_original
+
+
+def objective(coef, intercept, X, y, C, w=None):
+    """scikit-learn's lbfgs objective: mean weighted CE + ||W||^2 / (2 C sum(w))."""
+    w = np.ones(len(y)) if w is None else w
+    z = X @ coef.T + intercept
+    z = z - z.max(1, keepdims=True)
+    lp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return -(w * lp[np.arange(len(y)), y]).sum() / w.sum() + (coef ** 2).sum() / (2 * C * w.sum())
+
+
+def sklearn_rows(X, y, C, w=None):
+    """scikit-learn solution as softmax rows (binary: -v/2, +v/2 at the equivalent C)."""
+    k = int(y.max()) + 1
+    m = LogisticRegression(C=sklearn_equivalent_C(C, k), tol=1e-10, max_iter=20000).fit(X, y, sample_weight=w)
+    if k == 2:
+        return np.stack([-m.coef_[0], m.coef_[0]]) / 2, np.array([-m.intercept_[0], m.intercept_[0]]) / 2
+    return m.coef_, m.intercept_
+
+
+def row_cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def data(name):
+    X, y = (load_digits if name == "digits" else load_breast_cancer)(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer"])
+def test_parity_with_sklearn_logistic_regression(name):
+    X, y = data(name)
+    out = fit_probes(X, y, config=ProbeConfig(C=1.0))
+    ref_c, ref_b = sklearn_rows(X, y, 1.0)
+    assert row_cosines(out["coef"][0], ref_c).min() >= 0.999
+    ours, theirs = objective(out["coef"][0], out["intercept"][0], X, y, 1.0), objective(ref_c, ref_b, X, y, 1.0)
+    assert abs(ours - theirs) / theirs <= 1e-4
+    # the returned objective is the one scikit-learn minimises
+    assert abs(out["objective"][0] - ours) / ours <= 1e-4
+
+
+def test_sample_weights_match_sklearn_sample_weight():
+    X, y = data("breast_cancer")
+    w = np.random.default_rng(0).multinomial(len(y), np.full(len(y), 1 / len(y))).astype(float)
+    out = fit_probes(X, y, sample_weight=w, config=ProbeConfig(C=0.5))
+    ref_c, ref_b = sklearn_rows(X, y, 0.5, w)
+    assert row_cosines(out["coef"][0], ref_c).min() >= 0.999
+    assert abs(objective(out["coef"][0], out["intercept"][0], X, y, 0.5, w) / objective(ref_c, ref_b, X, y, 0.5, w) - 1) <= 1e-4
+
+
+def test_tasks_with_missing_labels_and_padded_classes():
+    X, y10 = data("digits")
+    rng = np.random.default_rng(1)
+    y2 = (y10 >= 5).astype(int)
+    y3 = y10 % 3
+    y3_missing = y3.copy()
+    y3_missing[rng.random(len(y3)) < 0.3] = -1
+    labels = np.stack([y10, y2, y3_missing])
+    out = fit_probes(X, labels, config=ProbeConfig(C=1.0))
+    assert out["coef"].shape == (3, 10, 64)
+    # padded classes stay exactly zero
+    assert np.all(out["coef"][1, 2:] == 0) and np.all(out["coef"][2, 3:] == 0)
+    # the task with missing labels equals a fit on its labelled rows only
+    keep = y3_missing >= 0
+    ref_c, _ = sklearn_rows(X[keep], y3_missing[keep], 1.0)
+    assert row_cosines(out["coef"][2, :3], ref_c).min() >= 0.999
+    ref2, _ = sklearn_rows(X, y2, 1.0)
+    assert row_cosines(out["coef"][1, :2], ref2).min() >= 0.999
+
+
+def test_replicates_equal_individual_fits():
+    X, y = data("breast_cancer")
+    basis = make_basis(X)
+    labels = y[None].astype(np.int32)
+    mask = np.array([[True, True]])
+    w = np.random.default_rng(2).poisson(1.0, size=(5, len(y))).astype(np.float32)
+    cfg = ProbeConfig(C=1.0, chunk=4)
+    warm = fit_replicates(basis, labels, np.ones((1, len(y)), np.float32), mask, cfg)
+    batch = fit_replicates(basis, labels, w, mask, cfg, init=(warm.coef[0], warm.intercept[0]))
+    for r in range(5):
+        one = fit_replicates(basis, labels, w[r:r + 1], mask, cfg)
+        c1, _ = to_original(one.coef[0, 0], one.intercept[0, 0], basis)
+        cb, _ = to_original(batch.coef[r, 0], batch.intercept[r, 0], basis)
+        assert row_cosines(c1, cb).min() >= 0.9999
+    assert np.all(batch.grad_max <= cfg.tol * 1.01)
+
+
+def test_ridge_matches_sklearn_ridge_on_one_hot_targets():
+    X, y = data("digits")
+    C = 0.01
+    out = fit_probes(X, y, config=ProbeConfig(C=C, solver="ridge"))
+    Y = np.eye(10)[y]
+    # ours: mean squared loss/2 + ||W||^2 / (2 C n)  <=>  sklearn: ||Y - XW||^2 + alpha ||W||^2, alpha = 1/C
+    ref = Ridge(alpha=1.0 / C).fit(X, Y)
+    np.testing.assert_allclose(out["coef"][0], ref.coef_, rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(out["intercept"][0], ref.intercept_, rtol=2e-3, atol=2e-4)

@@ -1,0 +1,73 @@
+"""Statistics against scipy and known answers."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import wsca_jax as wsca
+from wsca_jax.stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, percentile_interval,
+                            permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
+
+
+@pytest.mark.parametrize("method", ["BCa", "percentile"])
+def test_intervals_match_scipy_bootstrap(method):
+    x = np.random.default_rng(0).gamma(2.0, size=40)          # skewed: BCa differs from percentile
+    B = 2000
+    res = stats.bootstrap((x,), np.mean, n_resamples=B, method=method, rng=np.random.default_rng(7))
+    # the same resamples scipy drew (rows of indices from the same generator), as count weights
+    idx = np.random.default_rng(7).integers(0, len(x), (B, len(x)))
+    theta_b = x[idx].mean(1)
+    counts = np.stack([np.bincount(i, minlength=len(x)) for i in idx])
+    np.testing.assert_allclose(counts @ x / len(x), theta_b)
+    if method == "BCa":
+        jw = jackknife_weights(len(x))                      # leave-one-out for n <= 50
+        theta_j = (jw @ x) / jw.sum(1)
+        lo, hi = bca_interval(x.mean(), theta_b, theta_j)
+    else:
+        lo, hi = percentile_interval(theta_b)
+    np.testing.assert_allclose([lo, hi], [res.confidence_interval.low, res.confidence_interval.high], rtol=1e-10)
+
+
+def test_bootstrap_weights_plain_and_grouped():
+    rng = np.random.default_rng(0)
+    w = bootstrap_weights(rng, 50, 100)
+    assert w.shape == (100, 50) and np.all(w.sum(1) == 50)
+    np.testing.assert_allclose(w.mean(), 1.0, atol=0.05)
+    groups = np.repeat(np.arange(10), 3)
+    wg = bootstrap_weights(rng, 30, 200, groups)
+    assert np.all(wg.reshape(200, 10, 3).std(-1) == 0)        # a group is drawn whole
+    assert np.all(wg.sum(1) == 30)
+
+
+def test_group_permutations_keep_groups_whole():
+    rng = np.random.default_rng(1)
+    groups = np.r_[np.repeat(np.arange(20), 2), np.arange(20, 30)]   # 20 pairs and 10 singletons
+    perms = permutation_indices(rng, len(groups), 50, groups)
+    for p in perms:
+        assert sorted(p) == list(range(len(groups)))
+        src_groups = groups[p]
+        for g in range(20):                                 # both rows of a pair come from one pair
+            a, b = src_groups[groups == g]
+            assert a == b and a < 20
+        assert np.all(src_groups[40:] >= 20)                # singletons swap with singletons
+    assert len({tuple(p) for p in perms}) == 50
+
+
+def test_permutation_pvalue_and_holm_known_values():
+    null = np.linspace(-1, 1, 99)                           # |null| >= 0.5 for 50 of 99
+    assert permutation_pvalue(0.5, null[:, None])[0] == pytest.approx(51 / 100)
+    assert permutation_pvalue(2.0, null[:, None])[0] == pytest.approx(1 / 100)
+    np.testing.assert_allclose(holm(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
+
+
+def test_random_direction_reference():
+    rng = np.random.default_rng(3)
+    k = 50
+    u = rng.normal(size=(20000, k))
+    cos = u[:, 0] / np.linalg.norm(u, axis=1)
+    assert random_cosine_quantile(k) == pytest.approx(np.quantile(np.abs(cos), 0.95), abs=0.01)
+    assert np.std(cos) == pytest.approx(1 / np.sqrt(k), rel=0.05)
+    m = random_direction_null(rng, k, 1, 1, centered=False)
+    assert np.quantile(m, 0.95) == pytest.approx(random_cosine_quantile(k), abs=0.02)
+    # a 2 x 3 matrix's max is larger than one cell's
+    assert np.quantile(random_direction_null(rng, k, 2, 3, centered=True), 0.95) > random_cosine_quantile(k)
