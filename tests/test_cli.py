@@ -1,0 +1,110 @@
+"""The wsca command line: outputs, help, and one-line errors with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wsca_jax.cli import main
+from conftest import make_known_answer
+
+
+@pytest.fixture
+def files(tmp_path):
+    z, meta, head = make_known_answer(n=400, d=16, used=True, seed=5)
+    meta["age"] = np.random.default_rng(0).normal(50, 10, len(meta))
+    meta["case"] = np.arange(len(meta)) // 2
+    np.save(tmp_path / "emb.npy", z)
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    np.save(tmp_path / "head.npy", head)
+    return tmp_path
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_writes_json_report_and_figures(files, capsys):
+    out = files / "res"
+    code, stdout, _ = run(["analyze", "--embeddings", str(files / "emb.npy"), "--metadata", str(files / "meta.csv"),
+                           "--primary", "label", "--primary-head", str(files / "head.npy"), "--group-column", "case",
+                           "--bootstrap", "20", "--permutations", "20", "--pca-min", "16", "--quiet",
+                           "--out", str(out)], capsys)
+    assert code == 0
+    names = sorted(os.listdir(out))
+    assert names == ["encoded_vs_used.png", "report.html", "wsca.json", "wsca_age.png", "wsca_site.png"]
+    d = json.loads((out / "wsca.json").read_text())
+    assert d["primary"]["source"] == "head" and d["settings"]["group_column"] == "case"
+    assert set(d["tasks"]) == {"site", "age"} and d["n_samples"] == 400 and d["embedding_dim"] == 16
+    assert d["tasks"]["site"]["summary"]["p_value"] <= 1 / 21 + 1e-9
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "site" in html
+
+
+def test_npz_with_head_and_columns(files, capsys, tmp_path):
+    z = np.load(files / "emb.npy")
+    meta = pd.read_csv(files / "meta.csv")
+    head = np.load(files / "head.npy")
+    np.savez(tmp_path / "emb.npz", embeddings=z, head_label=head, label=meta["label"].to_numpy(),
+             site=meta["site"].to_numpy())
+    code, _, err = run(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label",
+                        "--pca-min", "16", "--quiet", "--no-figures", "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "r" / "wsca.json").read_text())
+    assert d["primary"]["source"] == "head" and list(d["tasks"]) == ["site"]
+
+
+def test_help_shows_an_example():
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "example:" in r.stdout and "wsca analyze --embeddings" in r.stdout
+
+
+BAD = {
+    "missing file": (["--embeddings", "{d}/none.npy"], "file not found"),
+    "row mismatch": (["--metadata", "{d}/short.csv"], "metadata has 399 rows, embeddings have 400"),
+    "nan rows": (["--embeddings", "{d}/nan.npy"], "row 7 contains NaN or inf"),
+    "unknown column": (["--primary", "nope"], "column 'nope' not in metadata"),
+    "head width": (["--primary-head", "{d}/badhead.npy"], "width 15 does not match the embedding dimension 16"),
+    "bins": (["--bins", "1"], "--bins must be at least 2"),
+    "unknown task": (["--tasks", "site,zzz"], "column 'zzz' not in metadata"),
+    "bad metadata type": (["--metadata", "{d}/meta.txt"], "expected a .csv or .parquet file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_one_line_exit_2_nothing_written(files, capsys, case):
+    d = files
+    z = np.load(d / "emb.npy")
+    pd.read_csv(d / "meta.csv").iloc[:-1].to_csv(d / "short.csv", index=False)
+    zn = z.copy(); zn[7, 3] = np.nan; np.save(d / "nan.npy", zn)   # noqa: E702
+    np.save(d / "badhead.npy", np.ones(15))
+    (d / "meta.txt").write_text("x")
+    base = {"--embeddings": str(d / "emb.npy"), "--metadata": str(d / "meta.csv"), "--primary": "label"}
+    extra, message = BAD[case]
+    extra = [e.format(d=d) for e in extra]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        base[flag] = value
+    argv = ["analyze", *[x for kv in base.items() for x in kv], *extra[len(extra) // 2 * 2:],
+            "--quiet", "--out", str(d / "out")]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (d / "out").exists()
+    assert not [p for p in os.listdir(d) if p.startswith(".wsca-tmp")]
+
+
+def test_subprocess_error_has_no_traceback(files):
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", "--embeddings", str(files / "emb.npy"),
+                        "--metadata", str(files / "meta.csv"), "--primary", "label", "--bins", "0",
+                        "--out", str(files / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", "--embeddings", "x.npy"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "required" in r.stderr
