@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Until `wsca demo` exists: WSC of a malignancy probe against scanner, view and BI-RADS probes on
+# PCA features of the BUS-BRA pixels (real images and metadata from ../shared/data).
 demo: $(STAMP)
-	$(BIN)/python experiments/busbra_pixel_demo.py --data-dir $(DATA_DIR) --out runs/demo
+	$(BIN)/python experiments/busbra_pixel_features.py --data-dir $(DATA_DIR) --out runs/demo/inputs
+	$(BIN)/wsca analyze --embeddings runs/demo/inputs/embeddings.npy --metadata runs/demo/inputs/metadata.csv \
+	    --primary malignant --group-column case --bootstrap 200 --permutations 200 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

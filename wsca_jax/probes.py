@@ -175,7 +175,7 @@ class _Consts(NamedTuple):
 
 
 class _State(NamedTuple):
-    W: jax.Array; b: jax.Array; z: jax.Array; f: jax.Array   # noqa: E702
+    W: jax.Array; b: jax.Array; z: jax.Array; p: jax.Array; f: jax.Array   # noqa: E702
     gW: jax.Array; gb: jax.Array                              # noqa: E702
     SW: jax.Array; Sb: jax.Array; YW: jax.Array; Yb: jax.Array; rho: jax.Array  # noqa: E702
 
@@ -192,19 +192,24 @@ def _consts(var, labels, weights, class_mask, C, c_curv=0.25) -> _Consts:
 def _value_grad(x, cs: _Consts, W, b, z):
     ce, p = _loss_terms(z, cs.labels, cs.wn, cs.class_mask)
     f = ce + 0.5 * cs.reg * jnp.sum(W * W, axis=(1, 2))
+    gW, gb = _grad_from_p(x, cs, W, p)
+    return f, gW, gb, p
+
+
+def _grad_from_p(x, cs: _Consts, W, p):
     r = (p - cs.y1) * cs.wn[..., None]
     maskf = cs.class_mask.astype(x.dtype)
     gW = (jnp.einsum("tnk,nd->tkd", r, x) + cs.reg[:, None, None] * W) * maskf[..., None]
     gb = jnp.sum(r, axis=1) * maskf
-    return f, gW, gb
+    return gW, gb
 
 
 def _init(x, cs: _Consts, W0, b0, history) -> _State:
     z = jnp.einsum("nd,tkd->tnk", x, W0) + b0[:, None, :]
-    f, gW, gb = _value_grad(x, cs, W0, b0, z)
+    f, gW, gb, p = _value_grad(x, cs, W0, b0, z)
     SW = jnp.zeros((history,) + W0.shape, x.dtype)
     Sb = jnp.zeros((history,) + b0.shape, x.dtype)
-    return _State(W0, b0, z, f, gW, gb, SW, Sb, jnp.zeros_like(SW), jnp.zeros_like(Sb),
+    return _State(W0, b0, z, p, f, gW, gb, SW, Sb, jnp.zeros_like(SW), jnp.zeros_like(Sb),
                   jnp.zeros((history, W0.shape[0]), x.dtype))
 
 
@@ -254,7 +259,7 @@ def _step(x, cs: _Consts, st: _State, it) -> _State:
     u = jnp.where(cs.class_mask[:, None, :], u, 0.0)
 
     def along(alpha):
-        """phi(alpha), phi'(alpha), phi''(alpha) for every task."""
+        """phi(alpha), phi'(alpha), phi''(alpha) and the probabilities, for every task."""
         zz = st.z + alpha[:, None, None] * u
         ce, p = _loss_terms(zz, cs.labels, cs.wn, cs.class_mask)
         Wa = st.W + alpha[:, None, None] * dW
@@ -262,30 +267,38 @@ def _step(x, cs: _Consts, st: _State, it) -> _State:
         uy = jnp.take_along_axis(u, jnp.maximum(cs.labels, 0)[..., None], axis=-1)[..., 0]
         pu = jnp.sum(p * u, axis=-1)
         d1 = jnp.sum(cs.wn * (pu - uy), axis=1) + cs.reg * jnp.sum(Wa * dW, axis=(1, 2))
-        d2 = jnp.sum(cs.wn * (jnp.sum(p * u * u, axis=-1) - pu * pu), axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
-        return f, d1, d2
+        return f, d1, _curvature(p, u), p
 
-    zero = jnp.zeros_like(st.f)
-    _, d1, d2 = along(zero)
-    a1 = jnp.clip(-d1 / jnp.maximum(d2, 1e-30), 0.0, 1e6)
-    f1, d1b, d2b = along(a1)
+    def _curvature(p, u):
+        pu = jnp.sum(p * u, axis=-1)
+        return jnp.sum(cs.wn * (jnp.sum(p * u * u, axis=-1) - pu * pu), axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
+
+    # exact line search: Newton steps on phi(alpha) from alpha = 0 (slope and curvature at 0 are
+    # known from the gradient and the current probabilities), then one more from alpha_1
+    d1 = _pdot(g, (dW, db))
+    a1 = jnp.clip(-d1 / jnp.maximum(_curvature(st.p, u), 1e-30), 0.0, 1e6)
+    f1, d1b, d2b, p1 = along(a1)
     a2 = jnp.clip(a1 - d1b / jnp.maximum(d2b, 1e-30), 0.0, 1e6)
-    f2, d1c, _ = along(a2)
+    f2, d1c, _, p2 = along(a2)
     use2 = jnp.abs(d1c) <= jnp.abs(d1b)                                 # closer to the line's minimum
     alpha = jnp.where(use2, a2, a1)
+    fa = jnp.where(use2, f2, f1)
     # reject a step that increases the objective beyond float32 rounding; restart the memory then
-    accept = jnp.where(use2, f2, f1) <= st.f + 1e-6 * (1.0 + jnp.abs(st.f))
+    accept = fa <= st.f + 1e-6 * (1.0 + jnp.abs(st.f))
     alpha = jnp.where(accept, alpha, 0.0)
+    f = jnp.where(accept, fa, st.f)
+    sel = lambda a, b_, c: jnp.where(accept[:, None, None], jnp.where(use2[:, None, None], a, b_), c)  # noqa: E731
+    p = sel(p2, p1, st.p)
     W = st.W + alpha[:, None, None] * dW
     b = st.b + alpha[:, None] * db
     z = st.z + alpha[:, None, None] * u
-    f, gW, gb = _value_grad(x, cs, W, b, z)
+    gW, gb = _grad_from_p(x, cs, W, p)
     s = (W - st.W, b - st.b)
     yv = (gW - st.gW, gb - st.gb)
     sy = _pdot(s, yv)
     ok = sy > 1e-10 * jnp.sqrt(jnp.maximum(_pdot(yv, yv), 1e-30) * jnp.maximum(_pdot(s, s), 1e-30))
     slot = it % m
-    return _State(W, b, z, f, gW, gb,
+    return _State(W, b, z, p, f, gW, gb,
                   st.SW.at[slot].set(s[0]), st.Sb.at[slot].set(s[1]),
                   st.YW.at[slot].set(yv[0]), st.Yb.at[slot].set(yv[1]),
                   jnp.where(accept[None, :], st.rho, 0.0).at[slot].set(
