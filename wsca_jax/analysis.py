@@ -297,23 +297,24 @@ def analyze(
 
     point = fit_replicates(basis, labels, np.ones((1, n), np.float32), cmask, probe, progress=bar.update)
     init = (point.coef[0], point.intercept[0])
+    fits = []
 
     if head is not None:
         p_rows = (head @ basis.rotation).astype(np.float32)               # (Ca, D) rotated basis
-        p_mask = np.ones(p_rows.shape[0], bool)
         primary_source = "head"
     else:
         p_rows = point.coef[0, T, : taskset.primary.n_classes]
-        p_mask = np.ones(p_rows.shape[0], bool)
         primary_source = "probe"
+    p_mask = np.ones(p_rows.shape[0], bool)
     Ca = p_rows.shape[0]
     tmask = cmask[:T]
 
-    def wsc_of(fit: "ProbeFit") -> np.ndarray:
+    def wsc_of(fit, refit_primary: bool = True) -> np.ndarray:
         """(R, T, Ca, K) WSC for replicate fits (primary rows from the fit when probed)."""
+        fits.append(fit)
         task_rows = fit.coef[:, :T]
-        if head is None:
-            prim = fit.coef[:, T, : Ca]
+        if head is None and refit_primary:
+            prim = fit.coef[:, T, :Ca]
         else:
             prim = np.broadcast_to(p_rows, (fit.coef.shape[0],) + p_rows.shape)
         return np.asarray(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
@@ -322,6 +323,7 @@ def analyze(
 
     # held-out quality from cross-validated predictions
     cv = fit_replicates(basis, labels, fold_weights(folds), cmask, probe, init=init, progress=bar.update)
+    fits.append(cv)
     xr = np.asarray(basis.x)
     quality = []
     for i, t in enumerate(probe_tasks):
@@ -341,12 +343,11 @@ def analyze(
     null = None
     if permutations > 0:
         perms = permutation_indices(rng, n, permutations, groups)
-        plab = labels[:T][:, perms].transpose(1, 0, 2)                    # (P, T, N)
-        pfit = fit_replicates(basis, plab, np.ones((permutations, n), np.float32), tmask, probe,
+        plab = np.broadcast_to(labels, (permutations,) + labels.shape).copy()   # (P, T', N)
+        plab[:, :T] = labels[:T][:, perms].transpose(1, 0, 2)              # the primary row stays
+        pfit = fit_replicates(basis, plab, np.ones((permutations, n), np.float32), cmask, probe,
                               labels_batched=True, progress=bar.update)
-        task_rows = pfit.coef
-        prim = np.broadcast_to(p_rows, (permutations,) + p_rows.shape)
-        null = np.asarray(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
+        null = wsc_of(pfit, refit_primary=False)
     bar.close()
 
     # statistics per task
@@ -412,7 +413,11 @@ def analyze(
                                      "cell_abs_q95": random_cosine_quantile(k, 0.95),
                                      "note": "cosines between random directions in the projected space; "
                                              "per-task max |cos| quantiles are in each task's summary"}}
-    diagnostics = {"point_grad_max": [float(g) for g in point.grad_max[0]],
+    diagnostics = {"point_iterations": int(point.iterations[0]),
+                   "replicate_iterations_max": int(max([int(f.iterations.max()) for f in fits] or [0])),
+                   "replicate_grad_max": float(max([float(f.grad_max.max()) for f in fits] or [0.0])),
+                   "tol": float(probe.tol),
+                   "point_grad_max": [float(g) for g in point.grad_max[0]],
                    "point_objective": [float(o) for o in point.objective[0]],
                    "probe_tasks": [t.name for t in probe_tasks]}
     return WscaResult(n_samples=n, embedding_dim=d, settings=settings,

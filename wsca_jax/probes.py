@@ -93,12 +93,14 @@ class ProbeFit(NamedTuple):
       intercept: ``(..., T, K)``.
       objective: ``(..., T)`` final objective value.
       grad_max: ``(..., T)`` max |gradient| at the end (scikit-learn's stopping criterion).
+      iterations: ``(...)`` L-BFGS iterations run (shared by the replicates of one compiled call).
     """
 
     coef: jax.Array
     intercept: jax.Array
     objective: jax.Array
     grad_max: jax.Array
+    iterations: jax.Array
 
 
 def make_basis(embeddings: np.ndarray) -> Basis:
@@ -320,7 +322,7 @@ def _ridge_fit(x, var, labels, weights, class_mask, C):
     b = (mu_y - jnp.einsum("tkd,td->tk", W, mu_x)) * class_mask
     resid = (y1 - jnp.einsum("nd,tkd->tnk", x, W) - b[:, None, :]) * class_mask[:, None, :]
     f = 0.5 * jnp.sum(wn * jnp.sum(resid ** 2, -1), 1) + 0.5 / (C * n) * jnp.sum(W * W, (1, 2))
-    return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype))
+    return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype), jnp.asarray(0))
 
 
 @partial(jax.jit, static_argnames=("history", "solver", "init_batched"))
@@ -341,11 +343,10 @@ def fit_batched(x, var, labels, weights, class_mask, coef0, b0, C, n_iter, tol, 
       coef0, b0: start ``(T, K, D)``, ``(T, K)`` (a leading ``R`` when ``init_batched``).
       C: inverse L2 strength.  n_iter: iteration cap.  tol: gradient tolerance.
     Returns:
-      (:class:`ProbeFit` with leading axis ``R``, iterations run).
+      :class:`ProbeFit` with leading axis ``R``.
     """
     if solver == "ridge":
-        fit = jax.vmap(lambda lab, w: _ridge_fit(x, var, lab, w, class_mask, C))(labels, weights)
-        return fit, jnp.asarray(0)
+        return jax.vmap(lambda lab, w: _ridge_fit(x, var, lab, w, class_mask, C))(labels, weights)
     init_ax = 0 if init_batched else None
     cs = jax.vmap(_consts, in_axes=(None, 0, 0, None, None))(var, labels, weights, class_mask, C)
     st = jax.vmap(_init, in_axes=(None, 0, init_ax, init_ax, None))(x, cs, coef0, b0, history)
@@ -361,7 +362,8 @@ def fit_batched(x, var, labels, weights, class_mask, coef0, b0, C, n_iter, tol, 
 
     it, st = jax.lax.while_loop(cond, body, (jnp.asarray(1), st))
     b = st.b * class_mask.astype(x.dtype)
-    return ProbeFit(st.W, b, st.f, _grad_max(st)), it - 1
+    iterations = jnp.full((labels.shape[0],), it - 1)
+    return ProbeFit(st.W, b, st.f, _grad_max(st), iterations)
 
 
 def initial_params(labels: np.ndarray, class_mask: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -388,8 +390,7 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
       init: warm start ``(coef (T,K,D), intercept (T,K))`` shared by all replicates; None = cold.
       progress: optional callable ``(n_done)`` called after each chunk.
     Returns:
-      :class:`ProbeFit` as NumPy arrays with leading axis ``R``; ``iterations`` per chunk are
-      recorded in ``fit_replicates.last_iterations``.
+      :class:`ProbeFit` as NumPy arrays with leading axis ``R``.
     """
     labels = np.asarray(labels, np.int32)
     weights = np.asarray(weights, np.float32)
@@ -405,21 +406,19 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
     var = jnp.asarray(basis.variances, jnp.float32)
     cm = jnp.asarray(class_mask)
     c0, bb0 = jnp.asarray(coef0), jnp.asarray(b0)
-    outs, iters = [], []
+    outs = []
     chunk = max(1, int(config.chunk))
     for start in range(0, R, chunk):
         stop = min(R, start + chunk)
         idx = np.minimum(np.arange(start, start + chunk), R - 1)        # pad with the last replicate
         lab = labels[idx] if labels_batched else np.broadcast_to(labels, (chunk,) + labels.shape)
         w_task = weights[idx][:, None, :] * (lab >= 0)
-        fit, it = fit_batched(basis.x, var, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
+        fit = fit_batched(basis.x, var, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
                               c0, bb0, jnp.float32(config.C), jnp.int32(n_iter), jnp.float32(config.tol),
                               history=int(config.history), solver=config.solver)
         outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], fit))
-        iters.append(int(it))
         if progress is not None:
             progress(stop - start)
-    fit_replicates.last_iterations = iters
     return ProbeFit(*(np.concatenate(parts) for parts in zip(*outs)))
 
 
@@ -434,7 +433,8 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
       class_mask: ``(T, K)``; default: classes ``0..max(label)`` of each task.
       sample_weight: ``(N,)`` optional.
     Returns:
-      dict with ``coef (T, K, D)``, ``intercept (T, K)``, ``objective (T,)``, ``grad_max (T,)``.
+      dict with ``coef (T, K, D)``, ``intercept (T, K)``, ``objective (T,)``, ``grad_max (T,)``,
+      ``iterations``.
 
     Example:
       >>> from sklearn.datasets import load_digits
@@ -455,4 +455,5 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
     w = np.ones((1, len(embeddings)), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)[None]
     fit = fit_replicates(basis, labels, w, class_mask, config)
     coef, intercept = to_original(fit.coef[0], fit.intercept[0], basis)
-    return {"coef": coef, "intercept": intercept, "objective": fit.objective[0], "grad_max": fit.grad_max[0]}
+    return {"coef": coef, "intercept": intercept, "objective": fit.objective[0], "grad_max": fit.grad_max[0],
+            "iterations": int(fit.iterations[0])}
