@@ -43,14 +43,18 @@ def test_group_permutations_keep_groups_whole():
     rng = np.random.default_rng(1)
     groups = np.r_[np.repeat(np.arange(20), 2), np.arange(20, 30)]   # 20 pairs and 10 singletons
     perms = permutation_indices(rng, len(groups), 50, groups)
+    within = np.tile([0, 1], 20)                                      # a row-level attribute (view)
+    swapped = 0
     for p in perms:
         assert sorted(p) == list(range(len(groups)))
         src_groups = groups[p]
         for g in range(20):                                 # both rows of a pair come from one pair
             a, b = src_groups[groups == g]
             assert a == b and a < 20
+            swapped += int(within[p[groups == g][0]] == 1)  # the view order is shuffled in the pair
         assert np.all(src_groups[40:] >= 20)                # singletons swap with singletons
     assert len({tuple(p) for p in perms}) == 50
+    assert 0.4 < swapped / (50 * 20) < 0.6
 
 
 def test_permutation_pvalue_and_holm_known_values():

@@ -403,7 +403,7 @@ def analyze(
         "probe": probe.to_dict(), "cv_folds": int(folds.max() + 1), "confidence": float(confidence),
         "ci_method": ci_method if bootstrap > 0 else None,
         "jackknife_blocks": None if jack is None else int(len(jack)),
-        "permutation_scheme": None if permutations == 0 else ("whole groups among groups of equal size" if groups is not None else "rows"),
+        "permutation_scheme": None if permutations == 0 else ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows"),
         "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
     }
     prim_info = {"name": primary, "classes": list(taskset.primary.classes), "source": primary_source,

@@ -5,8 +5,8 @@ All resampling is expressed as *weights* or *label permutations* over the same e
 
 * :func:`bootstrap_weights` -- multinomial counts of each row (or of whole groups, e.g. patients).
 * :func:`jackknife_weights` -- delete-one-block weights for the BCa acceleration.
-* :func:`permutation_indices` -- label permutations (whole groups, among groups of equal size,
-  when groups are given).
+* :func:`permutation_indices` -- label permutations (with groups: groups exchanged among groups
+  of equal size, rows shuffled within them).
 * :func:`percentile_interval`, :func:`bca_interval` -- as ``scipy.stats.bootstrap``.
 * :func:`permutation_pvalue`, :func:`holm` -- two-sided permutation p-values, Holm adjustment.
 * :func:`random_direction_null` -- cosines between random directions in the projected space
@@ -62,10 +62,13 @@ def jackknife_weights(n: int, groups: np.ndarray | None = None, max_blocks: int 
 def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Permutations of the rows, ``(P, N)`` int: row i takes the label of row ``perm[i]``.
 
-    Without groups: uniform permutations. With groups (patients), rows of one group stay together:
-    groups are permuted among groups of the same size, and the j-th row of a group takes the label
-    of the j-th row of its partner. Exchangeability is then between groups, which keeps the
-    within-patient dependence that a row-level shuffle would break.
+    Without groups: uniform permutations. With groups (patients) the permutation respects them:
+    groups are permuted among groups of the same size, and the rows of the partner group are
+    handed over in a random order. A group-level attribute (the scanner of a patient) thus moves
+    between patients as a block and stays constant within each patient, while a row-level attribute
+    (the view of an image) is also shuffled within the patient. Both moves preserve the grouping of
+    the labels, which is what exchangeability under "no association" needs when rows of one
+    patient are dependent.
     """
     if groups is None:
         return np.stack([rng.permutation(n) for _ in range(n_perm)])
@@ -78,9 +81,11 @@ def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: n
         for s in np.unique(sizes):
             ids = np.flatnonzero(sizes == s)
             partner = ids[rng.permutation(len(ids))]
-            src = np.concatenate([members[k] for k in partner])
-            dst = np.concatenate([members[k] for k in ids])
-            perm[dst] = src
+            src = np.stack([members[k] for k in partner])              # (groups of size s, s)
+            if s > 1:
+                src = rng.permuted(src, axis=1)                         # shuffle within each group
+            dst = np.stack([members[k] for k in ids])
+            perm[dst.ravel()] = src.ravel()
         out[p] = perm
     return out
 
