@@ -171,9 +171,25 @@ class _Consts(NamedTuple):
     wn: jax.Array          # (T, N) weights / n
     y1: jax.Array          # (T, N, K) one-hot (zeros where missing)
     reg: jax.Array         # (T,) 1 / (C n)
-    h0w: jax.Array         # (T, D) diagonal preconditioner for W
-    h0b: jax.Array         # (T,) preconditioner for b
     class_mask: jax.Array  # (T, K) bool
+
+
+class Precond(NamedTuple):
+    """Kronecker-factored curvature of each task, ``H_t ~ A_t (x) B_t + reg I``, by eigenpairs.
+
+    ``A_t = sum_i w_i c_i [x_i, 1][x_i, 1]^T / n`` with ``c_i = tr S_i`` and
+    ``B_t = sum_i w_i S_i / sum_i w_i c_i``, ``S_i = diag(p_i) - p_i p_i^T`` the softmax curvature
+    at the starting point. Exact for binary tasks (and for any task at zero weights); for more
+    classes the usual K-FAC approximation.
+
+    Attributes:
+      UA: ``(T, D+1, D+1)``, lA: ``(T, D+1)`` eigenpairs of A; UB: ``(T, K, K)``, lB: ``(T, K)``.
+    """
+
+    UA: jax.Array
+    lA: jax.Array
+    UB: jax.Array
+    lB: jax.Array
 
 
 class _State(NamedTuple):
@@ -182,13 +198,49 @@ class _State(NamedTuple):
     SW: jax.Array; Sb: jax.Array; YW: jax.Array; Yb: jax.Array; rho: jax.Array  # noqa: E702
 
 
-def _consts(var, labels, weights, class_mask, C, c_curv=0.25) -> _Consts:
+def _consts(labels, weights, class_mask, C) -> _Consts:
     T, K = class_mask.shape
     n = jnp.maximum(jnp.sum(weights, axis=1), 1e-12)
-    reg = 1.0 / (C * n)
-    return _Consts(labels=labels, wn=weights / n[:, None], y1=_onehot(labels, K), reg=reg,
-                   h0w=1.0 / (c_curv * var[None, :] + reg[:, None]), h0b=jnp.full((T,), 1.0 / c_curv),
+    return _Consts(labels=labels, wn=weights / n[:, None], y1=_onehot(labels, K), reg=1.0 / (C * n),
                    class_mask=class_mask)
+
+
+@jax.jit
+def kfac_precond(x, weights, class_mask, W, b) -> Precond:
+    """Kronecker-factored curvature at ``(W, b)`` for every task (see :class:`Precond`).
+
+    Args:
+      x: ``(N, D)``; weights: ``(T, N)`` (0 for missing labels); class_mask ``(T, K)``;
+      W: ``(T, K, D)``; b: ``(T, K)``.
+    """
+    n = jnp.maximum(jnp.sum(weights, axis=1), 1e-12)
+    wn = weights / n[:, None]
+    z = jnp.einsum("nd,tkd->tnk", x, W) + b[:, None, :]
+    p = jax.nn.softmax(_masked_logits(z, class_mask), axis=-1)            # (T, N, K)
+    c = 1.0 - jnp.sum(p * p, axis=-1)                                      # tr S_i
+    xt = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)  # (N, D+1)
+
+    def gram(wc):
+        return (xt * wc[:, None]).T @ xt
+
+    A = jax.lax.map(gram, wn * c)                                          # (T, D+1, D+1)
+    B = (jnp.einsum("tn,tnk->tk", wn, p)[..., None] * jnp.eye(p.shape[-1])
+         - jnp.einsum("tn,tnk,tnl->tkl", wn, p, p)) / jnp.maximum(jnp.sum(wn * c, axis=1), 1e-12)[:, None, None]
+    lA, UA = jnp.linalg.eigh(A)
+    lB, UB = jnp.linalg.eigh(B)
+    return Precond(UA, jnp.maximum(lA, 0.0), UB, jnp.maximum(lB, 0.0))
+
+
+def _apply_precond(P: Precond, reg, gW, gb):
+    """``(A (x) B + reg I)^-1 g`` per task; gW ``(T, K, D)``, gb ``(T, K)``, reg ``(T,)``."""
+    d = gW.shape[-1]
+    G = jnp.concatenate([gW, gb[..., None]], axis=-1)                      # (T, K, D+1)
+    G = jnp.einsum("tkd,tde->tke", G, P.UA)
+    G = jnp.einsum("tke,tkl->tle", G, P.UB)
+    G = G / (P.lB[:, :, None] * P.lA[:, None, :] + reg[:, None, None])
+    G = jnp.einsum("tle,tkl->tke", G, P.UB)
+    G = jnp.einsum("tke,tde->tkd", G, P.UA)
+    return G[..., :d], G[..., d]
 
 
 def _value_grad(x, cs: _Consts, W, b, z):
@@ -219,13 +271,14 @@ def _grad_max(st: _State):
     return jnp.maximum(jnp.max(jnp.abs(st.gW), axis=(-2, -1)), jnp.max(jnp.abs(st.gb), axis=-1))
 
 
-def _step(x, cs: _Consts, st: _State, it) -> _State:
+def _step(x, P: Precond, cs: _Consts, st: _State, it) -> _State:
     """One L-BFGS iteration (two-loop direction, exact two-step Newton line search) for T tasks."""
     maskf = cs.class_mask.astype(x.dtype)
     m = st.rho.shape[0]
 
     def precond(g):
-        return (g[0] * cs.h0w[:, None, :], g[1] * cs.h0b[:, None])
+        out = _apply_precond(P, cs.reg, g[0], g[1])
+        return (out[0] * maskf[..., None], out[1] * maskf)
 
     # two-loop recursion over the circular buffer, newest pair first
     newest = (it - 1) % m
@@ -307,7 +360,7 @@ def _step(x, cs: _Consts, st: _State, it) -> _State:
                       jnp.where(ok & accept, 1.0 / jnp.where(ok, sy, 1.0), 0.0)))
 
 
-def _ridge_fit(x, var, labels, weights, class_mask, C):
+def _ridge_fit(x, labels, weights, class_mask, C):
     """Closed-form weighted ridge on one-hot targets, per task. Shapes as ``_lbfgs_fit``."""
     T, K = class_mask.shape
     y1 = _onehot(labels, K)
@@ -325,18 +378,21 @@ def _ridge_fit(x, var, labels, weights, class_mask, C):
     return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype), jnp.asarray(0))
 
 
-@partial(jax.jit, static_argnames=("history", "solver", "init_batched"))
-def fit_batched(x, var, labels, weights, class_mask, coef0, b0, C, n_iter, tol, *, history=10,
-                solver="lbfgs", init_batched=False):
+@partial(jax.jit, static_argnames=("history", "solver", "init_batched", "patience"))
+def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, tol, *, history=10,
+                solver="lbfgs", init_batched=False, patience=10):
     """Fit every task for every replicate in one compiled call.
 
     The L-BFGS iterations of all ``R x T`` problems run in lock-step inside one ``lax.while_loop``
     that stops after ``n_iter`` iterations or once every problem has ``max |grad| <= tol``
-    (scikit-learn's criterion); both are traced values, so one compilation serves warm and cold
-    starts.
+    (scikit-learn's criterion) or has stalled (no 10% reduction of its gradient in ``patience``
+    iterations: float32 round-off in the gradient sets a floor that large-scale features can lift
+    above ``tol``); ``n_iter`` and ``tol`` are traced values, so one compilation serves warm and
+    cold starts.
 
     Args:
-      x: ``(N, D)`` rotated centred embeddings; var: ``(D,)`` their variances.
+      x: ``(N, D)`` rotated centred embeddings; precond: :class:`Precond` shared by the replicates
+        (from :func:`kfac_precond` at the starting point), None for ``solver="ridge"``.
       labels: ``(R, T, N)`` int32, -1 missing.
       weights: ``(R, T, N)`` per-replicate, per-task sample weights (0 where a label is missing).
       class_mask: ``(T, K)`` bool.
@@ -346,21 +402,26 @@ def fit_batched(x, var, labels, weights, class_mask, coef0, b0, C, n_iter, tol, 
       :class:`ProbeFit` with leading axis ``R``.
     """
     if solver == "ridge":
-        return jax.vmap(lambda lab, w: _ridge_fit(x, var, lab, w, class_mask, C))(labels, weights)
+        return jax.vmap(lambda lab, w: _ridge_fit(x, lab, w, class_mask, C))(labels, weights)
     init_ax = 0 if init_batched else None
-    cs = jax.vmap(_consts, in_axes=(None, 0, 0, None, None))(var, labels, weights, class_mask, C)
+    cs = jax.vmap(_consts, in_axes=(0, 0, None, None))(labels, weights, class_mask, C)
     st = jax.vmap(_init, in_axes=(None, 0, init_ax, init_ax, None))(x, cs, coef0, b0, history)
-    step = jax.vmap(_step, in_axes=(None, 0, 0, None))
+    step = jax.vmap(_step, in_axes=(None, None, 0, 0, None))
 
     def cond(carry):
-        it, st = carry
-        return (it <= n_iter) & (jnp.max(_grad_max(st)) > tol)
+        it, st, best, since = carry
+        done = (_grad_max(st) <= tol) | (since >= patience)
+        return (it <= n_iter) & ~jnp.all(done)
 
     def body(carry):
-        it, st = carry
-        return it + 1, step(x, cs, st, it)
+        it, st, best, since = carry
+        st = step(x, precond, cs, st, it)
+        g = _grad_max(st)
+        improved = g < 0.9 * best
+        return it + 1, st, jnp.where(improved, g, best), jnp.where(improved, 0, since + 1)
 
-    it, st = jax.lax.while_loop(cond, body, (jnp.asarray(1), st))
+    g0 = _grad_max(st)
+    it, st, _, _ = jax.lax.while_loop(cond, body, (jnp.asarray(1), st, g0, jnp.zeros_like(g0, jnp.int32)))
     b = st.b * class_mask.astype(x.dtype)
     iterations = jnp.full((labels.shape[0],), it - 1)
     return ProbeFit(st.W, b, st.f, _grad_max(st), iterations)
@@ -403,9 +464,12 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
     else:
         coef0, b0 = (np.asarray(a, np.float32) for a in init)
         n_iter = config.warm_iter
-    var = jnp.asarray(basis.variances, jnp.float32)
     cm = jnp.asarray(class_mask)
     c0, bb0 = jnp.asarray(coef0), jnp.asarray(b0)
+    precond = None
+    if config.solver == "lbfgs":
+        base = labels[0] if labels_batched else labels
+        precond = kfac_precond(basis.x, jnp.asarray(base >= 0, jnp.float32), cm, c0, bb0)
     outs = []
     chunk = max(1, int(config.chunk))
     for start in range(0, R, chunk):
@@ -413,7 +477,7 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
         idx = np.minimum(np.arange(start, start + chunk), R - 1)        # pad with the last replicate
         lab = labels[idx] if labels_batched else np.broadcast_to(labels, (chunk,) + labels.shape)
         w_task = weights[idx][:, None, :] * (lab >= 0)
-        fit = fit_batched(basis.x, var, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
+        fit = fit_batched(basis.x, precond, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
                               c0, bb0, jnp.float32(config.C), jnp.int32(n_iter), jnp.float32(config.tol),
                               history=int(config.history), solver=config.solver)
         outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], fit))
