@@ -184,6 +184,59 @@ def _verdict(s: dict, probe: dict, has_perm: bool) -> str:
     return v
 
 
+def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: np.ndarray) -> list[dict]:
+    """Metrics of each task's probe on cross-validated (held-out) predictions.
+
+    Args:
+      basis: rotated embeddings.  tasks: the ``T`` probed tasks.  folds: ``(N,)`` fold per row.
+      cv_fit: :class:`~wsca_jax.probes.ProbeFit` with one replicate per fold (``(F, T, K, D)``).
+      class_mask: ``(T, K)``.
+    """
+    xr = np.asarray(basis.x)
+    out = []
+    for i, t in enumerate(tasks):
+        proba = np.zeros((xr.shape[0], class_mask.shape[1]))
+        for f in range(folds.max() + 1):
+            rows = folds == f
+            proba[rows] = predict_proba(xr[rows], cv_fit.coef[f, i], cv_fit.intercept[f, i], class_mask[i])
+        used = t.labels >= 0
+        out.append(classification_metrics(t.labels[used], proba[used, : t.n_classes]))
+    return out
+
+
+def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None, null=None,
+                    random_null=None, ci_method: str = "bca", confidence: float = 0.95) -> TaskResult:
+    """Intervals, p-values and the summary of one task's WSC matrix.
+
+    Args:
+      task: the :class:`~wsca_jax.tasks.Task`.  quality: its held-out probe metrics.
+      cells: ``(Ca, C)`` WSC.  boot: ``(B, Ca, C)``; jack: ``(J, Ca, C)``; null: ``(P, Ca, C)``.
+      random_null: ``(n_draws,)`` max |cos| of random heads of the same shape.
+    """
+    absmax = lambda a: np.nanmax(np.abs(a), axis=(-2, -1))  # noqa: E731
+    cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
+    stat = float(np.abs(cells[cell]))
+    ci_low = ci_high = pv = s_ci = s_p = None
+    if boot is not None:
+        if ci_method == "bca":
+            ci_low, ci_high = bca_interval(cells, boot, jack, confidence)
+            lo, hi = bca_interval(stat, absmax(boot), absmax(jack), confidence)
+        else:
+            ci_low, ci_high = percentile_interval(boot, confidence)
+            lo, hi = percentile_interval(absmax(boot), confidence)
+        s_ci = [float(lo), float(hi)]
+    summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": s_ci,
+               "p_value": None, "p_adjusted": None,
+               "random_direction_q95": float(np.quantile(random_null, 0.95))}
+    if null is not None:
+        pv = permutation_pvalue(cells, null)
+        summary["p_value"] = float(permutation_pvalue(stat, absmax(null)))
+        summary["null_q95"] = float(np.quantile(absmax(null), 0.95))
+    return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
+                      probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
+                      summary=summary, boot=boot, null=null, random_null=random_null)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -324,15 +377,7 @@ def analyze(
     # held-out quality from cross-validated predictions
     cv = fit_replicates(basis, labels, fold_weights(folds), cmask, probe, init=init, progress=bar.update)
     fits.append(cv)
-    xr = np.asarray(basis.x)
-    quality = []
-    for i, t in enumerate(probe_tasks):
-        proba = np.zeros((n, K))
-        for f in range(folds.max() + 1):
-            rows = folds == f
-            proba[rows] = predict_proba(xr[rows], cv.coef[f, i], cv.intercept[f, i], cmask[i])
-        used = t.labels >= 0
-        quality.append(classification_metrics(t.labels[used], proba[used, : t.n_classes]))
+    quality = heldout_quality(basis, probe_tasks, folds, cv, cmask)
 
     boot = jk = None
     if bootstrap > 0:
@@ -352,45 +397,18 @@ def analyze(
 
     # statistics per task
     results: dict[str, TaskResult] = {}
-    summ_p = []
     rnd_rng = np.random.default_rng(seed + 2)
     for i, t in enumerate(taskset.tasks):
         C = t.n_classes
-        cells = wsc_hat[i, :, :C]
-        flat = np.abs(cells).ravel()
-        cell = np.unravel_index(int(np.nanargmax(flat)), cells.shape)
-        stat = float(np.abs(cells[cell]))
-        ci_low = ci_high = pv = None
-        s_ci = s_p = None
-        b_i = n_i = None
-        if boot is not None:
-            b_i = boot[:, i, :, :C]
-            b_max = np.nanmax(np.abs(b_i), axis=(1, 2))
-            if ci_method == "bca":
-                j_i = jk[:, i, :, :C]
-                ci_low, ci_high = bca_interval(cells, b_i, j_i, confidence)
-                lo, hi = bca_interval(stat, b_max, np.nanmax(np.abs(j_i), axis=(1, 2)), confidence)
-            else:
-                ci_low, ci_high = percentile_interval(b_i, confidence)
-                lo, hi = percentile_interval(b_max, confidence)
-            s_ci = [float(lo), float(hi)]
-        if null is not None:
-            n_i = null[:, i, :, :C]
-            pv = permutation_pvalue(cells, n_i)
-            s_p = float(permutation_pvalue(stat, np.nanmax(np.abs(n_i), axis=(1, 2))))
-        summ_p.append(s_p)
-        rnull = random_direction_null(rnd_rng, k, Ca, C, centered and True)
-        summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": s_ci,
-                   "p_value": s_p, "p_adjusted": None,
-                   "random_direction_q95": float(np.quantile(rnull, 0.95))}
-        if null is not None:
-            summary["null_q95"] = float(np.quantile(np.nanmax(np.abs(n_i), axis=(1, 2)), 0.95))
-        results[t.name] = TaskResult(
-            name=t.name, kind=t.kind, classes=t.classes, n_used=t.n_used, probe=quality[i],
-            wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv, summary=summary,
-            boot=b_i, null=n_i, random_null=rnull)
+        results[t.name] = task_statistics(
+            t, quality[i], wsc_hat[i, :, :C],
+            boot=None if boot is None else boot[:, i, :, :C],
+            jack=None if jk is None else jk[:, i, :, :C],
+            null=None if null is None else null[:, i, :, :C],
+            random_null=random_direction_null(rnd_rng, k, Ca, C, centered),
+            ci_method=ci_method, confidence=confidence)
     if null is not None:
-        adj = holm(np.array(summ_p, float))
+        adj = holm(np.array([r.summary["p_value"] for r in results.values()], float))
         for (name, r), a in zip(results.items(), adj):
             r.summary["p_adjusted"] = float(a)
     for name, r in results.items():
