@@ -434,6 +434,8 @@ def analyze(
     diagnostics = {"point_iterations": int(point.iterations[0]),
                    "replicate_iterations_max": int(max([int(f.iterations.max()) for f in fits] or [0])),
                    "replicate_grad_max": float(max([float(f.grad_max.max()) for f in fits] or [0.0])),
+                   "fits_above_tol": int(sum(int((f.grad_max > probe.tol).sum()) for f in fits)),
+                   "fits_total": int(sum(int(f.grad_max.size) for f in fits)),
                    "tol": float(probe.tol),
                    "point_grad_max": [float(g) for g in point.grad_max[0]],
                    "point_objective": [float(o) for o in point.objective[0]],

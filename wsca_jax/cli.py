@@ -102,6 +102,11 @@ def cmd_analyze(args) -> int:
         cols = ["task", "probe_auroc", "max_abs_wsc", "ci_low", "ci_high", "p_value", "p_adjusted", "random_q95"]
         with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
             print(result.summary_table()[cols].to_string(index=False))
+        dg = result.diagnostics
+        if dg["fits_above_tol"]:
+            print(f"note: {dg['fits_above_tol']} of {dg['fits_total']} probe fits stopped above the gradient "
+                  f"tolerance {dg['tol']:g} (largest {dg['replicate_grad_max']:.1e}; float32 round-off floor "
+                  "or iteration cap); see diagnostics in wsca.json")
         print(f"wrote {args.out}/wsca.json and report.html")
     return 0
 
