@@ -1,0 +1,119 @@
+"""Shortcut induction (the WSC paper's validation, METHOD.md 1.6), as pure index-set functions.
+
+* :func:`balanced_indices` -- equal counts in every class x confounder cell.
+* :func:`biased_indices` -- each class's majority from one confounder value, by discarding rows,
+  with ``strength`` from 0 (balanced) to 1 (fully confounded).
+* :func:`artefact_indices` + :func:`stamp_artefact` -- for data without metadata: an
+  acquisition-like signature stamped on a controlled fraction of each class, recorded as a column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import require
+
+
+def _cells(labels, confounder):
+    labels = np.asarray(labels)
+    confounder = np.asarray(confounder)
+    classes = np.unique(labels)
+    values = np.unique(confounder)
+    return classes, values, {(c, v): np.flatnonzero((labels == c) & (confounder == v)) for c in classes for v in values}
+
+
+def balanced_indices(labels, confounder, per_cell: int | None = None, seed: int = 0) -> np.ndarray:
+    """Indices with the same count in every (class, confounder) cell.
+
+    Args:
+      labels, confounder: ``(N,)``.  per_cell: rows per cell (default: the smallest cell).
+    Returns:
+      sorted indices, ``per_cell * n_classes * n_values`` of them.
+    """
+    rng = np.random.default_rng(seed)
+    classes, values, cells = _cells(labels, confounder)
+    smallest = min(len(v) for v in cells.values())
+    per_cell = smallest if per_cell is None else per_cell
+    require(0 < per_cell <= smallest, f"per_cell must be in 1..{smallest} (the smallest cell), found {per_cell}")
+    return np.sort(np.concatenate([rng.choice(ix, per_cell, replace=False) for ix in cells.values()]))
+
+
+def biased_indices(labels, confounder, strength: float, majority: dict | None = None, per_cell: int | None = None,
+                   majority_count: int | None = None, seed: int = 0) -> np.ndarray:
+    """Indices where each class's majority comes from one confounder value.
+
+    Starting from the balanced design (``per_cell`` rows in every cell), each class keeps
+    ``majority_count`` rows (default ``per_cell``) from its majority value and
+    ``round(per_cell * (1 - strength))`` from every other value: strength 0 is the balanced set,
+    1 keeps only the majority cells (class and confounder fully confounded).
+
+    Args:
+      majority: ``{class: confounder value}``; default: the i-th class gets the i-th value
+        (cycling), so different classes lean on different values.
+    """
+    require(0.0 <= strength <= 1.0, f"strength must be in [0, 1], found {strength}")
+    rng = np.random.default_rng(seed)
+    classes, values, cells = _cells(labels, confounder)
+    smallest = min(len(v) for v in cells.values())
+    per_cell = smallest if per_cell is None else per_cell
+    require(0 < per_cell <= smallest, f"per_cell must be in 1..{smallest} (the smallest cell), found {per_cell}")
+    if majority is None:
+        majority = {c: values[i % len(values)] for i, c in enumerate(classes)}
+    minority_count = int(round(per_cell * (1.0 - strength)))
+    out = []
+    for c in classes:
+        for v in values:
+            ix = cells[(c, v)]
+            if v == majority[c]:
+                m = per_cell if majority_count is None else majority_count
+                require(m <= len(ix), f"majority_count {m} exceeds the {len(ix)} rows of cell ({c}, {v})")
+            else:
+                m = minority_count
+            out.append(rng.choice(ix, m, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def artefact_indices(labels, fractions: dict, seed: int = 0) -> np.ndarray:
+    """Indices to stamp: a ``fractions[c]`` share of each class c (classes not named: none).
+
+    Returns:
+      ``(N,)`` bool mask.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), bool)
+    for c, f in fractions.items():
+        require(0.0 <= f <= 1.0, f"artefact fraction for class {c} must be in [0, 1], found {f}")
+        ix = np.flatnonzero(labels == c)
+        mask[rng.choice(ix, int(round(f * len(ix))), replace=False)] = True
+    return mask
+
+
+def stamp_artefact(images: np.ndarray, mask: np.ndarray, kind: str = "text_band", seed: int = 0) -> np.ndarray:
+    """Stamp an acquisition-like signature on ``images[mask]`` (a copy is returned).
+
+    Kinds:
+      ``text_band``: a bright band with dark 'characters' along the top rows (vendor text / UI);
+      ``intensity``: a vertical gain curve (a different time-gain compensation);
+      ``noise``: a fixed speckle texture (another transducer's noise).
+
+    Args:
+      images: ``(N, H, W, C)`` uint8.  mask: ``(N,)`` bool.
+    """
+    require(kind in ("text_band", "intensity", "noise"), f"artefact kind must be text_band, intensity or noise, found {kind!r}")
+    out = np.array(images, copy=True)
+    n, h, w, c = out.shape
+    sel = out[mask].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if kind == "text_band":
+        band = max(2, h // 10)
+        pattern = (rng.random((band, w)) < 0.35).astype(np.float32)          # fixed 'glyphs'
+        sel[:, :band] = 230.0 - 200.0 * pattern[None, :, :, None]
+    elif kind == "intensity":
+        gain = np.linspace(1.35, 0.65, h, dtype=np.float32)[None, :, None, None]
+        sel = sel * gain
+    else:
+        texture = rng.normal(0.0, 25.0, (h, w, 1)).astype(np.float32)
+        sel = sel + texture[None]
+    out[mask] = np.clip(sel, 0, 255).astype(np.uint8)
+    return out
