@@ -19,6 +19,28 @@ example:
 """
 
 
+TRAIN_EXAMPLE = """\
+example:
+  wsca train --dataset busbra --primary malignant --setting multi_task --tasks device,birads \\
+      --epochs 8 --out runs/busbra_mt
+  wsca embed --run runs/busbra_mt --split train --out runs/busbra_mt/emb_train.npz
+  wsca analyze --embeddings runs/busbra_mt/emb_train.npz --primary malignant --out runs/busbra_mt/wsc
+
+  --dataset: busbra | waterbirds | breastmnist | pneumoniamnist (read from --data-dir, else
+  $WSCA_DATA_DIR, else ../shared/data), or a path: a .npz with 'images' (N, H, W[, C]) uint8 and one
+  array per metadata column (optional 'split' 0/1/2 and 'group'), a BUS-BRA release folder, or a
+  folder of images with metadata.csv ('file' column).
+"""
+
+EMBED_EXAMPLE = """\
+example:
+  wsca embed --run runs/busbra_mt --split train --out emb.npz [--feature-maps]
+
+  writes embeddings (N, D), head_<task> (C, D) for every trained head, the metadata columns and
+  'group'; `wsca analyze --embeddings emb.npz --primary COLUMN` then needs no other flag.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (exit 2)."""
 
@@ -63,7 +85,82 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--out", required=True, help="output folder")
     a.set_defaults(func=cmd_analyze)
+
+    t = sub.add_parser("train", help="train a Flax model with readable heads (Orbax checkpoints)",
+                       description="Train a backbone on the primary task (fine_tuned), on the primary and "
+                                   "every --tasks column jointly (multi_task), or with a pooling head.",
+                       epilog=TRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--data-dir", help="folder with the named datasets")
+    t.add_argument("--primary", required=True)
+    t.add_argument("--tasks", help="comma-separated head columns for --setting multi_task")
+    t.add_argument("--setting", default="fine_tuned", choices=["fine_tuned", "multi_task", "pooling"])
+    t.add_argument("--backbone", default="small_cnn", choices=["small_cnn"])
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--learning-rate", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--out", required=True, help="run folder")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("embed", help="embeddings, heads and metadata of a trained run -> .npz",
+                       epilog=EMBED_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--run", required=True)
+    e.add_argument("--split", default="train", choices=["train", "val", "test"])
+    e.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    e.add_argument("--data-dir")
+    e.add_argument("--feature-maps", action="store_true", help="also store the last feature maps (for CAMs)")
+    e.add_argument("--out", required=True, help=".npz path")
+    e.set_defaults(func=cmd_embed)
     return p
+
+
+def cmd_train(args) -> int:
+    import os
+
+    from .data import load_dataset
+    from .train import TrainConfig, fit
+
+    ds = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+    cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate, seed=args.seed)
+    source = args.dataset if args.dataset in ("busbra", "waterbirds", "breastmnist", "pneumoniamnist") \
+        else os.path.abspath(args.dataset)
+    rec = fit(ds, args.primary, _csv(args.tasks), cfg, args.out, resume=args.resume, progress=not args.quiet,
+              dataset_source=source)
+    if not args.quiet:
+        last = rec["history"][-1]["val"] if rec["history"] else {}
+        for name, m in last.items():
+            print(f"val {name}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f}, "
+                  f"AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
+        for name, m in rec.get("test", {}).items():
+            print(f"test {name} ({rec['test_checkpoint']} checkpoint): accuracy {m['accuracy']:.3f}, "
+                  f"balanced {m['balanced_accuracy']:.3f}, AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
+        if rec.get("throughput_images_per_s"):
+            print(f"throughput {rec['throughput_images_per_s']:.0f} images/s; run in {args.out}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import json
+    import os
+
+    from .data import load_dataset
+    from .embed import embed, save_embeddings
+    from .errors import require
+
+    run_json = os.path.join(args.run, "run.json")
+    require(os.path.isfile(run_json), f"--run {args.run}: no run.json (not a wsca train output folder)")
+    with open(run_json) as f:
+        rec = json.load(f)
+    ds = load_dataset(rec["dataset_source"], args.data_dir, seed=rec["config"]["seed"])
+    arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps)
+    save_embeddings(args.out, arrays)
+    print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
+          f"{', '.join(k[5:] for k in arrays if k.startswith('head_'))}")
+    return 0
 
 
 def cmd_analyze(args) -> int:

@@ -1,0 +1,52 @@
+"""Embeddings, heads and labels of a trained run, ready for ``wsca analyze``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import require
+from .models import head_weights
+from .train import load_run, predict_batches
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def embed(run_dir: str, dataset, split: str = "train", which: str = "best", feature_maps: bool = False,
+          batch_size: int = 256) -> dict:
+    """Batched jit extraction for one split.
+
+    Returns:
+      dict for ``np.savez``: ``embeddings (N, D)``, ``head_<task> (C_t, D)`` for every trained head,
+      one ``(N,)`` array per metadata column, ``group``, and ``feature_maps (N, h, w, F)`` when asked.
+    """
+    require(split in SPLIT_CODES, f"--split must be train, val or test, found {split!r}")
+    model, params, record = load_run(run_dir, which)
+    require(list(dataset.images.shape[1:]) == record["image_shape"],
+            f"--run {run_dir}: trained on images {record['image_shape']}, dataset has {list(dataset.images.shape[1:])}")
+    sub = dataset.select_split(split)
+    keys = ("embedding", "feature_maps") if feature_maps else ("embedding",)
+    out = predict_batches(model, params, sub.images, batch_size, keys)
+    emb = out["embedding"].astype(np.float32)
+    head_classes = [len(t["classes"]) for t in record["tasks"]]
+    result = {"embeddings": emb}
+    for spec, w in zip(record["tasks"], head_weights(params, head_classes, record["config"]["setting"], emb.shape[1])):
+        result[f"head_{spec['name']}"] = np.asarray(w, np.float32)
+    for k, v in sub.columns.items():
+        v = np.asarray(v)
+        result[k] = v.astype(str) if v.dtype == object else v
+    result["group"] = sub.group
+    if feature_maps:
+        result["feature_maps"] = out["feature_maps"].astype(np.float32)
+    return result
+
+
+def save_embeddings(path: str, arrays: dict) -> None:
+    """``np.savez`` via a temporary name (no half-written file)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, ".tmp-" + os.path.basename(path))
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
