@@ -177,6 +177,8 @@ def cmd_analyze(args) -> int:
         meta = load_metadata(args.metadata)
     elif ef.columns:
         meta = pd.DataFrame(ef.columns)
+        if "group" in meta.columns and not args.group_column:
+            args.group_column = "group"          # written by `wsca embed`: the patient id
     else:
         raise WscaInputError("--metadata is required (the embeddings file holds no metadata columns)")
     head = None

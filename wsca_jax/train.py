@@ -76,9 +76,9 @@ def pd_isna(v: np.ndarray) -> np.ndarray:
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """AdamW with linear warmup then cosine decay over all steps."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(1, min(warm, total - 1)), total)
+    total = max(2, cfg.epochs * steps_per_epoch)
+    warm = min(max(1, int(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warm, total)
     return optax.adamw(schedule, weight_decay=cfg.weight_decay)
 
 

@@ -1,0 +1,118 @@
+"""Tiny end-to-end: generated images -> train -> checkpoint -> resume -> embed -> analyze."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wsca_jax as wsca
+from wsca_jax.cli import main
+from wsca_jax.data import ImageDataset
+from wsca_jax.embed import embed
+from wsca_jax.models import WscaModel, head_weights, split_logits
+from wsca_jax.train import TrainConfig, fit, load_run, loss_fn
+
+
+def toy_dataset(n=192, seed=0):
+    """16x16 images: a bright square for label 1, a site-coded band on top, noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    site = rng.integers(0, 3, n)
+    img = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
+    img[y == 1, 4:12, 4:12] += 120
+    img[:, :2] = (site * 70)[:, None, None, None].astype(np.uint8)
+    split = np.where(np.arange(n) % 6 == 0, 1, np.where(np.arange(n) % 6 == 1, 2, 0)).astype(np.int8)
+    return ImageDataset("toy", img, {"label": y, "site": np.array(["a", "b", "c"])[site]}, split, np.arange(n))
+
+
+CFG = TrainConfig(setting="multi_task", widths=(8, 16), epochs=3, batch_size=32, learning_rate=5e-3)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    ds = toy_dataset()
+    full = fit(ds, "label", ["site"], CFG, str(d / "full"), progress=False)
+    fit(ds, "label", ["site"], CFG, str(d / "cut"), progress=False, max_epochs=1)
+    resumed = fit(ds, "label", ["site"], CFG, str(d / "cut"), resume=True, progress=False)
+    return ds, d, full, resumed
+
+
+def test_resume_equals_uninterrupted(runs):
+    ds, d, full, resumed = runs
+    _, p1, _ = load_run(str(d / "full"), "latest")
+    _, p2, _ = load_run(str(d / "cut"), "latest")
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+    assert full["test"]["label"]["auroc"] > 0.9            # the square is easy to see
+    rec = json.loads((d / "full" / "run.json").read_text())
+    assert [t["name"] for t in rec["tasks"]] == ["label", "site"] and rec["tasks"][1]["classes"] == ["a", "b", "c"]
+
+
+def test_embed_heads_reproduce_logits_and_analyze_reads_them(runs):
+    ds, d, _, _ = runs
+    out = embed(str(d / "full"), ds, "train", which="latest", feature_maps=True)
+    assert out["embeddings"].shape == ((ds.split == 0).sum(), 16) and out["feature_maps"].shape[-1] == 16
+    model, params, rec = load_run(str(d / "full"), "latest")
+    x = ds.select_split("train").images
+    logits = np.asarray(model.apply({"params": params}, jnp.asarray(x))["logits"])
+    bias = np.asarray(params["heads"]["bias"])
+    recon = np.concatenate([out["embeddings"] @ out["head_label"].T, out["embeddings"] @ out["head_site"].T], 1) + bias
+    np.testing.assert_allclose(recon, logits, atol=1e-4)
+    res = wsca.analyze(out["embeddings"], {k: out[k] for k in ("label", "site")}, "label",
+                       primary_head=out["head_label"], pca_min=8)
+    assert res.primary["source"] == "head" and "site" in res.tasks
+
+
+def test_pooling_head_is_the_mean_of_the_evidence_map():
+    model = WscaModel(head_classes=(2,), setting="pooling", widths=(4, 8))
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 255, (3, 16, 16, 1), dtype=np.uint8))
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+    out = model.apply({"params": params}, x)
+    emb = np.asarray(out["embedding"])
+    assert emb.shape == (3, 16)                              # the flattened 4x4 evidence map
+    (head,) = head_weights(params, (2,), "pooling", emb.shape[1])
+    np.testing.assert_allclose(emb @ np.asarray(head).T, np.asarray(out["logits"]), atol=1e-5)
+
+
+def test_missing_labels_do_not_enter_the_loss():
+    model = WscaModel(head_classes=(2, 3), setting="multi_task", widths=(4, 8))
+    x = jnp.asarray(np.random.default_rng(1).integers(0, 255, (6, 16, 16, 1), dtype=np.uint8))
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+    w = jnp.ones((2, 3))
+    y = jnp.asarray([[0, 1], [1, -1], [0, 2], [1, 0], [0, -1], [1, 2]])
+    full = loss_fn(params, model.apply, x, y, w, (2, 3))
+    keep = np.array([0, 2, 3, 5])
+    # the second head sees only rows 0, 2, 3, 5; the first sees all
+    l1 = loss_fn(params, model.apply, x, y.at[:, 1].set(-1), w, (2, 3))      # head 2 empty: 0
+    l2 = loss_fn(params, model.apply, x[keep], y[keep], w, (2, 3))
+    out = model.apply({"params": params}, x)
+    lg = split_logits(out["logits"], (2, 3))
+    import optax
+    ce1 = float(optax.softmax_cross_entropy_with_integer_labels(lg[0], y[:, 0]).mean())
+    ce2 = float(optax.softmax_cross_entropy_with_integer_labels(lg[1][keep], y[keep, 1]).mean())
+    assert float(full) == pytest.approx((ce1 + ce2) / 2, rel=1e-5)
+    assert float(l1) == pytest.approx(ce1 / 2, rel=1e-5)
+    assert np.isfinite(float(l2))
+
+
+def test_cli_train_embed_analyze(tmp_path, capsys):
+    ds = toy_dataset(n=128, seed=3)
+    np.savez(tmp_path / "toy.npz", images=ds.images, label=ds.columns["label"], site=ds.columns["site"],
+             split=ds.split)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "toy.npz"), "--primary", "label", "--setting", "multi_task",
+                 "--tasks", "site", "--epochs", "1", "--batch-size", "32", "--quiet", "--out", str(run)]) == 0
+    assert main(["embed", "--run", str(run), "--split", "train", "--out", str(tmp_path / "emb.npz")]) == 0
+    assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
+                 "--quiet", "--no-figures", "--out", str(tmp_path / "wsc")]) == 0
+    d = json.loads((tmp_path / "wsc" / "wsca.json").read_text())
+    assert d["primary"]["source"] == "head" and list(d["tasks"]) == ["site"]
+    capsys.readouterr()
+    assert main(["embed", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "no run.json" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.npz")
