@@ -42,6 +42,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     augment: bool = True
     class_weights: bool = True
+    task_weights: tuple | None = None    # one weight per head (primary first); None = equal
     seed: int = 0
 
 
@@ -91,9 +92,13 @@ def _augment(rng, images):
     return jnp.roll(images, (shift[0], shift[1]), axis=(1, 2))
 
 
-def loss_fn(params, apply_fn, images, labels, class_w, head_classes):
-    """Mean over heads of the class-weighted CE over rows with a label. labels (B, T) int."""
+def loss_fn(params, apply_fn, images, labels, class_w, head_classes, task_w=None):
+    """Task-weighted mean over heads of the class-weighted CE over rows with a label.
+
+    labels ``(B, T)`` int (-1 missing); class_w ``(T, K)``; task_w ``(T,)`` (default equal).
+    """
     out = apply_fn({"params": params}, images)
+    task_w = jnp.ones(len(head_classes)) if task_w is None else task_w
     total = 0.0
     for t, logits in enumerate(split_logits(out["logits"], head_classes)):
         y = labels[:, t]
@@ -101,8 +106,8 @@ def loss_fn(params, apply_fn, images, labels, class_w, head_classes):
         yc = jnp.maximum(y, 0)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
         w = valid * class_w[t][yc]
-        total = total + jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-6)
-    return total / len(head_classes)
+        total = total + task_w[t] * jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-6)
+    return total / jnp.sum(task_w)
 
 
 def make_train_step(head_classes: Sequence[int], augment: bool):
@@ -111,11 +116,12 @@ def make_train_step(head_classes: Sequence[int], augment: bool):
     head_classes = tuple(head_classes)
 
     @jax.jit
-    def train_step(state, images, labels, class_w, key):
+    def train_step(state, images, labels, class_w, key, task_w=None):
         rng = jax.random.fold_in(key, state.step)
         if augment:
             images = _augment(rng, images)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn, images, labels, class_w, head_classes)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn, images, labels, class_w,
+                                                  head_classes, task_w)
         return state.apply_gradients(grads=grads), loss
 
     return train_step
@@ -190,6 +196,10 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
     params = model.init(jax.random.fold_in(key, 0), jnp.asarray(x_tr[:1]))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(cfg, steps_per_epoch))
     class_w = jnp.asarray(_class_weights(y_tr, head_classes, cfg.class_weights))
+    if cfg.task_weights is not None:
+        require(len(cfg.task_weights) == len(head_classes),
+                f"task_weights has {len(cfg.task_weights)} entries, expected {len(head_classes)} (primary first)")
+    task_w = None if cfg.task_weights is None else jnp.asarray(cfg.task_weights, jnp.float32)
     train_step = make_train_step(head_classes, cfg.augment)
 
     os.makedirs(run_dir, exist_ok=True)
@@ -222,7 +232,7 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
         losses = []
         for s in range(steps_per_epoch):
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            state, loss = train_step(state, jnp.asarray(x_tr[idx]), jnp.asarray(y_tr[idx]), class_w, key)
+            state, loss = train_step(state, jnp.asarray(x_tr[idx]), jnp.asarray(y_tr[idx]), class_w, key, task_w)
             losses.append(float(loss))
             seen += len(idx)
             if bar is not None:
