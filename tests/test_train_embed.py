@@ -116,3 +116,22 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     assert main(["embed", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npz")]) == 2
     assert "no run.json" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.npz")
+
+
+@pytest.mark.parametrize("backbone,widths,maps", [("small_cnn", None, (4, 4, 64)), ("resnet18", (8, 16, 16, 32), (2, 2, 32)),
+                                                  ("sononet", (8,), (2, 2, 32))])
+def test_backbones_shapes_and_a_training_step(backbone, widths, maps):
+    from flax.training import train_state
+    from wsca_jax.train import make_optimizer, make_train_step
+    model = WscaModel(head_classes=(2, 3), setting="multi_task", backbone=backbone, widths=widths)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1), dtype=np.uint8))
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+    out = model.apply({"params": params}, x)
+    assert out["feature_maps"].shape[1:] == maps and out["embedding"].shape == (4, maps[-1])
+    assert out["logits"].shape == (4, 5)
+    state = train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                          tx=make_optimizer(TrainConfig(epochs=1), 2))
+    step = make_train_step((2, 3), augment=True)
+    y = jnp.asarray([[0, 1], [1, 2], [0, -1], [1, 0]])
+    state, loss = step(state, x, y, jnp.ones((2, 3)), jax.random.PRNGKey(1))
+    assert np.isfinite(float(loss)) and int(state.step) == 1

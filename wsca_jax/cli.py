@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--primary", required=True)
     t.add_argument("--tasks", help="comma-separated head columns for --setting multi_task")
     t.add_argument("--setting", default="fine_tuned", choices=["fine_tuned", "multi_task", "pooling"])
-    t.add_argument("--backbone", default="small_cnn", choices=["small_cnn"])
+    t.add_argument("--backbone", default="small_cnn", choices=["small_cnn", "resnet18", "sononet"])
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--learning-rate", type=float, default=2e-3)

@@ -25,7 +25,7 @@ from flax.training import train_state
 
 from .errors import WscaInputError, require
 from .metrics import classification_metrics
-from .models import SETTINGS, WscaModel, split_logits
+from .models import BACKBONES, SETTINGS, WscaModel, split_logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class TrainConfig:
 
     setting: str = "fine_tuned"
     backbone: str = "small_cnn"
-    widths: tuple = (16, 32, 64)
+    widths: tuple | None = None          # None: the backbone's default
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 2e-3
@@ -182,6 +182,7 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
       the run record (``run.json`` contents).
     """
     require(cfg.setting in SETTINGS, f"--setting must be one of {', '.join(SETTINGS)}, found {cfg.setting!r}")
+    require(cfg.backbone in BACKBONES, f"--backbone must be one of {', '.join(BACKBONES)}, found {cfg.backbone!r}")
     names = [primary] + ([t for t in tasks if t != primary] if cfg.setting == "multi_task" else [])
     labels, specs = encode_labels(dataset.columns, names)
     head_classes = tuple(len(s.classes) for s in specs)
@@ -191,7 +192,8 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
     require(tr.sum() >= cfg.batch_size, f"training split has {int(tr.sum())} images, fewer than --batch-size {cfg.batch_size}")
     x_tr, y_tr = dataset.images[tr], labels[tr]
     steps_per_epoch = len(x_tr) // cfg.batch_size
-    model = WscaModel(head_classes=head_classes, setting=cfg.setting, widths=tuple(cfg.widths))
+    model = WscaModel(head_classes=head_classes, setting=cfg.setting, backbone=cfg.backbone,
+                      widths=None if cfg.widths is None else tuple(cfg.widths))
     key = jax.random.PRNGKey(cfg.seed)
     params = model.init(jax.random.fold_in(key, 0), jnp.asarray(x_tr[:1]))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(cfg, steps_per_epoch))
@@ -282,9 +284,11 @@ def load_run(run_dir: str, which: str = "best"):
     require(os.path.isfile(path), f"--run {run_dir}: no run.json (not a wsca train output folder)")
     with open(path) as f:
         record = json.load(f)
-    cfg = TrainConfig(**{**record["config"], "widths": tuple(record["config"]["widths"])})
+    c = record["config"]
+    cfg = TrainConfig(**{**c, "widths": None if c["widths"] is None else tuple(c["widths"]),
+                         "task_weights": None if c.get("task_weights") is None else tuple(c["task_weights"])})
     head_classes = tuple(len(t["classes"]) for t in record["tasks"])
-    model = WscaModel(head_classes=head_classes, setting=cfg.setting, widths=cfg.widths)
+    model = WscaModel(head_classes=head_classes, setting=cfg.setting, backbone=cfg.backbone, widths=cfg.widths)
     shape = (1, *record["image_shape"])
     params = model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.uint8))["params"]
     latest, best = _ckpt_managers(run_dir)

@@ -16,7 +16,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-BACKBONES = ("small_cnn",)
+BACKBONES = ("small_cnn", "resnet18", "sononet")
 SETTINGS = ("fine_tuned", "multi_task", "pooling")
 
 
@@ -38,23 +38,93 @@ class SmallCNN(nn.Module):
         return x
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs, GroupNorm, identity or 1x1 projection shortcut)."""
+
+    width: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        groups = min(8, self.width)
+        y = nn.Conv(self.width, (3, 3), strides=(self.stride, self.stride), use_bias=False)(x)
+        y = nn.relu(nn.GroupNorm(num_groups=groups)(y))
+        y = nn.Conv(self.width, (3, 3), use_bias=False)(y)
+        y = nn.GroupNorm(num_groups=groups)(y)
+        if x.shape[-1] != self.width or self.stride != 1:
+            x = nn.Conv(self.width, (1, 1), strides=(self.stride, self.stride), use_bias=False)(x)
+            x = nn.GroupNorm(num_groups=groups)(x)
+        return nn.relu(x + y)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18-style: a 3x3 stride-2 stem, four stages of two basic blocks (stride 2 from the
+    second stage). GroupNorm instead of BatchNorm keeps the training step a pure function of the
+    parameters (no running statistics). ``widths`` scales the stages (the original: 64..512)."""
+
+    widths: Sequence[int] = (32, 64, 128, 256)
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.GroupNorm(num_groups=8)(nn.Conv(self.widths[0], (3, 3), strides=(2, 2), use_bias=False)(x)))
+        for i, w in enumerate(self.widths):
+            x = BasicBlock(w, 1 if i == 0 else 2, name=f"stage{i}a")(x)
+            x = BasicBlock(w, 1, name=f"stage{i}b")(x)
+        return x
+
+
+class SonoNet(nn.Module):
+    """SonoNet-style (Baumgartner et al. 2017): VGG-like blocks of 2, 2, 3, 3, 3 convolutions
+    (widths w, 2w, 4w, 8w, 8w, max-pooling between blocks), then the adaptation layer of 1x1
+    convolutions. ``width`` = 16 / 32 / 64 gives SonoNet-16 / 32 / 64 (GroupNorm for BatchNorm)."""
+
+    width: int = 16
+    n_blocks: int = 5
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.width
+        plan = [(2, w), (2, 2 * w), (3, 4 * w), (3, 8 * w), (3, 8 * w)][: self.n_blocks]
+        for b, (n, c) in enumerate(plan):
+            for j in range(n):
+                x = nn.Conv(c, (3, 3), use_bias=False, name=f"block{b}_{j}")(x)
+                x = nn.relu(nn.GroupNorm(num_groups=min(8, c))(x))
+            if b < len(plan) - 1:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.GroupNorm(num_groups=8)(nn.Conv(4 * w, (1, 1), use_bias=False, name="adapt1")(x)))
+        return x
+
+
+def make_backbone(name: str, widths: Sequence[int] | None = None) -> nn.Module:
+    """``small_cnn`` | ``resnet18`` | ``sononet`` (``widths``: stage widths, or (w,) for SonoNet)."""
+    if name == "small_cnn":
+        return SmallCNN(tuple(widths) if widths else (16, 32, 64), name="backbone")
+    if name == "resnet18":
+        return ResNet18(tuple(widths) if widths else (32, 64, 128, 256), name="backbone")
+    if name == "sononet":
+        return SonoNet(int(widths[0]) if widths else 16, name="backbone")
+    raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+
+
 class WscaModel(nn.Module):
     """Backbone + heads.
 
     Attributes:
       head_classes: classes per head, primary first (``(2,)`` fine-tuned; all tasks multi-task).
       setting: ``fine_tuned`` | ``multi_task`` | ``pooling``.
-      widths: backbone widths.
+      widths: backbone widths (None: the backbone's default).
+      backbone: ``small_cnn`` | ``resnet18`` | ``sononet``.
     """
 
     head_classes: Sequence[int]
     setting: str = "fine_tuned"
-    widths: Sequence[int] = (16, 32, 64)
+    widths: Sequence[int] | None = None
+    backbone: str = "small_cnn"
 
     @nn.compact
     def __call__(self, images):
         x = images.astype(jnp.float32) / 255.0
-        maps = SmallCNN(self.widths, name="backbone")(x)
+        maps = make_backbone(self.backbone, self.widths)(x)
         if self.setting == "pooling":
             evidence = nn.Conv(1, (1, 1), name="evidence")(maps)[..., 0]        # (B, h, w)
             embedding = evidence.reshape(evidence.shape[0], -1)                   # (B, h*w)
