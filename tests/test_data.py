@@ -128,3 +128,26 @@ def test_artefact_stamping_changes_only_selected_rows():
         out = stamp_artefact(imgs, mask, kind)
         changed = (out != imgs).reshape(100, -1).any(1)
         assert (changed == mask).all() and out.dtype == np.uint8
+
+
+def test_tfds_array_record_round_trip(tmp_path):
+    import sys
+    from wsca_jax.data.tfds_builder import build_tfds, load_tfds
+    rng = np.random.default_rng(5)
+    n = 24
+    from wsca_jax.data import ImageDataset
+    scanner = np.array(["GE", "Toshiba", None] * 8, dtype=object)
+    ds = ImageDataset("toy", rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8),
+                      {"label": rng.integers(0, 2, n), "age": rng.normal(50, 9, n), "scanner": scanner},
+                      np.array([0, 0, 1, 2] * 6, np.int8), np.repeat(np.arange(12), 2))
+    path = build_tfds(ds, str(tmp_path / "tfds"))
+    assert any(f.endswith(tuple(f"array_record-00000-of-00001" for _ in [0])) for f in os.listdir(path))
+    back = load_tfds(path)
+    np.testing.assert_array_equal(back.images, ds.images)
+    np.testing.assert_array_equal(back.split, ds.split)
+    np.testing.assert_array_equal(back.group, ds.group)
+    np.testing.assert_array_equal(back.columns["label"], ds.columns["label"])
+    np.testing.assert_allclose(back.columns["age"], ds.columns["age"], rtol=1e-6)
+    assert list(back.columns["scanner"]) == list(scanner)
+    assert "tensorflow" not in sys.modules
+    assert build_tfds(ds, str(tmp_path / "tfds")) == path              # same content: reused

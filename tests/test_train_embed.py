@@ -105,9 +105,13 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     np.savez(tmp_path / "toy.npz", images=ds.images, label=ds.columns["label"], site=ds.columns["site"],
              split=ds.split)
     run = tmp_path / "run"
+    tf = str(tmp_path / "tfds")
     assert main(["train", "--dataset", str(tmp_path / "toy.npz"), "--primary", "label", "--setting", "multi_task",
-                 "--tasks", "site", "--epochs", "1", "--batch-size", "32", "--quiet", "--out", str(run)]) == 0
-    assert main(["embed", "--run", str(run), "--split", "train", "--out", str(tmp_path / "emb.npz")]) == 0
+                 "--tasks", "site", "--epochs", "1", "--batch-size", "32", "--quiet", "--tfds-dir", tf,
+                 "--out", str(run)]) == 0
+    assert any(p.startswith("toy-") for p in os.listdir(os.path.join(tf, "wsca_images")))   # array_record copy
+    assert main(["embed", "--run", str(run), "--split", "train", "--tfds-dir", tf,
+                 "--out", str(tmp_path / "emb.npz")]) == 0
     assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
                  "--quiet", "--no-figures", "--out", str(tmp_path / "wsc")]) == 0
     d = json.loads((tmp_path / "wsc" / "wsca.json").read_text())

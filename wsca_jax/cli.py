@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=TRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--dataset", required=True)
     t.add_argument("--data-dir", help="folder with the named datasets")
+    t.add_argument("--tfds-dir", help="where the array_record TFDS copy is prepared "
+                                      "(default $WSCA_TFDS_DIR or ~/.cache/wsca_jax/tfds)")
     t.add_argument("--primary", required=True)
     t.add_argument("--tasks", help="comma-separated head columns for --setting multi_task")
     t.add_argument("--setting", default="fine_tuned", choices=["fine_tuned", "multi_task", "pooling"])
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="train", choices=["train", "val", "test"])
     e.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     e.add_argument("--data-dir")
+    e.add_argument("--tfds-dir")
     e.add_argument("--feature-maps", action="store_true", help="also store the last feature maps (for CAMs)")
     e.add_argument("--out", required=True, help=".npz path")
     e.set_defaults(func=cmd_embed)
@@ -120,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     import os
 
-    from .data import load_dataset
+    from .data import prepare_dataset
     from .train import TrainConfig, fit
 
-    ds = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.seed)
     cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, seed=args.seed)
     source = args.dataset if args.dataset in ("busbra", "waterbirds", "breastmnist", "pneumoniamnist") \
@@ -147,7 +150,7 @@ def cmd_embed(args) -> int:
     import json
     import os
 
-    from .data import load_dataset
+    from .data import prepare_dataset
     from .embed import embed, save_embeddings
     from .errors import require
 
@@ -155,7 +158,7 @@ def cmd_embed(args) -> int:
     require(os.path.isfile(run_json), f"--run {args.run}: no run.json (not a wsca train output folder)")
     with open(run_json) as f:
         rec = json.load(f)
-    ds = load_dataset(rec["dataset_source"], args.data_dir, seed=rec["config"]["seed"])
+    ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir, seed=rec["config"]["seed"])
     arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps)
     save_embeddings(args.out, arrays)
     print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
