@@ -242,6 +242,9 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}")
         val = evaluate(model, state.params, dataset.images[va], labels[va], head_classes, specs) if va.any() else {}
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "val": val}
+        if bar is not None and val:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{entry['loss']:.3f}",
+                            **{f"val_{k}_auroc": f"{m['auroc']:.3f}" for k, m in val.items() if m.get("auroc") is not None})
         record["history"].append(entry)
         payload = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
         latest.save(epoch, args=ocp.args.StandardSave(payload))
