@@ -74,6 +74,8 @@ BAD = {
     "bins": (["--bins", "1"], "--bins must be at least 2"),
     "unknown task": (["--tasks", "site,zzz"], "column 'zzz' not in metadata"),
     "bad metadata type": (["--metadata", "{d}/meta.txt"], "expected a .csv or .parquet file"),
+    "negative seed": (["--seed", "-1"], "--seed must be a non-negative integer"),
+    "object npz": (["--embeddings", "{d}/obj.npz"], "cannot be read without pickle"),
 }
 
 
@@ -85,6 +87,7 @@ def test_bad_input_one_line_exit_2_nothing_written(files, capsys, case):
     zn = z.copy(); zn[7, 3] = np.nan; np.save(d / "nan.npy", zn)   # noqa: E702
     np.save(d / "badhead.npy", np.ones(15))
     (d / "meta.txt").write_text("x")
+    np.savez(d / "obj.npz", embeddings=z, site=np.array(["a", None] * 200, dtype=object))
     base = {"--embeddings": str(d / "emb.npy"), "--metadata": str(d / "meta.csv"), "--primary": "label"}
     extra, message = BAD[case]
     extra = [e.format(d=d) for e in extra]

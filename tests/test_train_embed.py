@@ -139,3 +139,15 @@ def test_backbones_shapes_and_a_training_step(backbone, widths, maps):
     y = jnp.asarray([[0, 1], [1, 2], [0, -1], [1, 0]])
     state, loss = step(state, x, y, jnp.ones((2, 3)), jax.random.PRNGKey(1))
     assert np.isfinite(float(loss)) and int(state.step) == 1
+
+
+def test_class_order_matches_analysis_and_missing_text_round_trips(tmp_path):
+    from wsca_jax.train import encode_labels
+    from wsca_jax.tasks import build_tasks
+    import pandas as pd
+    cols = {"y": np.array([9, 10, 9, 10, 2]), "site": np.array(["b", None, "a", "b", "a"], dtype=object)}
+    lab, specs = encode_labels(cols, ["y", "site"])
+    ts = build_tasks(pd.DataFrame(cols), "y", min_class_count=1)
+    assert specs[0].classes == ts.primary.classes == ("2", "9", "10")
+    np.testing.assert_array_equal(lab[:, 0], ts.primary.labels)
+    assert specs[1].classes == ("a", "b") and lab[1, 1] == -1

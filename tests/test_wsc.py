@@ -84,3 +84,18 @@ def test_orthogonal_head_gives_zero_although_metadata_is_strongly_encoded(known_
     res = wsca.analyze(z, meta, "label", primary_head=head, pca_min=16)
     # head e0 + e1 and a probe along e1: cos 45 degrees
     assert abs(res.tasks["site"].summary["max_abs_wsc"] - np.cos(np.pi / 4)) < 0.05
+
+
+def test_components_capped_at_rank_so_wsc_is_rotation_invariant():
+    """N <= D: axes beyond the data's rank are arbitrary; the projection must not use them."""
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(40, 100))
+    meta = {"label": np.arange(40) % 2, "site": (np.arange(40) // 2) % 2}
+    head = rng.normal(size=100)
+    vals = []
+    for seed in range(3):
+        q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(100, 100)))
+        res = wsca.analyze(z @ q, meta, "label", primary_head=head @ q, pca_min=50)
+        assert res.pca["components"] <= 39
+        vals.append(res.tasks["site"].summary["max_abs_wsc"])
+    np.testing.assert_allclose(vals, vals[0], atol=1e-4)

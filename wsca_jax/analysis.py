@@ -19,7 +19,7 @@ from . import __version__
 from .errors import WscaInputError, require
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
 from .probes import Basis, ProbeConfig, fit_replicates, make_basis, to_original
-from .stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, percentile_interval,
+from .stats import (bca_interval, bootstrap_weights, exchangeable_fraction, holm, jackknife_weights, percentile_interval,
                     permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
 from .tasks import TaskSet, build_tasks
 from .wsc import Projection, choose_components, wsc_jit
@@ -302,6 +302,7 @@ def analyze(
     require(ci_method in ("bca", "percentile"), f"ci_method must be 'bca' or 'percentile', found {ci_method!r}")
     require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
     require(cv_folds >= 2, f"cv_folds must be at least 2, found {cv_folds}")
+    require(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed must be a non-negative integer, found {seed}")
     require(probe.C > 0, f"probe C must be > 0, found {probe.C}")
     require(probe.solver in ("lbfgs", "ridge"), f"probe solver must be 'lbfgs' or 'ridge', found {probe.solver!r}")
     x = check_embeddings(embeddings)
@@ -319,6 +320,8 @@ def analyze(
             row = int(np.flatnonzero(gcol.isna().to_numpy())[0])
             raise WscaInputError(f"--group-column {group_column!r}: row {row} is missing; expected a group id on every row")
         groups = pd.factorize(gcol)[0]
+        require(groups.max() + 1 >= 2, f"--group-column {group_column!r}: found one group; expected at least 2 "
+                                       "(folds, bootstrap and permutations resample groups)")
     n, d = x.shape
     centered = heads == "centered"
     rng = np.random.default_rng(seed)
@@ -423,6 +426,7 @@ def analyze(
         "jackknife_blocks": None if jack is None else int(len(jack)),
         "permutation_scheme": None if permutations == 0 else ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows"),
         "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
+        "permutation_exchangeable_rows": None if (permutations == 0 or groups is None) else exchangeable_fraction(groups),
     }
     prim_info = {"name": primary, "classes": list(taskset.primary.classes), "source": primary_source,
                  "probe": quality[T] if head is None else None, "head_rows": int(Ca),

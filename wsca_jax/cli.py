@@ -168,13 +168,17 @@ def cmd_embed(args) -> int:
 
 def cmd_analyze(args) -> int:
     from .analysis import analyze
-    from .errors import WscaInputError
+    from .errors import WscaInputError, require
     from .io import load_embeddings, load_head, load_metadata
     from .probes import ProbeConfig
     from .report import write_outputs
 
     import pandas as pd
 
+    import os
+
+    require(not os.path.exists(args.out) or os.path.isdir(args.out),
+            f"--out {args.out}: exists and is not a folder")
     ef = load_embeddings(args.embeddings)
     if args.metadata:
         meta = load_metadata(args.metadata)
@@ -204,6 +208,10 @@ def cmd_analyze(args) -> int:
         cols = ["task", "probe_auroc", "max_abs_wsc", "ci_low", "ci_high", "p_value", "p_adjusted", "random_q95"]
         with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
             print(result.summary_table()[cols].to_string(index=False))
+        ex = result.settings.get("permutation_exchangeable_rows")
+        if ex is not None and ex < 0.5:
+            print(f"note: only {100 * ex:.0f}% of the rows belong to groups that a grouped permutation can exchange "
+                  "(groups are exchanged among groups of equal size); group-level attributes barely move under the null")
         dg = result.diagnostics
         if dg["fits_above_tol"]:
             print(f"note: {dg['fits_above_tol']} of {dg['fits_total']} probe fits stopped above the gradient "

@@ -26,6 +26,7 @@ def embed(run_dir: str, dataset, split: str = "train", which: str = "best", feat
     require(list(dataset.images.shape[1:]) == record["image_shape"],
             f"--run {run_dir}: trained on images {record['image_shape']}, dataset has {list(dataset.images.shape[1:])}")
     sub = dataset.select_split(split)
+    require(len(sub) > 0, f"--split {split}: the dataset has no {split} rows")
     keys = ("embedding", "feature_maps") if feature_maps else ("embedding",)
     out = predict_batches(model, params, sub.images, batch_size, keys)
     emb = out["embedding"].astype(np.float32)
@@ -35,7 +36,10 @@ def embed(run_dir: str, dataset, split: str = "train", which: str = "best", feat
         result[f"head_{spec['name']}"] = np.asarray(w, np.float32)
     for k, v in sub.columns.items():
         v = np.asarray(v)
-        result[k] = v.astype(str) if v.dtype == object else v
+        key = f"meta_{k}" if k in ("embeddings", "group", "feature_maps") or k.startswith("head_") else k
+        if v.dtype == object:                      # text with missing values: "" marks missing
+            v = np.array(["" if x is None or (isinstance(x, float) and np.isnan(x)) else str(x) for x in v])
+        result[key] = v
     result["group"] = sub.group
     if feature_maps:
         result["feature_maps"] = out["feature_maps"].astype(np.float32)

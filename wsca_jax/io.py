@@ -47,11 +47,23 @@ def load_embeddings(path: str) -> EmbeddingFile:
     with data:
         keys = list(data.keys())
         require("embeddings" in keys, f"--embeddings {path}: no array named 'embeddings' (found: {', '.join(keys) or 'none'})")
-        emb = np.asarray(data["embeddings"])
-        heads = {k[len("head_"):]: np.asarray(data[k]) for k in keys if k.startswith("head_")}
-        n = emb.shape[0] if emb.ndim >= 1 else -1
-        cols = {k: np.asarray(data[k]) for k in keys
-                if k != "embeddings" and not k.startswith("head_") and data[k].ndim == 1 and data[k].shape[0] == n}
+        arrays = {}
+        for k in keys:
+            try:
+                arrays[k] = np.asarray(data[k])
+            except ValueError as e:                # object arrays need pickle, which is refused
+                raise WscaInputError(f"--embeddings {path}: array {k!r} cannot be read without pickle ({e}); "
+                                     "store text as fixed-width strings (np.array(..., dtype=str))") from None
+    emb = arrays["embeddings"]
+    heads = {k[len("head_"):]: v for k, v in arrays.items() if k.startswith("head_")}
+    n = emb.shape[0] if emb.ndim >= 1 else -1
+    cols = {}
+    for k, v in arrays.items():
+        if k == "embeddings" or k.startswith("head_") or v.ndim != 1 or v.shape[0] != n:
+            continue
+        if v.dtype.kind == "U":                     # "" marks a missing text value
+            v = np.where(v == "", None, v.astype(object))
+        cols[k[len("meta_"):] if k.startswith("meta_") else k] = v
     return EmbeddingFile(emb, heads, cols)
 
 

@@ -147,6 +147,9 @@ def write_outputs(result, out_dir: str, figures: bool = True) -> list[str]:
         with open(os.path.join(tmp, "wsca.json"), "w") as f:
             json.dump(result.to_dict(), f, indent=2, allow_nan=False)
         os.makedirs(out_dir, exist_ok=True)
+        for old in os.listdir(out_dir):             # figures of an earlier run with other tasks
+            if old.startswith("wsca_") and old.endswith(".png") and old not in figs:
+                os.remove(os.path.join(out_dir, old))
         written = []
         for k in sorted(os.listdir(tmp)):
             os.replace(os.path.join(tmp, k), os.path.join(out_dir, k))

@@ -90,6 +90,15 @@ def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: n
     return out
 
 
+def exchangeable_fraction(groups: np.ndarray) -> float:
+    """Share of rows whose group has at least one other group of the same size (those whose
+    group-level labels a grouped permutation can move)."""
+    gi, g = _group_index(groups, len(groups))
+    sizes = np.bincount(gi)
+    same = np.bincount(sizes)[sizes] >= 2
+    return float(same[gi].mean())
+
+
 def percentile_interval(theta_boot: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over the first axis of ``(B, ...)`` (NaN-aware)."""
     a = (1 - confidence) / 2

@@ -77,7 +77,10 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _encode_categorical(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+def encode_categorical(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Values -> ``(labels (N,) int32, -1 missing; class names)``; numbers sort numerically,
+    strings alphabetically; empty strings count as missing."""
+    values = values.where(~values.astype(str).eq(""), None) if values.dtype == object or pd.api.types.is_string_dtype(values) else values
     present = values.dropna()
     uniques = pd.unique(present)
     try:
@@ -180,7 +183,7 @@ def make_task(
         if len(classes) < 2:
             return "fewer than two bins with data"
     else:
-        labels, classes = _encode_categorical(series)
+        labels, classes = encode_categorical(series)
         kind = "binary" if len(classes) == 2 else "categorical"
     counts = np.bincount(labels[labels >= 0], minlength=len(classes))
     if counts.min() < min_class_count:

@@ -55,24 +55,23 @@ class TaskSpec:
 
 
 def encode_labels(columns: dict, names: Sequence[str]) -> tuple[np.ndarray, list[TaskSpec]]:
-    """Columns -> ``(N, T)`` int labels (-1 missing) and task specs (sorted class names)."""
+    """Columns -> ``(N, T)`` int labels (-1 missing) and task specs.
+
+    Classes are ordered exactly as :mod:`wsca_jax.tasks` orders them (numbers numerically), so
+    an exported head's rows line up with the classes ``wsca analyze`` assigns.
+    """
+    import pandas as pd
+
+    from .tasks import encode_categorical
+
     labels, specs = [], []
     for name in names:
         require(name in columns, f"task column {name!r} not in the dataset (columns: {', '.join(columns)})")
-        v = np.asarray(columns[name])
-        ok = ~pd_isna(v)
-        classes = np.unique(v[ok].astype(str))
-        lab = np.full(len(v), -1, np.int32)
-        lab[ok] = np.searchsorted(classes, v[ok].astype(str))
+        lab, classes = encode_categorical(pd.Series(columns[name]))
         require(len(classes) >= 2, f"task column {name!r} has fewer than two classes")
-        labels.append(lab)
-        specs.append(TaskSpec(name, tuple(str(c) for c in classes)))
+        labels.append(lab.astype(np.int32))
+        specs.append(TaskSpec(name, tuple(classes)))
     return np.stack(labels, 1), specs
-
-
-def pd_isna(v: np.ndarray) -> np.ndarray:
-    import pandas as pd
-    return pd.isna(v)
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -182,6 +181,8 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
       the run record (``run.json`` contents).
     """
     require(cfg.setting in SETTINGS, f"--setting must be one of {', '.join(SETTINGS)}, found {cfg.setting!r}")
+    require(cfg.epochs >= 1, f"--epochs must be at least 1, found {cfg.epochs}")
+    require(cfg.batch_size >= 1, f"--batch-size must be at least 1, found {cfg.batch_size}")
     require(cfg.backbone in BACKBONES, f"--backbone must be one of {', '.join(BACKBONES)}, found {cfg.backbone!r}")
     names = [primary] + ([t for t in tasks if t != primary] if cfg.setting == "multi_task" else [])
     labels, specs = encode_labels(dataset.columns, names)
@@ -220,8 +221,14 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
             old = json.load(f)
         require(old["config"] == json.loads(json.dumps(record["config"])),
                 "--resume: the run folder was made with other settings")
-        record["history"], record["best"] = old["history"], old["best"]
+        require(old["primary"] == primary and old["tasks"] == json.loads(json.dumps(record["tasks"])),
+                f"--resume: the run folder was trained on {old['primary']!r} with other heads")
         start_epoch = step + 1
+        # the checkpoint is the truth: drop history written for epochs it does not hold
+        record["history"] = [h for h in old["history"] if h["epoch"] < start_epoch]
+        scored = [(h["val"].get(primary, {}).get("auroc"), h["epoch"]) for h in record["history"]]
+        scored = [x for x in scored if x[0] is not None]
+        record["best"] = None if not scored else {"epoch": max(scored)[1], "val_auroc": max(scored)[0]}
     end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
     bar = None
     if progress:

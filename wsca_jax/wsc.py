@@ -42,13 +42,15 @@ def choose_components(variances: np.ndarray, pca_variance: float = 0.99, pca_min
     Args:
       variances: ``(D,)`` eigenvalues of the covariance, descending.
       pca_variance: in (0, 1]; 1.0 keeps every axis with non-zero variance.
-      pca_min: floor on k (the paper's 50), capped at D.
+      pca_min: floor on k (the paper's 50), capped at D and at the numerical rank of the data
+        (with N <= D the remaining axes have zero variance and arbitrary directions).
     """
     require(0.0 < pca_variance <= 1.0, f"--pca-variance must be in (0, 1], found {pca_variance}")
     require(pca_min >= 1, f"--pca-min must be at least 1, found {pca_min}")
     v = np.asarray(variances, float)
     total = v.sum()
-    d = len(v)
+    # axes beyond the numerical rank (N <= D) are arbitrary directions of zero variance: never keep them
+    d = max(1, int(np.sum(v > 1e-10 * max(v.max(initial=0.0), 1e-300))))
     if total <= 0:
         k = min(pca_min, d)
     else:
