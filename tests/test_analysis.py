@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pandas as pd
 
 import wsca_jax as wsca
 from conftest import make_known_answer

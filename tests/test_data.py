@@ -141,7 +141,7 @@ def test_tfds_array_record_round_trip(tmp_path):
                       {"label": rng.integers(0, 2, n), "age": rng.normal(50, 9, n), "scanner": scanner},
                       np.array([0, 0, 1, 2] * 6, np.int8), np.repeat(np.arange(12), 2))
     path = build_tfds(ds, str(tmp_path / "tfds"))
-    assert any(f.endswith(tuple(f"array_record-00000-of-00001" for _ in [0])) for f in os.listdir(path))
+    assert any(".array_record-" in f for f in os.listdir(path))
     back = load_tfds(path)
     np.testing.assert_array_equal(back.images, ds.images)
     np.testing.assert_array_equal(back.split, ds.split)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import wsca_jax as wsca
 from wsca_jax.stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, percentile_interval,
                             permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
 

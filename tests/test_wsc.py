@@ -68,7 +68,6 @@ def test_centering_removes_common_vector():
 
 
 def test_padded_classes_are_nan():
-    basis = wsca.make_basis(np.random.default_rng(3).normal(size=(100, 4)))
     rows = jnp.asarray(np.random.default_rng(4).normal(size=(1, 3, 4)))
     c = np.asarray(wsc(rows[0, :2], np.ones(2, bool), rows, np.array([[True, True, False]]), k=4, centered=True))
     assert np.isnan(c[0, :, 2]).all() and np.isfinite(c[0, :, :2]).all()

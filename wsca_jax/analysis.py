@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,11 +18,11 @@ import pandas as pd
 from . import __version__
 from .errors import WscaInputError, require
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
-from .probes import Basis, ProbeConfig, fit_replicates, make_basis, to_original
+from .probes import Basis, ProbeConfig, fit_replicates, make_basis
 from .stats import (bca_interval, bootstrap_weights, exchangeable_fraction, holm, jackknife_weights, percentile_interval,
                     permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
-from .tasks import TaskSet, build_tasks
-from .wsc import Projection, choose_components, wsc_jit
+from .tasks import build_tasks
+from .wsc import choose_components, wsc_jit
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
     absmax = lambda a: np.nanmax(np.abs(a), axis=(-2, -1))  # noqa: E731
     cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
     stat = float(np.abs(cells[cell]))
-    ci_low = ci_high = pv = s_ci = s_p = None
+    ci_low = ci_high = pv = s_ci = None
     if boot is not None:
         if ci_method == "bca":
             ci_low, ci_high = bca_interval(cells, boot, jack, confidence)
