@@ -21,9 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-
-def data_dir(arg: str | None) -> str:
-    return arg or os.environ.get("WSCA_DATA_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+from wsca_jax.data import data_dir
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -17,11 +16,12 @@ import pandas as pd
 
 from . import __version__
 from .errors import WscaInputError, require
+from .io import atomic_write_text
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
 from .probes import Basis, ProbeConfig, fit_replicates, make_basis
 from .stats import (bca_interval, bootstrap_weights, exchangeable_fraction, holm, jackknife_weights, percentile_interval,
                     permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
-from .tasks import build_tasks
+from .tasks import build_tasks, class_mask
 from .wsc import choose_components, wsc_jit
 
 
@@ -118,21 +118,6 @@ def _mat(a):
     if a is None:
         return None
     return [[_clean(v) for v in row] for row in np.asarray(a, float)]
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file via a temporary name in the same folder, then rename."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,10 +322,7 @@ def analyze(
     # probe set: metadata tasks, plus the primary column when no head is given
     probe_tasks = list(taskset.tasks) + ([] if head is not None else [taskset.primary])
     labels = np.stack([t.labels for t in probe_tasks]).astype(np.int32)
-    K = max(t.n_classes for t in probe_tasks)
-    cmask = np.zeros((len(probe_tasks), K), bool)
-    for i, t in enumerate(probe_tasks):
-        cmask[i, : t.n_classes] = True
+    cmask = class_mask(probe_tasks)
     T = len(taskset.tasks)
 
     n_folds = cv_folds

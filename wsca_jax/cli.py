@@ -124,13 +124,13 @@ def cmd_train(args) -> int:
     import os
 
     from .data import prepare_dataset
+    from .data.sources import NAMED_DATASETS
     from .train import TrainConfig, fit
 
     ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.seed)
     cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, seed=args.seed)
-    source = args.dataset if args.dataset in ("busbra", "waterbirds", "breastmnist", "pneumoniamnist") \
-        else os.path.abspath(args.dataset)
+    source = args.dataset if args.dataset in NAMED_DATASETS else os.path.abspath(args.dataset)
     rec = fit(ds, args.primary, _csv(args.tasks), cfg, args.out, resume=args.resume, progress=not args.quiet,
               dataset_source=source)
     if not args.quiet:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .errors import require
+from .io import atomic_write
 from .models import head_weights
 from .train import load_run, predict_batches
 
@@ -47,10 +46,5 @@ def embed(run_dir: str, dataset, split: str = "train", which: str = "best", feat
 
 
 def save_embeddings(path: str, arrays: dict) -> None:
-    """``np.savez`` via a temporary name (no half-written file)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, ".tmp-" + os.path.basename(path))
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    """``np.savez`` through a temporary name (no half-written file)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -6,6 +6,7 @@ Every problem becomes a one-line :class:`~wsca_jax.errors.WscaInputError` naming
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import NamedTuple
 
 import numpy as np
@@ -88,3 +89,28 @@ def load_head(path: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except Exception as e:
         raise WscaInputError(f"--primary-head {path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+def atomic_write(path, write) -> None:
+    """Create ``path`` through a temporary file in the same folder, then rename (never half-written).
+
+    Args:
+      write: called with a binary file object open on the temporary file.
+    """
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode()))

@@ -60,17 +60,13 @@ class TaskSet:
     tasks: tuple[Task, ...]
     skipped: dict[str, str]
 
-    def label_matrix(self) -> np.ndarray:
-        """``(T, N)`` int32 labels of the metadata tasks (``-1`` missing)."""
-        return np.stack([t.labels for t in self.tasks]) if self.tasks else np.zeros((0, len(self.primary.labels)), np.int32)
 
-    def class_mask(self, width: int | None = None) -> np.ndarray:
-        """``(T, K)`` bool, True for the real classes of each task, padded to ``K`` columns."""
-        k = width or max([t.n_classes for t in self.tasks] + [2])
-        mask = np.zeros((len(self.tasks), k), bool)
-        for i, t in enumerate(self.tasks):
-            mask[i, : t.n_classes] = True
-        return mask
+def class_mask(tasks: Sequence[Task]) -> np.ndarray:
+    """``(T, K)`` bool, True for the real classes of each task, padded to the widest task ``K``."""
+    mask = np.zeros((len(tasks), max(t.n_classes for t in tasks)), bool)
+    for i, t in enumerate(tasks):
+        mask[i, : t.n_classes] = True
+    return mask
 
 
 def _fmt(x: float) -> str:

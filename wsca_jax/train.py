@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from .errors import WscaInputError, require
+from .io import atomic_write_text
 from .metrics import classification_metrics
 from .models import BACKBONES, SETTINGS, WscaModel, split_logits
 
@@ -282,10 +283,7 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def load_run(run_dir: str, which: str = "best"):

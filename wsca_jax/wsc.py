@@ -102,14 +102,3 @@ def wsc(primary_rows, primary_mask, task_rows, task_mask, k: int, centered: bool
 
 
 wsc_jit = jax.jit(wsc, static_argnames=("k", "centered"))
-
-
-def max_abs(cells, mask=None):
-    """Task summary ``max |WSC|`` over the real cells of (..., Ca, K) (NaN = padded)."""
-    return jnp.nanmax(jnp.abs(cells), axis=(-2, -1))
-
-
-def cosine(u: np.ndarray, v: np.ndarray) -> float:
-    """Plain cosine of two vectors (NumPy)."""
-    u = np.asarray(u, float).ravel(); v = np.asarray(v, float).ravel()
-    return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))

@@ -233,6 +233,9 @@ def load_image_folder(folder: str, csv: str | None = None, file_column: str = "f
                         pd.factorize(group)[0].astype(np.int64))
 
 
+NAMED_DATASETS = ("busbra", "waterbirds", "breastmnist", "pneumoniamnist")
+
+
 def load_dataset(name: str, data_dir_arg: str | None = None, seed: int = 0) -> ImageDataset:
     """``busbra | waterbirds | breastmnist | pneumoniamnist`` from the data folder, or a path to a
     generic ``.npz``, a BUS-BRA release folder (holding ``bus_data.csv``) or an image folder."""
