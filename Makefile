@@ -13,12 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Until `wsca demo` exists: WSC of a malignancy probe against scanner, view and BI-RADS probes on
-# PCA features of the BUS-BRA pixels (real images and metadata from ../shared/data).
+# The induced-shortcut demo: malignancy models on BUS-BRA (balanced vs biased scanner design,
+# fine-tuned and multi-task); falls back to scikit-learn's digits when BUS-BRA is not found.
 demo: $(STAMP)
-	$(BIN)/python experiments/busbra_pixel_features.py --data-dir $(DATA_DIR) --out runs/demo/inputs
-	$(BIN)/wsca analyze --embeddings runs/demo/inputs/embeddings.npy --metadata runs/demo/inputs/metadata.csv \
-	    --primary malignant --group-column case --bootstrap 200 --permutations 200 --out runs/demo
+	WSCA_DATA_DIR=$(DATA_DIR) $(BIN)/wsca demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

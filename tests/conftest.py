@@ -36,3 +36,35 @@ def make_known_answer(n=800, d=24, seed=0, used=True, balanced=True):
 @pytest.fixture
 def known_answer():
     return make_known_answer
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """One quick `wsca demo` run on the bundled digits (shared by the demo and browser tests)."""
+    from wsca_jax.demo import run_demo
+    out = tmp_path_factory.mktemp("demo") / "out"
+    record = run_demo(str(out), dataset="digits", epochs=2, bootstrap=20, permutations=20, seed=0, progress=False)
+    return out, record
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium; installed with apt-get when missing (root), else the test is skipped."""
+    import shutil
+    import subprocess
+
+    def find():
+        return shutil.which("chromium") or shutil.which("chromium-browser")
+
+    path = find()
+    if path is None and shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=900)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        path = find()
+    if path is None:
+        pytest.skip("chromium is not installed and apt-get could not install it (needs root and the Debian mirror)")
+    return path

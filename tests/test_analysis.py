@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+import pandas as pd
+import pytest
 
 import wsca_jax as wsca
 from conftest import make_known_answer
@@ -84,3 +86,56 @@ def test_to_dict_follows_the_schema(tmp_path, known_answer):
     assert set(age["summary"]) >= {"max_abs_wsc", "cell", "ci", "p_value", "p_adjusted"}
     no_stats = wsca.analyze(z, meta, "label", pca_min=8).to_dict()["tasks"]["site"]
     assert no_stats["ci_low"] is None and no_stats["p_value"] is None and no_stats["summary"]["ci"] is None
+
+
+def test_fixed_task_heads_known_cosines_and_pca_only_intervals(known_answer):
+    """Jointly trained heads are compared head to head: with k = D the WSC is the plain cosine of the
+    centred rows; the bootstrap resamples only the projection; the probe still gives quality and p."""
+    z, meta, head = known_answer(n=600, d=12, used=True)
+    site_head = np.zeros((2, 12))
+    site_head[:, 1] = [-1.0, 1.0]
+    site_head[:, 2] = [0.5, -0.5]
+    res = wsca.analyze(z, meta, "label", np.stack([-head / 2, head / 2]), task_heads={"site": site_head},
+                       pca_min=12, bootstrap=40, permutations=40, seed=1)
+    t = res.tasks["site"]
+    a = head / np.linalg.norm(head)
+    b = (site_head[1] - site_head[0]) / np.linalg.norm(site_head[1] - site_head[0])
+    expected = float(a @ b)                           # centred 2-row heads: rows are -/+ half differences
+    np.testing.assert_allclose(t.wsc, [[expected, -expected], [-expected, expected]], atol=1e-5)
+    assert t.source == "head" and t.to_dict()["source"] == "head"
+    assert t.summary["probe_max_abs_wsc"] > 0.5      # the site probe (axis 1) also aligns with e0 + e1
+    lo, hi = t.summary["ci"]
+    assert lo <= abs(expected) + 1e-4 and hi >= abs(expected) - 1e-4   # k = D: the projection cannot move
+    assert t.probe["auroc"] > 0.85 and t.summary["p_value"] < 0.05
+    assert res.settings["task_heads"] == ["site"]
+    assert any("PCA projection only" in c for c in t.summary["caveats"])
+
+
+def test_fixed_task_heads_bad_input():
+    from wsca_jax.errors import WscaInputError
+    z, meta, head = make_known_answer(n=200, d=8)
+    with pytest.raises(WscaInputError, match="no such analysed task"):
+        wsca.analyze(z, meta, "label", head, task_heads={"scanner": np.ones((2, 8))}, pca_min=8)
+    with pytest.raises(WscaInputError, match="head of task 'site': 3 rows"):
+        wsca.analyze(z, meta, "label", head, task_heads={"site": np.ones((3, 8))}, pca_min=8)
+    with pytest.raises(WscaInputError, match="needs the model's primary head"):
+        wsca.analyze(z, meta, "label", None, task_heads={"site": np.ones((2, 8))}, pca_min=8)
+
+
+def test_conditional_null_absorbs_a_confounded_design():
+    """A biased design: site goes with the label, the head uses only the label axis. The unconditional
+    null calls the site probe aligned (it leans on the label); permuting within label classes does not."""
+    rng = np.random.default_rng(0)
+    n, d = 800, 10
+    y = rng.integers(0, 2, n)
+    site = np.where(rng.random(n) < 0.85, y, 1 - y)              # 85% of each class from 'its' site
+    z = rng.normal(size=(n, d))
+    z[:, 0] += 2.0 * (2 * y - 1)
+    z[:, 1] += 0.7 * (2 * site - 1)                              # weakly encoded on its own axis
+    head = np.eye(d)[0]
+    meta = pd.DataFrame({"label": y, "site": site})
+    free = wsca.analyze(z, meta, "label", head, permutations=99, pca_min=d, seed=3)
+    cond = wsca.analyze(z, meta, "label", head, permutations=99, pca_min=d, seed=3, permute_within="label")
+    assert free.tasks["site"].summary["p_value"] < 0.05
+    assert cond.tasks["site"].summary["p_value"] > 0.05
+    assert "conditional" in cond.settings["permutation_scheme"]

@@ -151,3 +151,22 @@ def test_tfds_array_record_round_trip(tmp_path):
     assert list(back.columns["scanner"]) == list(scanner)
     assert "tensorflow" not in sys.modules
     assert build_tfds(ds, str(tmp_path / "tfds")) == path              # same content: reused
+
+
+def test_confounded_design_keeps_sizes_and_moves_the_mix():
+    from wsca_jax.data import confounded_indices
+    from wsca_jax.errors import WscaInputError
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 3000)
+    conf = rng.choice(np.array(["a", "b", "c"]), 3000)
+    base = {"a": 0.45, "b": 0.45, "c": 0.10}
+    sizes = {0: 300, 1: 150}
+    shares = []
+    for s in (0.0, 0.5, 1.0):
+        ix = confounded_indices(labels, conf, s, {0: "a", 1: "b"}, base, sizes, seed=1)
+        assert len(np.unique(ix)) == len(ix) == 450
+        assert (labels[ix] == 0).sum() == 300
+        shares.append(((conf[ix] == "b") & (labels[ix] == 1)).sum() / 150)
+    np.testing.assert_allclose(shares, [0.45, 0.725, 1.0], atol=0.01)
+    with pytest.raises(WscaInputError, match="needs"):
+        confounded_indices(labels, conf, 1.0, {0: "a", 1: "b"}, base, {0: 2000, 1: 10})

@@ -74,3 +74,22 @@ def test_random_direction_reference():
     assert np.quantile(m, 0.95) == pytest.approx(random_cosine_quantile(k), abs=0.02)
     # a 2 x 3 matrix's max is larger than one cell's
     assert np.quantile(random_direction_null(rng, k, 2, 3, centered=True), 0.95) > random_cosine_quantile(k)
+
+
+def test_permutation_within_strata_keeps_strata_and_groups():
+    rng = np.random.default_rng(0)
+    strata = np.repeat([0, 1, 2], [40, 30, 30])
+    groups = np.repeat(np.arange(50), 2)                    # pairs, each inside one stratum
+    perms = permutation_indices(rng, 100, 50, groups, strata)
+    assert (strata[perms] == strata[None]).all()
+    # a pair's rows come from one partner pair
+    src_groups = groups[perms]
+    assert (src_groups[:, ::2] == src_groups[:, 1::2]).all()
+    # it does shuffle: rows move within each stratum
+    assert (perms != np.arange(100)).mean() > 0.5
+
+
+def test_permutation_strata_reject_groups_across_strata():
+    from wsca_jax.errors import WscaInputError
+    with pytest.raises(WscaInputError, match="spans two strata"):
+        permutation_indices(np.random.default_rng(0), 4, 2, np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))

@@ -98,3 +98,24 @@ def test_components_capped_at_rank_so_wsc_is_rotation_invariant():
         assert res.pca["components"] <= 39
         vals.append(res.tasks["site"].summary["max_abs_wsc"])
     np.testing.assert_allclose(vals, vals[0], atol=1e-4)
+
+
+def test_reweighted_basis_matches_fixed_pca_and_resamples_it():
+    from wsca_jax.wsc import wsc_reweighted_basis_jit
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)) * np.linspace(3, 0.2, 12)
+    basis = wsca.make_basis(x)
+    a = rng.normal(size=(2, 12)) @ basis.rotation
+    b = rng.normal(size=(1, 3, 12)) @ basis.rotation
+    k = 5
+    ref = np.asarray(wsca.wsc(a, np.ones(2, bool), b, np.ones((1, 3), bool), k=k, centered=True))
+    ones = np.ones((1, 300), np.float32)
+    got = np.asarray(wsc_reweighted_basis_jit(basis.x, ones, a.astype(np.float32), np.ones(2, bool),
+                                              b.astype(np.float32), np.ones((1, 3), bool), k=k, centered=True))
+    np.testing.assert_allclose(got[0], ref, atol=2e-4)
+    # bootstrap weights move the projection, hence the cosines, a little
+    w = wsca.bootstrap_weights(rng, 300, 8)
+    boot = np.asarray(wsc_reweighted_basis_jit(basis.x, w, a.astype(np.float32), np.ones(2, bool),
+                                               b.astype(np.float32), np.ones((1, 3), bool), k=k, centered=True))
+    assert boot.shape == (8, 1, 2, 3)
+    assert 0 < np.abs(boot - ref).max() < 0.5

@@ -21,6 +21,9 @@ from .stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, pe
                     permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
 from .metrics import classification_metrics  # noqa: E402
 from .analysis import TaskResult, WscaResult, analyze  # noqa: E402
+from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dataset,  # noqa: E402
+                         run_condition)
+from .demo import run_demo  # noqa: E402
 
 __all__ = [
     "__version__", "WscaInputError", "Task", "TaskSet", "build_tasks", "bin_continuous",
@@ -29,4 +32,5 @@ __all__ = [
     "bca_interval", "bootstrap_weights", "holm", "jackknife_weights", "percentile_interval",
     "permutation_indices", "permutation_pvalue", "random_cosine_quantile", "random_direction_null",
     "classification_metrics", "TaskResult", "WscaResult", "analyze",
+    "ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition", "run_demo",
 ]

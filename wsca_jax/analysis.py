@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -22,7 +23,7 @@ from .probes import Basis, ProbeConfig, fit_replicates, make_basis
 from .stats import (bca_interval, bootstrap_weights, exchangeable_fraction, holm, jackknife_weights, percentile_interval,
                     permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
 from .tasks import build_tasks, class_mask
-from .wsc import choose_components, wsc_jit
+from .wsc import choose_components, wsc_jit, wsc_reweighted_basis_jit
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,12 @@ class TaskResult:
     boot: np.ndarray = field(repr=False, default=None)
     null: np.ndarray = field(repr=False, default=None)
     random_null: np.ndarray = field(repr=False, default=None)
+    source: str = "probe"
 
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,
+            "source": self.source,
             "classes": list(self.classes),
             "n_used": self.n_used,
             "probe": self.probe,
@@ -89,6 +92,32 @@ class WscaResult:
             "null_reference": self.null_reference,
             "diagnostics": self.diagnostics,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict, arrays: Mapping[str, np.ndarray] | None = None) -> "WscaResult":
+        """Rebuild a result from ``to_dict()`` (a ``wsca.json``) and, optionally, the resampling
+        distributions written beside it (``boot/<task>``, ``null/<task>``, ``random/<task>``)."""
+        arrays = arrays or {}
+        arr = lambda a: None if a is None else np.array(a, float)  # noqa: E731
+        tasks = {}
+        for name, t in d["tasks"].items():
+            tasks[name] = TaskResult(name=name, kind=t["kind"], classes=tuple(t["classes"]), n_used=t["n_used"],
+                                     probe=t["probe"], wsc=arr(t["wsc"]), ci_low=arr(t["ci_low"]),
+                                     ci_high=arr(t["ci_high"]), p_value=arr(t["p_value"]), summary=t["summary"],
+                                     boot=arrays.get(f"boot/{name}"), null=arrays.get(f"null/{name}"),
+                                     random_null=arrays.get(f"random/{name}"), source=t.get("source", "probe"))
+        return cls(n_samples=d["n_samples"], embedding_dim=d["embedding_dim"], settings=d["settings"], pca=d["pca"],
+                   primary=d["primary"], tasks=tasks, skipped=d.get("skipped", {}),
+                   null_reference=d.get("null_reference", {}), diagnostics=d.get("diagnostics", {}))
+
+    def distributions(self) -> dict[str, np.ndarray]:
+        """The resampling distributions by ``boot/<task>``, ``null/<task>``, ``random/<task>`` (for ``np.savez``)."""
+        out = {}
+        for name, t in self.tasks.items():
+            for key, a in (("boot", t.boot), ("null", t.null), ("random", t.random_null)):
+                if a is not None:
+                    out[f"{key}/{name}"] = np.asarray(a, np.float32)
+        return out
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write ``to_dict()`` as JSON atomically (temporary file + rename)."""
@@ -140,17 +169,17 @@ def check_embeddings(embeddings) -> np.ndarray:
     return x
 
 
-def check_primary_head(head, d: int, n_classes: int) -> np.ndarray:
+def check_primary_head(head, d: int, n_classes: int, what: str = "primary head") -> np.ndarray:
     """Validate a model head ``(C, D)`` or ``(D,)``; returns ``(C, D)`` (C = 1 for one logit)."""
     h = np.asarray(head, dtype=np.float64)
     if h.ndim == 1:
         h = h[None]
-    require(h.ndim == 2, f"primary head: expected shape (C, D) or (D,), found {np.shape(head)}")
-    require(h.shape[1] == d, f"primary head: width {h.shape[1]} does not match the embedding dimension {d}")
+    require(h.ndim == 2, f"{what}: expected shape (C, D) or (D,), found {np.shape(head)}")
+    require(h.shape[1] == d, f"{what}: width {h.shape[1]} does not match the embedding dimension {d}")
     require(h.shape[0] in (1, n_classes),
-            f"primary head: {h.shape[0]} rows, expected {n_classes} (one per primary class) or 1 (one logit)")
-    require(np.isfinite(h).all(), "primary head: contains NaN or inf")
-    require(np.abs(h).sum() > 0, "primary head: all zeros")
+            f"{what}: {h.shape[0]} rows, expected {n_classes} (one per class) or 1 (one logit)")
+    require(np.isfinite(h).all(), f"{what}: contains NaN or inf")
+    require(np.abs(h).sum() > 0, f"{what}: all zeros")
     return h
 
 
@@ -167,6 +196,32 @@ def _verdict(s: dict, probe: dict, has_perm: bool) -> str:
     if weak:
         v += f"; caution: the probe is weak (AUROC {auroc:.2f}), so its direction is unreliable"
     return v
+
+
+def _caveats(s: dict, probe: dict, source: str, settings: dict) -> list[str]:
+    """Plain-language caveats that go with a task's verdict."""
+    out = []
+    auroc = probe.get("auroc")
+    if auroc is not None and auroc < 0.7:
+        out.append(f"the attribute is weakly encoded (probe AUROC {auroc:.2f}): its direction is unreliable, and a high "
+                   "WSC with a poor probe is not evidence (the paper discounts such values itself)")
+    if s.get("ci"):
+        out.append("the interval of max |WSC| is biased upward near zero (a maximum of absolute values never "
+                   "reaches 0): judge alignment by the permutation p-value, use the interval for spread")
+        if source == "head":
+            out.append("the heads are the model's own (fixed): the interval resamples the PCA projection only; "
+                       "training randomness (seed variation) is not in it")
+    if settings.get("permutations", 0) == 0:
+        out.append("no permutation test was run: compare with the random-direction reference only with care, "
+                   "it is far narrower than the null of a real embedding")
+    elif settings.get("permute_within"):
+        out.append(f"conditional null: labels were permuted within strata of {settings['permute_within']!r}, "
+                   "so p tests alignment beyond what that association explains")
+    ex = settings.get("permutation_exchangeable_rows")
+    if ex is not None and ex < 0.5:
+        out.append(f"only {100 * ex:.0f}% of the rows are in groups a grouped permutation can exchange: "
+                   "group-level attributes barely move under the null")
+    return out
 
 
 def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: np.ndarray) -> list[dict]:
@@ -190,7 +245,8 @@ def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: 
 
 
 def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None, null=None,
-                    random_null=None, ci_method: str = "bca", confidence: float = 0.95) -> TaskResult:
+                    random_null=None, ci_method: str = "bca", confidence: float = 0.95,
+                    source: str = "probe") -> TaskResult:
     """Intervals, p-values and the summary of one task's WSC matrix.
 
     Args:
@@ -219,7 +275,7 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         summary["null_q95"] = float(np.quantile(absmax(null), 0.95))
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
-                      summary=summary, boot=boot, null=null, random_null=random_null)
+                      summary=summary, boot=boot, null=null, random_null=random_null, source=source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +287,8 @@ def analyze(
     primary: str,
     primary_head=None,
     *,
+    task_heads: Mapping[str, np.ndarray] | None = None,
+    permute_within: str | None = None,
     tasks: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
     continuous: Sequence[str] = (),
@@ -257,6 +315,14 @@ def analyze(
       metadata: N rows (same order), one column per attribute, including ``primary``.
       primary: the primary task's column.
       primary_head: the model's own head ``(C, D)`` or ``(D,)``; None = a probe on ``primary``.
+      task_heads: ``{task: (C_t, D)}`` jointly trained heads (the multi-task setting). Those tasks
+        are compared head to head (the paper's multi-task WSC); their probes still give the probe
+        quality, the permutation null (probes on permuted labels) and ``probe_max_abs_wsc``.
+        Bootstrap intervals of a fixed head resample the PCA projection only (conditional on the
+        trained weights; seed variation is the other half). Needs ``primary_head``.
+      permute_within: a column (usually the primary) whose strata the permutations keep: the
+        conditional null for confounded designs (tests alignment beyond what the association of the
+        attribute with that column explains). None: unconditional permutations.
       tasks, categorical, continuous, bins, binning, min_class_count: task encoding
         (:func:`wsca_jax.tasks.build_tasks`).
       group_column: patient/group id; folds, bootstrap and permutations respect it.
@@ -314,6 +380,19 @@ def analyze(
     head = None
     if primary_head is not None:
         head = check_primary_head(primary_head, d, taskset.primary.n_classes)
+    task_heads = dict(task_heads or {})
+    by_name = {t.name: t for t in taskset.tasks}
+    for name, h in task_heads.items():
+        require(name in by_name, f"task head {name!r}: no such analysed task (tasks: {', '.join(by_name) or 'none'})")
+        require(head is not None, f"task head {name!r}: comparing fixed task heads needs the model's primary head too")
+        task_heads[name] = check_primary_head(h, d, by_name[name].n_classes, what=f"head of task {name!r}")
+    strata = None
+    if permute_within is not None:
+        if permute_within == primary:
+            strata = taskset.primary.labels
+        else:
+            require(permute_within in meta.columns, f"--permute-within {permute_within!r}: no such column")
+            strata = pd.factorize(meta[permute_within])[0]
 
     basis = make_basis(x)
     proj = choose_components(basis.variances, pca_variance, pca_min)
@@ -355,9 +434,25 @@ def analyze(
             prim = fit.coef[:, T, :Ca]
         else:
             prim = np.broadcast_to(p_rows, (fit.coef.shape[0],) + p_rows.shape)
-        return np.asarray(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
+        return np.array(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
 
     wsc_hat = wsc_of(point)[0]                                            # (T, Ca, K)
+    # fixed task heads (multi-task): head-to-head cosines replace the probe's for those tasks
+    fixed = [i for i, t in enumerate(taskset.tasks) if t.name in task_heads]
+    probe_hat = wsc_hat.copy()
+    if fixed:
+        K = cmask.shape[1]
+        f_rows = np.zeros((len(fixed), K, d), np.float32)
+        f_mask = np.zeros((len(fixed), K), bool)
+        for j, i in enumerate(fixed):
+            h = task_heads[taskset.tasks[i].name] @ basis.rotation
+            f_rows[j, : h.shape[0]] = h
+            f_mask[j, : h.shape[0]] = True
+        wsc_hat[fixed] = np.asarray(wsc_jit(p_rows, p_mask, f_rows, f_mask, k=k, centered=centered))
+
+        def fixed_resampled(weights) -> np.ndarray:
+            return np.asarray(wsc_reweighted_basis_jit(basis.x, jnp.asarray(weights, jnp.float32), p_rows, p_mask,
+                                                       f_rows, f_mask, k=k, centered=centered))
 
     # held-out quality from cross-validated predictions
     cv = fit_replicates(basis, labels, fold_weights(folds), cmask, probe, init=init, progress=bar.update)
@@ -368,11 +463,15 @@ def analyze(
     if bootstrap > 0:
         bw = bootstrap_weights(rng, n, bootstrap, groups)
         boot = wsc_of(fit_replicates(basis, labels, bw, cmask, probe, init=init, progress=bar.update))
+        if fixed:
+            boot[:, fixed] = fixed_resampled(bw)
         if jack is not None:
             jk = wsc_of(fit_replicates(basis, labels, jack, cmask, probe, init=init, progress=bar.update))
+            if fixed:
+                jk[:, fixed] = fixed_resampled(jack)
     null = None
     if permutations > 0:
-        perms = permutation_indices(rng, n, permutations, groups)
+        perms = permutation_indices(rng, n, permutations, groups, strata)
         plab = np.broadcast_to(labels, (permutations,) + labels.shape).copy()   # (P, T', N)
         plab[:, :T] = labels[:T][:, perms].transpose(1, 0, 2)              # the primary row stays
         pfit = fit_replicates(basis, plab, np.ones((permutations, n), np.float32), cmask, probe,
@@ -391,14 +490,13 @@ def analyze(
             jack=None if jk is None else jk[:, i, :, :C],
             null=None if null is None else null[:, i, :, :C],
             random_null=random_direction_null(rnd_rng, k, Ca, C, centered),
-            ci_method=ci_method, confidence=confidence)
+            ci_method=ci_method, confidence=confidence, source="head" if i in fixed else "probe")
+        if i in fixed:
+            results[t.name].summary["probe_max_abs_wsc"] = float(np.nanmax(np.abs(probe_hat[i, :, :C])))
     if null is not None:
         adj = holm(np.array([r.summary["p_value"] for r in results.values()], float))
         for (name, r), a in zip(results.items(), adj):
             r.summary["p_adjusted"] = float(a)
-    for name, r in results.items():
-        r.summary["verdict"] = _verdict(r.summary, r.probe, null is not None)
-
     settings = {
         "bootstrap": int(bootstrap), "permutations": int(permutations), "seed": int(seed),
         "pca_variance": float(pca_variance), "pca_min": int(pca_min), "heads": heads,
@@ -406,10 +504,17 @@ def analyze(
         "probe": probe.to_dict(), "cv_folds": int(folds.max() + 1), "confidence": float(confidence),
         "ci_method": ci_method if bootstrap > 0 else None,
         "jackknife_blocks": None if jack is None else int(len(jack)),
-        "permutation_scheme": None if permutations == 0 else ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows"),
+        "permutation_scheme": None if permutations == 0 else (
+            ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows")
+            + ("" if permute_within is None else f", within strata of {permute_within!r} (conditional null)")),
+        "permute_within": permute_within,
+        "task_heads": sorted(task_heads),
         "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
         "permutation_exchangeable_rows": None if (permutations == 0 or groups is None) else exchangeable_fraction(groups),
     }
+    for name, r in results.items():
+        r.summary["verdict"] = _verdict(r.summary, r.probe, null is not None)
+        r.summary["caveats"] = _caveats(r.summary, r.probe, r.source, settings)
     prim_info = {"name": primary, "classes": list(taskset.primary.classes), "source": primary_source,
                  "probe": quality[T] if head is None else None, "head_rows": int(Ca),
                  "centered": bool(centered and Ca > 1)}

@@ -48,7 +48,8 @@ def heatmap_figure(result, name: str):
     ax.set_yticks(range(ca), [c[:18] for c in result.primary["classes"]][:ca] if ca > 1 else ["logit"], fontsize=8)
     ax.set_xlabel(name); ax.set_ylabel(result.primary["name"])  # noqa: E702
     s = t.summary
-    ax.set_title(f"WSC {result.primary['name']} x {name}: max|WSC| {s['max_abs_wsc']:.3f}", fontsize=9)
+    src = "jointly trained heads" if getattr(t, "source", "probe") == "head" else "head vs probe"
+    ax.set_title(f"WSC {result.primary['name']} x {name} ({src}): max|WSC| {s['max_abs_wsc']:.3f}", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     return fig
@@ -70,10 +71,35 @@ def encoded_vs_used_figure(result):
         ref = s.get("null_q95", s["random_direction_q95"])
         ax.plot([a - 0.012, a + 0.012], [ref, ref], "k-", lw=2, alpha=0.5)
         ax.annotate(name, (a, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhspan(0, 0.06, color="0.85", zorder=0, label="paper's inter-network null (|cos| < 0.06)")
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
     ax.set_xlabel("probe AUROC, held out (how strongly the attribute is encoded)")
     ax.set_ylabel("max |WSC| (how much the primary head aligns)")
     ax.set_xlim(0.4, 1.02); ax.set_ylim(0, 1)  # noqa: E702
     ax.set_title("encoded vs used (bars: 95% null reference of each task)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def distributions_figure(result, name: str):
+    """Bootstrap and permutation-null distributions of max |WSC| for one task (None without either)."""
+    t = result.tasks[name]
+    if t.boot is None and t.null is None:
+        return None
+    absmax = lambda a: np.nanmax(np.abs(np.asarray(a, float)), axis=(-2, -1))  # noqa: E731
+    fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=110)
+    bins = np.linspace(0, 1, 51)
+    if t.null is not None:
+        ax.hist(absmax(t.null), bins=bins, color="0.6", alpha=0.8, label=f"permutation null ({len(t.null)})")
+    if t.boot is not None:
+        ax.hist(absmax(t.boot), bins=bins, color="tab:blue", alpha=0.55, label=f"bootstrap ({len(t.boot)})")
+    s = t.summary
+    ax.axvline(s["max_abs_wsc"], color="tab:red", lw=2, label=f"observed {s['max_abs_wsc']:.3f}")
+    ax.axvline(s["random_direction_q95"], color="k", ls="--", lw=1, label="random directions, 95%")
+    ax.set_xlabel("max |WSC|"); ax.set_ylabel("replicates")  # noqa: E702
+    p = "" if s["p_value"] is None else f", p = {s['p_value']:.3f}"
+    ax.set_title(f"{result.primary['name']} x {name}{p}", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -83,6 +109,47 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:1150px;color:#222}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}figure{display:inline-block;margin:8px;vertical-align:top}
+figcaption{font-size:12px;color:#555}.verdict{font-weight:bold}.caveats{font-size:13px;color:#444}
+section{border-top:1px solid #ddd;margin-top:1.5em}"""
+
+
+def _img(name: str, png: bytes) -> str:
+    esc = html.escape
+    return (f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
+            f"<figcaption>{esc(name)}</figcaption></figure>")
+
+
+def result_figures(result) -> dict[str, bytes]:
+    """PNG bytes by file name: ``encoded_vs_used.png``, ``wsca_<task>.png``, ``dist_<task>.png``."""
+    figs = {"encoded_vs_used.png": _png(encoded_vs_used_figure(result))}
+    for name in result.tasks:
+        figs[f"wsca_{_safe(name)}.png"] = _png(heatmap_figure(result, name))
+        fig = distributions_figure(result, name)
+        if fig is not None:
+            figs[f"dist_{_safe(name)}.png"] = _png(fig)
+    return figs
+
+
+def task_section(result, name: str, figures: dict[str, bytes], title: str | None = None) -> str:
+    """HTML for one task: verdict, caveats, heatmap and distributions."""
+    esc = html.escape
+    t = result.tasks[name]
+    s = t.summary
+    ci = "" if not s.get("ci") else f", 95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
+    p = "" if s.get("p_value") is None else f", permutation p {s['p_value']:.4f}"
+    au = t.probe.get("auroc")
+    src = "the model's jointly trained heads" if t.source == "head" else "the primary head against a probe"
+    cav = "".join(f"<li>{esc(c)}</li>" for c in s.get("caveats", [])) or "<li>none</li>"
+    imgs = "".join(_img(k, figures[k]) for k in (f"wsca_{_safe(name)}.png", f"dist_{_safe(name)}.png") if k in figures)
+    return (f"<section><h3>{esc(title or name)}</h3>"
+            f"<p class='verdict'>{esc(s.get('verdict', ''))}</p>"
+            f"<p>max |WSC| {s['max_abs_wsc']:.3f}{ci}{p}; random-direction 95% {s['random_direction_q95']:.3f}; "
+            f"probe AUROC {'n/a' if au is None else f'{au:.3f}'} ({esc(src)}).</p>"
+            f"<p>Caveats:</p><ul class='caveats'>{cav}</ul>{imgs}</section>")
 
 
 def render_html(result, figures: dict[str, bytes]) -> str:
@@ -99,15 +166,13 @@ def render_html(result, figures: dict[str, bytes]) -> str:
         rows.append(f"<tr><td>{esc(name)}</td><td>{esc(t['kind'])}</td><td>{t['n_used']}</td>"
                     f"<td>{'' if au is None else f'{au:.3f}'}</td><td>{s['max_abs_wsc']:.3f}</td><td>{ci}</td>"
                     f"<td>{p}</td><td>{pa}</td><td>{s['random_direction_q95']:.3f}</td><td>{esc(s['verdict'])}</td></tr>")
-    imgs = "".join(
-        f"<figure><img alt='{esc(k)}' src='data:image/png;base64,{base64.b64encode(v).decode()}'/>"
-        f"<figcaption>{esc(k)}</figcaption></figure>" for k, v in figures.items())
+    overview = _img("encoded_vs_used.png", figures["encoded_vs_used.png"]) if "encoded_vs_used.png" in figures else ""
+    sections = "".join(task_section(result, name, figures) for name in result.tasks)
     skipped = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in d["skipped"].items()) or "<li>none</li>"
     settings = esc(json.dumps(d["settings"], indent=1))
     prim = d["primary"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>WSC analysis: {esc(prim['name'])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}figure{{display:inline-block;margin:8px}}</style></head>
+<style>{_CSS}</style></head>
 <body><h1>Weight Space Correlation analysis</h1>
 <p>Primary task <b>{esc(prim['name'])}</b> ({esc(', '.join(prim['classes']))}); head from the {esc(prim['source'])}
 ({'centred rows' if prim['centered'] else 'raw rows'}). {d['n_samples']} samples, embedding dimension {d['embedding_dim']},
@@ -118,42 +183,188 @@ PCA to {d['pca']['components']} components ({100 * d['pca']['explained_variance'
 <p>How to read: the probe AUROC says how strongly an attribute is <i>encoded</i>; max |WSC| says how much the primary
 head's decision direction aligns with the attribute's direction (<i>used</i>). Compare it with the permutation null
 of the same embedding (p-value) rather than with a fixed threshold; a high WSC with a weak probe is not evidence.</p>
-<h2>Figures</h2>{imgs}
+<h2>Encoded vs used</h2>{overview}
+<h2>Per task</h2>{sections}
 <h2>Skipped columns</h2><ul>{skipped}</ul>
 <h2>Settings</h2><pre>{settings}</pre></body></html>"""
 
 
-def write_outputs(result, out_dir: str, figures: bool = True) -> list[str]:
-    """Write ``wsca.json``, ``report.html`` and PNG figures into ``out_dir`` (atomically per file).
+def save_distributions(result, path: str) -> None:
+    """The bootstrap / permutation / random-direction distributions as ``.npz`` (task names in ``tasks``)."""
+    names = list(result.tasks)
+    arrays = {"tasks": np.array(names, dtype=str)}
+    for key, a in result.distributions().items():
+        kind, name = key.split("/", 1)
+        arrays[f"{kind}_{names.index(name)}"] = a
+    np.savez(path, **arrays)
 
-    Everything is first rendered into a temporary folder beside ``out_dir``; only when all of it
-    exists are the files moved in. Returns the paths written.
+
+def load_result(folder: str):
+    """A :class:`~wsca_jax.analysis.WscaResult` from a folder written by :func:`write_outputs`."""
+    from .analysis import WscaResult
+    from .errors import WscaInputError, require
+
+    path = os.path.join(folder, "wsca.json")
+    require(os.path.isfile(path), f"{folder}: no wsca.json (not a wsca analyze output folder)")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        arrays = {}
+        dpath = os.path.join(folder, DISTRIBUTIONS)
+        if os.path.isfile(dpath):
+            with np.load(dpath, allow_pickle=False) as z:
+                names = [str(x) for x in z["tasks"]]
+                for key in z.files:
+                    if key != "tasks":
+                        kind, i = key.rsplit("_", 1)
+                        arrays[f"{kind}/{names[int(i)]}"] = z[key]
+        return WscaResult.from_dict(d, arrays)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise WscaInputError(f"{path}: not a readable wsca.json ({type(e).__name__}: {e})") from None
+
+
+DISTRIBUTIONS = "wsca_distributions.npz"
+
+
+def fill_folder(result, folder: str, figures: bool = True) -> None:
+    """Write ``wsca.json``, ``report.html``, the figures and the distributions into ``folder``."""
+    figs = result_figures(result) if figures else {}
+    for k, v in figs.items():
+        with open(os.path.join(folder, k), "wb") as f:
+            f.write(v)
+    with open(os.path.join(folder, "report.html"), "w") as f:
+        f.write(render_html(result, figs))
+    with open(os.path.join(folder, "wsca.json"), "w") as f:
+        json.dump(result.to_dict(), f, indent=2, allow_nan=False)
+    if result.distributions():
+        save_distributions(result, os.path.join(folder, DISTRIBUTIONS))
+
+
+def atomic_folder(out_dir: str, fill, stale=lambda name: False) -> list[str]:
+    """Render into a temporary folder beside ``out_dir`` with ``fill(tmp)``, then move every entry in.
+
+    A failure leaves ``out_dir`` untouched. Entries of ``out_dir`` for which ``stale(name)`` is true
+    and that the new output does not replace are removed. Returns the paths written.
     """
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".wsca-tmp-", dir=parent)
     try:
-        figs = {}
-        if figures:
-            figs["encoded_vs_used.png"] = _png(encoded_vs_used_figure(result))
-            for name in result.tasks:
-                figs[f"wsca_{_safe(name)}.png"] = _png(heatmap_figure(result, name))
-        for k, v in figs.items():
-            with open(os.path.join(tmp, k), "wb") as f:
-                f.write(v)
-        with open(os.path.join(tmp, "report.html"), "w") as f:
-            f.write(render_html(result, figs))
-        with open(os.path.join(tmp, "wsca.json"), "w") as f:
-            json.dump(result.to_dict(), f, indent=2, allow_nan=False)
+        fill(tmp)
+        new = set(os.listdir(tmp))
         os.makedirs(out_dir, exist_ok=True)
-        for old in os.listdir(out_dir):             # figures of an earlier run with other tasks
-            if old.startswith("wsca_") and old.endswith(".png") and old not in figs:
-                os.remove(os.path.join(out_dir, old))
+        for old in os.listdir(out_dir):
+            if old not in new and stale(old):
+                p = os.path.join(out_dir, old)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
         written = []
-        for k in sorted(os.listdir(tmp)):
-            os.replace(os.path.join(tmp, k), os.path.join(out_dir, k))
-            written.append(os.path.join(out_dir, k))
+        for k in sorted(new):
+            dst = os.path.join(out_dir, k)
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                shutil.rmtree(dst)
+            os.replace(os.path.join(tmp, k), dst)
+            written.append(dst)
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stale_figure(name: str) -> bool:
+    return (name.startswith("wsca_") or name.startswith("dist_")) and name.endswith(".png") or name == DISTRIBUTIONS
+
+
+def write_outputs(result, out_dir: str, figures: bool = True) -> list[str]:
+    """Write ``wsca.json``, ``report.html``, PNG figures and ``wsca_distributions.npz`` into ``out_dir``.
+
+    Everything is first rendered into a temporary folder beside ``out_dir``; only when all of it
+    exists are the files moved in (figures of an earlier run with other tasks are removed).
+    Returns the paths written.
+    """
+    return atomic_folder(out_dir, lambda tmp: fill_folder(result, tmp, figures), _stale_figure)
+
+
+def write_report(folder: str, out: str | None = None) -> str:
+    """Re-render ``report.html`` (and figures) from a folder holding ``wsca.json``; returns the HTML path.
+
+    ``out``: another HTML path (default ``folder/report.html``). Figures are re-drawn into memory only.
+    """
+    from .io import atomic_write_text
+
+    result = load_result(folder)
+    html_text = render_html(result, result_figures(result))
+    path = out or os.path.join(folder, "report.html")
+    atomic_write_text(path, html_text)
+    return path
+
+
+def demo_comparison_figure(record: dict):
+    """max |WSC| per condition and setting, with bootstrap intervals and the permutation-null 95% marks."""
+    conds = list(record["conditions"])
+    settings = list(next(iter(record["conditions"].values())))
+    fig, ax = plt.subplots(figsize=(6.2, 3.6), dpi=110)
+    width = 0.8 / len(settings)
+    for j, s in enumerate(settings):
+        xs = np.arange(len(conds)) + (j - (len(settings) - 1) / 2) * width
+        ys = [record["conditions"][c][s]["max_abs_wsc"] for c in conds]
+        ax.bar(xs, ys, width * 0.9, label=s.replace("_", "-"), alpha=0.8)
+        for x, c in zip(xs, conds):
+            m = record["conditions"][c][s]
+            if m.get("ci"):
+                ax.plot([x, x], m["ci"], "k-", lw=1)
+            if m.get("null_q95") is not None:
+                ax.plot([x - width * 0.45, x + width * 0.45], [m["null_q95"]] * 2, "r-", lw=2)
+            if m.get("p_value") is not None:
+                ax.annotate(f"p={m['p_value']:.3f}", (x, m["max_abs_wsc"]), textcoords="offset points",
+                            xytext=(0, 3), ha="center", fontsize=7)
+    ax.set_xticks(range(len(conds)), conds)
+    st = record["settings"]
+    ax.set_ylabel(f"max |WSC| {st['primary']} x {st['confounder']}")
+    ax.set_ylim(0, 1)
+    ax.set_title("bars: observed; black: bootstrap 95% CI; red: permutation-null 95%", fontsize=8)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def render_demo_html(record: dict, results: dict, designs: dict, confounder: str) -> str:
+    """The demo's self-contained report: verdicts, the comparison figure, designs, and per condition
+    the WSC heatmap and the resampling distributions."""
+    esc = html.escape
+    st = record["settings"]
+    rows = []
+    for (cond, setting), res in results.items():
+        m = record["conditions"][cond][setting]
+        ci = "" if not m.get("ci") else f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
+        p = "" if m.get("p_value") is None else f"{m['p_value']:.4f}"
+        pu = "" if m.get("p_value_conditional") is None else f"{m['p_value_conditional']:.4f}"
+        f3 = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+        rows.append(f"<tr><td>{esc(cond)}</td><td>{esc(setting)}</td><td>{f3(m['primary_auroc'])}</td>"
+                    f"<td>{f3(m['confounder_probe_auroc'])}</td><td>{m['max_abs_wsc']:.3f}</td><td>{ci}</td>"
+                    f"<td>{p}</td><td>{pu}</td><td>{f3(m.get('null_q95'))}</td>"
+                    f"<td>{esc(res.tasks[confounder].summary.get('verdict', ''))}</td></tr>")
+    design_html = "".join(f"<figure><figcaption>{esc(c)}: training images per cell</figcaption>"
+                          f"{t.to_html(border=0)}</figure>" for c, t in designs.items())
+    sections = []
+    for (cond, setting), res in results.items():
+        figs = result_figures(res)
+        sections.append(task_section(res, confounder, figs, title=f"{cond}, {setting.replace('_', '-')}"))
+    comp = _img("comparison.png", _png(demo_comparison_figure(record)))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>wsca demo: {esc(record['dataset'])}</title>
+<style>{_CSS}</style></head>
+<body><h1>Induced-shortcut demo: does the {esc(st['primary'])} decision use the {esc(st['confounder'])}?</h1>
+<p>{esc(record['note'])}. Models are trained on a <b>balanced</b> design ({esc(st['confounder'])} independent of
+{esc(st['primary'])}) and on a <b>biased</b> one (each class's majority from one {esc(st['confounder'])} value,
+strength {st['strengths']['biased']}), each <i>fine-tuned</i> (the model's {esc(st['primary'])} head against a
+{esc(st['confounder'])} probe) and <i>multi-task</i> (jointly trained heads). {st['epochs']} epochs, seed {st['seed']},
+{st['bootstrap']} bootstrap and {st['permutations']} permutation refits; null: {esc(st['null'])}.</p>
+<p>Expected (Wong et al., MIDL 2026): max |WSC| stays inside the null on balanced data and rises on biased data,
+most in the multi-task setting (paper: 0.06 balanced; 0.12 fine-tuned, 0.30 multi-task biased).</p>
+<h2>Verdicts</h2>
+<table><tr><th>condition</th><th>setting</th><th>{esc(st['primary'])} test AUROC</th><th>{esc(st['confounder'])} probe AUROC</th>
+<th>max |WSC|</th><th>95% CI</th><th>p</th><th>p (conditional)</th><th>null 95%</th><th>verdict</th></tr>
+{''.join(rows)}</table>
+{comp}
+<h2>Training designs</h2>{design_html}
+<h2>Per condition</h2>{''.join(sections)}
+<p>Finished in {record['seconds']} s.</p></body></html>"""

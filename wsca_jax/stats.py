@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import special, stats as sps
+from .errors import require
 
 
 def _group_index(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
@@ -59,8 +60,14 @@ def jackknife_weights(n: int, groups: np.ndarray | None = None, max_blocks: int 
     return w
 
 
-def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: np.ndarray | None = None) -> np.ndarray:
+def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: np.ndarray | None = None,
+                        strata: np.ndarray | None = None) -> np.ndarray:
     """Permutations of the rows, ``(P, N)`` int: row i takes the label of row ``perm[i]``.
+
+    With ``strata`` (``(N,)`` codes, e.g. the primary label) rows are only exchanged within their
+    stratum: the null keeps the association between the permuted attribute and the stratum (a
+    scanner that goes with the class stays so) and removes only what goes beyond it -- the
+    conditional permutation test for confounded designs. Groups must then lie inside one stratum.
 
     Without groups: uniform permutations. With groups (patients) the permutation respects them:
     groups are permuted among groups of the same size, and the rows of the partner group are
@@ -70,6 +77,20 @@ def permutation_indices(rng: np.random.Generator, n: int, n_perm: int, groups: n
     the labels, which is what exchangeability under "no association" needs when rows of one
     patient are dependent.
     """
+    if strata is not None:
+        strata = np.asarray(strata).ravel()
+        require(strata.shape[0] == n, f"strata has {strata.shape[0]} rows, expected {n}")
+        out = np.empty((n_perm, n), np.int64)
+        for s in np.unique(strata):
+            rows = np.flatnonzero(strata == s)
+            sub_groups = None
+            if groups is not None:
+                sub_groups = np.asarray(groups)[rows]
+                outside = np.isin(np.asarray(groups)[strata != s], sub_groups)
+                require(not outside.any(), "permutation strata: a group spans two strata; "
+                                           "expected every group (patient) inside one stratum")
+            out[:, rows] = rows[permutation_indices(rng, len(rows), n_perm, sub_groups)]
+        return out
     if groups is None:
         return np.stack([rng.permutation(n) for _ in range(n_perm)])
     gi, g = _group_index(groups, n)

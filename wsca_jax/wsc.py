@@ -102,3 +102,36 @@ def wsc(primary_rows, primary_mask, task_rows, task_mask, k: int, centered: bool
 
 
 wsc_jit = jax.jit(wsc, static_argnames=("k", "centered"))
+
+
+def _top_axes(x, w, k: int):
+    """Top-k principal axes ``(D, k)`` of rows ``x (N, D)`` under sample weights ``w (N,)``."""
+    w = w / jnp.sum(w)
+    mu = w @ x
+    xc = x - mu
+    cov = (xc * w[:, None]).T @ xc
+    _, vecs = jnp.linalg.eigh(cov)                 # ascending
+    return vecs[:, ::-1][:, :k]
+
+
+def wsc_reweighted_basis(x, weights, primary_rows, primary_mask, task_rows, task_mask, k: int, centered: bool):
+    """WSC of *fixed* heads with the PCA projection refitted on reweighted rows.
+
+    For heads that are not refitted (a model's own jointly trained heads), a bootstrap can still
+    resample the one data-dependent step: the manifold projection. Cosines inside the k-dim
+    subspace do not depend on how its axes are chosen, so only the subspace matters.
+
+    Args:
+      x: ``(N, D)`` rows (any basis; the heads must be in the same basis).
+      weights: ``(R, N)`` bootstrap or jackknife weights.
+      primary_rows: ``(Ca, D)``; primary_mask ``(Ca,)``.  task_rows: ``(T, K, D)``; task_mask ``(T, K)``.
+    Returns:
+      ``(R, T, Ca, K)``; padded task classes are NaN.
+    """
+    def one(w):
+        u = _top_axes(x, w, k)                                    # (D, k)
+        return wsc(primary_rows @ u, primary_mask, task_rows @ u, task_mask, k, centered)
+    return jax.lax.map(one, weights)
+
+
+wsc_reweighted_basis_jit = jax.jit(wsc_reweighted_basis, static_argnames=("k", "centered"))

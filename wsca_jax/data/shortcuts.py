@@ -3,6 +3,8 @@
 * :func:`balanced_indices` -- equal counts in every class x confounder cell.
 * :func:`biased_indices` -- each class's majority from one confounder value, by discarding rows,
   with ``strength`` from 0 (balanced) to 1 (fully confounded).
+* :func:`confounded_indices` -- a fixed-size design for dose-response: same class sizes at every
+  strength, only the class-confounder association changes.
 * :func:`artefact_indices` + :func:`stamp_artefact` -- for data without metadata: an
   acquisition-like signature stamped on a controlled fraction of each class, recorded as a column.
 """
@@ -69,6 +71,43 @@ def biased_indices(labels, confounder, strength: float, majority: dict | None = 
                 require(m <= len(ix), f"majority_count {m} exceeds the {len(ix)} rows of cell ({c}, {v})")
             else:
                 m = minority_count
+            out.append(rng.choice(ix, m, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def confounded_indices(labels, confounder, strength: float, majority: dict, base: dict, n_per_class: dict,
+                       seed: int = 0) -> np.ndarray:
+    """A fixed-size design whose class-confounder association grows with ``strength``.
+
+    Class ``c`` keeps ``n_per_class[c]`` rows; their confounder mix is
+    ``(1 - strength) * base + strength * onehot(majority[c])``. Strength 0: the same mix in every
+    class (confounder independent of the class); 1: each class from its majority value only. The
+    class sizes and the total stay the same at every strength, so a dose-response compares designs
+    of equal size (only the association changes), unlike :func:`biased_indices`.
+
+    Args:
+      labels, confounder: ``(N,)``.  majority: ``{class: confounder value}``.
+      base: ``{confounder value: share}`` (sums to 1).  n_per_class: ``{class: rows}``.
+    Returns:
+      sorted indices.
+    """
+    require(0.0 <= strength <= 1.0, f"strength must be in [0, 1], found {strength}")
+    total = sum(base.values())
+    require(abs(total - 1.0) < 1e-6, f"base shares must sum to 1, found {total:.4f}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    confounder = np.asarray(confounder)
+    values = list(base)
+    out = []
+    for c, n_c in n_per_class.items():
+        share = np.array([(1.0 - strength) * base[v] + strength * (v == majority[c]) for v in values])
+        counts = np.floor(share * n_c).astype(int)
+        rest = n_c - counts.sum()                       # largest remainders get the leftover rows
+        counts[np.argsort(-(share * n_c - counts))[:rest]] += 1
+        for v, m in zip(values, counts):
+            ix = np.flatnonzero((labels == c) & (confounder == v))
+            require(m <= len(ix), f"class {c} needs {m} rows with confounder {v!r} at strength {strength:g}, "
+                                  f"found {len(ix)}; lower n_per_class or change base")
             out.append(rng.choice(ix, m, replace=False))
     return np.sort(np.concatenate(out))
 

@@ -233,6 +233,23 @@ def load_image_folder(folder: str, csv: str | None = None, file_column: str = "f
                         pd.factorize(group)[0].astype(np.int64))
 
 
+def load_digits_dataset(seed: int = 0, scale: int = 2) -> ImageDataset:
+    """scikit-learn's bundled digits (1,797 images 8x8, upscaled ``scale``-fold) as a tiny offline dataset.
+
+    Columns: ``label`` = odd digit (1) vs even (0), ``digit`` 0..9. Split 60/20/20 at random (seeded).
+    Used where no real data is available (the demo's fallback, tests).
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.kron(d.images, np.ones((scale, scale))) * (255.0 / 16.0)
+    images = np.clip(np.round(images), 0, 255).astype(np.uint8)[..., None]
+    digit = d.target.astype(np.int64)
+    group = np.arange(len(images), dtype=np.int64)
+    return ImageDataset("digits", images, {"label": digit % 2, "digit": digit},
+                        group_split(group, seed, (0.6, 0.2, 0.2)), group)
+
+
 NAMED_DATASETS = ("busbra", "waterbirds", "breastmnist", "pneumoniamnist")
 
 

@@ -1,0 +1,73 @@
+"""`wsca demo` on the bundled digits (the fallback when BUS-BRA is absent): the summary contract,
+the per-condition folders, `wsca report` re-rendering, and the induced-artefact design itself."""
+
+import json
+
+import numpy as np
+
+from wsca_jax.cli import main
+from wsca_jax.data import load_digits_dataset
+from wsca_jax.experiment import artefact_spec, condition_dataset, design_table
+
+
+def test_demo_summary_contract(demo_dir):
+    out, record = demo_dir
+    with open(out / "summary.json") as f:
+        s = json.load(f)
+    assert s["dataset"] == "digits" and "BUS-BRA not found" in s["note"]
+    assert set(s["conditions"]) == {"balanced", "biased"}
+    for cond in ("balanced", "biased"):
+        assert set(s["conditions"][cond]) == {"fine_tuned", "multi_task"}
+        for setting, m in s["conditions"][cond].items():
+            for key in ("max_abs_wsc", "ci", "p_value", "primary_auroc", "confounder_probe_auroc"):
+                assert m[key] is not None, (cond, setting, key)
+            assert 0 <= m["max_abs_wsc"] <= 1 and 0 < m["p_value"] <= 1
+            lo, hi = m["ci"]
+            assert lo <= hi
+            assert 0 <= m["primary_auroc"] <= 1 and 0 <= m["confounder_probe_auroc"] <= 1
+            assert m["source"] == ("head" if setting == "multi_task" else "probe")
+            sub = out / f"{cond}_{setting}"
+            assert (sub / "wsca.json").exists() and (sub / "report.html").exists()
+    assert (out / "report.html").stat().st_size > 20_000          # figures are inlined
+
+
+def test_report_command_rerenders_from_folder(demo_dir, tmp_path, capsys):
+    out, _ = demo_dir
+    target = tmp_path / "again.html"
+    assert main(["report", "--run", str(out / "biased_multi_task"), "--out", str(target)]) == 0
+    text = target.read_text()
+    assert "data:image/png;base64" in text and "dist_artefact.png" in text
+    assert text.count("<img") >= 3                              # overview, heatmap, distributions
+
+
+def test_report_and_demo_bad_input_exit_2(tmp_path, capsys):
+    assert main(["report", "--run", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--run", str(tmp_path / "empty")]) == 2
+    assert "no wsca.json" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "afile"), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a folder" in err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--dataset", "busbra", "--data-dir", str(tmp_path)]) == 2
+    assert "busbra_64.npz not found" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_artefact_design_moves_the_stamped_share():
+    ds = load_digits_dataset()
+    spec = artefact_spec("digits")
+    shares = []
+    for s in (0.0, 0.5, 0.8):
+        cd = condition_dataset(ds, spec, s, seed=0)
+        t = design_table(cd, spec)
+        frac = t["stamped"] / t.sum(axis=1)
+        shares.append((frac[0], frac[1]))
+        test = cd.split == 2
+        stamped = cd.columns["artefact"] == "stamped"
+        assert abs(stamped[test].mean() - 0.5) < 0.05                 # test rows: half, whatever the strength
+        # stamped images differ from the originals exactly where stamped
+        changed = (cd.images != ds.images).reshape(len(ds), -1).any(1)
+        assert not changed[~stamped].any()
+    np.testing.assert_allclose(shares, [(0.5, 0.5), (0.25, 0.75), (0.1, 0.9)], atol=0.01)
