@@ -38,7 +38,8 @@ def test_analyze_writes_json_report_and_figures(files, capsys):
                            "--out", str(out)], capsys)
     assert code == 0
     names = sorted(os.listdir(out))
-    assert names == ["encoded_vs_used.png", "report.html", "wsca.json", "wsca_age.png", "wsca_site.png"]
+    assert names == ["dist_age.png", "dist_site.png", "encoded_vs_used.png", "report.html", "wsca.json",
+                     "wsca_age.png", "wsca_distributions.npz", "wsca_site.png"]
     d = json.loads((out / "wsca.json").read_text())
     assert d["primary"]["source"] == "head" and d["settings"]["group_column"] == "case"
     assert set(d["tasks"]) == {"site", "age"} and d["n_samples"] == 400 and d["embedding_dim"] == 16
@@ -58,6 +59,28 @@ def test_npz_with_head_and_columns(files, capsys, tmp_path):
     assert code == 0, err
     d = json.loads((tmp_path / "r" / "wsca.json").read_text())
     assert d["primary"]["source"] == "head" and list(d["tasks"]) == ["site"]
+
+
+def test_task_heads_and_conditional_permutations(files, capsys, tmp_path):
+    z = np.load(files / "emb.npy")
+    meta = pd.read_csv(files / "meta.csv")
+    head = np.load(files / "head.npy")
+    site_head = np.zeros((2, z.shape[1]))
+    site_head[:, 1] = [-1, 1]
+    np.savez(tmp_path / "emb.npz", embeddings=z, head_label=head, head_site=site_head,
+             label=meta["label"].to_numpy(), site=meta["site"].to_numpy())
+    base = ["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "16",
+            "--quiet", "--no-figures", "--permutations", "20"]
+    code, _, err = run(base + ["--task-heads", "site", "--permute-within", "label", "--out", str(tmp_path / "r")],
+                       capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "r" / "wsca.json").read_text())
+    assert d["tasks"]["site"]["source"] == "head" and d["settings"]["permute_within"] == "label"
+    # the known head (e0 + e1) against the site head (e1): cos 45 degrees
+    np.testing.assert_allclose(d["tasks"]["site"]["summary"]["max_abs_wsc"], np.sqrt(0.5), atol=1e-5)
+    code, _, err = run(base + ["--task-heads", "scanner", "--out", str(tmp_path / "r2")], capsys)
+    assert code == 2 and "no head_scanner" in err and err.count("\n") == 1
+    assert not (tmp_path / "r2").exists()
 
 
 def test_help_shows_an_example():

@@ -72,7 +72,7 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
             say(f"[{time.time() - t0:5.0f} s] {cond} / {setting}: training {int((cd.split == 0).sum())} images, "
                 f"{epochs} epochs, then WSC with {bootstrap} bootstrap and {permutations} permutation refits")
             r = run_condition(cd, spec, setting, seed, train_cfg=cfg, bootstrap=bootstrap,
-                              permutations=permutations, progress=False)
+                              permutations=permutations, progress=progress)
             results[(cond, setting)] = r
             summary.setdefault(cond, {})[setting] = _m(r["metrics"])
             if permutations:

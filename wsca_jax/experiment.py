@@ -37,7 +37,7 @@ from .errors import require
 
 # Training settings of the experiments and the demo (chosen in issue 4, see experiments/results):
 # a small CNN, and multi-task heads weighted so that the easy scanner head does not swamp the primary.
-EXPERIMENT_WIDTHS = (32, 64, 128)
+EXPERIMENT_WIDTHS = (16, 32, 64)
 MT_TASK_WEIGHTS = (1.0, 0.3, 0.3)
 
 GE5, GE7, TOSHIBA = "GE Logiq 5 @10-12MHz", "GE Logiq 7 @10-14MHz", "Toshiba Aplio 300 @12-14 MHz"

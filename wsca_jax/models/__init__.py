@@ -29,10 +29,16 @@ class SmallCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(self.widths[0], (3, 3), strides=(2, 2), name="stem")(x))
+        # GroupNorm after every convolution: without normalisation this plain ReLU stack collapsed to
+        # a constant output (dead units) within a few epochs at learning rate 2e-3 (issue 4).
+        def conv(h, w, name, strides=(1, 1)):
+            h = nn.Conv(w, (3, 3), strides=strides, use_bias=False, name=name)(h)
+            return nn.relu(nn.GroupNorm(num_groups=min(8, w), name=f"{name}_norm")(h))
+
+        x = conv(x, self.widths[0], "stem", (2, 2))
         for i, w in enumerate(self.widths):
-            x = nn.relu(nn.Conv(w, (3, 3), name=f"conv{i}a")(x))
-            x = nn.relu(nn.Conv(w, (3, 3), name=f"conv{i}b")(x))
+            x = conv(x, w, f"conv{i}a")
+            x = conv(x, w, f"conv{i}b")
             if i < len(self.widths) - 1:
                 x = nn.max_pool(x, (2, 2), (2, 2))
         return x
@@ -123,7 +129,7 @@ class WscaModel(nn.Module):
 
     @nn.compact
     def __call__(self, images):
-        x = images.astype(jnp.float32) / 255.0
+        x = (images.astype(jnp.float32) - 127.5) / 64.0                          # roughly zero-centred
         maps = make_backbone(self.backbone, self.widths)(x)
         if self.setting == "pooling":
             evidence = nn.Conv(1, (1, 1), name="evidence")(maps)[..., 0]        # (B, h, w)
