@@ -14,7 +14,7 @@ import time
 
 from .errors import require
 
-BIASED_STRENGTH = 0.75         # each class 75% + 25% x (base share) from its majority scanner (86% on BUS-BRA)
+BIASED_STRENGTH = 0.9          # each class 90% + 10% x (base share) from its majority scanner (94.5% on BUS-BRA)
 CONDITIONS = {"balanced": 0.0, "biased": BIASED_STRENGTH}
 SETTINGS = ("fine_tuned", "multi_task")
 DEFAULT_EPOCHS = {"busbra": 20, "digits": 12}

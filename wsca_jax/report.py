@@ -49,7 +49,7 @@ def heatmap_figure(result, name: str):
     ax.set_xlabel(name); ax.set_ylabel(result.primary["name"])  # noqa: E702
     s = t.summary
     src = "jointly trained heads" if getattr(t, "source", "probe") == "head" else "head vs probe"
-    ax.set_title(f"WSC {result.primary['name']} x {name} ({src}): max|WSC| {s['max_abs_wsc']:.3f}", fontsize=9)
+    ax.set_title(f"WSC {result.primary['name']} x {name}: max|WSC| {s['max_abs_wsc']:.3f}\n({src})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     return fig
