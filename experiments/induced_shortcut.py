@@ -39,11 +39,11 @@ PAPER = {  # max |WSC| plane x scanner read off the paper's heatmaps (+-0.02), M
 }
 
 
-def conditions(dataset: str, full: bool):
+def conditions(dataset: str, full: bool, strengths=STRENGTHS):
     """(name, strength) pairs; strength None = the natural design (all training rows)."""
     if full:
         return [("full", None)] if dataset == "busbra" else []
-    return [(f"s={s:g}", s) for s in STRENGTHS]
+    return [(f"s={s:g}", s) for s in strengths]
 
 
 def load(dataset: str, data_dir: str | None, train_rows: int):
@@ -64,11 +64,12 @@ def run_all(args) -> None:
             done = {(r["dataset"], r["condition"], r["setting"], r["seed"]) for r in map(json.loads, f)}
     # dose-responses first (every dataset), the full BUS-BRA design last: an interrupted run still
     # covers every strength
-    jobs = [(d, False) for d in args.datasets.split(",")] + [("busbra", True)] * ("busbra" in args.datasets)
+    strengths = [float(x) for x in args.strengths.split(",")]
+    jobs = [(d, False) for d in args.datasets.split(",")] + [("busbra", True)] * (args.full and "busbra" in args.datasets)
     for dataset, full in jobs:
         ds, spec = load(dataset, args.data_dir, args.train_rows)
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for cond, strength in conditions(dataset, full):
+            for cond, strength in conditions(dataset, full, strengths):
                 cd = None
                 for setting in ("fine_tuned", "multi_task"):
                     if (dataset, cond, setting, seed) in done:
@@ -98,14 +99,21 @@ def _ms(x: pd.Series, fmt: str = "{:.3f}") -> str:
     return (fmt + " ± " + fmt).format(x.mean(), x.std(ddof=1)) if len(x) > 1 else fmt.format(x.mean())
 
 
+def _fisher(p: pd.Series) -> str:
+    """Fisher's combination of the per-seed p-values (independent training runs)."""
+    from scipy.stats import combine_pvalues
+    p = p.dropna()
+    return "" if len(p) < 2 else f"{combine_pvalues(p, method='fisher').pvalue:.3g}"
+
+
 def tables(runs: pd.DataFrame) -> str:
     lines = []
     for dataset, d in runs.groupby("dataset", sort=False):
-        lines.append(f"\n### {dataset}: every condition (mean ± SD over seeds {sorted(d.seed.unique())})\n")
+        lines.append(f"\n### {dataset}: every condition (mean ± SD over seeds {sorted(int(x) for x in d.seed.unique())})\n")
         lines.append("| condition | setting | n train | primary test AUROC | confounder probe AUROC | max \\|WSC\\| "
-                     "| bootstrap 95% CI (mean of bounds) | p (free) | p (within class) | runs p < 0.05 | null 95% | random 95% "
-                     "| WSC row of the positive class (mean) |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                     "| bootstrap 95% CI (mean of bounds) | p (free) | p (within class) | runs p < 0.05 | Fisher p over seeds | null 95% "
+                     "| random 95% | WSC row of the positive class (mean) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (cond, setting), g in d.groupby(["condition", "setting"], sort=False):
             ci = np.array([c for c in g.ci if c is not None])
             ci_s = "" if len(ci) == 0 else f"[{ci[:, 0].mean():.3f}, {ci[:, 1].mean():.3f}]"
@@ -114,7 +122,8 @@ def tables(runs: pd.DataFrame) -> str:
             row_s = ", ".join(f"{n} {v:+.2f}" for n, v in zip(names, row))
             lines.append(f"| {cond} | {setting} | {int(g.n_train.mean())} | {_ms(g.primary_auroc)} | "
                          f"{_ms(g.confounder_probe_auroc)} | {_ms(g.max_abs_wsc)} | {ci_s} | {_ms(g.p_value)} | "
-                         f"{_ms(g.p_value_conditional)} | {(g.p_value < 0.05).sum()}/{len(g)} | {_ms(g.null_q95)} | "
+                         f"{_ms(g.p_value_conditional)} | {(g.p_value < 0.05).sum()}/{len(g)} | {_fisher(g.p_value)} | "
+                         f"{_ms(g.null_q95)} | "
                          f"{g.random_q95.mean():.3f} | {row_s} |")
     return "\n".join(lines)
 
@@ -127,13 +136,14 @@ def paper_table(runs: pd.DataFrame) -> str:
             "s=0.5": ("biased", "biased, paper-like mix (s=0.5: 72.5% majority)"),
             f"s={BIASED:g}": ("biased", f"biased, strong (s={BIASED:g}: 94.5% majority)")}
     lines = ["| design | setting | paper (fetal US, plane x scanner) | ours (BUS-BRA, malignancy x scanner) | "
-             "primary test AUROC (ours) | runs with p < 0.05 (ours, free null) |", "|---|---|---|---|---|---|"]
+             "primary test AUROC (ours) | runs with p < 0.05 (ours, free null) | Fisher p over seeds |",
+             "|---|---|---|---|---|---|---|"]
     for cond, (key, label) in name.items():
         for setting in ("fine_tuned", "multi_task"):
             g = d[(d.condition == cond) & (d.setting == setting)]
             if len(g):
                 lines.append(f"| {label} | {setting} | {PAPER[(key, setting)]:.2f} | {_ms(g.max_abs_wsc)} | "
-                             f"{_ms(g.primary_auroc)} | {(g.p_value < 0.05).sum()}/{len(g)} |")
+                             f"{_ms(g.primary_auroc)} | {(g.p_value < 0.05).sum()}/{len(g)} | {_fisher(g.p_value)} |")
     return "\n".join(lines)
 
 
@@ -155,6 +165,7 @@ def figure(runs: pd.DataFrame, dataset: str, path: str) -> None:
                         label=f"{setting.replace('_', '-')} permutation null 95%")
             for _, r in d[d.setting == setting].iterrows():
                 ax.plot(r.strength, r[key], ".", color=color, alpha=0.35)
+    axes[0].axhline(d.random_q95.mean(), color="0.5", ls=":", label="random directions 95%")
     axes[0].set_ylabel("max |WSC| primary x confounder")
     axes[1].set_ylabel("primary test AUROC (unbiased test set)")
     for ax in axes:
@@ -231,6 +242,8 @@ def main() -> None:
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--permutations", type=int, default=200)
     p.add_argument("--train-rows", type=int, default=1200, help="training rows kept for the MedMNIST datasets")
+    p.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS))
+    p.add_argument("--no-full", dest="full", action="store_false", help="skip the full (natural) BUS-BRA design")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args()

@@ -134,3 +134,20 @@ def test_subprocess_error_has_no_traceback(files):
     r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", "--embeddings", "x.npy"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "required" in r.stderr
+
+
+def test_report_rerenders_an_analyze_folder_with_and_without_distributions(files, capsys):
+    out = files / "res"
+    assert main(["analyze", "--embeddings", str(files / "emb.npy"), "--metadata", str(files / "meta.csv"),
+                 "--primary", "label", "--bootstrap", "10", "--permutations", "10", "--pca-min", "16", "--quiet",
+                 "--tasks", "site", "--out", str(out)]) == 0
+    before = json.loads((out / "wsca.json").read_text())
+    (out / "report.html").unlink()
+    assert main(["report", "--run", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == 3 and "permutation null (10)" not in html   # figures are images, not text
+    os.remove(out / "wsca_distributions.npz")                                # an older folder: no histograms
+    assert main(["report", "--run", str(out), "--out", str(files / "r.html")]) == 0
+    assert (files / "r.html").read_text().count("<img") == 2
+    assert json.loads((out / "wsca.json").read_text()) == before              # wsca.json is not rewritten
+    capsys.readouterr()
