@@ -70,4 +70,4 @@ def test_analysis_report_renders_in_chromium(chromium, tmp_path):
 
 def test_demo_report_renders_in_chromium(chromium, demo_dir, tmp_path):
     out, record = demo_dir
-    check_renders(chromium, out / "report.html", tmp_path, min_figures=1 + 2 * 4)
+    check_renders(chromium, out / "report.html", tmp_path, min_figures=2 + 2 * 4)

@@ -327,6 +327,29 @@ def demo_comparison_figure(record: dict):
     return fig
 
 
+def demo_encoded_used_figure(record: dict):
+    """Confounder probe AUROC (encoded) against max |WSC| (used) for every condition, with null marks."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
+    markers = {"fine_tuned": "o", "multi_task": "s"}
+    for cond, by in record["conditions"].items():
+        for setting, m in by.items():
+            a, y = m.get("confounder_probe_auroc"), m["max_abs_wsc"]
+            if a is None:
+                continue
+            ax.plot(a, y, markers.get(setting, "o"), ms=7, label=f"{cond}, {setting.replace('_', '-')}")
+            if m.get("null_q95") is not None:
+                ax.plot([a - 0.01, a + 0.01], [m["null_q95"]] * 2, "k-", lw=2, alpha=0.5)
+    ax.axhspan(0, 0.06, color="0.85", zorder=0, label="paper's inter-network null")
+    st = record["settings"]
+    ax.set_xlabel(f"{st['confounder']} probe AUROC (encoded)")
+    ax.set_ylabel("max |WSC| (used); bars: null 95%")
+    ax.set_xlim(0.4, 1.02)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def render_demo_html(record: dict, results: dict, designs: dict, confounder: str) -> str:
     """The demo's self-contained report: verdicts, the comparison figure, designs, and per condition
     the WSC heatmap and the resampling distributions."""
@@ -349,7 +372,10 @@ def render_demo_html(record: dict, results: dict, designs: dict, confounder: str
     for (cond, setting), res in results.items():
         figs = result_figures(res)
         sections.append(task_section(res, confounder, figs, title=f"{cond}, {setting.replace('_', '-')}"))
-    comp = _img("comparison.png", _png(demo_comparison_figure(record)))
+    comp = (_img("comparison.png", _png(demo_comparison_figure(record)))
+            + _img("encoded_vs_used.png", _png(demo_encoded_used_figure(record))))
+    links = " ".join(f"<a href='{esc(c)}_{esc(s)}/report.html'>{esc(c)}, {esc(s.replace('_', '-'))}</a>"
+                     for c, s in results)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>wsca demo: {esc(record['dataset'])}</title>
 <style>{_CSS}</style></head>
 <body><h1>Induced-shortcut demo: does the {esc(st['primary'])} decision use the {esc(st['confounder'])}?</h1>
@@ -366,5 +392,5 @@ most in the multi-task setting (paper: 0.06 balanced; 0.12 fine-tuned, 0.30 mult
 {''.join(rows)}</table>
 {comp}
 <h2>Training designs</h2>{design_html}
-<h2>Per condition</h2>{''.join(sections)}
+<h2>Per condition</h2><p>Full reports (all figures, settings, diagnostics): {links}.</p>{''.join(sections)}
 <p>Finished in {record['seconds']} s.</p></body></html>"""
