@@ -169,7 +169,7 @@ def check_embeddings(embeddings) -> np.ndarray:
     return x
 
 
-def check_primary_head(head, d: int, n_classes: int, what: str = "primary head") -> np.ndarray:
+def check_head(head, d: int, n_classes: int, what: str = "primary head") -> np.ndarray:
     """Validate a model head ``(C, D)`` or ``(D,)``; returns ``(C, D)`` (C = 1 for one logit)."""
     h = np.asarray(head, dtype=np.float64)
     if h.ndim == 1:
@@ -379,13 +379,13 @@ def analyze(
 
     head = None
     if primary_head is not None:
-        head = check_primary_head(primary_head, d, taskset.primary.n_classes)
+        head = check_head(primary_head, d, taskset.primary.n_classes)
     task_heads = dict(task_heads or {})
     by_name = {t.name: t for t in taskset.tasks}
     for name, h in task_heads.items():
         require(name in by_name, f"task head {name!r}: no such analysed task (tasks: {', '.join(by_name) or 'none'})")
         require(head is not None, f"task head {name!r}: comparing fixed task heads needs the model's primary head too")
-        task_heads[name] = check_primary_head(h, d, by_name[name].n_classes, what=f"head of task {name!r}")
+        task_heads[name] = check_head(h, d, by_name[name].n_classes, what=f"head of task {name!r}")
     strata = None
     if permute_within is not None:
         if permute_within == primary:

@@ -24,6 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+DISTRIBUTIONS = "wsca_distributions.npz"
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -55,30 +58,39 @@ def heatmap_figure(result, name: str):
     return fig
 
 
-def encoded_vs_used_figure(result):
-    """Probe AUROC (encoded) against max |WSC| (used), with the null references."""
+def _encoded_used(points, xlabel: str, title: str):
+    """Probe AUROC (encoded) against max |WSC| (used).
+
+    Args:
+      points: ``(label, auroc, max_abs_wsc, ci or None, null 95% or None)`` per point.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
-    for name, t in result.tasks.items():
-        a = t.probe.get("auroc")
-        s = t.summary
+    for label, a, y, ci, ref in points:
         if a is None:
             continue
-        y = s["max_abs_wsc"]
-        if s["ci"]:
-            ax.errorbar(a, y, yerr=[[max(y - s["ci"][0], 0)], [max(s["ci"][1] - y, 0)]], fmt="o", capsize=3)
+        if ci:
+            ax.errorbar(a, y, yerr=[[max(y - ci[0], 0)], [max(ci[1] - y, 0)]], fmt="o", capsize=3)
         else:
             ax.plot(a, y, "o")
-        ref = s.get("null_q95", s["random_direction_q95"])
-        ax.plot([a - 0.012, a + 0.012], [ref, ref], "k-", lw=2, alpha=0.5)
-        ax.annotate(name, (a, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if ref is not None:
+            ax.plot([a - 0.012, a + 0.012], [ref, ref], "k-", lw=2, alpha=0.5)
+        ax.annotate(label, (a, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.axhspan(0, 0.06, color="0.85", zorder=0, label="paper's inter-network null (|cos| < 0.06)")
     ax.legend(loc="upper left", fontsize=7, frameon=False)
-    ax.set_xlabel("probe AUROC, held out (how strongly the attribute is encoded)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("max |WSC| (how much the primary head aligns)")
     ax.set_xlim(0.4, 1.02); ax.set_ylim(0, 1)  # noqa: E702
-    ax.set_title("encoded vs used (bars: 95% null reference of each task)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def encoded_vs_used_figure(result):
+    """Probe AUROC (encoded) against max |WSC| (used) per task, with the null references."""
+    points = [(name, t.probe.get("auroc"), t.summary["max_abs_wsc"], t.summary["ci"],
+               t.summary.get("null_q95", t.summary["random_direction_q95"])) for name, t in result.tasks.items()]
+    return _encoded_used(points, "probe AUROC, held out (how strongly the attribute is encoded)",
+                         "encoded vs used (bars: 95% null reference of each task)")
 
 
 def distributions_figure(result, name: str):
@@ -223,8 +235,6 @@ def load_result(folder: str):
         raise WscaInputError(f"{path}: not a readable wsca.json ({type(e).__name__}: {e})") from None
 
 
-DISTRIBUTIONS = "wsca_distributions.npz"
-
 
 def fill_folder(result, folder: str, figures: bool = True) -> None:
     """Write ``wsca.json``, ``report.html``, the figures and the distributions into ``folder``."""
@@ -271,7 +281,8 @@ def atomic_folder(out_dir: str, fill, stale=lambda name: False) -> list[str]:
 
 
 def _stale_figure(name: str) -> bool:
-    return (name.startswith("wsca_") or name.startswith("dist_")) and name.endswith(".png") or name == DISTRIBUTIONS
+    """Files of an earlier run that a new one may not overwrite (its tasks may differ)."""
+    return name == DISTRIBUTIONS or (name.endswith(".png") and name.startswith(("wsca_", "dist_")))
 
 
 def write_outputs(result, out_dir: str, figures: bool = True) -> list[str]:
@@ -329,25 +340,10 @@ def demo_comparison_figure(record: dict):
 
 def demo_encoded_used_figure(record: dict):
     """Confounder probe AUROC (encoded) against max |WSC| (used) for every condition, with null marks."""
-    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
-    markers = {"fine_tuned": "o", "multi_task": "s"}
-    for cond, by in record["conditions"].items():
-        for setting, m in by.items():
-            a, y = m.get("confounder_probe_auroc"), m["max_abs_wsc"]
-            if a is None:
-                continue
-            ax.plot(a, y, markers.get(setting, "o"), ms=7, label=f"{cond}, {setting.replace('_', '-')}")
-            if m.get("null_q95") is not None:
-                ax.plot([a - 0.01, a + 0.01], [m["null_q95"]] * 2, "k-", lw=2, alpha=0.5)
-    ax.axhspan(0, 0.06, color="0.85", zorder=0, label="paper's inter-network null")
-    st = record["settings"]
-    ax.set_xlabel(f"{st['confounder']} probe AUROC (encoded)")
-    ax.set_ylabel("max |WSC| (used); bars: null 95%")
-    ax.set_xlim(0.4, 1.02)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    return fig
+    points = [(f"{c}, {st.replace('_', '-')}", m.get("confounder_probe_auroc"), m["max_abs_wsc"], m.get("ci"),
+               m.get("null_q95")) for c, by in record["conditions"].items() for st, m in by.items()]
+    return _encoded_used(points, f"{record['settings']['confounder']} probe AUROC (encoded)",
+                         "encoded vs used per condition (bars: permutation-null 95%)")
 
 
 def render_demo_html(record: dict, results: dict, designs: dict, confounder: str) -> str:
