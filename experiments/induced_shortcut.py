@@ -198,6 +198,14 @@ def report(args) -> None:
     notes = open(notes_path).read() if os.path.exists(notes_path) else ""
     text = f"""# Induced-shortcut validation (rebuilt by `experiments/induced_shortcut.py`)
 
+> **Status (issue 8).** Rows with `source = head` (multi-task) whose records carry a `p_value` were
+> analysed by wsca_jax < 0.3.0, whose multi-task p compared the jointly trained heads with the null of
+> a probe refitted on permuted labels — another statistic, which in simulation
+> ([fixed_head_null.md](fixed_head_null.md)) rejects far more often than 5% for heads that do not use
+> the attribute. Those p-values, "runs p < 0.05" counts and Fisher combinations are withdrawn; the
+> max |WSC| values stand. Records written by 0.3.0 carry `test` and `fit` (solver diagnostics); this
+> file is regenerated from the records as they are rerun.
+
 Settings: small CNN (widths {EXPERIMENT_WIDTHS}), {args.epochs} epochs, AdamW, class-weighted loss;
 multi-task heads (primary, confounder, extra) weighted {MT_TASK_WEIGHTS}; WSC on the training-set
 embeddings, PCA 99% / at least 50 components, centred heads, {args.bootstrap} bootstrap refits

@@ -90,7 +90,8 @@ def test_to_dict_follows_the_schema(tmp_path, known_answer):
 
 def test_fixed_task_heads_known_cosines_and_pca_only_intervals(known_answer):
     """Jointly trained heads are compared head to head: with k = D the WSC is the plain cosine of the
-    centred rows; the bootstrap resamples only the projection; the probe still gives quality and p."""
+    centred rows; the bootstrap resamples only the projection; the probe still gives quality. The probe
+    permutation null is another statistic's null: fixed heads get a reference band, never a p-value."""
     z, meta, head = known_answer(n=600, d=12, used=True)
     site_head = np.zeros((2, 12))
     site_head[:, 1] = [-1.0, 1.0]
@@ -106,9 +107,22 @@ def test_fixed_task_heads_known_cosines_and_pca_only_intervals(known_answer):
     assert t.summary["probe_max_abs_wsc"] > 0.5      # the site probe (axis 1) also aligns with e0 + e1
     lo, hi = t.summary["ci"]
     assert lo <= abs(expected) + 1e-4 and hi >= abs(expected) - 1e-4   # k = D: the projection cannot move
-    assert t.probe["auroc"] > 0.85 and t.summary["p_value"] < 0.05
-    assert res.settings["task_heads"] == ["site"]
-    assert any("PCA projection only" in c for c in t.summary["caveats"])
+    assert t.probe["auroc"] > 0.85
+    s = t.summary
+    # without a null of its own statistic a fixed head is not tested (the probe null is another statistic's)
+    assert s["p_value"] is None and s["p_adjusted"] is None and t.p_value is None and s["test"] is None
+    assert s["verdict"].startswith("not tested") and s["probe_null_q95"] > 0
+    assert res.settings["task_heads"] == ["site"] and "seed null" in res.settings["fixed_head_inference"]
+    # with heads of networks trained on permuted labels: p over those networks
+    assert wsca.fixed_head_wsc(z, np.stack([-head / 2, head / 2]), site_head, pca_min=12) == pytest.approx(abs(expected), abs=1e-5)
+    hn = np.r_[np.linspace(0.0, abs(expected) - 0.01, 17), [abs(expected) + 0.01, 0.9]]
+    res2 = wsca.analyze(z, meta, "label", np.stack([-head / 2, head / 2]), task_heads={"site": site_head},
+                        head_null={"site": hn}, pca_min=12, seed=1)
+    s2 = res2.tasks["site"].summary
+    assert s2["test"] == "seed_null" and s2["p_value"] == pytest.approx(3 / 20) and s2["head_null_n"] == 19
+    assert s2["p_adjusted"] == pytest.approx(3 / 20) and s2["verdict"].startswith("not detected")
+    assert any("PCA projection only" in c for c in s["caveats"])
+    assert any("permuted attribute labels" in c for c in s["caveats"])
 
 
 def test_fixed_task_heads_bad_input():
@@ -139,3 +153,46 @@ def test_conditional_null_absorbs_a_confounded_design():
     assert free.tasks["site"].summary["p_value"] < 0.05
     assert cond.tasks["site"].summary["p_value"] > 0.05
     assert "conditional" in cond.settings["permutation_scheme"]
+
+
+def test_permutations_keep_each_tasks_missing_rows():
+    """Rows without a label stay out of every permuted fit: the null uses the same rows as the observed
+    fit (a task with 40% missing and one with none)."""
+    from wsca_jax.analysis import permuted_labels
+    rng = np.random.default_rng(0)
+    n = 300
+    a = rng.integers(0, 3, n)
+    a[rng.random(n) < 0.4] = -1
+    b = rng.integers(0, 2, n)
+    labels = np.stack([a, b, rng.integers(0, 2, n)])                     # last row: the primary (kept)
+    groups = np.repeat(np.arange(100), 3)
+    plab = permuted_labels(rng, labels, 2, 50, groups)
+    assert np.all((plab[:, 0] >= 0) == (a >= 0))                         # missing rows never move
+    assert np.all(plab[:, 2] == labels[2])                               # the primary is not permuted
+    for p in plab[:, 0]:
+        assert sorted(p[a >= 0]) == sorted(a[a >= 0]) and not np.all(p == a)
+    assert np.all(np.sort(plab[:, 1], axis=1) == np.sort(b))
+
+
+def test_adaptive_permutations_add_batches_only_near_alpha(known_answer):
+    """A clear effect decided by the first batch stops there (p = 1/301 is more than 3 Monte Carlo SE
+    below 0.05); a p near alpha gets more permutations (up to the cap) and reports its SE."""
+    z, meta, head = known_answer(n=400, d=10, used=True)
+    clear = wsca.analyze(z, meta, "label", head, permutations=300, max_permutations=900, pca_min=10, seed=0)
+    s = clear.tasks["site"].summary
+    assert s["n_permutations"] == 300 and clear.settings["permutations"] == 300 and s["p_value"] == pytest.approx(1 / 301)
+    assert s["p_value_mcse"] == pytest.approx(np.sqrt(s["p_value"] * (1 - s["p_value"]) / 300))
+    # a weak effect: the site axis enters the head a little
+    rng = np.random.default_rng(5)
+    found = None
+    for w in (0.12, 0.16, 0.2, 0.25, 0.3):
+        h = head.copy()
+        h[1] = w
+        one = wsca.analyze(z, meta, "label", h, permutations=50, pca_min=10, seed=1).tasks["site"].summary
+        if 0.02 < one["p_value"] < 0.15:
+            found = h
+            break
+    assert found is not None
+    res = wsca.analyze(z, meta, "label", found, permutations=50, max_permutations=400, pca_min=10, seed=1)
+    s = res.tasks["site"].summary
+    assert s["n_permutations"] > 50 and s["n_permutations"] <= 400 and len(res.tasks["site"].null) == s["n_permutations"]

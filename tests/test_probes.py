@@ -104,3 +104,45 @@ def test_ridge_matches_sklearn_ridge_on_one_hot_targets():
     ref = Ridge(alpha=1.0 / C).fit(X, Y)
     np.testing.assert_allclose(out["coef"][0], ref.coef_, rtol=2e-3, atol=2e-4)
     np.testing.assert_allclose(out["intercept"][0], ref.intercept_, rtol=2e-3, atol=2e-4)
+
+
+def cnn_like(n=480, d=256, n_classes=2, seed=0):
+    """Non-negative, unstandardised, ill-conditioned features, as a CNN's pooled ReLU maps: a
+    12-dim latent mixed into d channels, ReLU, per-channel scales spread over e^{+-2}."""
+    rng = np.random.default_rng(seed)
+    lat = rng.normal(size=(n, 12))
+    score = lat[:, 0] + 0.5 * rng.normal(size=n)
+    y = (score > 0).astype(int) if n_classes == 2 else np.digitize(score, [-0.5, 0.5])
+    X = np.maximum(lat @ rng.normal(size=(12, d)) + rng.normal(0, 0.5, (n, d)), 0) * np.exp(rng.normal(0, 1.0, d))
+    return X, y
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_parity_on_unstandardised_ill_conditioned_features(C, n_classes):
+    """Raw CNN-like features across C = 0.01 ... 100 (near separable at 100: hundreds of iterations,
+    where the old line search stalled for good): converged, row cosine >= 0.9999, objective within
+    1e-6 (relative, float64) of scikit-learn's optimum."""
+    X, y = cnn_like(n_classes=n_classes)
+    assert np.linalg.cond(X) > 1e3 and X.min() >= 0
+    out = fit_probes(X, y, config=ProbeConfig(C=C, tol=1e-6, max_iter=3000))
+    ref_c, ref_b = sklearn_rows(X, y, C)
+    k = n_classes
+    assert bool(out["converged"][0])
+    assert row_cosines(out["coef"][0][:k], ref_c).min() >= 0.9999
+    ours, theirs = objective(out["coef"][0][:k], out["intercept"][0][:k], X, y, C), objective(ref_c, ref_b, X, y, C)
+    assert (ours - theirs) / theirs <= 1e-6
+
+
+def test_a_fit_that_cannot_converge_is_flagged():
+    """The iteration cap, and a tolerance below what float32 can resolve with too little patience,
+    both end in converged = False; analyze() then warns and says so in wsca.json."""
+    X, y = cnn_like()
+    capped = fit_probes(X, y, config=ProbeConfig(C=100.0, max_iter=50))
+    assert not bool(capped["converged"][0]) and capped["iterations"] == 50
+    assert capped["grad_max"][0] > 1e-5
+    stalled = fit_probes(X, y, config=ProbeConfig(C=100.0, tol=1e-12, patience=5, max_iter=3000))
+    assert stalled["iterations"] < 3000 and not bool(stalled["converged"][0])
+    assert stalled["grad_max"][0] > stalled["grad_floor"][0]
+    ok = fit_probes(X, y, config=ProbeConfig(C=1.0))
+    assert bool(ok["converged"][0]) and ok["grad_max"][0] <= 1e-5

@@ -93,3 +93,35 @@ def test_permutation_strata_reject_groups_across_strata():
     from wsca_jax.errors import WscaInputError
     with pytest.raises(WscaInputError, match="spans two strata"):
         permutation_indices(np.random.default_rng(0), 4, 2, np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+
+
+def test_guarded_bca_never_reads_both_ends_from_the_last_replicates():
+    """3 of 200 replicates below the estimate: plain BCa collapses to [0.09, 0.09]; the guard falls back
+    to the percentile interval and says why. A symmetric case keeps BCa."""
+    from wsca_jax.stats import guarded_bca_interval
+    rng = np.random.default_rng(0)
+    tb = 0.1 + np.abs(rng.normal(0.05, 0.03, 200))
+    tb[:3] = 0.09
+    jack = tb[:50]
+    lo, hi = bca_interval(0.1, tb, jack)
+    assert hi - lo < 1e-9                                            # the defect
+    glo, ghi, why, z0 = guarded_bca_interval(0.1, tb, jack)
+    plo, phi = percentile_interval(tb)
+    assert str(why) == "extreme_z0" and z0 < -2
+    assert (glo, ghi) == (plo, phi) and ghi - glo > 0.5 * (np.percentile(tb, 97.5) - np.percentile(tb, 2.5))
+    x = rng.normal(size=200)
+    theta_b = np.array([rng.choice(x, 200).mean() for _ in range(400)])
+    jw = jackknife_weights(200)
+    glo, ghi, why, _ = guarded_bca_interval(x.mean(), theta_b, (jw @ x) / jw.sum(1))
+    assert str(why) == "" and glo < x.mean() < ghi
+
+
+def test_monte_carlo_error_of_permutation_pvalues():
+    """The MC SE matches the spread of p over independent sets of permutations (binomial)."""
+    from wsca_jax.stats import near_threshold, pvalue_mcse
+    rng = np.random.default_rng(3)
+    P, p_true = 200, 0.05
+    ps = np.array([(1 + (rng.random(P) < p_true).sum()) / (P + 1) for _ in range(2000)])
+    assert pvalue_mcse(p_true, P) == pytest.approx(ps.std(), rel=0.1)
+    assert near_threshold(0.06, 200, [0.05]) and not near_threshold(0.5, 200, [0.05])
+    assert not near_threshold(0.06, 20000, [0.05])                   # decided with enough permutations

@@ -11,16 +11,18 @@ Public surface::
     result.to_json("wsca.json")
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .errors import WscaInputError  # noqa: E402
 from .tasks import Task, TaskSet, build_tasks, bin_continuous  # noqa: E402
 from .probes import Basis, ProbeConfig, ProbeFit, fit_probes, fit_replicates, make_basis, to_original  # noqa: E402
 from .wsc import Projection, choose_components, cosine_matrix, wsc  # noqa: E402
-from .stats import (bca_interval, bootstrap_weights, holm, jackknife_weights, percentile_interval,  # noqa: E402
-                    permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
+from .stats import (bca_interval, bootstrap_weights, guarded_bca_interval, holm, jackknife_weights,  # noqa: E402
+                    near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
+                    random_cosine_quantile, random_direction_null)
 from .metrics import classification_metrics  # noqa: E402
-from .analysis import TaskResult, WscaResult, analyze  # noqa: E402
+from .analysis import TaskResult, WscaResult, analyze, fixed_head_wsc  # noqa: E402
+from .simulate import MultitaskSim, multitask_networks  # noqa: E402
 from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dataset,  # noqa: E402
                          run_condition)
 from .demo import run_demo  # noqa: E402
@@ -29,8 +31,10 @@ __all__ = [
     "__version__", "WscaInputError", "Task", "TaskSet", "build_tasks", "bin_continuous",
     "Basis", "ProbeConfig", "ProbeFit", "fit_probes", "fit_replicates", "make_basis", "to_original",
     "Projection", "choose_components", "cosine_matrix", "wsc",
-    "bca_interval", "bootstrap_weights", "holm", "jackknife_weights", "percentile_interval",
-    "permutation_indices", "permutation_pvalue", "random_cosine_quantile", "random_direction_null",
-    "classification_metrics", "TaskResult", "WscaResult", "analyze",
+    "bca_interval", "bootstrap_weights", "guarded_bca_interval", "holm", "jackknife_weights", "near_threshold",
+    "percentile_interval", "permutation_indices", "permutation_pvalue", "pvalue_mcse",
+    "random_cosine_quantile", "random_direction_null",
+    "classification_metrics", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc",
+    "MultitaskSim", "multitask_networks",
     "ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition", "run_demo",
 ]

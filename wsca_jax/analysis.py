@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +21,9 @@ from .errors import WscaInputError, require
 from .io import atomic_write_text
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
 from .probes import Basis, ProbeConfig, fit_replicates, make_basis
-from .stats import (bca_interval, bootstrap_weights, exchangeable_fraction, holm, jackknife_weights, percentile_interval,
-                    permutation_indices, permutation_pvalue, random_cosine_quantile, random_direction_null)
+from .stats import (bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
+                    near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
+                    random_cosine_quantile, random_direction_null)
 from .tasks import build_tasks, class_mask
 from .wsc import choose_components, wsc_jit, wsc_reweighted_basis_jit
 
@@ -49,6 +51,7 @@ class TaskResult:
     null: np.ndarray = field(repr=False, default=None)
     random_null: np.ndarray = field(repr=False, default=None)
     source: str = "probe"
+    fit: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -62,6 +65,7 @@ class TaskResult:
             "ci_high": _mat(self.ci_high),
             "p_value": _mat(self.p_value),
             "summary": self.summary,
+            "fit": self.fit,
         }
 
 
@@ -78,6 +82,7 @@ class WscaResult:
     skipped: dict[str, str]
     null_reference: dict
     diagnostics: dict = field(repr=False, default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -91,6 +96,7 @@ class WscaResult:
             "skipped": self.skipped,
             "null_reference": self.null_reference,
             "diagnostics": self.diagnostics,
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -105,10 +111,12 @@ class WscaResult:
                                      probe=t["probe"], wsc=arr(t["wsc"]), ci_low=arr(t["ci_low"]),
                                      ci_high=arr(t["ci_high"]), p_value=arr(t["p_value"]), summary=t["summary"],
                                      boot=arrays.get(f"boot/{name}"), null=arrays.get(f"null/{name}"),
-                                     random_null=arrays.get(f"random/{name}"), source=t.get("source", "probe"))
+                                     random_null=arrays.get(f"random/{name}"), source=t.get("source", "probe"),
+                                     fit=t.get("fit", {}))
         return cls(n_samples=d["n_samples"], embedding_dim=d["embedding_dim"], settings=d["settings"], pca=d["pca"],
                    primary=d["primary"], tasks=tasks, skipped=d.get("skipped", {}),
-                   null_reference=d.get("null_reference", {}), diagnostics=d.get("diagnostics", {}))
+                   null_reference=d.get("null_reference", {}), diagnostics=d.get("diagnostics", {}),
+                   warnings=d.get("warnings", []))
 
     def distributions(self) -> dict[str, np.ndarray]:
         """The resampling distributions by ``boot/<task>``, ``null/<task>``, ``random/<task>`` (for ``np.savez``)."""
@@ -124,15 +132,18 @@ class WscaResult:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
 
     def summary_table(self) -> pd.DataFrame:
-        """One row per task: probe AUROC, max |WSC| (cell, CI, p) and the random reference."""
+        """One row per task: probe AUROC, max |WSC| (CI, p ± Monte Carlo SE, or the reference band of
+        fixed heads), the null and random references, convergence and the verdict."""
         rows = []
         for name, t in self.tasks.items():
             s = t.summary
-            rows.append({"task": name, "kind": t.kind, "n_used": t.n_used,
+            rows.append({"task": name, "kind": t.kind, "n_used": t.n_used, "source": t.source,
                          "probe_auroc": t.probe.get("auroc"), "max_abs_wsc": s["max_abs_wsc"],
                          "ci_low": (s["ci"] or [None, None])[0], "ci_high": (s["ci"] or [None, None])[1],
-                         "p_value": s["p_value"], "p_adjusted": s["p_adjusted"],
-                         "random_q95": s["random_direction_q95"], "verdict": s["verdict"]})
+                         "p_value": s["p_value"], "p_mcse": s.get("p_value_mcse"), "p_adjusted": s["p_adjusted"],
+                         "test": s.get("test"), "null_q95": s.get("null_q95"),
+                         "random_q95": s["random_direction_q95"], "converged": t.fit.get("converged"),
+                         "verdict": s["verdict"]})
         return pd.DataFrame(rows)
 
 
@@ -183,40 +194,86 @@ def check_head(head, d: int, n_classes: int, what: str = "primary head") -> np.n
     return h
 
 
-def _verdict(s: dict, probe: dict, has_perm: bool) -> str:
-    auroc = probe.get("auroc")
-    weak = auroc is not None and auroc < 0.7
-    if not has_perm:
-        base = "above" if s["max_abs_wsc"] > s["random_direction_q95"] else "within"
-        v = f"max |WSC| {s['max_abs_wsc']:.3f} is {base} the random-direction 95% reference; run permutations to test"
-    elif s["p_adjusted"] is not None and s["p_adjusted"] < 0.05:
-        v = "aligned: the primary head uses this attribute's direction (permutation p_adj < 0.05)"
+FIXED_HEAD_NOTE = (
+    "jointly trained (fixed) heads are tested only against heads of their own kind: networks trained with "
+    "permuted attribute labels (head_null; p over those networks). The probe permutation null is of another "
+    "statistic and does not calibrate it: in simulation (experiments/fixed_head_null.py) heads trained on "
+    "labels independent of the attribute exceeded its 95% point far more often than 5%, while the null of "
+    "permuted-label networks kept the nominal rate.")
+
+
+def _verdict(s: dict, probe: dict, has_perm: bool, source: str, alpha: float) -> str:
+    """One plain-language line saying what was tested and what the outcome means (and does not)."""
+    x = s["max_abs_wsc"]
+    if source == "head" and s.get("test") != "seed_null":
+        v = (f"not tested: max |WSC| {x:.3f} of the jointly trained heads; a test needs heads of networks "
+             "trained with permuted attribute labels (head_null); the probe permutation null does not apply")
+    elif source == "head" and s["p_adjusted"] < alpha:
+        v = (f"aligned beyond training chance: max |WSC| {x:.3f} of the jointly trained heads exceeds what "
+             f"networks trained with permuted attribute labels give (p_adj {s['p_adjusted']:.3g}, "
+             f"{s['head_null_n']} null networks)")
+    elif source == "head":
+        v = (f"not detected: max |WSC| {x:.3f} of the jointly trained heads is within the null of networks trained "
+             f"with permuted attribute labels (p_adj {s['p_adjusted']:.3g}; their 95% point {s['head_null_q95']:.2f}); "
+             "no evidence that the attribute is unused")
+    elif not has_perm:
+        base = "above" if x > s["random_direction_q95"] else "within"
+        v = (f"max |WSC| {x:.3f} is {base} the random-direction 95% reference; not tested "
+             "(run permutations for a test)")
+    elif s["p_adjusted"] is not None and s["p_adjusted"] < alpha:
+        v = (f"aligned beyond chance: max |WSC| {x:.3f}, p_adj {s['p_adjusted']:.3g} -- the primary head is "
+             "closer to this attribute's probe direction than to probes of permuted labels. Tested against: "
+             "the attribute unrelated to the embedding. Not shown: that the decision relies on the attribute "
+             "itself rather than on what goes with it (see the conditional null, --permute-within)")
     else:
-        v = "not detected: alignment within the permutation null"
-    if weak:
+        v = (f"not detected: max |WSC| {x:.3f} is within the permutation null (p_adj {s['p_adjusted']:.3g}); "
+             f"alignment below about {s['null_q95']:.2f} (the null's 95% point) would go unseen, so this is "
+             "no evidence that the attribute is unused")
+    auroc = probe.get("auroc")
+    if auroc is not None and auroc < 0.7:
         v += f"; caution: the probe is weak (AUROC {auroc:.2f}), so its direction is unreliable"
     return v
 
 
-def _caveats(s: dict, probe: dict, source: str, settings: dict) -> list[str]:
+def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> list[str]:
     """Plain-language caveats that go with a task's verdict."""
     out = []
     auroc = probe.get("auroc")
     if auroc is not None and auroc < 0.7:
         out.append(f"the attribute is weakly encoded (probe AUROC {auroc:.2f}): its direction is unreliable, and a high "
                    "WSC with a poor probe is not evidence (the paper discounts such values itself)")
+    if not fit.get("converged", True):
+        out.append(f"the probe fit did not converge (max |gradient| {fit['grad_max']:.1e} > tol, above its float32 "
+                   "floor): its WSC is not to be trusted; raise max_iter or check the embeddings' scale")
+    bad = {k: v for k, v in fit.get("replicates_not_converged", {}).items() if v}
+    if bad:
+        out.append("replicate fits that did not converge: " + ", ".join(f"{v} {k}" for k, v in bad.items())
+                   + " (kept in the distributions; see diagnostics)")
     if s.get("ci"):
         out.append("the interval of max |WSC| is biased upward near zero (a maximum of absolute values never "
-                   "reaches 0): judge alignment by the permutation p-value, use the interval for spread")
+                   "reaches 0): judge alignment by the permutation test, use the interval for spread")
+        if s.get("ci_fallback"):
+            z0 = "infinite" if s.get("ci_z0") is None else f"{s['ci_z0']:.2f}"
+            why = {"extreme_z0": f"nearly all bootstrap replicates lie on one side of the estimate (z0 {z0}), "
+                                 "so BCa would read both ends from the last few replicates",
+                   "narrower_than_spread": "the BCa interval was narrower than half the bootstrap spread"}[s["ci_fallback"]]
+            out.append(f"percentile interval instead of BCa for max |WSC|: {why}")
         if source == "head":
             out.append("the heads are the model's own (fixed): the interval resamples the PCA projection only; "
                        "training randomness (seed variation) is not in it")
-    if settings.get("permutations", 0) == 0:
+    if source == "head":
+        out.append(FIXED_HEAD_NOTE)
+    if settings.get("permutations", 0) == 0 and source == "probe":
         out.append("no permutation test was run: compare with the random-direction reference only with care, "
                    "it is far narrower than the null of a real embedding")
-    elif settings.get("permute_within"):
-        out.append(f"conditional null: labels were permuted within strata of {settings['permute_within']!r}, "
-                   "so p tests alignment beyond what that association explains")
+    else:
+        if settings.get("permute_within"):
+            out.append(f"conditional null: labels were permuted within strata of {settings['permute_within']!r}, "
+                       "so p tests alignment beyond what that association explains")
+        if s.get("p_near_alpha"):
+            out.append(f"p is within 3 Monte Carlo standard errors of alpha after {s['n_permutations']} permutations "
+                       f"(p {s['p_value']:.3f} ± {s['p_value_mcse']:.3f}): the decision could flip with other "
+                       "permutations; rerun with more (max_permutations)")
     ex = settings.get("permutation_exchangeable_rows")
     if ex is not None and ex < 0.5:
         out.append(f"only {100 * ex:.0f}% of the rows are in groups a grouped permutation can exchange: "
@@ -244,41 +301,251 @@ def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: 
     return out
 
 
+def _interval(cells, stat, boot, jack, ci_method: str, confidence: float):
+    """Cell intervals ``(Ca, C)`` and the max |WSC| interval with what was used (see
+    :func:`~wsca_jax.stats.guarded_bca_interval`)."""
+    absmax = lambda a: np.nanmax(np.abs(a), axis=(-2, -1))  # noqa: E731
+    if ci_method == "percentile":
+        lo_c, hi_c = percentile_interval(boot, confidence)
+        lo, hi = percentile_interval(absmax(boot), confidence)
+        return lo_c, hi_c, {"ci": [float(lo), float(hi)], "ci_method": "percentile", "ci_fallback": None}
+    lo_c, hi_c, why_c, _ = guarded_bca_interval(cells, boot, jack, confidence)
+    lo, hi, why, z0 = guarded_bca_interval(stat, absmax(boot), absmax(jack), confidence)
+    why = str(why)
+    info = {"ci": [float(lo), float(hi)], "ci_method": "percentile" if why else "bca", "ci_fallback": why or None,
+            "ci_z0": _clean(z0), "cells_percentile_fallback": int(np.sum(why_c != ""))}
+    return lo_c, hi_c, info
+
+
 def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None, null=None,
                     random_null=None, ci_method: str = "bca", confidence: float = 0.95,
-                    source: str = "probe") -> TaskResult:
-    """Intervals, p-values and the summary of one task's WSC matrix.
+                    source: str = "probe", alpha: float = 0.05, head_null=None) -> TaskResult:
+    """Intervals, p-values (or the reference band of fixed heads) and the summary of one task.
 
     Args:
       task: the :class:`~wsca_jax.tasks.Task`.  quality: its held-out probe metrics.
-      cells: ``(Ca, C)`` WSC.  boot: ``(B, Ca, C)``; jack: ``(J, Ca, C)``; null: ``(P, Ca, C)``.
+      cells: ``(Ca, C)`` WSC.  boot: ``(B, Ca, C)``; jack: ``(J, Ca, C)``; null: ``(P, Ca, C)``
+        (probes of permuted labels against the primary head).
       random_null: ``(n_draws,)`` max |cos| of random heads of the same shape.
+      source: ``"probe"`` (cells from a probe: ``null`` is the null of the same statistic, p-values)
+        or ``"head"`` (a jointly trained head: the probe ``null`` is of another statistic and gives no
+        p-value; ``head_null`` does).
+      head_null: ``(M,)`` max |WSC| of the heads of M networks trained with permuted attribute labels
+        (:func:`fixed_head_wsc` on each): the null of the fixed-head statistic itself (``"seed_null"``).
     """
-    absmax = lambda a: np.nanmax(np.abs(a), axis=(-2, -1))  # noqa: E731
     cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
     stat = float(np.abs(cells[cell]))
-    ci_low = ci_high = pv = s_ci = None
+    ci_low = ci_high = pv = None
+    summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": None,
+               "p_value": None, "p_value_mcse": None, "p_adjusted": None,
+               "test": None, "random_direction_q95": float(np.quantile(random_null, 0.95))}
     if boot is not None:
-        if ci_method == "bca":
-            ci_low, ci_high = bca_interval(cells, boot, jack, confidence)
-            lo, hi = bca_interval(stat, absmax(boot), absmax(jack), confidence)
-        else:
-            ci_low, ci_high = percentile_interval(boot, confidence)
-            lo, hi = percentile_interval(absmax(boot), confidence)
-        s_ci = [float(lo), float(hi)]
-    summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": s_ci,
-               "p_value": None, "p_adjusted": None,
-               "random_direction_q95": float(np.quantile(random_null, 0.95))}
+        ci_low, ci_high, info = _interval(cells, stat, boot, jack, ci_method, confidence)
+        summary.update(info)
     if null is not None:
-        pv = permutation_pvalue(cells, null)
-        summary["p_value"] = float(permutation_pvalue(stat, absmax(null)))
-        summary["null_q95"] = float(np.quantile(absmax(null), 0.95))
+        null_max = np.nanmax(np.abs(null), axis=(-2, -1))
+        P = null.shape[0]
+        p = float(permutation_pvalue(stat, null_max))
+        q95 = float(np.quantile(null_max, 0.95))
+        summary.update(null_q95=q95, n_permutations=int(P))
+        if source == "probe":
+            pv = permutation_pvalue(cells, null)
+            summary.update(test="permutation", p_value=p, p_value_mcse=float(pvalue_mcse(p, P)),
+                           p_near_alpha=bool(near_threshold(p, P, [alpha])))
+        else:
+            summary["probe_null_q95"] = q95
+    if source == "head" and head_null is not None:
+        hn = np.asarray(head_null, float)
+        p = float(permutation_pvalue(stat, hn))
+        summary.update(test="seed_null", p_value=p, p_value_mcse=None, head_null_n=int(len(hn)),
+                       head_null_q95=float(np.quantile(hn, 0.95)))
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
                       summary=summary, boot=boot, null=null, random_null=random_null, source=source)
 
 
 # ---------------------------------------------------------------------------------------------
+# Stages: prepare -> point -> quality -> resample -> null -> summarise
+
+
+class Prepared(NamedTuple):
+    """Everything the fitting stages share (output of :func:`prepare`).
+
+    Attributes:
+      taskset: encoded tasks.  groups, strata: ``(N,)`` codes or None.  basis: rotated embeddings.
+      k: PCA components.  explained: their variance share.  probe_tasks: metadata tasks, then the
+      primary when it is probed.  labels: ``(T', N)``.  cmask: ``(T', K)``.  T: metadata tasks.
+      p_rows: ``(Ca, D)`` primary head in the rotated basis (None when probed).
+      fixed: indices of tasks with jointly trained heads; f_rows ``(F, K, D)``, f_mask ``(F, K)``.
+    """
+
+    taskset: object
+    groups: np.ndarray | None
+    strata: np.ndarray | None
+    basis: Basis
+    k: int
+    explained: float
+    probe_tasks: list
+    labels: np.ndarray
+    cmask: np.ndarray
+    T: int
+    p_rows: np.ndarray | None
+    fixed: list
+    f_rows: np.ndarray | None
+    f_mask: np.ndarray | None
+
+
+def prepare(x: np.ndarray, meta: pd.DataFrame, primary: str, primary_head, task_heads, cfg: dict) -> Prepared:
+    """Tasks, groups, strata, the rotated basis, the PCA size and the fixed heads."""
+    taskset = build_tasks(meta, primary, cfg["tasks"], cfg["categorical"], cfg["continuous"], cfg["bins"],
+                          cfg["binning"], cfg["group_column"], min_class_count=cfg["min_class_count"])
+    require(len(taskset.tasks) > 0, "no usable metadata task: " + (
+        "; ".join(f"{k}: {v}" for k, v in taskset.skipped.items()) or "the table has no other column"))
+    groups = _groups(meta, cfg["group_column"])
+    d = x.shape[1]
+    head = None if primary_head is None else check_head(primary_head, d, taskset.primary.n_classes)
+    task_heads = dict(task_heads or {})
+    by_name = {t.name: t for t in taskset.tasks}
+    for name, h in task_heads.items():
+        require(name in by_name, f"task head {name!r}: no such analysed task (tasks: {', '.join(by_name) or 'none'})")
+        require(head is not None, f"task head {name!r}: comparing fixed task heads needs the model's primary head too")
+        task_heads[name] = check_head(h, d, by_name[name].n_classes, what=f"head of task {name!r}")
+    strata = None
+    pw = cfg["permute_within"]
+    if pw is not None:
+        if pw == primary:
+            strata = taskset.primary.labels
+        else:
+            require(pw in meta.columns, f"--permute-within {pw!r}: no such column")
+            strata = pd.factorize(meta[pw])[0]
+    basis = make_basis(x)
+    proj = choose_components(basis.variances, cfg["pca_variance"], cfg["pca_min"])
+    probe_tasks = list(taskset.tasks) + ([] if head is not None else [taskset.primary])
+    labels = np.stack([t.labels for t in probe_tasks]).astype(np.int32)
+    cmask = class_mask(probe_tasks)
+    fixed = [i for i, t in enumerate(taskset.tasks) if t.name in task_heads]
+    f_rows = f_mask = None
+    if fixed:
+        K = cmask.shape[1]
+        f_rows = np.zeros((len(fixed), K, d), np.float32)
+        f_mask = np.zeros((len(fixed), K), bool)
+        for j, i in enumerate(fixed):
+            h = task_heads[taskset.tasks[i].name] @ basis.rotation
+            f_rows[j, : h.shape[0]] = h
+            f_mask[j, : h.shape[0]] = True
+    p_rows = None if head is None else (head @ basis.rotation).astype(np.float32)
+    return Prepared(taskset, groups, strata, basis, proj.k, float(proj.explained_variance), probe_tasks, labels,
+                    cmask, len(taskset.tasks), p_rows, fixed, f_rows, f_mask)
+
+
+def _groups(meta: pd.DataFrame, group_column: str | None) -> np.ndarray | None:
+    if group_column is None:
+        return None
+    gcol = meta[group_column]
+    if gcol.isna().any():
+        row = int(np.flatnonzero(gcol.isna().to_numpy())[0])
+        raise WscaInputError(f"--group-column {group_column!r}: row {row} is missing; expected a group id on every row")
+    groups = pd.factorize(gcol)[0]
+    require(groups.max() + 1 >= 2, f"--group-column {group_column!r}: found one group; expected at least 2 "
+                                   "(folds, bootstrap and permutations resample groups)")
+    return groups
+
+
+class _Wsc:
+    """WSC of replicate fits against the primary head (rows refitted when the primary is probed)."""
+
+    def __init__(self, prep: Prepared, point, centered: bool):
+        self.prep, self.centered = prep, centered
+        T = prep.T
+        if prep.p_rows is not None:
+            self.rows = prep.p_rows
+        else:
+            self.rows = point.coef[0, T, : prep.taskset.primary.n_classes]
+        self.mask = np.ones(self.rows.shape[0], bool)
+
+    def probes(self, fit, refit_primary: bool = True) -> np.ndarray:
+        """``(R, T, Ca, K)`` for the probe rows of ``fit``."""
+        prep, T, Ca = self.prep, self.prep.T, self.rows.shape[0]
+        if prep.p_rows is None and refit_primary:
+            prim = fit.coef[:, T, :Ca]
+        else:
+            prim = np.broadcast_to(self.rows, (fit.coef.shape[0],) + self.rows.shape)
+        return np.array(wsc_jit(prim, self.mask, fit.coef[:, :T], prep.cmask[:T], k=prep.k, centered=self.centered))
+
+    def fixed_heads(self) -> np.ndarray:
+        """``(F, Ca, K)`` head-to-head WSC of the jointly trained heads."""
+        p = self.prep
+        return np.asarray(wsc_jit(self.rows, self.mask, p.f_rows, p.f_mask, k=p.k, centered=self.centered))
+
+    def fixed_resampled(self, weights) -> np.ndarray:
+        """``(R, F, Ca, K)``: the fixed heads with the PCA projection refitted on reweighted rows."""
+        p = self.prep
+        return np.asarray(wsc_reweighted_basis_jit(p.basis.x, jnp.asarray(weights, jnp.float32), self.rows,
+                                                   self.mask, p.f_rows, p.f_mask, k=p.k, centered=self.centered))
+
+
+def permuted_labels(rng: np.random.Generator, labels: np.ndarray, T: int, n_perm: int,
+                    groups: np.ndarray | None = None, strata: np.ndarray | None = None) -> np.ndarray:
+    """``(P, T', N)`` labels: the first ``T`` tasks permuted, the rest (the primary) kept.
+
+    Each task is permuted among its own labelled rows only: rows with a missing label stay missing,
+    so every permuted fit uses the same rows as the observed fit (groups and strata restricted to
+    those rows).
+    """
+    out = np.broadcast_to(labels, (n_perm,) + labels.shape).copy()
+    for t in range(T):
+        rows = np.flatnonzero(labels[t] >= 0)
+        sub = lambda a: None if a is None else np.asarray(a)[rows]  # noqa: E731
+        perms = permutation_indices(rng, len(rows), n_perm, sub(groups), sub(strata))
+        out[:, t, rows] = labels[t, rows][perms]
+    return out
+
+
+def _fit_summary(stages: dict, i: int) -> dict:
+    """Convergence of task ``i``'s probe: the full-data fit and the count of replicate fits (per
+    stage) that did not converge."""
+    point = stages["point"]
+    out = {"converged": bool(point.converged[0, i]), "grad_max": float(point.grad_max[0, i]),
+           "grad_floor": float(point.grad_floor[0, i]), "objective": float(point.objective[0, i]),
+           "iterations": int(point.iterations[0])}
+    out["replicates_not_converged"] = {name: int((~np.asarray(f.converged[:, i])).sum())
+                                       for name, f in stages.items() if name != "point"}
+    return out
+
+
+def _null_stage(prep: Prepared, wsc: _Wsc, cfg: dict, rng, bar) -> tuple:
+    """Permutation null ``(P, T, Ca, K)``, with batches added while a p-value is undecided.
+
+    The first batch has ``permutations`` label permutations. With ``max_permutations`` above it,
+    further batches of the same size are added while any task's p-value (or, for fixed heads, its
+    reference exceedance) is within 3 Monte Carlo standard errors of a threshold that decides it
+    (``alpha / j``, j = 1 .. number of tasks: the Holm steps), up to ``max_permutations``.
+    """
+    batch, cap = cfg["permutations"], max(cfg["permutations"], cfg["max_permutations"] or 0)
+    stat = np.nanmax(np.abs(cfg["_observed"]), axis=(-2, -1))              # (T,)
+    tested = [t for t in range(prep.T) if t not in prep.fixed]            # fixed heads: not this null's statistic
+    thresholds = [cfg["alpha"] / j for j in range(1, len(tested) + 1)]
+    nulls, fits = [], []
+    while True:
+        size = min(batch, cap - sum(len(n) for n in nulls))
+        plab = permuted_labels(rng, prep.labels, prep.T, size, prep.groups, prep.strata)
+        pfit = fit_replicates(prep.basis, plab, np.ones((size, prep.basis.x.shape[0]), np.float32), prep.cmask,
+                              cfg["probe"], labels_batched=True, progress=bar.update)
+        fits.append(pfit)
+        nulls.append(wsc.probes(pfit, refit_primary=False))
+        null = np.concatenate(nulls)
+        P = len(null)
+        if P >= cap:
+            break
+        nmax = np.nanmax(np.abs(null), axis=(-2, -1))                       # (P, T)
+        p = np.array([permutation_pvalue(stat[t], nmax[:, t]) for t in tested])
+        if not tested or not near_threshold(p, P, thresholds).any():
+            break
+        if hasattr(bar, "total"):
+            bar.total = (bar.total or 0) + min(batch, cap - P)
+            bar.refresh()
+    merged = fits[0] if len(fits) == 1 else type(fits[0])(*(np.concatenate(a) for a in zip(*fits)))
+    return null, merged
 
 
 def analyze(
@@ -288,6 +555,7 @@ def analyze(
     primary_head=None,
     *,
     task_heads: Mapping[str, np.ndarray] | None = None,
+    head_null: Mapping[str, Sequence[float]] | None = None,
     permute_within: str | None = None,
     tasks: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
@@ -297,6 +565,8 @@ def analyze(
     group_column: str | None = None,
     bootstrap: int = 0,
     permutations: int = 0,
+    max_permutations: int | None = None,
+    alpha: float = 0.05,
     pca_variance: float = 0.99,
     pca_min: int = 50,
     heads: str = "centered",
@@ -315,29 +585,36 @@ def analyze(
       metadata: N rows (same order), one column per attribute, including ``primary``.
       primary: the primary task's column.
       primary_head: the model's own head ``(C, D)`` or ``(D,)``; None = a probe on ``primary``.
-      task_heads: ``{task: (C_t, D)}`` jointly trained heads (the multi-task setting). Those tasks
-        are compared head to head (the paper's multi-task WSC); their probes still give the probe
-        quality, the permutation null (probes on permuted labels) and ``probe_max_abs_wsc``.
-        Bootstrap intervals of a fixed head resample the PCA projection only (conditional on the
-        trained weights; seed variation is the other half). Needs ``primary_head``.
+      task_heads: ``{task: (C_t, D)}`` jointly trained heads (the multi-task setting), compared head
+        to head (the paper's multi-task WSC). The probe permutation null is of another statistic
+        and gives them no p-value; the probes still give the probe quality. Bootstrap intervals of
+        a fixed head resample the PCA projection only. Needs ``primary_head``.
+      head_null: ``{task: (M,) values}``: max |WSC| of the heads of M networks trained like the model
+        but with that task's labels permuted (:func:`fixed_head_wsc` on each network's embeddings
+        and heads) -- the null of the fixed-head statistic; gives those tasks a p-value.
       permute_within: a column (usually the primary) whose strata the permutations keep: the
-        conditional null for confounded designs (tests alignment beyond what the association of the
-        attribute with that column explains). None: unconditional permutations.
+        conditional null for confounded designs. None: unconditional permutations.
       tasks, categorical, continuous, bins, binning, min_class_count: task encoding
         (:func:`wsca_jax.tasks.build_tasks`).
       group_column: patient/group id; folds, bootstrap and permutations respect it.
       bootstrap: B replicates (0 = none); probes (and the primary probe) are refitted on each.
-      permutations: P label permutations of the metadata tasks (0 = none).
+      permutations: P label permutations of the metadata tasks (0 = none), each task permuted among
+        its labelled rows.
+      max_permutations: adaptive mode: add batches of P permutations while a p-value is within 3
+        Monte Carlo standard errors of a Holm threshold of ``alpha``, up to this many (None = P).
+      alpha: level of the verdicts (Holm-adjusted across tasks).
       pca_variance, pca_min: PCA components kept (99% of the variance, at least 50).
       heads: ``"centered"`` (rows centred to sum to zero) or ``"raw"`` (the paper's rows).
       seed: seeds folds, bootstrap, permutations and the random-direction reference.
       probe: solver settings (:class:`wsca_jax.probes.ProbeConfig`).
-      cv_folds: folds for the held-out probe quality.
-      confidence: interval level; ci_method: ``"bca"`` or ``"percentile"``.
+      cv_folds: folds for the held-out probe quality (cold-started fits).
+      confidence: interval level; ci_method: ``"bca"`` (guarded: percentile where BCa is
+        degenerate, with the reason) or ``"percentile"``.
       progress: show a progress bar.
 
     Returns:
-      :class:`WscaResult`.
+      :class:`WscaResult`. A probe fit that did not converge raises a ``UserWarning`` and is listed
+      in ``result.warnings`` and in its task's ``fit``.
 
     Example:
       >>> import numpy as np, pandas as pd, wsca_jax as wsca
@@ -349,192 +626,203 @@ def analyze(
       ['site']
     """
     probe = probe or ProbeConfig()
-    require(heads in ("centered", "raw"), f"--heads must be 'centered' or 'raw', found {heads!r}")
-    require(ci_method in ("bca", "percentile"), f"ci_method must be 'bca' or 'percentile', found {ci_method!r}")
-    require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
-    require(cv_folds >= 2, f"cv_folds must be at least 2, found {cv_folds}")
-    require(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed must be a non-negative integer, found {seed}")
-    require(probe.C > 0, f"probe C must be > 0, found {probe.C}")
-    require(probe.solver in ("lbfgs", "ridge"), f"probe solver must be 'lbfgs' or 'ridge', found {probe.solver!r}")
+    cfg = dict(tasks=tasks, categorical=categorical, continuous=continuous, bins=bins, binning=binning,
+               group_column=group_column, min_class_count=min_class_count, permute_within=permute_within,
+               pca_variance=pca_variance, pca_min=pca_min, probe=probe, permutations=permutations,
+               max_permutations=max_permutations, alpha=alpha)
+    _check_settings(heads, ci_method, bootstrap, permutations, max_permutations, alpha, cv_folds, seed, probe)
+    head_null = _check_head_null(head_null, task_heads)
     x = check_embeddings(embeddings)
     meta = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(dict(metadata))
     require(len(meta) == x.shape[0], f"metadata has {len(meta)} rows, embeddings have {x.shape[0]}; "
                                      "expected one metadata row per embedding, in the same order")
-    taskset = build_tasks(meta, primary, tasks, categorical, continuous, bins, binning, group_column,
-                          min_class_count=min_class_count)
-    require(len(taskset.tasks) > 0, "no usable metadata task: " + (
-        "; ".join(f"{k}: {v}" for k, v in taskset.skipped.items()) or "the table has no other column"))
-    groups = None
-    if group_column is not None:
-        gcol = meta[group_column]
-        if gcol.isna().any():
-            row = int(np.flatnonzero(gcol.isna().to_numpy())[0])
-            raise WscaInputError(f"--group-column {group_column!r}: row {row} is missing; expected a group id on every row")
-        groups = pd.factorize(gcol)[0]
-        require(groups.max() + 1 >= 2, f"--group-column {group_column!r}: found one group; expected at least 2 "
-                                       "(folds, bootstrap and permutations resample groups)")
-    n, d = x.shape
-    centered = heads == "centered"
+    prep = prepare(x, meta, primary, primary_head, task_heads, cfg)
+    n, T, centered = x.shape[0], prep.T, heads == "centered"
     rng = np.random.default_rng(seed)
-
-    head = None
-    if primary_head is not None:
-        head = check_head(primary_head, d, taskset.primary.n_classes)
-    task_heads = dict(task_heads or {})
-    by_name = {t.name: t for t in taskset.tasks}
-    for name, h in task_heads.items():
-        require(name in by_name, f"task head {name!r}: no such analysed task (tasks: {', '.join(by_name) or 'none'})")
-        require(head is not None, f"task head {name!r}: comparing fixed task heads needs the model's primary head too")
-        task_heads[name] = check_head(h, d, by_name[name].n_classes, what=f"head of task {name!r}")
-    strata = None
-    if permute_within is not None:
-        if permute_within == primary:
-            strata = taskset.primary.labels
-        else:
-            require(permute_within in meta.columns, f"--permute-within {permute_within!r}: no such column")
-            strata = pd.factorize(meta[permute_within])[0]
-
-    basis = make_basis(x)
-    proj = choose_components(basis.variances, pca_variance, pca_min)
-    k = proj.k
-
-    # probe set: metadata tasks, plus the primary column when no head is given
-    probe_tasks = list(taskset.tasks) + ([] if head is not None else [taskset.primary])
-    labels = np.stack([t.labels for t in probe_tasks]).astype(np.int32)
-    cmask = class_mask(probe_tasks)
-    T = len(taskset.tasks)
-
-    n_folds = cv_folds
-    folds = fold_ids(n, n_folds, groups, seed)
+    folds = fold_ids(n, cv_folds, prep.groups, seed)
     jack = None
     if bootstrap > 0 and ci_method == "bca":
-        jack = jackknife_weights(n, groups, rng=np.random.default_rng(seed + 1))
+        jack = jackknife_weights(n, prep.groups, rng=np.random.default_rng(seed + 1))
     total = 1 + (folds.max() + 1) + bootstrap + (0 if jack is None else len(jack)) + permutations
     bar = _progress(total, progress)
+    ones = np.ones((1, n), np.float32)
 
-    point = fit_replicates(basis, labels, np.ones((1, n), np.float32), cmask, probe, progress=bar.update)
+    # point: full-data fits and the observed WSC (fixed heads: head to head)
+    stages = {"point": fit_replicates(prep.basis, prep.labels, ones, prep.cmask, probe, progress=bar.update)}
+    point = stages["point"]
     init = (point.coef[0], point.intercept[0])
-    fits = []
-
-    if head is not None:
-        p_rows = (head @ basis.rotation).astype(np.float32)               # (Ca, D) rotated basis
-        primary_source = "head"
-    else:
-        p_rows = point.coef[0, T, : taskset.primary.n_classes]
-        primary_source = "probe"
-    p_mask = np.ones(p_rows.shape[0], bool)
-    Ca = p_rows.shape[0]
-    tmask = cmask[:T]
-
-    def wsc_of(fit, refit_primary: bool = True) -> np.ndarray:
-        """(R, T, Ca, K) WSC for replicate fits (primary rows from the fit when probed)."""
-        fits.append(fit)
-        task_rows = fit.coef[:, :T]
-        if head is None and refit_primary:
-            prim = fit.coef[:, T, :Ca]
-        else:
-            prim = np.broadcast_to(p_rows, (fit.coef.shape[0],) + p_rows.shape)
-        return np.array(wsc_jit(prim, p_mask, task_rows, tmask, k=k, centered=centered))
-
-    wsc_hat = wsc_of(point)[0]                                            # (T, Ca, K)
-    # fixed task heads (multi-task): head-to-head cosines replace the probe's for those tasks
-    fixed = [i for i, t in enumerate(taskset.tasks) if t.name in task_heads]
+    wsc = _Wsc(prep, point, centered)
+    wsc_hat = wsc.probes(point)[0]                                        # (T, Ca, K)
     probe_hat = wsc_hat.copy()
-    if fixed:
-        K = cmask.shape[1]
-        f_rows = np.zeros((len(fixed), K, d), np.float32)
-        f_mask = np.zeros((len(fixed), K), bool)
-        for j, i in enumerate(fixed):
-            h = task_heads[taskset.tasks[i].name] @ basis.rotation
-            f_rows[j, : h.shape[0]] = h
-            f_mask[j, : h.shape[0]] = True
-        wsc_hat[fixed] = np.asarray(wsc_jit(p_rows, p_mask, f_rows, f_mask, k=k, centered=centered))
-
-        def fixed_resampled(weights) -> np.ndarray:
-            return np.asarray(wsc_reweighted_basis_jit(basis.x, jnp.asarray(weights, jnp.float32), p_rows, p_mask,
-                                                       f_rows, f_mask, k=k, centered=centered))
-
-    # held-out quality from cross-validated predictions
-    cv = fit_replicates(basis, labels, fold_weights(folds), cmask, probe, init=init, progress=bar.update)
-    fits.append(cv)
-    quality = heldout_quality(basis, probe_tasks, folds, cv, cmask)
-
+    if prep.fixed:
+        wsc_hat[prep.fixed] = wsc.fixed_heads()
+    # quality: cross-validated predictions from cold-started fits (a warm start from the full-data
+    # fit would have seen the held-out fold)
+    stages["cv"] = fit_replicates(prep.basis, prep.labels, fold_weights(folds), prep.cmask, probe, progress=bar.update)
+    quality = heldout_quality(prep.basis, prep.probe_tasks, folds, stages["cv"], prep.cmask)
+    # resample: bootstrap (and jackknife for BCa)
     boot = jk = None
     if bootstrap > 0:
-        bw = bootstrap_weights(rng, n, bootstrap, groups)
-        boot = wsc_of(fit_replicates(basis, labels, bw, cmask, probe, init=init, progress=bar.update))
-        if fixed:
-            boot[:, fixed] = fixed_resampled(bw)
+        bw = bootstrap_weights(rng, n, bootstrap, prep.groups)
+        stages["bootstrap"] = fit_replicates(prep.basis, prep.labels, bw, prep.cmask, probe, init=init, progress=bar.update)
+        boot = wsc.probes(stages["bootstrap"])
+        if prep.fixed:
+            boot[:, prep.fixed] = wsc.fixed_resampled(bw)
         if jack is not None:
-            jk = wsc_of(fit_replicates(basis, labels, jack, cmask, probe, init=init, progress=bar.update))
-            if fixed:
-                jk[:, fixed] = fixed_resampled(jack)
+            stages["jackknife"] = fit_replicates(prep.basis, prep.labels, jack, prep.cmask, probe, init=init,
+                                                 progress=bar.update)
+            jk = wsc.probes(stages["jackknife"])
+            if prep.fixed:
+                jk[:, prep.fixed] = wsc.fixed_resampled(jack)
+    # null: permutations (adaptive when max_permutations > permutations)
     null = None
     if permutations > 0:
-        perms = permutation_indices(rng, n, permutations, groups, strata)
-        plab = np.broadcast_to(labels, (permutations,) + labels.shape).copy()   # (P, T', N)
-        plab[:, :T] = labels[:T][:, perms].transpose(1, 0, 2)              # the primary row stays
-        pfit = fit_replicates(basis, plab, np.ones((permutations, n), np.float32), cmask, probe,
-                              labels_batched=True, progress=bar.update)
-        null = wsc_of(pfit, refit_primary=False)
+        null, stages["permutation"] = _null_stage(prep, wsc, {**cfg, "_observed": wsc_hat}, rng, bar)
     bar.close()
+    return _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
+                      dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
+                           centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null))
 
-    # statistics per task
+
+def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.99, pca_min: int = 50,
+                   heads: str = "centered") -> float:
+    """Max |WSC| between two jointly trained heads on their network's embeddings (the multi-task
+    statistic), as :func:`analyze` computes it. Run it on networks trained with one task's labels
+    permuted to build that task's ``head_null``.
+
+    Args:
+      embeddings: ``(N, D)`` training-set embeddings of one network.
+      primary_head: ``(Ca, D)`` or ``(D,)``.  task_head: ``(C, D)``.
+    """
+    x = check_embeddings(embeddings)
+    a = check_head(primary_head, x.shape[1], np.shape(primary_head)[0] if np.ndim(primary_head) == 2 else 1)
+    b = check_head(task_head, x.shape[1], np.shape(task_head)[0], what="task head")
+    basis = make_basis(x)
+    k = choose_components(basis.variances, pca_variance, pca_min).k
+    rot = lambda h: (h @ basis.rotation).astype(np.float32)  # noqa: E731
+    cells = np.asarray(wsc_jit(rot(a), np.ones(len(a), bool), rot(b)[None], np.ones((1, len(b)), bool),
+                               k=k, centered=heads == "centered"))
+    return float(np.nanmax(np.abs(cells)))
+
+
+def _check_head_null(head_null, task_heads) -> dict:
+    out = {}
+    for name, v in dict(head_null or {}).items():
+        require(name in (task_heads or {}), f"head_null {name!r}: no jointly trained head given for that task")
+        a = np.asarray(v, float).ravel()
+        require(len(a) >= 1 and np.isfinite(a).all(), f"head_null {name!r}: expected finite max |WSC| values")
+        out[name] = a
+    return out
+
+
+def _check_settings(heads, ci_method, bootstrap, permutations, max_permutations, alpha, cv_folds, seed, probe):
+    require(heads in ("centered", "raw"), f"--heads must be 'centered' or 'raw', found {heads!r}")
+    require(ci_method in ("bca", "percentile"), f"ci_method must be 'bca' or 'percentile', found {ci_method!r}")
+    require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
+    require(max_permutations is None or max_permutations >= permutations,
+            f"--max-permutations ({max_permutations}) must be at least --permutations ({permutations})")
+    require(0 < alpha < 1, f"alpha must be in (0, 1), found {alpha}")
+    require(cv_folds >= 2, f"cv_folds must be at least 2, found {cv_folds}")
+    require(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed must be a non-negative integer, found {seed}")
+    require(probe.C > 0, f"probe C must be > 0, found {probe.C}")
+    require(probe.solver in ("lbfgs", "ridge"), f"probe solver must be 'lbfgs' or 'ridge', found {probe.solver!r}")
+
+
+def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, shape, opt) -> WscaResult:
+    """Intervals, p-values, reference bands, verdicts, caveats, diagnostics -> :class:`WscaResult`."""
+    T, k, Ca, alpha = prep.T, prep.k, opt["Ca"], cfg["alpha"]
     results: dict[str, TaskResult] = {}
-    rnd_rng = np.random.default_rng(seed + 2)
-    for i, t in enumerate(taskset.tasks):
+    rnd_rng = np.random.default_rng(opt["seed"] + 2)
+    for i, t in enumerate(prep.taskset.tasks):
         C = t.n_classes
-        results[t.name] = task_statistics(
-            t, quality[i], wsc_hat[i, :, :C],
-            boot=None if boot is None else boot[:, i, :, :C],
-            jack=None if jk is None else jk[:, i, :, :C],
-            null=None if null is None else null[:, i, :, :C],
-            random_null=random_direction_null(rnd_rng, k, Ca, C, centered),
-            ci_method=ci_method, confidence=confidence, source="head" if i in fixed else "probe")
-        if i in fixed:
-            results[t.name].summary["probe_max_abs_wsc"] = float(np.nanmax(np.abs(probe_hat[i, :, :C])))
-    if null is not None:
-        adj = holm(np.array([r.summary["p_value"] for r in results.values()], float))
-        for (name, r), a in zip(results.items(), adj):
-            r.summary["p_adjusted"] = float(a)
-    settings = {
-        "bootstrap": int(bootstrap), "permutations": int(permutations), "seed": int(seed),
-        "pca_variance": float(pca_variance), "pca_min": int(pca_min), "heads": heads,
-        "binning": binning, "bins": int(bins), "group_column": group_column,
-        "probe": probe.to_dict(), "cv_folds": int(folds.max() + 1), "confidence": float(confidence),
-        "ci_method": ci_method if bootstrap > 0 else None,
-        "jackknife_blocks": None if jack is None else int(len(jack)),
-        "permutation_scheme": None if permutations == 0 else (
-            ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows")
-            + ("" if permute_within is None else f", within strata of {permute_within!r} (conditional null)")),
-        "permute_within": permute_within,
-        "task_heads": sorted(task_heads),
-        "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
-        "permutation_exchangeable_rows": None if (permutations == 0 or groups is None) else exchangeable_fraction(groups),
-    }
+        sl = lambda a: None if a is None else a[:, i, :, :C]  # noqa: E731
+        r = task_statistics(t, quality[i], wsc_hat[i, :, :C], boot=sl(boot), jack=sl(jk), null=sl(null),
+                            random_null=random_direction_null(rnd_rng, k, Ca, C, opt["centered"]),
+                            ci_method=opt["ci_method"], confidence=opt["confidence"],
+                            source="head" if i in prep.fixed else "probe", alpha=alpha,
+                            head_null=opt["head_null"].get(t.name))
+        if i in prep.fixed:
+            r.summary["probe_max_abs_wsc"] = float(np.nanmax(np.abs(probe_hat[i, :, :C])))
+        results[t.name] = r
+    tested = [name for name, r in results.items() if r.summary["p_value"] is not None]
+    if tested:
+        adj = holm(np.array([results[nm].summary["p_value"] for nm in tested], float))
+        for nm, a in zip(tested, adj):
+            results[nm].summary["p_adjusted"] = float(a)
+    settings = _settings(prep, cfg, opt, folds, jack, null)
+    fits = {t.name: _fit_summary(stages, i) for i, t in enumerate(prep.probe_tasks)}
+    warn_lines = _convergence_warnings(fits, stages)
     for name, r in results.items():
-        r.summary["verdict"] = _verdict(r.summary, r.probe, null is not None)
-        r.summary["caveats"] = _caveats(r.summary, r.probe, r.source, settings)
-    prim_info = {"name": primary, "classes": list(taskset.primary.classes), "source": primary_source,
-                 "probe": quality[T] if head is None else None, "head_rows": int(Ca),
-                 "centered": bool(centered and Ca > 1)}
+        r.fit.update(fits[name])
+        r.summary["verdict"] = _verdict(r.summary, r.probe, null is not None, r.source, alpha)
+        r.summary["caveats"] = _caveats(r.summary, r.probe, r.source, settings, r.fit)
+    primary = prep.taskset.primary
+    prim_info = {"name": opt["primary"], "classes": list(primary.classes),
+                 "source": "head" if prep.p_rows is not None else "probe",
+                 "probe": quality[T] if prep.p_rows is None else None, "head_rows": int(Ca),
+                 "centered": bool(opt["centered"] and Ca > 1),
+                 "fit": fits[primary.name] if prep.p_rows is None else None}
     null_ref = {"random_direction": {"k": int(k), "cell_sd": float(1 / math.sqrt(k)),
                                      "cell_abs_q95": random_cosine_quantile(k, 0.95),
                                      "note": "cosines between random directions in the projected space; "
                                              "per-task max |cos| quantiles are in each task's summary"}}
-    diagnostics = {"point_iterations": int(point.iterations[0]),
-                   "replicate_iterations_max": int(max([int(f.iterations.max()) for f in fits] or [0])),
-                   "replicate_grad_max": float(max([float(f.grad_max.max()) for f in fits] or [0.0])),
-                   "fits_above_tol": int(sum(int((f.grad_max > probe.tol).sum()) for f in fits)),
-                   "fits_total": int(sum(int(f.grad_max.size) for f in fits)),
-                   "tol": float(probe.tol),
-                   "point_grad_max": [float(g) for g in point.grad_max[0]],
-                   "point_objective": [float(o) for o in point.objective[0]],
-                   "probe_tasks": [t.name for t in probe_tasks]}
-    return WscaResult(n_samples=n, embedding_dim=d, settings=settings,
-                      pca={"components": int(k), "explained_variance": float(proj.explained_variance)},
-                      primary=prim_info, tasks=results, skipped=dict(taskset.skipped),
-                      null_reference=null_ref, diagnostics=diagnostics)
+    all_fits = list(stages.values())
+    diagnostics = {"point_iterations": int(stages["point"].iterations[0]),
+                   "replicate_iterations_max": int(max(int(f.iterations.max()) for f in all_fits)),
+                   "replicate_grad_max": float(max(float(f.grad_max.max()) for f in all_fits)),
+                   "fits_not_converged": int(sum(int((~np.asarray(f.converged)).sum()) for f in all_fits)),
+                   "fits_above_tol": int(sum(int((f.grad_max > cfg["probe"].tol).sum()) for f in all_fits)),
+                   "fits_total": int(sum(int(f.grad_max.size) for f in all_fits)),
+                   "tol": float(cfg["probe"].tol),
+                   "point_grad_max": [float(g) for g in stages["point"].grad_max[0]],
+                   "point_objective": [float(o) for o in stages["point"].objective[0]],
+                   "probe_tasks": [t.name for t in prep.probe_tasks]}
+    for line in warn_lines:
+        warnings.warn(line, UserWarning, stacklevel=3)
+    return WscaResult(n_samples=shape[0], embedding_dim=shape[1], settings=settings,
+                      pca={"components": int(k), "explained_variance": prep.explained},
+                      primary=prim_info, tasks=results, skipped=dict(prep.taskset.skipped),
+                      null_reference=null_ref, diagnostics=diagnostics, warnings=warn_lines)
+
+
+def _convergence_warnings(fits: dict, stages: dict) -> list[str]:
+    out = []
+    for name, f in fits.items():
+        if not f["converged"]:
+            out.append(f"probe {name!r}: the full-data fit did not converge (max |gradient| {f['grad_max']:.1e} after "
+                       f"{f['iterations']} iterations, float32 floor {f['grad_floor']:.1e}); its WSC is not to be trusted")
+        bad = {k: v for k, v in f["replicates_not_converged"].items() if v}
+        if bad:
+            out.append(f"probe {name!r}: replicate fits did not converge: "
+                       + ", ".join(f"{v} of {len(stages[k].converged)} {k}" for k, v in bad.items()))
+    return out
+
+
+def _settings(prep, cfg, opt, folds, jack, null) -> dict:
+    groups, permute_within = prep.groups, cfg["permute_within"]
+    P = 0 if null is None else int(len(null))
+    return {
+        "bootstrap": int(opt["bootstrap"]), "permutations": P, "permutations_requested": int(cfg["permutations"]),
+        "max_permutations": cfg["max_permutations"], "alpha": float(cfg["alpha"]), "seed": int(opt["seed"]),
+        "pca_variance": float(cfg["pca_variance"]), "pca_min": int(cfg["pca_min"]), "heads": opt["heads"],
+        "binning": cfg["binning"], "bins": int(cfg["bins"]), "group_column": cfg["group_column"],
+        "probe": cfg["probe"].to_dict(), "cv_folds": int(folds.max() + 1), "cv_start": "cold",
+        "confidence": float(opt["confidence"]),
+        "ci_method": opt["ci_method"] if opt["bootstrap"] > 0 else None,
+        "jackknife_blocks": None if jack is None else int(len(jack)),
+        "permutation_scheme": None if P == 0 else (
+            ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows")
+            + " (each task among its labelled rows)"
+            + ("" if permute_within is None else f", within strata of {permute_within!r} (conditional null)")),
+        "permute_within": permute_within,
+        "task_heads": sorted(prep.taskset.tasks[i].name for i in prep.fixed),
+        "fixed_head_inference": None if not prep.fixed else (
+            "seed null: p over networks trained with permuted attribute labels, for tasks given in head_null; "
+            "untested otherwise (the probe permutation null is of another statistic)"),
+        "head_null_tasks": sorted(opt["head_null"]),
+        "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
+        "permutation_exchangeable_rows": None if (P == 0 or groups is None) else exchangeable_fraction(groups),
+    }
 
 
 class _NoBar:

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--group-column", help="patient/group id: folds, bootstrap and permutations keep groups whole")
     a.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates B (default 0)")
     a.add_argument("--permutations", type=int, default=0, help="label permutations P (default 0)")
+    a.add_argument("--max-permutations", type=int, default=None,
+                   help="adaptive: add batches of P permutations while a p-value is within 3 Monte Carlo "
+                        "standard errors of alpha (Holm steps), up to this many (default: P, no adaptation)")
+    a.add_argument("--alpha", type=float, default=0.05, help="level of the verdicts, Holm-adjusted (default 0.05)")
     a.add_argument("--pca-variance", type=float, default=0.99, help="variance kept by the PCA (default 0.99)")
     a.add_argument("--pca-min", type=int, default=50, help="minimum PCA components (default 50)")
     a.add_argument("--heads", default="centered", choices=["centered", "raw"], help="row centring (default centered)")
@@ -264,31 +268,48 @@ def cmd_analyze(args) -> int:
                                  f"(heads found: {', '.join(ef.heads) or 'none'})")
         task_heads[name] = ef.heads[name]
     t0 = time.time()
-    result = analyze(
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
+        result = _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig)
+    write_outputs(result, args.out, figures=not args.no_figures)
+    if not args.quiet:
+        _print_summary(result, args, time.time() - t0)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig):
+    return analyze(
         ef.embeddings, meta, args.primary, head, task_heads=task_heads or None, permute_within=args.permute_within,
         tasks=_csv(args.tasks) or None, categorical=_csv(args.categorical), continuous=_csv(args.continuous),
         bins=args.bins, binning=args.binning, group_column=args.group_column,
-        bootstrap=args.bootstrap, permutations=args.permutations, pca_variance=args.pca_variance,
+        bootstrap=args.bootstrap, permutations=args.permutations, max_permutations=args.max_permutations,
+        alpha=args.alpha, pca_variance=args.pca_variance,
         pca_min=args.pca_min, heads=args.heads, seed=args.seed,
         probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method, progress=not args.quiet)
-    write_outputs(result, args.out, figures=not args.no_figures)
-    if not args.quiet:
-        print(f"wsca analyze: {result.n_samples} samples, {len(result.tasks)} tasks, "
-              f"PCA {result.pca['components']} components, {time.time() - t0:.1f} s")
-        cols = ["task", "probe_auroc", "max_abs_wsc", "ci_low", "ci_high", "p_value", "p_adjusted", "random_q95"]
-        with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
-            print(result.summary_table()[cols].to_string(index=False))
-        ex = result.settings.get("permutation_exchangeable_rows")
-        if ex is not None and ex < 0.5:
-            print(f"note: only {100 * ex:.0f}% of the rows belong to groups that a grouped permutation can exchange "
-                  "(groups are exchanged among groups of equal size); group-level attributes barely move under the null")
-        dg = result.diagnostics
-        if dg["fits_above_tol"]:
-            print(f"note: {dg['fits_above_tol']} of {dg['fits_total']} probe fits stopped above the gradient "
-                  f"tolerance {dg['tol']:g} (largest {dg['replicate_grad_max']:.1e}; float32 round-off floor "
-                  "or iteration cap); see diagnostics in wsca.json")
-        print(f"wrote {args.out}/wsca.json and report.html")
-    return 0
+
+
+def _print_summary(result, args, seconds: float) -> None:
+    import pandas as pd
+
+    print(f"wsca analyze: {result.n_samples} samples, {len(result.tasks)} tasks, "
+          f"PCA {result.pca['components']} components, {seconds:.1f} s")
+    cols = ["task", "probe_auroc", "max_abs_wsc", "ci_low", "ci_high", "p_value", "p_mcse", "p_adjusted", "random_q95",
+            "converged"]
+    with pd.option_context("display.width", 180, "display.float_format", "{:.3f}".format):
+        print(result.summary_table()[cols].to_string(index=False))
+    ex = result.settings.get("permutation_exchangeable_rows")
+    if ex is not None and ex < 0.5:
+        print(f"note: only {100 * ex:.0f}% of the rows belong to groups that a grouped permutation can exchange "
+              "(groups are exchanged among groups of equal size); group-level attributes barely move under the null")
+    dg = result.diagnostics
+    if dg["fits_not_converged"]:
+        print(f"note: {dg['fits_not_converged']} of {dg['fits_total']} probe fits did not converge (iteration cap, or "
+              f"stalled above the float32 floor; largest max |gradient| {dg['replicate_grad_max']:.1e}); "
+              "see 'fit' per task and 'warnings' in wsca.json")
+    print(f"wrote {args.out}/wsca.json and report.html")
 
 
 def main(argv=None) -> int:

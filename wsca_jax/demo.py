@@ -38,8 +38,11 @@ def demo_data(dataset: str = "auto", data_dir: str | None = None):
 def _m(metrics: dict) -> dict:
     """The summary.json record of one condition (the contract keys first)."""
     keys = ("max_abs_wsc", "ci", "p_value", "primary_auroc", "confounder_probe_auroc", "p_value_conditional",
-            "null_q95", "null_q95_conditional", "random_q95", "probe_max_abs_wsc", "source", "n_train")
-    return {k: metrics.get(k) for k in keys}
+            "null_q95", "null_q95_conditional", "random_q95", "probe_max_abs_wsc", "source", "n_train",
+            "test", "p_value_mcse", "ci_method", "ci_fallback")
+    out = {k: metrics.get(k) for k in keys}
+    out["converged"] = (metrics.get("fit") or {}).get("converged")
+    return out
 
 
 def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epochs: int | None = None,

@@ -122,8 +122,8 @@ def design_table(ds: ImageDataset, spec: ShortcutSpec) -> pd.DataFrame:
 
 
 def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int = 0, *, train_cfg=None,
-                  bootstrap: int = 200, permutations: int = 200, conditional: bool = True, workdir: str | None = None,
-                  progress: bool = False) -> dict:
+                  bootstrap: int = 200, permutations: int = 200, max_permutations: int | None = None,
+                  conditional: bool = True, workdir: str | None = None, progress: bool = False) -> dict:
     """Train, embed the training rows and analyse primary x confounder for one condition.
 
     Args:
@@ -136,7 +136,10 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     Returns:
       ``{"metrics": M, "result": WscaResult, "conditional": WscaResult | None, "record": run record}``
       where M holds ``max_abs_wsc, ci, p_value, p_value_conditional, null_q95, null_q95_conditional,
-      random_q95, primary_auroc, confounder_probe_auroc, wsc, cell, probe_max_abs_wsc``.
+      random_q95, primary_auroc, confounder_probe_auroc, wsc, cell, probe_max_abs_wsc`` and the
+      diagnostics ``test, p_value_mcse, n_permutations, ci_method, ci_fallback, fit, warnings``.
+      Multi-task runs compare fixed heads: ``p_value`` is None (no null of their statistic here),
+      ``null_q95`` is the probe permutation null's 95% point, for reference only.
     """
     from .embed import embed
     from .train import TrainConfig, fit
@@ -163,7 +166,7 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
                          "group": arrays["group"]})
     heads = {spec.confounder: arrays[f"head_{spec.confounder}"]} if setting == "multi_task" else None
     common = dict(tasks=[spec.confounder], categorical=[spec.confounder], group_column="group",
-                  bootstrap=bootstrap, seed=seed, task_heads=heads)
+                  bootstrap=bootstrap, seed=seed, task_heads=heads, max_permutations=max_permutations)
     result = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"],
                      permutations=permutations, **common)
     cond = None
@@ -181,16 +184,24 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
          "confounder_probe_auroc": t.probe.get("auroc"),
          "probe_max_abs_wsc": s.get("probe_max_abs_wsc"),
          "wsc": np.asarray(t.wsc).tolist(), "cell": s["cell"], "classes": list(t.classes),
-         "n_train": int(result.n_samples), "source": t.source}
+         "n_train": int(result.n_samples), "source": t.source,
+         "test": s.get("test"), "p_value_mcse": s.get("p_value_mcse"), "n_permutations": s.get("n_permutations"),
+         "p_value_conditional_mcse": None if cond is None else cond.tasks[spec.confounder].summary.get("p_value_mcse"),
+         "ci_method": s.get("ci_method"), "ci_fallback": s.get("ci_fallback"), "fit": t.fit,
+         "warnings": list(result.warnings) + ([] if cond is None else list(cond.warnings))}
     return {"metrics": m, "result": result, "conditional": cond, "record": record}
 
 
 def verdict(m: dict, alpha: float = 0.05) -> str:
     """One plain-language line for a condition's metrics."""
     p = m["p_value"]
-    used = p is not None and p < alpha
+    if p is None:
+        ref = "" if m.get("null_q95") is None else f"; probe null 95% {m['null_q95']:.3f}, not its null"
+        return (f"max |WSC| {m['max_abs_wsc']:.3f} of the jointly trained heads: not tested (no null of "
+                f"networks trained with permuted labels{ref})")
+    used = p < alpha
     line = (f"max |WSC| {m['max_abs_wsc']:.3f} (null 95% {m['null_q95']:.3f}, p {p:.3f}): "
-            + ("the decision aligns with the confounder" if used else "no alignment beyond the null"))
+            + ("aligned beyond chance" if used else "not detected (no evidence of non-use)"))
     pc = m.get("p_value_conditional")
     if used and pc is not None:
         line += (f"; beyond the class-confounder association too (within-class p {pc:.3f})" if pc < alpha else

@@ -14,10 +14,17 @@ Numerical design:
   * Embeddings are centred and rotated once into their principal axes (``Basis``). Rotation is
     exact (the L2 penalty is rotation invariant; centring is absorbed by the unpenalised intercept)
     and makes a diagonal preconditioner ``1 / (c * var_d + reg)`` nearly exact for the data term.
-  * L-BFGS with that preconditioner for all problems in lock-step inside one ``lax.while_loop``
-    (stopping when every problem meets the gradient tolerance, or at the iteration cap), and an
-    exact two-step Newton line search along the direction: the logits move by ``alpha * X d``, so
-    a line search costs one matmul.
+  * L-BFGS with a Kronecker-factored preconditioner for all problems in lock-step inside one
+    ``lax.while_loop``, and a two-step Newton line search along the direction (the logits move by
+    ``alpha * X d``, so a line search costs one matmul) with an Armijo test and backtracking where
+    the Newton steps fail. The loop stops when every problem has met the gradient tolerance or
+    stalled (no progress beyond float32 rounding for ``patience`` iterations), or at the cap. Each
+    fit carries ``converged``: False at the cap, or when it stalled with a gradient above its own
+    float32 rounding floor -- such a fit is flagged, never reported as converged.
+  * Float32 care where near-separable problems (large C) need it: the loss is
+    ``log1p(sum of the other classes)`` of max-shifted logits, the label's residual is
+    ``-sum of the other probabilities``, and the logits are recomputed from the weights every few
+    iterations (no drift of the incremental update).
   * Two GEMMs per iteration over all tasks and replicates at once:
     ``(N, D) @ (D, R*T*K)`` and its transpose. Convergence diagnostics come back as arrays.
   * ``solver="ridge"``: closed-form ridge regression on one-hot targets (one factorisation per
@@ -47,6 +54,9 @@ class ProbeConfig(NamedTuple):
       warm_iter: iteration cap for replicates warm-started at the full-data solution (bootstrap,
         jackknife, cross-validation folds).
       history: L-BFGS memory.
+      patience: iterations without progress (objective down by more than its float32 rounding
+        floor, or max |gradient| down by 10%) after which a problem counts as stalled; a stalled
+        fit is converged only if its gradient is at its float32 floor.
       solver: ``"lbfgs"`` (logistic, the paper's probe) or ``"ridge"`` (closed form, one-hot targets).
       chunk: replicates per compiled call; every call is padded to this many so that one
         compilation serves them all (memory ~ 6 * chunk * T * N * K * 4 bytes).
@@ -54,9 +64,10 @@ class ProbeConfig(NamedTuple):
 
     C: float = 1.0
     tol: float = 1e-5
-    max_iter: int = 300
-    warm_iter: int = 150
+    max_iter: int = 1000
+    warm_iter: int = 500
     history: int = 10
+    patience: int = 100
     solver: str = "lbfgs"
     chunk: int = 8
 
@@ -64,6 +75,7 @@ class ProbeConfig(NamedTuple):
         return {"model": "multinomial_logistic_l2" if self.solver == "lbfgs" else "ridge_one_hot",
                 "C": self.C, "solver": self.solver, "tol": self.tol, "max_iter": self.max_iter,
                 "warm_iter": self.warm_iter, "history": self.history,
+                "patience": self.patience,
                 "objective": "mean weighted cross-entropy + ||W||^2 / (2 C n)"}
 
 
@@ -94,6 +106,10 @@ class ProbeFit(NamedTuple):
       objective: ``(..., T)`` final objective value.
       grad_max: ``(..., T)`` max |gradient| at the end (scikit-learn's stopping criterion).
       iterations: ``(...)`` L-BFGS iterations run (shared by the replicates of one compiled call).
+      converged: ``(..., T)`` bool: ``max |gradient| <= tol``, or stalled with the gradient at its
+        float32 rounding floor. False: the fit is not to be trusted (iteration cap, or a stall
+        above the floor).
+      grad_floor: ``(..., T)`` the largest entry of the gradient's float32 rounding floor.
     """
 
     coef: jax.Array
@@ -101,6 +117,8 @@ class ProbeFit(NamedTuple):
     objective: jax.Array
     grad_max: jax.Array
     iterations: jax.Array
+    converged: jax.Array
+    grad_floor: jax.Array
 
 
 def make_basis(embeddings: np.ndarray) -> Basis:
@@ -150,14 +168,34 @@ def _masked_logits(z, class_mask):
     return jnp.where(class_mask[:, None, :], z, -jnp.inf)
 
 
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
 def _loss_terms(z, labels, weights, class_mask):
-    """Per-task weighted CE sum and probabilities. z (T,N,K) -> ((T,), p (T,N,K))."""
+    """Per-task weighted CE, its float32 rounding scale, and probabilities. z (T,N,K).
+
+    Computed from the max-shifted logits ``s = z - max z`` as ``log1p(sum_{k != max} e^s_k) - s_y``,
+    so that confident rows keep their (tiny) loss instead of rounding ``log(1 + delta)`` to 0: near
+    separable problems (large C) live on those terms. Returns ``ce (T,)``, ``scale (T,)`` =
+    ``sum_i w_i (|s_yi| + lse_i)`` (what rounding errors are proportional to) and ``p (T, N, K)``.
+    """
     zm = _masked_logits(z, class_mask)
-    lse = jax.nn.logsumexp(zm, axis=-1)
-    zy = jnp.take_along_axis(z, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
-    ce = jnp.sum(weights * (lse - zy), axis=1)
-    p = jnp.exp(zm - lse[..., None])
-    return ce, p
+    top = jnp.argmax(zm, axis=-1)
+    s = zm - jnp.take_along_axis(zm, top[..., None], axis=-1)
+    e = jnp.exp(s)
+    others = jnp.sum(jnp.where(jnp.arange(z.shape[-1]) == top[..., None], 0.0, e), axis=-1)
+    lse = jnp.log1p(others)
+    sy = jnp.take_along_axis(s, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+    sy = jnp.where(labels >= 0, sy, 0.0)
+    ce = jnp.sum(weights * (lse - sy), axis=1)
+    scale = jnp.sum(weights * (jnp.abs(sy) + lse), axis=1)
+    return ce, scale, e / (1.0 + others)[..., None]
+
+
+def _residual(p, y1):
+    """``p - onehot(y)`` with the label's entry computed as ``-sum_{k != y} p_k`` (no cancellation
+    when ``p_y`` is close to 1). p, y1 ``(..., N, K)``."""
+    return jnp.where(y1 > 0, -jnp.sum(p * (1.0 - y1), axis=-1, keepdims=True), p)
 
 
 def _onehot(labels, k):
@@ -190,12 +228,6 @@ class Precond(NamedTuple):
     lA: jax.Array
     UB: jax.Array
     lB: jax.Array
-
-
-class _State(NamedTuple):
-    W: jax.Array; b: jax.Array; z: jax.Array; p: jax.Array; f: jax.Array   # noqa: E702
-    gW: jax.Array; gb: jax.Array                              # noqa: E702
-    SW: jax.Array; Sb: jax.Array; YW: jax.Array; Yb: jax.Array; rho: jax.Array  # noqa: E702
 
 
 def _consts(labels, weights, class_mask, C) -> _Consts:
@@ -243,45 +275,79 @@ def _apply_precond(P: Precond, reg, gW, gb):
     return G[..., :d], G[..., d]
 
 
-def _value_grad(x, cs: _Consts, W, b, z):
-    ce, p = _loss_terms(z, cs.labels, cs.wn, cs.class_mask)
-    f = ce + 0.5 * cs.reg * jnp.sum(W * W, axis=(1, 2))
-    gW, gb = _grad_from_p(x, cs, W, p)
-    return f, gW, gb, p
+class _State(NamedTuple):
+    W: jax.Array; b: jax.Array; z: jax.Array; p: jax.Array; f: jax.Array   # noqa: E702
+    fl: jax.Array                                             # (T,) float32 rounding floor of f
+    gW: jax.Array; gb: jax.Array                              # noqa: E702
+    SW: jax.Array; Sb: jax.Array; YW: jax.Array; Yb: jax.Array; rho: jax.Array  # noqa: E702
+
+
+def _round_factor(cs: _Consts):
+    """Growth of float32 rounding over a weighted sum of N terms (random-walk estimate ``2 + sqrt(n)``)."""
+    return _EPS32 * (2.0 + jnp.sqrt(jnp.sum(cs.wn > 0, axis=1).astype(jnp.float32)))
+
+
+def _objective(cs: _Consts, W, z):
+    """f (T,), its float32 rounding floor (T,) and probabilities (T, N, K) at logits z."""
+    ce, scale, p = _loss_terms(z, cs.labels, cs.wn, cs.class_mask)
+    pen = 0.5 * cs.reg * jnp.sum(W * W, axis=(1, 2))
+    return ce + pen, _round_factor(cs) * (scale + pen), p
 
 
 def _grad_from_p(x, cs: _Consts, W, p):
-    r = (p - cs.y1) * cs.wn[..., None]
+    r = _residual(p, cs.y1) * cs.wn[..., None]
     maskf = cs.class_mask.astype(x.dtype)
     gW = (jnp.einsum("tnk,nd->tkd", r, x) + cs.reg[:, None, None] * W) * maskf[..., None]
     gb = jnp.sum(r, axis=1) * maskf
     return gW, gb
 
 
+def _grad_floor(x, cs: _Consts, W, p):
+    """Entrywise float32 rounding floor of the gradient ``((T,K,D), (T,K))``: the rounding factor
+    times the sum of the absolute values of the terms it adds up."""
+    r = jnp.abs(_residual(p, cs.y1)) * cs.wn[..., None]
+    fac = _round_factor(cs)
+    fW = (jnp.einsum("tnk,nd->tkd", r, jnp.abs(x)) + cs.reg[:, None, None] * jnp.abs(W)) * fac[:, None, None]
+    fb = jnp.sum(r, axis=1) * fac[:, None]
+    return fW, fb
+
+
 def _init(x, cs: _Consts, W0, b0, history) -> _State:
     z = jnp.einsum("nd,tkd->tnk", x, W0) + b0[:, None, :]
-    f, gW, gb, p = _value_grad(x, cs, W0, b0, z)
+    f, fl, p = _objective(cs, W0, z)
+    gW, gb = _grad_from_p(x, cs, W0, p)
     SW = jnp.zeros((history,) + W0.shape, x.dtype)
     Sb = jnp.zeros((history,) + b0.shape, x.dtype)
-    return _State(W0, b0, z, p, f, gW, gb, SW, Sb, jnp.zeros_like(SW), jnp.zeros_like(Sb),
+    return _State(W0, b0, z, p, f, fl, gW, gb, SW, Sb, jnp.zeros_like(SW), jnp.zeros_like(Sb),
                   jnp.zeros((history, W0.shape[0]), x.dtype))
+
+
+_REFRESH = 10
+
+
+def _refresh(x, cs: _Consts, st: _State) -> _State:
+    """Recompute logits, objective, probabilities and gradient exactly from ``(W, b)``."""
+    z = jnp.einsum("nd,tkd->tnk", x, st.W) + st.b[:, None, :]
+    f, fl, p = _objective(cs, st.W, z)
+    gW, gb = _grad_from_p(x, cs, st.W, p)
+    return st._replace(z=z, f=f, fl=fl, p=p, gW=gW, gb=gb)
 
 
 def _grad_max(st: _State):
     return jnp.maximum(jnp.max(jnp.abs(st.gW), axis=(-2, -1)), jnp.max(jnp.abs(st.gb), axis=-1))
 
 
-def _step(x, P: Precond, cs: _Consts, st: _State, it) -> _State:
-    """One L-BFGS iteration (two-loop direction, exact two-step Newton line search) for T tasks."""
-    maskf = cs.class_mask.astype(x.dtype)
+def _direction(P: Precond, cs: _Consts, st: _State, it):
+    """L-BFGS two-loop direction ``(dW (T,K,D), db (T,K))`` with the K-FAC preconditioner as the
+    initial Hessian; the preconditioned gradient where that is not a descent direction."""
+    maskf = cs.class_mask.astype(st.W.dtype)
     m = st.rho.shape[0]
 
     def precond(g):
         out = _apply_precond(P, cs.reg, g[0], g[1])
         return (out[0] * maskf[..., None], out[1] * maskf)
 
-    # two-loop recursion over the circular buffer, newest pair first
-    newest = (it - 1) % m
+    newest = (it - 1) % m                                     # circular buffer, newest pair first
     order = (newest - jnp.arange(m)) % m
     g = (st.gW, st.gb)
 
@@ -304,60 +370,99 @@ def _step(x, P: Precond, cs: _Consts, st: _State, it) -> _State:
         return (r[0] + coeff[:, None, None] * s[0], r[1] + coeff[:, None] * s[1]), None
 
     r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
-    d = (-r[0], -r[1])
-    # fall back to the preconditioned gradient when d is not a descent direction
-    bad = ~(_pdot(g, d) < 0)
+    bad = ~(_pdot(g, (-r[0], -r[1])) < 0)
     pg = precond(g)
-    dW = jnp.where(bad[:, None, None], -pg[0], d[0]) * maskf[..., None]
-    db = jnp.where(bad[:, None], -pg[1], d[1]) * maskf
+    dW = jnp.where(bad[:, None, None], -pg[0], -r[0]) * maskf[..., None]
+    db = jnp.where(bad[:, None], -pg[1], -r[1]) * maskf
+    return dW, db
+
+
+_ARMIJO = 1e-4
+_MAX_BACKTRACK = 40
+
+
+def _line_search(cs: _Consts, st: _State, dW, db, u):
+    """Step length along ``(dW, db)`` (logits move by ``alpha * u``) for every task.
+
+    Two Newton steps on ``phi(alpha)`` from 0 (slope and curvature known from the gradient and the
+    current probabilities), the lower of the two that meets the Armijo condition
+    ``phi(alpha) <= phi(0) + 1e-4 alpha phi'(0) + floor`` (floor: float32 rounding of ``phi``);
+    where neither does, backtracking by safeguarded quadratic interpolation. Returns
+    ``alpha, f, fl, p, ok`` per task; ``ok`` False means no acceptable step was found.
+    """
+    slope = _pdot((st.gW, st.gb), (dW, db))                               # (T,) < 0
+
+    def phi(alpha):
+        W = st.W + alpha[:, None, None] * dW
+        return _objective(cs, W, st.z + alpha[:, None, None] * u)
+
+    def derivs(p, alpha):
+        Wa = st.W + alpha[:, None, None] * dW
+        pu = jnp.sum(p * u, axis=-1)
+        d1 = jnp.sum(cs.wn * jnp.sum(_residual(p, cs.y1) * u, axis=-1), axis=1) + cs.reg * jnp.sum(Wa * dW, axis=(1, 2))
+        d2 = jnp.sum(cs.wn * (jnp.sum(p * u * u, axis=-1) - pu * pu), axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
+        return d1, d2
+
+    def armijo(alpha, f):
+        return jnp.isfinite(f) & (f <= st.f + _ARMIJO * alpha * slope + st.fl)
+
+    _, d2_0 = derivs(st.p, jnp.zeros_like(slope))
+    a1 = jnp.clip(-slope / jnp.maximum(d2_0, 1e-30), 0.0, 1e6)
+    f1, fl1, p1 = phi(a1)
+    d1b, d2b = derivs(p1, a1)
+    a2 = jnp.clip(a1 - d1b / jnp.maximum(d2b, 1e-30), 0.0, 1e6)
+    f2, fl2, p2 = phi(a2)
+    ok1, ok2 = armijo(a1, f1), armijo(a2, f2)
+    use2 = ok2 & (~ok1 | (f2 < f1))
+    pick = lambda a, b: jnp.where(use2.reshape(use2.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
+    start = (pick(a2, a1), pick(f2, f1), pick(fl2, fl1), pick(p2, p1), ok1 | ok2, jnp.asarray(0))
+
+    def cond(c):
+        return jnp.any(~c[4]) & (c[5] < _MAX_BACKTRACK)
+
+    def body(c):
+        alpha, f, fl, p, ok, j = c
+        excess = f - st.f - slope * alpha
+        interp = -slope * alpha * alpha / (2.0 * jnp.maximum(excess, 1e-30))
+        interp = jnp.where(jnp.isfinite(f) & (excess > 0), interp, 0.1 * alpha)
+        trial = jnp.where(ok, alpha, jnp.clip(interp, 0.1 * alpha, 0.5 * alpha))
+        ft, flt, pt = phi(trial)
+        okt = ok | armijo(trial, ft)
+        keep = lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), old, new)  # noqa: E731
+        return trial, keep(ft, f), keep(flt, fl), keep(pt, p), okt, j + 1
+
+    alpha, f, fl, p, ok, _ = jax.lax.while_loop(cond, body, start)
+    return alpha, f, fl, p, ok
+
+
+def _step(x, P: Precond, cs: _Consts, st: _State, it) -> _State:
+    """One L-BFGS iteration (two-loop direction, Newton line search with Armijo backtracking)."""
+    maskf = cs.class_mask.astype(x.dtype)
+    m = st.rho.shape[0]
+    dW, db = _direction(P, cs, st, it)
     u = jnp.einsum("nd,tkd->tnk", x, dW) + db[:, None, :]
     u = jnp.where(cs.class_mask[:, None, :], u, 0.0)
-
-    def along(alpha):
-        """phi(alpha), phi'(alpha), phi''(alpha) and the probabilities, for every task."""
-        zz = st.z + alpha[:, None, None] * u
-        ce, p = _loss_terms(zz, cs.labels, cs.wn, cs.class_mask)
-        Wa = st.W + alpha[:, None, None] * dW
-        f = ce + 0.5 * cs.reg * jnp.sum(Wa * Wa, axis=(1, 2))
-        uy = jnp.take_along_axis(u, jnp.maximum(cs.labels, 0)[..., None], axis=-1)[..., 0]
-        pu = jnp.sum(p * u, axis=-1)
-        d1 = jnp.sum(cs.wn * (pu - uy), axis=1) + cs.reg * jnp.sum(Wa * dW, axis=(1, 2))
-        return f, d1, _curvature(p, u), p
-
-    def _curvature(p, u):
-        pu = jnp.sum(p * u, axis=-1)
-        return jnp.sum(cs.wn * (jnp.sum(p * u * u, axis=-1) - pu * pu), axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
-
-    # exact line search: Newton steps on phi(alpha) from alpha = 0 (slope and curvature at 0 are
-    # known from the gradient and the current probabilities), then one more from alpha_1
-    d1 = _pdot(g, (dW, db))
-    a1 = jnp.clip(-d1 / jnp.maximum(_curvature(st.p, u), 1e-30), 0.0, 1e6)
-    f1, d1b, d2b, p1 = along(a1)
-    a2 = jnp.clip(a1 - d1b / jnp.maximum(d2b, 1e-30), 0.0, 1e6)
-    f2, d1c, _, p2 = along(a2)
-    use2 = jnp.abs(d1c) <= jnp.abs(d1b)                                 # closer to the line's minimum
-    alpha = jnp.where(use2, a2, a1)
-    fa = jnp.where(use2, f2, f1)
-    # reject a step that increases the objective beyond float32 rounding; restart the memory then
-    accept = fa <= st.f + 1e-6 * (1.0 + jnp.abs(st.f))
-    alpha = jnp.where(accept, alpha, 0.0)
-    f = jnp.where(accept, fa, st.f)
-    sel = lambda a, b_, c: jnp.where(accept[:, None, None], jnp.where(use2[:, None, None], a, b_), c)  # noqa: E731
-    p = sel(p2, p1, st.p)
+    alpha, fa, fla, pa, ok = _line_search(cs, st, dW, db, u)
+    # no acceptable step: stay, and restart the memory from the preconditioned gradient
+    alpha = jnp.where(ok, alpha, 0.0)
+    okb = ok[:, None, None]
+    f = jnp.where(ok, fa, st.f)
+    fl = jnp.where(ok, fla, st.fl)
+    p = jnp.where(okb, pa, st.p)
     W = st.W + alpha[:, None, None] * dW
-    b = st.b + alpha[:, None] * db
+    b = st.b + alpha[:, None] * db * maskf
     z = st.z + alpha[:, None, None] * u
     gW, gb = _grad_from_p(x, cs, W, p)
     s = (W - st.W, b - st.b)
     yv = (gW - st.gW, gb - st.gb)
     sy = _pdot(s, yv)
-    ok = sy > 1e-10 * jnp.sqrt(jnp.maximum(_pdot(yv, yv), 1e-30) * jnp.maximum(_pdot(s, s), 1e-30))
+    good = sy > 1e-10 * jnp.sqrt(jnp.maximum(_pdot(yv, yv), 1e-30) * jnp.maximum(_pdot(s, s), 1e-30))
     slot = it % m
-    return _State(W, b, z, p, f, gW, gb,
+    return _State(W, b, z, p, f, fl, gW, gb,
                   st.SW.at[slot].set(s[0]), st.Sb.at[slot].set(s[1]),
                   st.YW.at[slot].set(yv[0]), st.Yb.at[slot].set(yv[1]),
-                  jnp.where(accept[None, :], st.rho, 0.0).at[slot].set(
-                      jnp.where(ok & accept, 1.0 / jnp.where(ok, sy, 1.0), 0.0)))
+                  jnp.where(ok[None, :], st.rho, 0.0).at[slot].set(
+                      jnp.where(good & ok, 1.0 / jnp.where(good, sy, 1.0), 0.0)))
 
 
 def _ridge_fit(x, labels, weights, class_mask, C):
@@ -375,20 +480,22 @@ def _ridge_fit(x, labels, weights, class_mask, C):
     b = (mu_y - jnp.einsum("tkd,td->tk", W, mu_x)) * class_mask
     resid = (y1 - jnp.einsum("nd,tkd->tnk", x, W) - b[:, None, :]) * class_mask[:, None, :]
     f = 0.5 * jnp.sum(wn * jnp.sum(resid ** 2, -1), 1) + 0.5 / (C * n) * jnp.sum(W * W, (1, 2))
-    return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype), jnp.asarray(0))
+    return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype), jnp.asarray(0), jnp.ones((T,), bool), jnp.zeros((T,), x.dtype))
 
 
 @partial(jax.jit, static_argnames=("history", "solver", "init_batched", "patience"))
 def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, tol, *, history=10,
-                solver="lbfgs", init_batched=False, patience=10):
+                solver="lbfgs", init_batched=False, patience=100):
     """Fit every task for every replicate in one compiled call.
 
     The L-BFGS iterations of all ``R x T`` problems run in lock-step inside one ``lax.while_loop``
-    that stops after ``n_iter`` iterations or once every problem has ``max |grad| <= tol``
-    (scikit-learn's criterion) or has stalled (no 10% reduction of its gradient in ``patience``
-    iterations: float32 round-off in the gradient sets a floor that large-scale features can lift
-    above ``tol``); ``n_iter`` and ``tol`` are traced values, so one compilation serves warm and
-    cold starts.
+    that stops after ``n_iter`` iterations or once every problem has either met the gradient
+    tolerance ``max |grad| <= tol`` (scikit-learn's criterion) or stalled: ``patience`` iterations
+    in which neither the objective fell by more than its float32 rounding floor nor ``max |grad|``
+    by 10%. A stalled problem counts as converged only if its gradient is at its own float32
+    rounding floor (every entry within the rounding error of the sum that computes it); otherwise,
+    and at the iteration cap, it is flagged ``converged = False``. ``n_iter`` and ``tol`` are traced
+    values, so one compilation serves warm and cold starts.
 
     Args:
       x: ``(N, D)`` rotated centred embeddings; precond: :class:`Precond` shared by the replicates
@@ -407,24 +514,36 @@ def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, t
     cs = jax.vmap(_consts, in_axes=(0, 0, None, None))(labels, weights, class_mask, C)
     st = jax.vmap(_init, in_axes=(None, 0, init_ax, init_ax, None))(x, cs, coef0, b0, history)
     step = jax.vmap(_step, in_axes=(None, None, 0, 0, None))
+    refresh = jax.vmap(partial(_refresh, x), in_axes=(0, 0))
 
     def cond(carry):
-        it, st, best, since = carry
+        it, st, f_best, g_best, since = carry
         done = (_grad_max(st) <= tol) | (since >= patience)
         return (it <= n_iter) & ~jnp.all(done)
 
     def body(carry):
-        it, st, best, since = carry
+        it, st, f_best, g_best, since = carry
         st = step(x, precond, cs, st, it)
+        # the logits are updated incrementally (z += alpha u); recompute them from (W, b) now and
+        # then, so float32 drift cannot leave the gradient inconsistent with the weights
+        st = jax.lax.cond(it % _REFRESH == 0, lambda s: refresh(cs, s), lambda s: s, st)
         g = _grad_max(st)
-        improved = g < 0.9 * best
-        return it + 1, st, jnp.where(improved, g, best), jnp.where(improved, 0, since + 1)
+        f_down = st.f < f_best - st.fl
+        g_down = g < 0.9 * g_best
+        return (it + 1, st, jnp.where(f_down, st.f, f_best), jnp.where(g_down, g, g_best),
+                jnp.where(f_down | g_down, 0, since + 1))
 
     g0 = _grad_max(st)
-    it, st, _, _ = jax.lax.while_loop(cond, body, (jnp.asarray(1), st, g0, jnp.zeros_like(g0, jnp.int32)))
+    it, st, _, _, since = jax.lax.while_loop(
+        cond, body, (jnp.asarray(1), st, st.f, g0, jnp.zeros_like(g0, jnp.int32)))
+    fW, fb = jax.vmap(_grad_floor, in_axes=(None, 0, 0, 0))(x, cs, st.W, st.p)
+    at_floor = (jnp.all(jnp.abs(st.gW) <= fW, axis=(-2, -1)) & jnp.all(jnp.abs(st.gb) <= fb, axis=-1))
+    g = _grad_max(st)
+    converged = (g <= tol) | ((since >= patience) & at_floor)
+    floor = jnp.maximum(jnp.max(fW, axis=(-2, -1)), jnp.max(fb, axis=-1))
     b = st.b * class_mask.astype(x.dtype)
     iterations = jnp.full((labels.shape[0],), it - 1)
-    return ProbeFit(st.W, b, st.f, _grad_max(st), iterations)
+    return ProbeFit(st.W, b, st.f, g, iterations, converged, floor)
 
 
 def initial_params(labels: np.ndarray, class_mask: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -478,8 +597,8 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
         lab = labels[idx] if labels_batched else np.broadcast_to(labels, (chunk,) + labels.shape)
         w_task = weights[idx][:, None, :] * (lab >= 0)
         fit = fit_batched(basis.x, precond, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
-                              c0, bb0, jnp.float32(config.C), jnp.int32(n_iter), jnp.float32(config.tol),
-                              history=int(config.history), solver=config.solver)
+                          c0, bb0, jnp.float32(config.C), jnp.int32(n_iter), jnp.float32(config.tol),
+                          history=int(config.history), solver=config.solver, patience=int(config.patience))
         outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], fit))
         if progress is not None:
             progress(stop - start)
@@ -498,7 +617,7 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
       sample_weight: ``(N,)`` optional.
     Returns:
       dict with ``coef (T, K, D)``, ``intercept (T, K)``, ``objective (T,)``, ``grad_max (T,)``,
-      ``iterations``.
+      ``iterations``, ``converged (T,)`` and ``grad_floor (T,)`` (see :class:`ProbeFit`).
 
     Example:
       >>> from sklearn.datasets import load_digits
@@ -520,4 +639,4 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
     fit = fit_replicates(basis, labels, w, class_mask, config)
     coef, intercept = to_original(fit.coef[0], fit.intercept[0], basis)
     return {"coef": coef, "intercept": intercept, "objective": fit.objective[0], "grad_max": fit.grad_max[0],
-            "iterations": int(fit.iterations[0])}
+            "iterations": int(fit.iterations[0]), "converged": fit.converged[0], "grad_floor": fit.grad_floor[0]}

@@ -7,8 +7,12 @@ All resampling is expressed as *weights* or *label permutations* over the same e
 * :func:`jackknife_weights` -- delete-one-block weights for the BCa acceleration.
 * :func:`permutation_indices` -- label permutations (with groups: groups exchanged among groups
   of equal size, rows shuffled within them).
-* :func:`percentile_interval`, :func:`bca_interval` -- as ``scipy.stats.bootstrap``.
-* :func:`permutation_pvalue`, :func:`holm` -- two-sided permutation p-values, Holm adjustment.
+* :func:`percentile_interval`, :func:`bca_interval` -- as ``scipy.stats.bootstrap``;
+  :func:`guarded_bca_interval` -- BCa that falls back to the percentile interval (and says why)
+  where the bias correction is extreme or the interval narrower than the bootstrap spread.
+* :func:`permutation_pvalue`, :func:`holm` -- two-sided permutation p-values, Holm adjustment;
+  :func:`pvalue_mcse`, :func:`near_threshold` -- Monte Carlo error of a permutation p-value, and
+  whether more permutations are needed to decide it against alpha.
 * :func:`random_direction_null` -- cosines between random directions in the projected space
   (the analogue of the paper's inter-network null).
 """
@@ -162,6 +166,45 @@ def bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_jack: np.n
     return out[0], out[1]
 
 
+def guarded_bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_jack: np.ndarray,
+                         confidence: float = 0.95, min_tail: int = 5, min_width: float = 0.5):
+    """BCa where it can be trusted, the percentile interval where it cannot.
+
+    BCa reads its ends at bias-corrected levels ``q = Phi(z0 + (z0 + z_a) / (1 - a (z0 + z_a)))``.
+    With nearly all replicates on one side of the estimate (a non-smooth statistic such as max |WSC|
+    bounded at 0) ``z0`` is extreme and both ends come from the last few replicates: an interval
+    that is far narrower than the bootstrap distribution and may exclude the estimate. Elementwise,
+    the percentile interval is used instead when
+
+      * fewer than ``max(2, min(min_tail, B a / 2))`` replicates lie beyond either adjusted level
+        (``extreme_z0``), or
+      * the BCa interval is narrower than ``min_width`` times the percentile interval
+        (``narrower_than_spread``).
+
+    Args:
+      theta_hat: ``(...)``.  theta_boot: ``(B, ...)``.  theta_jack: ``(J, ...)``.
+    Returns:
+      ``(low, high, fallback, z0)``: ``fallback`` is an array of ``""`` (BCa used) or the reason.
+    """
+    theta_hat = np.asarray(theta_hat, float)
+    tb = np.asarray(theta_boot, float)
+    B = tb.shape[0]
+    alpha = (1 - confidence) / 2
+    lo_b, hi_b = bca_interval(theta_hat, tb, theta_jack, confidence)
+    lo_p, hi_p = percentile_interval(tb, confidence)
+    pct = ((tb < theta_hat).sum(0) + (tb <= theta_hat).sum(0)) / (2.0 * B)
+    z0 = special.ndtri(pct)
+    # replicates beyond the adjusted levels, read from where the BCa ends fall in the sorted replicates
+    below = (tb < lo_b).sum(0)
+    above = (tb > hi_b).sum(0)
+    need = max(2.0, min(float(min_tail), B * alpha / 2))
+    extreme = (below < need) | (above < need) | ~np.isfinite(z0)
+    narrow = (hi_b - lo_b) < min_width * (hi_p - lo_p)
+    reason = np.where(extreme, "extreme_z0", np.where(narrow, "narrower_than_spread", ""))
+    use_p = reason != ""
+    return np.where(use_p, lo_p, lo_b), np.where(use_p, hi_p, hi_b), reason, z0
+
+
 def _percentile_per_element(tb: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``np.percentile(tb[:, idx], q[idx])`` for every trailing index (linear interpolation)."""
     flat = tb.reshape(tb.shape[0], -1)
@@ -178,6 +221,24 @@ def permutation_pvalue(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     exceed = (nul >= obs - 1e-12 * np.maximum(obs, 1.0)).sum(0)
     p = (1.0 + exceed) / (nul.shape[0] + 1.0)
     return np.where(np.isfinite(obs), p, np.nan)
+
+
+def pvalue_mcse(p: np.ndarray, n_perm: int) -> np.ndarray:
+    """Monte Carlo standard error of a permutation p-value from ``n_perm`` permutations,
+    ``sqrt(p (1 - p) / n_perm)``: the p a rerun with fresh permutations would give scatters about
+    this much around the same exact (all-permutations) p."""
+    p = np.asarray(p, float)
+    return np.sqrt(np.clip(p * (1 - p), 0, None) / max(int(n_perm), 1))
+
+
+def near_threshold(p: np.ndarray, n_perm: int, thresholds, n_se: float = 3.0) -> np.ndarray:
+    """Whether each p is within ``n_se`` Monte Carlo standard errors of any threshold (so that more
+    permutations could change the decision). The SE is taken at the threshold, so that p = 1/(P+1)
+    is not 'near' by a vanishing SE."""
+    p = np.asarray(p, float)
+    t = np.asarray(thresholds, float).reshape((-1,) + (1,) * p.ndim)
+    se = pvalue_mcse(t, n_perm)
+    return np.any(np.abs(p[None] - t) <= n_se * se, axis=0)
 
 
 def holm(pvalues: np.ndarray) -> np.ndarray:

@@ -1,0 +1,112 @@
+"""Simulations with a known truth, for calibration tests and studies.
+
+:func:`multitask_networks` trains many small multi-task networks at once (one ``vmap`` over
+networks, one ``jit``): each sees its own draw of a synthetic dataset in which the primary label and a
+categorical attribute are encoded in the inputs, and learns a non-negative embedding with a
+primary head and an attribute head trained jointly -- the paper's multi-task setting in miniature.
+``dependence = 0`` makes the label independent of the attribute (the primary head has no reason to
+use it: the null for fixed-head WSC); ``dependence > 0`` lets the label depend on the attribute
+(the head should use it).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class MultitaskSim(NamedTuple):
+    """Arrays of ``M`` simulated networks.
+
+    Attributes:
+      embeddings: ``(M, N, E)`` non-negative training-set embeddings.
+      labels: ``(M, N)`` primary labels in {0, 1}.  attribute: ``(M, N)`` in {0 .. A-1}.
+      head_primary: ``(M, 2, E)``.  head_attribute: ``(M, A, E)``.
+      accuracy: ``(M, 2)`` training accuracy of the two heads.
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    attribute: np.ndarray
+    head_primary: np.ndarray
+    head_attribute: np.ndarray
+    accuracy: np.ndarray
+
+
+def _data(key, n: int, d_in: int, n_attr: int, dependence: float):
+    """One synthetic dataset: ``x (N, d_in)``, label ``(N,)``, attribute ``(N,)``."""
+    k_a, k_y, k_m, k_e = jax.random.split(key, 4)
+    attr = jax.random.randint(k_a, (n,), 0, n_attr)
+    # the label: a coin, or (dependence > 0) tilted towards attribute value 0
+    logit = dependence * 3.0 * jnp.where(attr == 0, 1.0, -1.0)
+    y = (jax.random.uniform(k_y, (n,)) < jax.nn.sigmoid(logit)).astype(jnp.int32)
+    latent = jnp.concatenate([(2.0 * y - 1.0)[:, None], jax.nn.one_hot(attr, n_attr) * 1.5], axis=1)
+    mix = jax.random.normal(k_m, (1 + n_attr, d_in)) / jnp.sqrt(1.0 + n_attr)
+    x = latent @ mix + 0.7 * jax.random.normal(k_e, (n, d_in))
+    return x, y, attr
+
+
+def _init(key, d_in: int, hidden: int, width: int, n_attr: int):
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    he = lambda k, a, b: jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a)  # noqa: E731
+    return {"w1": he(k1, d_in, hidden), "b1": jnp.zeros(hidden), "w2": he(k2, hidden, width), "b2": jnp.zeros(width),
+            "hy": he(k3, width, 2) * 0.1, "by": jnp.zeros(2), "ha": he(k4, width, n_attr) * 0.1, "ba": jnp.zeros(n_attr)}
+
+
+def _embed(params, x):
+    h = jax.nn.relu(x @ params["w1"] + params["b1"])
+    return jax.nn.relu(h @ params["w2"] + params["b2"])
+
+
+def _loss(params, x, y, attr, attr_weight):
+    z = _embed(params, x)
+    ce_y = optax.softmax_cross_entropy_with_integer_labels(z @ params["hy"] + params["by"], y).mean()
+    ce_a = optax.softmax_cross_entropy_with_integer_labels(z @ params["ha"] + params["ba"], attr).mean()
+    return ce_y + attr_weight * ce_a
+
+
+def _train_one(key, n, d_in, hidden, width, n_attr, dependence, attr_weight, steps, lr, permute):
+    k_data, k_init, k_perm = jax.random.split(key, 3)
+    x, y, attr = _data(k_data, n, d_in, n_attr, dependence)
+    attr = jnp.where(permute, jax.random.permutation(k_perm, attr), attr)
+    params = _init(k_init, d_in, hidden, width, n_attr)
+    opt = optax.adamw(lr, weight_decay=1e-4)
+    state = opt.init(params)
+
+    def step(carry, _):
+        params, state = carry
+        grads = jax.grad(_loss)(params, x, y, attr, attr_weight)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, state), None, length=steps)
+    z = _embed(params, x)
+    acc = jnp.stack([jnp.mean(jnp.argmax(z @ params["hy"] + params["by"], 1) == y),
+                     jnp.mean(jnp.argmax(z @ params["ha"] + params["ba"], 1) == attr)])
+    return z, y, attr, params["hy"].T, params["ha"].T, acc
+
+
+def multitask_networks(seed: int, n_networks: int, n: int = 400, *, d_in: int = 24, hidden: int = 64,
+                       width: int = 32, n_attr: int = 3, dependence: float = 0.0, attr_weight: float = 0.5,
+                       steps: int = 300, lr: float = 1e-2, permute_attribute: bool = False) -> MultitaskSim:
+    """Train ``n_networks`` two-head networks, each on its own synthetic draw (see module doc).
+
+    Args:
+      seed: master seed.  n_networks: M.  n: rows per dataset.  d_in, hidden, width: input, hidden and
+      embedding sizes.  n_attr: attribute classes.  dependence: 0 = label independent of the
+      attribute; > 0 = label tilted by it.  attr_weight: weight of the attribute head's loss.
+      steps, lr: full-batch AdamW steps and learning rate.
+      permute_attribute: train the attribute head on permuted attribute labels (a *null network*:
+        whatever its head aligns with, it is not the attribute); ``attribute`` returns them permuted.
+    Returns:
+      :class:`MultitaskSim` as NumPy arrays.
+    """
+    keys = jax.random.split(jax.random.PRNGKey(seed), n_networks)
+    train = jax.jit(jax.vmap(lambda k: _train_one(k, n, d_in, hidden, width, n_attr, dependence, attr_weight,
+                                                   steps, lr, permute_attribute)))
+    out = [np.asarray(a) for a in train(keys)]
+    return MultitaskSim(out[0], out[1].astype(int), out[2].astype(int), out[3], out[4], out[5])
