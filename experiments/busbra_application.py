@@ -62,13 +62,18 @@ def run(args) -> None:
         meta["case"] = arrays["group"]
         res = wsca.analyze(arrays["embeddings"], meta, "malignant", arrays["head_malignant"], tasks=list(TASKS),
                            categorical=["birads"], group_column="case", bootstrap=args.bootstrap,
-                           permutations=args.permutations, seed=seed)
+                           permutations=args.permutations, max_permutations=args.max_permutations, seed=seed)
         row = {"seed": seed, "primary_test_auroc": rec["test"]["malignant"]["auroc"], "tasks": {}}
         for name, t in res.tasks.items():
             row["tasks"][name] = {"classes": list(t.classes), "probe_auroc": t.probe["auroc"],
                                   "wsc": np.asarray(t.wsc).tolist(), "max_abs_wsc": t.summary["max_abs_wsc"],
                                   "ci": t.summary["ci"], "p_value": t.summary["p_value"],
-                                  "p_adjusted": t.summary["p_adjusted"], "null_q95": t.summary["null_q95"]}
+                                  "p_adjusted": t.summary["p_adjusted"], "null_q95": t.summary["null_q95"],
+                                  "p_value_mcse": t.summary.get("p_value_mcse"),
+                                  "n_permutations": t.summary.get("n_permutations"),
+                                  "ci_method": t.summary.get("ci_method"), "fit": t.fit}
+        row["warnings"] = list(res.warnings)
+        row["wsca_version"] = wsca.__version__
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"seed {seed}: test AUROC {row['primary_test_auroc']:.3f}; " + "; ".join(
@@ -154,6 +159,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--permutations", type=int, default=200)
+    p.add_argument("--max-permutations", type=int, default=2000,
+                   help="adaptive: more permutations while a p-value is within 3 Monte Carlo SE of alpha")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args()

@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from wsca_jax.data import load_dataset  # noqa: E402
 from wsca_jax.experiment import (artefact_spec, busbra_spec, condition_dataset, restrict_busbra,  # noqa: E402
-                                 run_condition, MT_TASK_WEIGHTS, EXPERIMENT_WIDTHS)
+                                 run_condition, null_network_wsc, MT_TASK_WEIGHTS, EXPERIMENT_WIDTHS)
 from wsca_jax.train import TrainConfig  # noqa: E402
+from wsca_jax import __version__ as wsca_version  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -79,17 +80,49 @@ def run_all(args) -> None:
                     cfg = TrainConfig(epochs=args.epochs, batch_size=32, widths=EXPERIMENT_WIDTHS,
                                       task_weights=MT_TASK_WEIGHTS if setting == "multi_task" else None)
                     t0 = time.time()
+                    # fixed (multi-task) heads: the probe permutation null is not their null (issue 8),
+                    # so no permutations are spent on them
                     r = run_condition(cd, spec, setting, seed, train_cfg=cfg, bootstrap=args.bootstrap,
-                                      permutations=args.permutations)
+                                      permutations=0 if setting == "multi_task" else args.permutations,
+                                      max_permutations=args.max_permutations)
                     m = r["metrics"]
                     row = {"dataset": dataset, "condition": cond, "strength": strength, "setting": setting,
-                           "seed": seed, "seconds": round(time.time() - t0, 1), **m}
+                           "seed": seed, "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version, **m}
                     with open(path, "a") as f:
                         f.write(json.dumps(row) + "\n")
+                    fmt = lambda v: "untested" if v is None else f"{v:.3f}"  # noqa: E731
                     print(f"{dataset} {cond:7s} {setting:10s} seed {seed}: max|WSC| {m['max_abs_wsc']:.3f} "
-                          f"p {m['p_value']:.3f} (cond {m['p_value_conditional']:.3f}) primary AUROC "
+                          f"p {fmt(m['p_value'])} (cond {fmt(m['p_value_conditional'])}) primary AUROC "
                           f"{m['primary_auroc']:.3f} probe AUROC {m['confounder_probe_auroc']:.3f} "
                           f"[{row['seconds']:.0f} s]", flush=True)
+
+
+def run_nulls(args) -> None:
+    """Seed null of the multi-task statistic: ``--seed-null M`` networks per design in ``--null-designs``
+    (``dataset:condition``), each trained with the confounder's training labels permuted by patient;
+    one line per network in ``induced_shortcut_nulls.jsonl`` (resumable)."""
+    path = os.path.join(args.out, "induced_shortcut_nulls.jsonl")
+    done = set()
+    if os.path.exists(path):
+        with open(path) as f:
+            done = {(r["dataset"], r["condition"], r["null_index"]) for r in map(json.loads, f)}
+    for design in args.null_designs.split(","):
+        dataset, cond = design.split(":")
+        strength = float(cond.split("=")[1])
+        ds, spec = load(dataset, args.data_dir, args.train_rows)
+        for j in range(args.seed_null):
+            if (dataset, cond, j) in done:
+                continue
+            t0 = time.time()
+            cd = condition_dataset(ds, spec, strength, j % 5)          # the designs of seeds 0-4, in turn
+            cfg = TrainConfig(epochs=args.epochs, batch_size=32, widths=EXPERIMENT_WIDTHS, task_weights=MT_TASK_WEIGHTS)
+            v = null_network_wsc(cd, spec, 1000 + j, train_cfg=cfg)
+            row = {"dataset": dataset, "condition": cond, "strength": strength, "null_index": j,
+                   "design_seed": j % 5, "train_seed": 1000 + j, "max_abs_wsc": v,
+                   "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version}
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"null {dataset} {cond} #{j}: max|WSC| {v:.3f} [{row['seconds']:.0f} s]", flush=True)
 
 
 def _ms(x: pd.Series, fmt: str = "{:.3f}") -> str:
@@ -100,10 +133,24 @@ def _ms(x: pd.Series, fmt: str = "{:.3f}") -> str:
 
 
 def _fisher(p: pd.Series) -> str:
-    """Fisher's combination of the per-seed p-values (independent training runs)."""
+    """Fisher's combination of the per-seed p-values (independent training runs); 'not tested' when
+    the runs have no p-value (fixed heads without a null of their own statistic)."""
     from scipy.stats import combine_pvalues
-    p = p.dropna()
-    return "" if len(p) < 2 else f"{combine_pvalues(p, method='fisher').pvalue:.3g}"
+    p = pd.to_numeric(p, errors="coerce").dropna()
+    return "not tested" if len(p) == 0 else ("" if len(p) < 2 else f"{combine_pvalues(p, method='fisher').pvalue:.3g}")
+
+
+def _nsig(p: pd.Series) -> str:
+    """Runs with p < 0.05 out of the runs tested."""
+    p = pd.to_numeric(p, errors="coerce")
+    return "not tested" if p.notna().sum() == 0 else f"{int((p < 0.05).sum())}/{int(p.notna().sum())}"
+
+
+def _converged(g: pd.DataFrame) -> str:
+    """Full-data probe fits that converged (records of 0.3.0 on)."""
+    if "fit" not in g or g.fit.isna().all():
+        return "n/a"
+    return f"{sum(bool((f or {}).get('converged')) for f in g.fit)}/{len(g)}"
 
 
 def tables(runs: pd.DataFrame) -> str:
@@ -112,8 +159,8 @@ def tables(runs: pd.DataFrame) -> str:
         lines.append(f"\n### {dataset}: every condition (mean ± SD over seeds {sorted(int(x) for x in d.seed.unique())})\n")
         lines.append("| condition | setting | n train | primary test AUROC | confounder probe AUROC | max \\|WSC\\| "
                      "| bootstrap 95% CI (mean of bounds) | p (free) | p (within class) | runs p < 0.05 | Fisher p over seeds | null 95% "
-                     "| random 95% | WSC row of the positive class (mean) |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                     "| random 95% | WSC row of the positive class (mean) | probe fits converged |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (cond, setting), g in d.groupby(["condition", "setting"], sort=False):
             ci = np.array([c for c in g.ci if c is not None])
             ci_s = "" if len(ci) == 0 else f"[{ci[:, 0].mean():.3f}, {ci[:, 1].mean():.3f}]"
@@ -121,14 +168,17 @@ def tables(runs: pd.DataFrame) -> str:
             names = [c.split(" @")[0] for c in g.classes.iloc[0]]
             row_s = ", ".join(f"{n} {v:+.2f}" for n, v in zip(names, row))
             lines.append(f"| {cond} | {setting} | {int(g.n_train.mean())} | {_ms(g.primary_auroc)} | "
-                         f"{_ms(g.confounder_probe_auroc)} | {_ms(g.max_abs_wsc)} | {ci_s} | {_ms(g.p_value)} | "
-                         f"{_ms(g.p_value_conditional)} | {(g.p_value < 0.05).sum()}/{len(g)} | {_fisher(g.p_value)} | "
-                         f"{_ms(g.null_q95)} | "
-                         f"{g.random_q95.mean():.3f} | {row_s} |")
+                         f"{_ms(g.confounder_probe_auroc)} | {_ms(g.max_abs_wsc)} | {ci_s} | {_ms(pd.to_numeric(g.p_value))} | "
+                         f"{_ms(pd.to_numeric(g.p_value_conditional))} | {_nsig(g.p_value)} | {_fisher(g.p_value)} | "
+                         f"{_ms(pd.to_numeric(g.null_q95))} | "
+                         f"{g.random_q95.mean():.3f} | {row_s} | {_converged(g)} |")
     return "\n".join(lines)
 
 
-def paper_table(runs: pd.DataFrame) -> str:
+def paper_table(runs: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
+    """BUS-BRA beside the paper. Fine-tuned rows: runs with p < 0.05 under the free permutation null
+    and Fisher's combination over seeds; multi-task rows: the seed null (per-run p over null networks,
+    and the design-level Mann-Whitney p), or 'not tested'."""
     d = runs[runs.dataset == "busbra"]
     if d.empty:
         return ""
@@ -136,14 +186,24 @@ def paper_table(runs: pd.DataFrame) -> str:
             "s=0.5": ("biased", "biased, paper-like mix (s=0.5: 72.5% majority)"),
             f"s={BIASED:g}": ("biased", f"biased, strong (s={BIASED:g}: 94.5% majority)")}
     lines = ["| design | setting | paper (fetal US, plane x scanner) | ours (BUS-BRA, malignancy x scanner) | "
-             "primary test AUROC (ours) | runs with p < 0.05 (ours, free null) | Fisher p over seeds |",
+             "primary test AUROC (ours) | runs with p < 0.05 (ours) | over seeds: Fisher p (fine-tuned) / "
+             "Mann-Whitney p vs null networks (multi-task) |",
              "|---|---|---|---|---|---|---|"]
     for cond, (key, label) in name.items():
         for setting in ("fine_tuned", "multi_task"):
             g = d[(d.condition == cond) & (d.setting == setting)]
-            if len(g):
-                lines.append(f"| {label} | {setting} | {PAPER[(key, setting)]:.2f} | {_ms(g.max_abs_wsc)} | "
-                             f"{_ms(g.primary_auroc)} | {(g.p_value < 0.05).sum()}/{len(g)} | {_fisher(g.p_value)} |")
+            if not len(g):
+                continue
+            sig, comb = _nsig(g.p_value), _fisher(g.p_value)
+            if setting == "multi_task":
+                t = None if tests is None or tests.empty else tests[(tests.dataset == "busbra") & (tests.condition == cond)]
+                if t is not None and len(t):
+                    t = t.iloc[0]
+                    sig = (f"{int(sum(p < 0.05 for p in t.p_runs))}/{t.runs} (seed null of {t.null_networks} networks: "
+                           f"per-run p >= {1 / (t.null_networks + 1):.3f})")
+                    comb = f"{t.p_design:.3g}"
+            lines.append(f"| {label} | {setting} | {PAPER[(key, setting)]:.2f} | {_ms(g.max_abs_wsc)} | "
+                         f"{_ms(g.primary_auroc)} | {sig} | {comb} |")
     return "\n".join(lines)
 
 
@@ -160,8 +220,9 @@ def figure(runs: pd.DataFrame, dataset: str, path: str) -> None:
         for ax, key in ((axes[0], "max_abs_wsc"), (axes[1], "primary_auroc")):
             mean, sd = g[key].mean().reindex(s), g[key].std().reindex(s)
             ax.errorbar(s, mean, yerr=sd, marker="o", color=color, capsize=3, label=setting.replace("_", "-"))
-            if key == "max_abs_wsc":
-                ax.plot(s, g["null_q95"].mean().reindex(s), ls="--", color=color, alpha=0.6,
+            nq = pd.to_numeric(d[d.setting == setting].null_q95, errors="coerce")
+            if key == "max_abs_wsc" and nq.notna().any():
+                ax.plot(s, nq.groupby(d[d.setting == setting].strength).mean().reindex(s), ls="--", color=color, alpha=0.6,
                         label=f"{setting.replace('_', '-')} permutation null 95%")
             for _, r in d[d.setting == setting].iterrows():
                 ax.plot(r.strength, r[key], ".", color=color, alpha=0.35)
@@ -188,32 +249,167 @@ def dose_trend(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def load_records(out: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The runs, the null networks and the runs of wsca_jax 0.2 (empty frames when none)."""
+    def read(name):
+        path = os.path.join(out, name)
+        if not os.path.exists(path):
+            return pd.DataFrame()
+        with open(path) as f:
+            return pd.DataFrame([json.loads(x) for x in f])
+    return read("induced_shortcut_runs.jsonl"), read("induced_shortcut_nulls.jsonl"), read("induced_shortcut_runs_v0.2.jsonl")
+
+
+def seed_null_tests(runs: pd.DataFrame, nulls: pd.DataFrame) -> pd.DataFrame:
+    """Multi-task designs with null networks: per design, the runs' max |WSC| against the null
+    networks' (per run: p = (1 + #null >= obs) / (M + 1); per design: one-sided Mann-Whitney U of
+    runs vs null networks, exact)."""
+    from scipy.stats import mannwhitneyu
+    rows = []
+    if nulls.empty:
+        return pd.DataFrame(rows)
+    for (dataset, cond), nl in nulls.groupby(["dataset", "condition"], sort=False):
+        g = runs[(runs.dataset == dataset) & (runs.condition == cond) & (runs.setting == "multi_task")]
+        if g.empty:
+            continue
+        nv = nl.max_abs_wsc.to_numpy(float)
+        obs = g.max_abs_wsc.to_numpy(float)
+        p_run = [(1 + (nv >= o).sum()) / (len(nv) + 1) for o in obs]
+        mw = mannwhitneyu(obs, nv, alternative="greater", method="exact")
+        rows.append({"dataset": dataset, "condition": cond, "runs": len(obs), "null_networks": len(nv),
+                     "runs_wsc": obs, "null_wsc": nv, "p_runs": p_run, "p_design": float(mw.pvalue)})
+    return pd.DataFrame(rows)
+
+
+def seed_null_table(tests: pd.DataFrame) -> str:
+    if tests.empty:
+        return "No null networks yet (`--seed-null M`): the multi-task rows are untested."
+    lines = ["| dataset | design | runs: max \\|WSC\\| (mean ± SD) | null networks: mean ± SD (95% point) | "
+             "per-run p (seed null) | design-level p (Mann-Whitney, runs > null) |", "|---|---|---|---|---|---|"]
+    for _, t in tests.iterrows():
+        lines.append(f"| {t.dataset} | {t.condition} | {_ms(pd.Series(t.runs_wsc))} ({t.runs} runs) | "
+                     f"{_ms(pd.Series(t.null_wsc))} ({np.quantile(t.null_wsc, 0.95):.3f}; {t.null_networks} networks) | "
+                     f"{', '.join(f'{p:.3f}' for p in t.p_runs)} | {t.p_design:.3g} |")
+    return "\n".join(lines)
+
+
+def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame) -> dict:
+    """Helpers the notes template may use (see experiments/prose.py): every sentence that carries a
+    number is built here from the records, so the text follows the records."""
+    from scipy.stats import spearmanr
+    from prose import count, ms, namespace, num
+
+    def sel(dataset, cond=None, setting=None, frame=None):
+        g = runs if frame is None else frame
+        if g.empty:
+            return g
+        g = g[g.dataset == dataset]
+        if cond is not None:
+            g = g[g.condition == cond]
+        return g if setting is None else g[g.setting == setting]
+
+    def wsc(dataset, cond, setting, frame=None):
+        g = sel(dataset, cond, setting, frame)
+        return "not run" if g.empty else f"{ms(g.max_abs_wsc)} ({len(g)} seed{'s' if len(g) > 1 else ''})"
+
+    def rho(dataset, setting):
+        g = runs[(runs.dataset == dataset) & (runs.setting == setting) & runs.strength.notna()]
+        if g.strength.nunique() < 2 or len(g) < 5:
+            return f"too few runs for a trend test ({len(g)})"
+        r = spearmanr(g.strength, g.max_abs_wsc)
+        return f"Spearman rho {r.statistic:+.2f} over {len(g)} runs (p {r.pvalue:.2g})"
+
+    def seed_null(dataset, cond):
+        t = tests[(tests.dataset == dataset) & (tests.condition == cond)] if not tests.empty else tests
+        if t.empty:
+            return "not tested (no null networks for this design yet)"
+        t = t.iloc[0]
+        verdict = "above the null" if t.p_design < 0.05 else "not distinguishable from the null"
+        return (f"{verdict}: {t.runs} runs against {t.null_networks} networks trained with permuted scanner labels "
+                f"(null mean {np.mean(t.null_wsc):.2f}, 95% point {np.quantile(t.null_wsc, 0.95):.2f}; one-sided "
+                f"Mann-Whitney p {t.p_design:.3g}; per run p {', '.join(f'{p:.2f}' for p in t.p_runs)})")
+
+    def ptest(dataset, cond, setting="fine_tuned", col="p_value", frame=None):
+        g = sel(dataset, cond, setting, frame)
+        p = pd.to_numeric(g[col], errors="coerce") if not g.empty else pd.Series(dtype=float)
+        if p.notna().sum() == 0:
+            return "not tested"
+        return f"{count(p.dropna() < 0.05)} runs p < 0.05 (p {', '.join(f'{v:.3f}' for v in p.dropna())})"
+
+    def perms(dataset, cond, setting="fine_tuned"):
+        g = sel(dataset, cond, setting)
+        n = pd.to_numeric(g.get("n_permutations", pd.Series(dtype=float)), errors="coerce").dropna()
+        return "n/a" if n.empty else f"{int(n.min())}-{int(n.max())}" if n.min() != n.max() else f"{int(n.min())}"
+
+    def converged():
+        if "fit" not in runs:
+            return "n/a"
+        return count(pd.Series([bool((f or {}).get("converged")) for f in runs.fit]))
+
+    def seed_null_short(dataset, cond):
+        t = tests[(tests.dataset == dataset) & (tests.condition == cond)] if not tests.empty else tests
+        if t.empty:
+            return "not tested yet (no null networks)"
+        t = t.iloc[0]
+        where = "above the null" if t.p_design < 0.05 else "within the null"
+        return f"{where} (Mann-Whitney p {t.p_design:.3g}; {t.runs} runs vs {t.null_networks} null networks)"
+
+    def ntrain(dataset, cond):
+        g = sel(dataset, cond)
+        return "n/a" if g.empty else f"{int(g.n_train.iloc[0]):,}"
+
+    def not_rerun():
+        if old.empty:
+            return "nothing"
+        key = ["dataset", "condition", "setting", "seed"]
+        have = set(map(tuple, runs[key].to_numpy().tolist())) if not runs.empty else set()
+        miss = old[[tuple(r) not in have for r in old[key].to_numpy().tolist()]]
+        if miss.empty:
+            return "nothing: every run of 0.2 has been rerun"
+        parts = [f"{d} {c} {s} (seeds {', '.join(str(int(x)) for x in sorted(g.seed))})"
+                 for (d, c, s), g in miss.groupby(["dataset", "condition", "setting"], sort=False)]
+        return "; ".join(parts)
+
+    return namespace(runs=runs, old=old, sel=sel, wsc=wsc, rho=rho, seed_null=seed_null, ptest=ptest,
+                     perms=perms, converged=converged, num=num, not_rerun=not_rerun,
+                     seed_null_short=seed_null_short, ntrain=ntrain)
+
+
 def report(args) -> None:
-    path = os.path.join(args.out, "induced_shortcut_runs.jsonl")
-    with open(path) as f:
-        runs = pd.DataFrame([json.loads(x) for x in f])
+    runs, _, _ = load_records(args.out)
     for dataset in runs.dataset.unique():
         figure(runs, dataset, os.path.join(args.out, f"induced_shortcut_{dataset}.png"))
-    notes_path = os.path.join(args.out, "induced_shortcut_notes.md")
-    notes = open(notes_path).read() if os.path.exists(notes_path) else ""
-    text = f"""# Induced-shortcut validation (rebuilt by `experiments/induced_shortcut.py`)
+    with open(os.path.join(args.out, "induced_shortcut.md"), "w") as f:
+        f.write(markdown(args))
+    print(f"wrote {args.out}/induced_shortcut.md")
 
-> **Status (issue 8).** Rows with `source = head` (multi-task) whose records carry a `p_value` were
-> analysed by wsca_jax < 0.3.0, whose multi-task p compared the jointly trained heads with the null of
-> a probe refitted on permuted labels — another statistic, which in simulation
-> ([fixed_head_null.md](fixed_head_null.md)) rejects far more often than 5% for heads that do not use
-> the attribute. Those p-values, "runs p < 0.05" counts and Fisher combinations are withdrawn; the
-> max |WSC| values stand. Records written by 0.3.0 carry `test` and `fit` (solver diagnostics); this
-> file is regenerated from the records as they are rerun.
+
+def markdown(args) -> str:
+    """``induced_shortcut.md`` rendered from the records in ``args.out`` (pure: writes nothing)."""
+    runs, nulls, old = load_records(args.out)
+    tests = seed_null_tests(runs, nulls)
+    sys.path.insert(0, HERE)
+    from prose import render
+    tmpl = os.path.join(HERE, "templates", "induced_shortcut_notes.md")
+    notes = render(open(tmpl).read(), prose_namespace(runs, tests, old)) if os.path.exists(tmpl) else ""
+    figs = "\n\n".join(f"![{d} dose-response](induced_shortcut_{d}.png)" for d in runs.dataset.unique())
+    text = f"""# Induced-shortcut validation (rebuilt by `experiments/induced_shortcut.py` from the records)
+
+Records: `induced_shortcut_runs.jsonl` (one line per trained model, wsca_jax {', '.join(sorted(runs.get('wsca_version', pd.Series(['< 0.3'])).dropna().unique()))}),
+`induced_shortcut_nulls.jsonl` (null networks). Every number below, in the tables and in the text, is
+computed from them. The runs of wsca_jax 0.2 are kept in `induced_shortcut_runs_v0.2.jsonl` for
+comparison; their multi-task p-values used the probe permutation null, which is not the null of the
+fixed-head statistic ([fixed_head_null.md](fixed_head_null.md)).
 
 Settings: small CNN (widths {EXPERIMENT_WIDTHS}), {args.epochs} epochs, AdamW, class-weighted loss;
 multi-task heads (primary, confounder, extra) weighted {MT_TASK_WEIGHTS}; WSC on the training-set
 embeddings, PCA 99% / at least 50 components, centred heads, {args.bootstrap} bootstrap refits
-(grouped by patient on BUS-BRA), {args.permutations} permutations. "p (free)" permutes the confounder
-labels freely (as `wsca analyze` does); "p (within class)" permutes them within primary classes (the
-conditional null: alignment beyond what the class-confounder association of the design explains).
-Multi-task rows compare the jointly trained heads; their bootstrap interval resamples the PCA
-projection only (the heads are fixed), seed variation is the spread over seeds.
+(grouped by patient on BUS-BRA). Fine-tuned rows: {args.permutations} permutations, adaptively more
+(up to {args.max_permutations}) while p is within 3 Monte Carlo SE of 0.05; "p (free)" permutes the
+confounder labels freely (as `wsca analyze` does), "p (within class)" within primary classes (the
+conditional null). Multi-task rows compare the jointly trained heads: they are tested only against
+networks trained with permuted confounder labels (the seed null, below); their bootstrap interval
+resamples the PCA projection only.
 
 ## Side by side with the paper (Wong et al., MIDL 2026; values read off its heatmaps, ±0.02)
 
@@ -221,27 +417,27 @@ Balanced = strength 0 (the same scanner mix in both classes); the paper's biased
 each class on its majority scanner, which is our strength 0.5; strength {BIASED:g} is a stronger bias;
 full = all training images of the three scanners (natural design).
 
-{paper_table(runs)}
+{paper_table(runs, tests)}
+
+## Multi-task heads against networks trained with permuted scanner labels (seed null)
+
+{seed_null_table(tests)}
 
 ## Dose-response
 
 {dose_trend(runs)}
 
-![BUS-BRA dose-response](induced_shortcut_busbra.png)
-
-![PneumoniaMNIST dose-response](induced_shortcut_pneumoniamnist.png)
+{figs}
 
 ## All conditions
 {tables(runs)}
 
 {notes}
 """
-    with open(os.path.join(args.out, "induced_shortcut.md"), "w") as f:
-        f.write(text)
-    print(f"wrote {args.out}/induced_shortcut.md")
+    return text
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
     p.add_argument("--datasets", default="busbra,pneumoniamnist")
@@ -249,14 +445,26 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--permutations", type=int, default=200)
+    p.add_argument("--max-permutations", type=int, default=2000,
+                   help="adaptive: more permutations (batches of --permutations) while p is within 3 Monte Carlo "
+                        "SE of 0.05, up to this many")
     p.add_argument("--train-rows", type=int, default=1200, help="training rows kept for the MedMNIST datasets")
     p.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS))
     p.add_argument("--no-full", dest="full", action="store_false", help="skip the full (natural) BUS-BRA design")
+    p.add_argument("--seed-null", type=int, default=0,
+                   help="train this many null networks (confounder labels permuted) per --null-designs design")
+    p.add_argument("--null-designs", default="busbra:s=0,busbra:s=0.9")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     os.makedirs(args.out, exist_ok=True)
-    if not args.report_only:
+    if args.seed_null:
+        run_nulls(args)
+    elif not args.report_only:
         run_all(args)
     report(args)
 

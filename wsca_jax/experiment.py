@@ -192,6 +192,42 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     return {"metrics": m, "result": result, "conditional": cond, "record": record}
 
 
+def permute_within_split(ds: ImageDataset, column: str, seed: int, split: int = 0) -> ImageDataset:
+    """A copy of ``ds`` whose ``column`` is permuted among the rows of ``split`` (whole patients:
+    each group takes another group's value of the same size; see
+    :func:`~wsca_jax.stats.permutation_indices`). Other splits are unchanged."""
+    from .stats import permutation_indices
+
+    rows = np.flatnonzero(ds.split == split)
+    perm = permutation_indices(np.random.default_rng(seed), len(rows), 1, ds.group[rows])[0]
+    col = np.asarray(ds.columns[column]).copy()
+    col[rows] = col[rows][perm]
+    return ImageDataset(ds.name, ds.images, {**ds.columns, column: col}, ds.split, ds.group)
+
+
+def null_network_wsc(ds: ImageDataset, spec: ShortcutSpec, seed: int, *, train_cfg=None) -> float:
+    """One draw of the seed null of the multi-task statistic: a network trained like the condition's
+    multi-task model but with the confounder's training labels permuted (by patient); returns the
+    max |WSC| of its primary and confounder heads on its training embeddings
+    (:func:`~wsca_jax.analysis.fixed_head_wsc`). Draw it for many seeds to build ``head_null``."""
+    from .analysis import fixed_head_wsc
+    from .embed import embed
+    from .train import TrainConfig, fit
+
+    cfg = dataclasses.replace(train_cfg or TrainConfig(), setting="multi_task", seed=seed)
+    n_heads = 2 + len(spec.extra_tasks)
+    if cfg.task_weights is not None:
+        cfg = dataclasses.replace(cfg, task_weights=tuple(cfg.task_weights[:n_heads]))
+    null_ds = permute_within_split(ds, spec.confounder, seed=10_000 + seed)
+    tmp = tempfile.mkdtemp(prefix="wsca-null-")
+    try:
+        fit(null_ds, spec.primary, (spec.confounder,) + tuple(spec.extra_tasks), cfg, run_dir=tmp, progress=False)
+        arrays = embed(tmp, null_ds, "train")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fixed_head_wsc(arrays["embeddings"], arrays[f"head_{spec.primary}"], arrays[f"head_{spec.confounder}"])
+
+
 def verdict(m: dict, alpha: float = 0.05) -> str:
     """One plain-language line for a condition's metrics."""
     p = m["p_value"]
@@ -212,4 +248,4 @@ def verdict(m: dict, alpha: float = 0.05) -> str:
 
 
 __all__ = ["EXPERIMENT_WIDTHS", "MT_TASK_WEIGHTS", "ShortcutSpec", "busbra_spec", "artefact_spec", "restrict_busbra",
-           "condition_dataset", "design_table", "run_condition", "verdict"]
+           "condition_dataset", "design_table", "run_condition", "permute_within_split", "null_network_wsc", "verdict"]

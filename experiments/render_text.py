@@ -1,0 +1,55 @@
+"""Render the README's generated sections from the experiment records.
+
+    .venv/bin/python experiments/render_text.py          # rewrite them in place
+    .venv/bin/python experiments/render_text.py --check  # exit 1 if the README is stale
+
+Sections (``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README.md) and their
+templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+README = os.path.join(HERE, "..", "README.md")
+
+
+def sections() -> dict[str, str]:
+    """``{name: rendered text}`` from the committed records."""
+    import induced_shortcut as ind
+    from prose import render
+
+    args = ind.build_parser().parse_args([])
+    runs, nulls, old = ind.load_records(args.out)
+    ns = ind.prose_namespace(runs, ind.seed_null_tests(runs, nulls), old)
+    with open(os.path.join(HERE, "templates", "readme_induced.md")) as f:
+        return {"induced-shortcut": render(f.read(), ns)}
+
+
+def rendered_readme(text: str) -> str:
+    from prose import update_section
+    for name, body in sections().items():
+        text = update_section(text, name, body)
+    return text
+
+
+def main() -> int:
+    with open(README) as f:
+        text = f.read()
+    new = rendered_readme(text)
+    if "--check" in sys.argv:
+        print("README is up to date" if new == text else "README is stale: run experiments/render_text.py")
+        return 0 if new == text else 1
+    with open(README, "w") as f:
+        f.write(new)
+    print("rewrote the generated sections of README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
