@@ -196,3 +196,19 @@ def test_adaptive_permutations_add_batches_only_near_alpha(known_answer):
     res = wsca.analyze(z, meta, "label", found, permutations=50, max_permutations=400, pca_min=10, seed=1)
     s = res.tasks["site"].summary
     assert s["n_permutations"] > 50 and s["n_permutations"] <= 400 and len(res.tasks["site"].null) == s["n_permutations"]
+
+
+def test_a_fit_that_did_not_converge_is_flagged_everywhere(known_answer, tmp_path):
+    """An iteration cap the probes cannot meet: a UserWarning, converged False in the task's fit, a
+    caveat, top-level warnings in wsca.json and in the HTML report -- never a silent value."""
+    from wsca_jax.report import render_html
+    z, meta, head = known_answer(n=300, d=8)
+    with pytest.warns(UserWarning, match="did not converge"):
+        res = wsca.analyze(z, meta, "label", head, pca_min=8, probe=wsca.ProbeConfig(max_iter=1, warm_iter=1))
+    t = res.tasks["site"]
+    assert t.fit["converged"] is False and t.fit["replicates_not_converged"]["cv"] > 0
+    assert any("did not converge" in c for c in t.summary["caveats"])
+    d = res.to_dict()
+    assert d["tasks"]["site"]["fit"]["converged"] is False and d["warnings"]
+    assert res.diagnostics["fits_not_converged"] > 0
+    assert "did not converge" in render_html(res, {})

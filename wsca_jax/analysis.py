@@ -211,7 +211,8 @@ def _verdict(s: dict, probe: dict, has_perm: bool, source: str, alpha: float) ->
     elif source == "head" and s["p_adjusted"] < alpha:
         v = (f"aligned beyond training chance: max |WSC| {x:.3f} of the jointly trained heads exceeds what "
              f"networks trained with permuted attribute labels give (p_adj {s['p_adjusted']:.3g}, "
-             f"{s['head_null_n']} null networks)")
+             f"{s['head_null_n']} null networks). Not shown: that the decision relies on the attribute itself "
+             "rather than on what goes with it in the training design (permute within classes for that)")
     elif source == "head":
         v = (f"not detected: max |WSC| {x:.3f} of the jointly trained heads is within the null of networks trained "
              f"with permuted attribute labels (p_adj {s['p_adjusted']:.3g}; their 95% point {s['head_null_q95']:.2f}); "
@@ -263,6 +264,10 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
                        "training randomness (seed variation) is not in it")
     if source == "head":
         out.append(FIXED_HEAD_NOTE)
+        m = s.get("head_null_n")
+        if m is not None and 1.0 / (m + 1) > settings.get("alpha", 0.05):
+            out.append(f"only {m} null networks: the smallest attainable p is {1 / (m + 1):.3f}, above alpha, so "
+                       "this test cannot reject; train more null networks")
     if settings.get("permutations", 0) == 0 and source == "probe":
         out.append("no permutation test was run: compare with the random-direction reference only with care, "
                    "it is far narrower than the null of a real embedding")

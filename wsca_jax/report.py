@@ -152,7 +152,16 @@ def task_section(result, name: str, figures: dict[str, bytes], title: str | None
     t = result.tasks[name]
     s = t.summary
     ci = "" if not s.get("ci") else f", 95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
-    p = "" if s.get("p_value") is None else f", permutation p {s['p_value']:.4f}"
+    if s.get("p_value") is None:
+        p = ", not tested" if t.source == "head" else ""
+    elif s.get("test") == "seed_null":
+        p = f", p {s['p_value']:.4f} over {s['head_null_n']} networks trained with permuted labels"
+    else:
+        mc = "" if s.get("p_value_mcse") is None else f" ± {s['p_value_mcse']:.4f} (Monte Carlo SE, {s['n_permutations']} permutations)"
+        p = f", permutation p {s['p_value']:.4f}{mc}"
+    fit = t.fit or {}
+    conv = "" if not fit else (" Probe fit converged." if fit.get("converged") else
+                               f" <b>The probe fit did not converge</b> (max |gradient| {fit['grad_max']:.1e}).")
     au = t.probe.get("auroc")
     src = "the model's jointly trained heads" if t.source == "head" else "the primary head against a probe"
     cav = "".join(f"<li>{esc(c)}</li>" for c in s.get("caveats", [])) or "<li>none</li>"
@@ -160,7 +169,7 @@ def task_section(result, name: str, figures: dict[str, bytes], title: str | None
     return (f"<section><h3>{esc(title or name)}</h3>"
             f"<p class='verdict'>{esc(s.get('verdict', ''))}</p>"
             f"<p>max |WSC| {s['max_abs_wsc']:.3f}{ci}{p}; random-direction 95% {s['random_direction_q95']:.3f}; "
-            f"probe AUROC {'n/a' if au is None else f'{au:.3f}'} ({esc(src)}).</p>"
+            f"probe AUROC {'n/a' if au is None else f'{au:.3f}'} ({esc(src)}).{conv}</p>"
             f"<p>Caveats:</p><ul class='caveats'>{cav}</ul>{imgs}</section>")
 
 
@@ -182,6 +191,9 @@ def render_html(result, figures: dict[str, bytes]) -> str:
     sections = "".join(task_section(result, name, figures) for name in result.tasks)
     skipped = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in d["skipped"].items()) or "<li>none</li>"
     settings = esc(json.dumps(d["settings"], indent=1))
+    warn = d.get("warnings") or []
+    warn_html = "" if not warn else ("<h2>Warnings</h2><ul class='caveats'>"
+                                     + "".join(f"<li>{esc(w)}</li>" for w in warn) + "</ul>")
     prim = d["primary"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>WSC analysis: {esc(prim['name'])}</title>
 <style>{_CSS}</style></head>
@@ -189,7 +201,7 @@ def render_html(result, figures: dict[str, bytes]) -> str:
 <p>Primary task <b>{esc(prim['name'])}</b> ({esc(', '.join(prim['classes']))}); head from the {esc(prim['source'])}
 ({'centred rows' if prim['centered'] else 'raw rows'}). {d['n_samples']} samples, embedding dimension {d['embedding_dim']},
 PCA to {d['pca']['components']} components ({100 * d['pca']['explained_variance']:.1f}% of the variance).</p>
-<h2>Summary per task</h2>
+{warn_html}<h2>Summary per task</h2>
 <table><tr><th>task</th><th>kind</th><th>n</th><th>probe AUROC</th><th>max |WSC|</th><th>CI</th><th>p</th>
 <th>p (Holm)</th><th>random 95%</th><th>verdict</th></tr>{''.join(rows)}</table>
 <p>How to read: the probe AUROC says how strongly an attribute is <i>encoded</i>; max |WSC| says how much the primary
