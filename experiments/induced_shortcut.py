@@ -99,30 +99,32 @@ def run_all(args) -> None:
 
 def run_nulls(args) -> None:
     """Seed null of the multi-task statistic: ``--seed-null M`` networks per design in ``--null-designs``
-    (``dataset:condition``), each trained with the confounder's training labels permuted by patient;
-    one line per network in ``induced_shortcut_nulls.jsonl`` (resumable)."""
+    (``dataset:condition[:within]``), each trained with the confounder's training labels permuted by
+    patient -- freely, or with ``:within`` only within primary classes (the conditional null of a
+    confounded design); one line per network in ``induced_shortcut_nulls.jsonl`` (resumable)."""
     path = os.path.join(args.out, "induced_shortcut_nulls.jsonl")
     done = set()
     if os.path.exists(path):
         with open(path) as f:
-            done = {(r["dataset"], r["condition"], r["null_index"]) for r in map(json.loads, f)}
+            done = {(r["dataset"], r["condition"], r.get("null_kind", "free"), r["null_index"]) for r in map(json.loads, f)}
     for design in args.null_designs.split(","):
-        dataset, cond = design.split(":")
+        dataset, cond, *rest = design.split(":")
+        kind = "within_class" if rest == ["within"] else "free"
         strength = float(cond.split("=")[1])
         ds, spec = load(dataset, args.data_dir, args.train_rows)
         for j in range(args.seed_null):
-            if (dataset, cond, j) in done:
+            if (dataset, cond, kind, j) in done:
                 continue
             t0 = time.time()
             cd = condition_dataset(ds, spec, strength, j % 5)          # the designs of seeds 0-4, in turn
             cfg = TrainConfig(epochs=args.epochs, batch_size=32, widths=EXPERIMENT_WIDTHS, task_weights=MT_TASK_WEIGHTS)
-            v = null_network_wsc(cd, spec, 1000 + j, train_cfg=cfg)
-            row = {"dataset": dataset, "condition": cond, "strength": strength, "null_index": j,
+            v = null_network_wsc(cd, spec, 1000 + j, train_cfg=cfg, within_class=kind == "within_class")
+            row = {"dataset": dataset, "condition": cond, "strength": strength, "null_kind": kind, "null_index": j,
                    "design_seed": j % 5, "train_seed": 1000 + j, "max_abs_wsc": v,
                    "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version}
             with open(path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"null {dataset} {cond} #{j}: max|WSC| {v:.3f} [{row['seconds']:.0f} s]", flush=True)
+            print(f"null {dataset} {cond} ({kind}) #{j}: max|WSC| {v:.3f} [{row['seconds']:.0f} s]", flush=True)
 
 
 def _ms(x: pd.Series, fmt: str = "{:.3f}") -> str:
@@ -198,8 +200,10 @@ def paper_table(runs: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
             if setting == "multi_task":
                 t = None if tests is None or tests.empty else tests[(tests.dataset == "busbra") & (tests.condition == cond)]
                 if t is not None and len(t):
-                    t = t.iloc[0]
-                    sig = (f"{int(sum(p < 0.05 for p in t.p_runs))}/{t.runs} (seed null of {t.null_networks} networks: "
+                    # a confounded design is judged against its within-class null where there is one
+                    t = t.sort_values("null_kind", key=lambda k: k != "within_class").iloc[0]
+                    how = "within-class " if t.null_kind == "within_class" else ""
+                    sig = (f"{int(sum(p < 0.05 for p in t.p_runs))}/{t.runs} ({how}seed null of {t.null_networks} networks: "
                            f"per-run p >= {1 / (t.null_networks + 1):.3f})")
                     comb = f"{t.p_design:.3g}"
             lines.append(f"| {label} | {setting} | {PAPER[(key, setting)]:.2f} | {_ms(g.max_abs_wsc)} | "
@@ -268,7 +272,10 @@ def seed_null_tests(runs: pd.DataFrame, nulls: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if nulls.empty:
         return pd.DataFrame(rows)
-    for (dataset, cond), nl in nulls.groupby(["dataset", "condition"], sort=False):
+    if "null_kind" not in nulls:
+        nulls = nulls.assign(null_kind="free")
+    nulls = nulls.assign(null_kind=nulls.null_kind.fillna("free"))
+    for (dataset, cond, kind), nl in nulls.groupby(["dataset", "condition", "null_kind"], sort=False):
         g = runs[(runs.dataset == dataset) & (runs.condition == cond) & (runs.setting == "multi_task")]
         if g.empty:
             continue
@@ -276,7 +283,7 @@ def seed_null_tests(runs: pd.DataFrame, nulls: pd.DataFrame) -> pd.DataFrame:
         obs = g.max_abs_wsc.to_numpy(float)
         p_run = [(1 + (nv >= o).sum()) / (len(nv) + 1) for o in obs]
         mw = mannwhitneyu(obs, nv, alternative="greater", method="exact")
-        rows.append({"dataset": dataset, "condition": cond, "runs": len(obs), "null_networks": len(nv),
+        rows.append({"dataset": dataset, "condition": cond, "null_kind": kind, "runs": len(obs), "null_networks": len(nv),
                      "runs_wsc": obs, "null_wsc": nv, "p_runs": p_run, "p_design": float(mw.pvalue)})
     return pd.DataFrame(rows)
 
@@ -284,10 +291,11 @@ def seed_null_tests(runs: pd.DataFrame, nulls: pd.DataFrame) -> pd.DataFrame:
 def seed_null_table(tests: pd.DataFrame) -> str:
     if tests.empty:
         return "No null networks yet (`--seed-null M`): the multi-task rows are untested."
-    lines = ["| dataset | design | runs: max \\|WSC\\| (mean ± SD) | null networks: mean ± SD (95% point) | "
-             "per-run p (seed null) | design-level p (Mann-Whitney, runs > null) |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | design | null: scanner permuted | runs: max \\|WSC\\| (mean ± SD) | null networks: mean ± SD (95% point) | "
+             "per-run p (seed null) | design-level p (Mann-Whitney, runs > null) |", "|---|---|---|---|---|---|---|"]
     for _, t in tests.iterrows():
-        lines.append(f"| {t.dataset} | {t.condition} | {_ms(pd.Series(t.runs_wsc))} ({t.runs} runs) | "
+        how = "within malignancy classes" if t.null_kind == "within_class" else "freely"
+        lines.append(f"| {t.dataset} | {t.condition} | {how} | {_ms(pd.Series(t.runs_wsc))} ({t.runs} runs) | "
                      f"{_ms(pd.Series(t.null_wsc))} ({np.quantile(t.null_wsc, 0.95):.3f}; {t.null_networks} networks) | "
                      f"{', '.join(f'{p:.3f}' for p in t.p_runs)} | {t.p_design:.3g} |")
     return "\n".join(lines)
@@ -319,13 +327,19 @@ def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame) 
         r = spearmanr(g.strength, g.max_abs_wsc)
         return f"Spearman rho {r.statistic:+.2f} over {len(g)} runs (p {r.pvalue:.2g})"
 
-    def seed_null(dataset, cond):
-        t = tests[(tests.dataset == dataset) & (tests.condition == cond)] if not tests.empty else tests
+    def pick(dataset, cond, kind):
+        if tests.empty:
+            return tests
+        return tests[(tests.dataset == dataset) & (tests.condition == cond) & (tests.null_kind == kind)]
+
+    def seed_null(dataset, cond, kind="free"):
+        t = pick(dataset, cond, kind)
         if t.empty:
             return "not tested (no null networks for this design yet)"
         t = t.iloc[0]
         verdict = "above the null" if t.p_design < 0.05 else "not distinguishable from the null"
-        return (f"{verdict}: {t.runs} runs against {t.null_networks} networks trained with permuted scanner labels "
+        how = "within malignancy classes" if kind == "within_class" else "by patient"
+        return (f"{verdict}: {t.runs} runs against {t.null_networks} networks trained with the scanner labels permuted {how} "
                 f"(null mean {np.mean(t.null_wsc):.2f}, 95% point {np.quantile(t.null_wsc, 0.95):.2f}; one-sided "
                 f"Mann-Whitney p {t.p_design:.3g}; per run p {', '.join(f'{p:.2f}' for p in t.p_runs)})")
 
@@ -346,8 +360,8 @@ def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame) 
             return "n/a"
         return count(pd.Series([bool((f or {}).get("converged")) for f in runs.fit]))
 
-    def seed_null_short(dataset, cond):
-        t = tests[(tests.dataset == dataset) & (tests.condition == cond)] if not tests.empty else tests
+    def seed_null_short(dataset, cond, kind="free"):
+        t = pick(dataset, cond, kind)
         if t.empty:
             return "not tested yet (no null networks)"
         t = t.iloc[0]
@@ -453,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-full", dest="full", action="store_false", help="skip the full (natural) BUS-BRA design")
     p.add_argument("--seed-null", type=int, default=0,
                    help="train this many null networks (confounder labels permuted) per --null-designs design")
-    p.add_argument("--null-designs", default="busbra:s=0,busbra:s=0.9")
+    p.add_argument("--null-designs", default="busbra:s=0,busbra:s=0.9,busbra:s=0.9:within",
+                   help="dataset:condition[:within] list; ':within' permutes the confounder within primary classes")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     return p

@@ -99,6 +99,14 @@ BAD = {
     "bad metadata type": (["--metadata", "{d}/meta.txt"], "expected a .csv or .parquet file"),
     "negative seed": (["--seed", "-1"], "--seed must be a non-negative integer"),
     "object npz": (["--embeddings", "{d}/obj.npz"], "cannot be read without pickle"),
+    "alpha zero": (["--alpha", "0"], "alpha must be in (0, 1), found 0.0"),
+    "alpha nan": (["--alpha", "nan"], "alpha must be in (0, 1), found nan"),
+    "max permutations below permutations": (["--permutations", "50", "--max-permutations", "10"],
+                                            "--max-permutations (10) must be at least --permutations (50)"),
+    "head null spec": (["--head-null", "site"], "--head-null 'site': expected TASK=FILE"),
+    "head null file": (["--head-null", "site={d}/none.txt"], "--head-null site: file not found"),
+    "head null text": (["--head-null", "site={d}/meta.txt"], "--head-null site: cannot read"),
+    "head null without head": (["--head-null", "site={d}/null.txt"], "head_null 'site': no jointly trained head"),
 }
 
 
@@ -110,6 +118,7 @@ def test_bad_input_one_line_exit_2_nothing_written(files, capsys, case):
     zn = z.copy(); zn[7, 3] = np.nan; np.save(d / "nan.npy", zn)   # noqa: E702
     np.save(d / "badhead.npy", np.ones(15))
     (d / "meta.txt").write_text("x")
+    (d / "null.txt").write_text("0.1\n0.2\n0.3\n")
     np.savez(d / "obj.npz", embeddings=z, site=np.array(["a", None] * 200, dtype=object))
     base = {"--embeddings": str(d / "emb.npy"), "--metadata": str(d / "meta.csv"), "--primary": "label"}
     extra, message = BAD[case]

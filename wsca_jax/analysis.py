@@ -244,8 +244,11 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
         out.append(f"the attribute is weakly encoded (probe AUROC {auroc:.2f}): its direction is unreliable, and a high "
                    "WSC with a poor probe is not evidence (the paper discounts such values itself)")
     if not fit.get("converged", True):
-        out.append(f"the probe fit did not converge (max |gradient| {fit['grad_max']:.1e} > tol, above its float32 "
-                   "floor): its WSC is not to be trusted; raise max_iter or check the embeddings' scale")
+        why = (f"it reached the iteration cap ({fit['iterations']})" if fit.get("at_cap") else
+               "it stalled with the gradient above its float32 rounding floor")
+        out.append(f"the probe fit did not converge: {why}, max |gradient| {fit['grad_max']:.1e} (tolerance "
+                   f"not met; floor {fit['grad_floor']:.1e}): its WSC is not to be trusted; raise max_iter, "
+                   "lower C, or check the embeddings' scale")
     bad = {k: v for k, v in fit.get("replicates_not_converged", {}).items() if v}
     if bad:
         out.append("replicate fits that did not converge: " + ", ".join(f"{v} {k}" for k, v in bad.items())
@@ -276,7 +279,8 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
             out.append(f"conditional null: labels were permuted within strata of {settings['permute_within']!r}, "
                        "so p tests alignment beyond what that association explains")
         if s.get("p_near_alpha"):
-            out.append(f"p is within 3 Monte Carlo standard errors of alpha after {s['n_permutations']} permutations "
+            out.append(f"p is within 3 Monte Carlo standard errors of alpha (or of a Holm step alpha/j) after "
+                       f"{s['n_permutations']} permutations "
                        f"(p {s['p_value']:.3f} ± {s['p_value_mcse']:.3f}): the decision could flip with other "
                        "permutations; rerun with more (max_permutations)")
     ex = settings.get("permutation_exchangeable_rows")
@@ -324,7 +328,7 @@ def _interval(cells, stat, boot, jack, ci_method: str, confidence: float):
 
 def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None, null=None,
                     random_null=None, ci_method: str = "bca", confidence: float = 0.95,
-                    source: str = "probe", alpha: float = 0.05, head_null=None) -> TaskResult:
+                    source: str = "probe", alpha: float = 0.05, head_null=None, n_tests: int = 1) -> TaskResult:
     """Intervals, p-values (or the reference band of fixed heads) and the summary of one task.
 
     Args:
@@ -337,6 +341,8 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         p-value; ``head_null`` does).
       head_null: ``(M,)`` max |WSC| of the heads of M networks trained with permuted attribute labels
         (:func:`fixed_head_wsc` on each): the null of the fixed-head statistic itself (``"seed_null"``).
+      n_tests: number of tasks tested together: ``p_near_alpha`` flags a p within 3 Monte Carlo SE of
+        any Holm step ``alpha / j`` (j = 1 .. n_tests), the thresholds that can decide it.
     """
     cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
     stat = float(np.abs(cells[cell]))
@@ -356,7 +362,7 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         if source == "probe":
             pv = permutation_pvalue(cells, null)
             summary.update(test="permutation", p_value=p, p_value_mcse=float(pvalue_mcse(p, P)),
-                           p_near_alpha=bool(near_threshold(p, P, [alpha])))
+                           p_near_alpha=bool(near_threshold(p, P, [alpha / j for j in range(1, max(1, n_tests) + 1)])))
         else:
             summary["probe_null_q95"] = q95
     if source == "head" and head_null is not None:
@@ -506,13 +512,13 @@ def permuted_labels(rng: np.random.Generator, labels: np.ndarray, T: int, n_perm
     return out
 
 
-def _fit_summary(stages: dict, i: int) -> dict:
-    """Convergence of task ``i``'s probe: the full-data fit and the count of replicate fits (per
-    stage) that did not converge."""
+def _fit_summary(stages: dict, i: int, max_iter: int) -> dict:
+    """Convergence of task ``i``'s probe: the full-data fit (``at_cap``: it stopped at ``max_iter``)
+    and the count of replicate fits (per stage) that did not converge."""
     point = stages["point"]
     out = {"converged": bool(point.converged[0, i]), "grad_max": float(point.grad_max[0, i]),
            "grad_floor": float(point.grad_floor[0, i]), "objective": float(point.objective[0, i]),
-           "iterations": int(point.iterations[0])}
+           "iterations": int(point.iterations[0]), "at_cap": bool(int(point.iterations[0]) >= max_iter)}
     out["replicates_not_converged"] = {name: int((~np.asarray(f.converged[:, i])).sum())
                                        for name, f in stages.items() if name != "point"}
     return out
@@ -736,6 +742,7 @@ def _check_settings(heads, ci_method, bootstrap, permutations, max_permutations,
 def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, shape, opt) -> WscaResult:
     """Intervals, p-values, reference bands, verdicts, caveats, diagnostics -> :class:`WscaResult`."""
     T, k, Ca, alpha = prep.T, prep.k, opt["Ca"], cfg["alpha"]
+    n_tests = sum(1 for i in range(T) if i not in prep.fixed)
     results: dict[str, TaskResult] = {}
     rnd_rng = np.random.default_rng(opt["seed"] + 2)
     for i, t in enumerate(prep.taskset.tasks):
@@ -745,7 +752,7 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
                             random_null=random_direction_null(rnd_rng, k, Ca, C, opt["centered"]),
                             ci_method=opt["ci_method"], confidence=opt["confidence"],
                             source="head" if i in prep.fixed else "probe", alpha=alpha,
-                            head_null=opt["head_null"].get(t.name))
+                            head_null=opt["head_null"].get(t.name), n_tests=n_tests)
         if i in prep.fixed:
             r.summary["probe_max_abs_wsc"] = float(np.nanmax(np.abs(probe_hat[i, :, :C])))
         results[t.name] = r
@@ -755,7 +762,7 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
         for nm, a in zip(tested, adj):
             results[nm].summary["p_adjusted"] = float(a)
     settings = _settings(prep, cfg, opt, folds, jack, null)
-    fits = {t.name: _fit_summary(stages, i) for i, t in enumerate(prep.probe_tasks)}
+    fits = {t.name: _fit_summary(stages, i, cfg["probe"].max_iter) for i, t in enumerate(prep.probe_tasks)}
     warn_lines = _convergence_warnings(fits, stages)
     for name, r in results.items():
         r.fit.update(fits[name])
@@ -794,8 +801,9 @@ def _convergence_warnings(fits: dict, stages: dict) -> list[str]:
     out = []
     for name, f in fits.items():
         if not f["converged"]:
-            out.append(f"probe {name!r}: the full-data fit did not converge (max |gradient| {f['grad_max']:.1e} after "
-                       f"{f['iterations']} iterations, float32 floor {f['grad_floor']:.1e}); its WSC is not to be trusted")
+            how = "at the iteration cap" if f["at_cap"] else "stalled above its float32 floor"
+            out.append(f"probe {name!r}: the full-data fit did not converge ({how}: max |gradient| {f['grad_max']:.1e} "
+                       f"after {f['iterations']} iterations, float32 floor {f['grad_floor']:.1e}); its WSC is not to be trusted")
         bad = {k: v for k, v in f["replicates_not_converged"].items() if v}
         if bad:
             out.append(f"probe {name!r}: replicate fits did not converge: "

@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, nothing written).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--primary-head", help=".npy head (C, D) or (D,); default head_<primary> from the .npz, else a probe")
     a.add_argument("--task-heads", help="comma-separated tasks compared with their own trained head_<task> from the "
                                         ".npz (the multi-task setting); default: probes for every task")
+    a.add_argument("--head-null", action="append", default=[], metavar="TASK=FILE",
+                   help="seed null of a fixed task head: FILE (.npy, or text with one value per line) holds the max "
+                        "|WSC| of networks trained with TASK's labels permuted (wsca_jax.fixed_head_wsc); repeatable. "
+                        "Without it fixed heads are reported as not tested")
     a.add_argument("--permute-within", help="permute labels within strata of this column (e.g. the primary): the "
                                             "conditional null for confounded designs")
     a.add_argument("--tasks", help="comma-separated columns to analyse (default: all but primary/group)")
@@ -267,6 +272,7 @@ def cmd_analyze(args) -> int:
             raise WscaInputError(f"--task-heads {name}: {args.embeddings} has no head_{name} array "
                                  f"(heads found: {', '.join(ef.heads) or 'none'})")
         task_heads[name] = ef.heads[name]
+    args.head_null_values = _head_nulls(args.head_null)
     t0 = time.time()
     import warnings
     with warnings.catch_warnings():
@@ -280,9 +286,32 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _head_nulls(specs: list[str]) -> dict:
+    """``["task=file", ...]`` -> ``{task: (M,) float}``; a bad spec or file is one clear line."""
+    import numpy as np
+
+    from .errors import WscaInputError
+
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise WscaInputError(f"--head-null {spec!r}: expected TASK=FILE")
+        if not os.path.isfile(path):
+            raise WscaInputError(f"--head-null {name}: file not found: {path}")
+        try:
+            vals = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=1)
+            vals = np.asarray(vals, float).ravel()
+        except (ValueError, OSError) as e:
+            raise WscaInputError(f"--head-null {name}: cannot read {path} as numbers ({e})") from None
+        out[name] = vals
+    return out
+
+
 def _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig):
     return analyze(
         ef.embeddings, meta, args.primary, head, task_heads=task_heads or None, permute_within=args.permute_within,
+        head_null=args.head_null_values or None,
         tasks=_csv(args.tasks) or None, categorical=_csv(args.categorical), continuous=_csv(args.continuous),
         bins=args.bins, binning=args.binning, group_column=args.group_column,
         bootstrap=args.bootstrap, permutations=args.permutations, max_permutations=args.max_permutations,

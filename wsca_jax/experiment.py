@@ -192,24 +192,33 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     return {"metrics": m, "result": result, "conditional": cond, "record": record}
 
 
-def permute_within_split(ds: ImageDataset, column: str, seed: int, split: int = 0) -> ImageDataset:
+def permute_within_split(ds: ImageDataset, column: str, seed: int, split: int = 0,
+                         within: str | None = None) -> ImageDataset:
     """A copy of ``ds`` whose ``column`` is permuted among the rows of ``split`` (whole patients:
     each group takes another group's value of the same size; see
-    :func:`~wsca_jax.stats.permutation_indices`). Other splits are unchanged."""
+    :func:`~wsca_jax.stats.permutation_indices`). Other splits are unchanged. With ``within`` (a
+    column name, e.g. the primary label) values move only between rows with the same value of that
+    column, which keeps the column-``within`` association of the design (the conditional null)."""
     from .stats import permutation_indices
 
     rows = np.flatnonzero(ds.split == split)
-    perm = permutation_indices(np.random.default_rng(seed), len(rows), 1, ds.group[rows])[0]
+    strata = None if within is None else np.asarray(ds.columns[within])[rows]
+    perm = permutation_indices(np.random.default_rng(seed), len(rows), 1, ds.group[rows], strata=strata)[0]
     col = np.asarray(ds.columns[column]).copy()
     col[rows] = col[rows][perm]
     return ImageDataset(ds.name, ds.images, {**ds.columns, column: col}, ds.split, ds.group)
 
 
-def null_network_wsc(ds: ImageDataset, spec: ShortcutSpec, seed: int, *, train_cfg=None) -> float:
+def null_network_wsc(ds: ImageDataset, spec: ShortcutSpec, seed: int, *, train_cfg=None,
+                     within_class: bool = False) -> float:
     """One draw of the seed null of the multi-task statistic: a network trained like the condition's
     multi-task model but with the confounder's training labels permuted (by patient); returns the
     max |WSC| of its primary and confounder heads on its training embeddings
-    (:func:`~wsca_jax.analysis.fixed_head_wsc`). Draw it for many seeds to build ``head_null``."""
+    (:func:`~wsca_jax.analysis.fixed_head_wsc`). Draw it for many seeds to build ``head_null``.
+
+    ``within_class``: permute only within primary classes, so the null networks keep the design's
+    class-confounder association (a confounder head may still read the class) and the comparison
+    tests alignment beyond it -- the null to use for a confounded design."""
     from .analysis import fixed_head_wsc
     from .embed import embed
     from .train import TrainConfig, fit
@@ -218,7 +227,8 @@ def null_network_wsc(ds: ImageDataset, spec: ShortcutSpec, seed: int, *, train_c
     n_heads = 2 + len(spec.extra_tasks)
     if cfg.task_weights is not None:
         cfg = dataclasses.replace(cfg, task_weights=tuple(cfg.task_weights[:n_heads]))
-    null_ds = permute_within_split(ds, spec.confounder, seed=10_000 + seed)
+    null_ds = permute_within_split(ds, spec.confounder, seed=10_000 + seed,
+                                   within=spec.primary if within_class else None)
     tmp = tempfile.mkdtemp(prefix="wsca-null-")
     try:
         fit(null_ds, spec.primary, (spec.confounder,) + tuple(spec.extra_tasks), cfg, run_dir=tmp, progress=False)

@@ -302,13 +302,21 @@ def _grad_from_p(x, cs: _Consts, W, p):
     return gW, gb
 
 
-def _grad_floor(x, cs: _Consts, W, p):
+def _grad_floor(x, cs: _Consts, W, b, p):
     """Entrywise float32 rounding floor of the gradient ``((T,K,D), (T,K))``: the rounding factor
-    times the sum of the absolute values of the terms it adds up."""
+    times the sum of the absolute values of the terms it adds up, plus what the rounding error of
+    the logits themselves (``eps (2 + sqrt(D)) (|x| |W| + |b|)`` per logit) moves the residuals by
+    (``d p_k = p_k (dz_k - sum_j p_j dz_j)``, bounded by ``2 p_k (1 - p_k) max |dz|``, to first
+    order). Computed once, after the loop."""
     r = jnp.abs(_residual(p, cs.y1)) * cs.wn[..., None]
     fac = _round_factor(cs)
-    fW = (jnp.einsum("tnk,nd->tkd", r, jnp.abs(x)) + cs.reg[:, None, None] * jnp.abs(W)) * fac[:, None, None]
-    fb = jnp.sum(r, axis=1) * fac[:, None]
+    d = x.shape[1]
+    zerr = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(d))) * (
+        jnp.einsum("nd,tkd->tnk", jnp.abs(x), jnp.abs(W)) + jnp.abs(b)[:, None, :])
+    dr = 2.0 * p * (1.0 - p) * jnp.max(zerr, axis=-1, keepdims=True) * cs.wn[..., None]
+    fW = ((jnp.einsum("tnk,nd->tkd", r, jnp.abs(x)) + cs.reg[:, None, None] * jnp.abs(W)) * fac[:, None, None]
+          + jnp.einsum("tnk,nd->tkd", dr, jnp.abs(x)))
+    fb = jnp.sum(r, axis=1) * fac[:, None] + jnp.sum(dr, axis=1)
     return fW, fb
 
 
@@ -480,7 +488,14 @@ def _ridge_fit(x, labels, weights, class_mask, C):
     b = (mu_y - jnp.einsum("tkd,td->tk", W, mu_x)) * class_mask
     resid = (y1 - jnp.einsum("nd,tkd->tnk", x, W) - b[:, None, :]) * class_mask[:, None, :]
     f = 0.5 * jnp.sum(wn * jnp.sum(resid ** 2, -1), 1) + 0.5 / (C * n) * jnp.sum(W * W, (1, 2))
-    return ProbeFit(W, b, f, jnp.zeros((T,), x.dtype), jnp.asarray(0), jnp.ones((T,), bool), jnp.zeros((T,), x.dtype))
+    # gradient of the objective at the solution (the linear solve's residual), measured, not assumed
+    gW = (-jnp.einsum("tn,tnk,nd->tkd", wn, resid, x) + (1.0 / (C * n))[:, None, None] * W) * class_mask[..., None]
+    gb = -jnp.einsum("tn,tnk->tk", wn, resid) * class_mask
+    g = jnp.maximum(jnp.max(jnp.abs(gW), axis=(1, 2)), jnp.max(jnp.abs(gb), axis=1))
+    scale = jnp.einsum("tn,nd->td", wn, jnp.abs(x)).max(axis=1) * jnp.maximum(1.0, jnp.max(jnp.abs(resid), axis=(1, 2)))
+    floor = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(x.shape[1]))) * 100.0 * scale     # a linear solve's error, generously
+    converged = (g <= floor) & jnp.all(jnp.isfinite(W), axis=(1, 2)) & jnp.any(weights > 0, axis=1)
+    return ProbeFit(W, b, f, g, jnp.asarray(0), converged, floor)
 
 
 @partial(jax.jit, static_argnames=("history", "solver", "init_batched", "patience"))
@@ -536,10 +551,12 @@ def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, t
     g0 = _grad_max(st)
     it, st, _, _, since = jax.lax.while_loop(
         cond, body, (jnp.asarray(1), st, st.f, g0, jnp.zeros_like(g0, jnp.int32)))
-    fW, fb = jax.vmap(_grad_floor, in_axes=(None, 0, 0, 0))(x, cs, st.W, st.p)
+    st = refresh(cs, st)                          # judge convergence on logits recomputed from (W, b)
+    fW, fb = jax.vmap(_grad_floor, in_axes=(None, 0, 0, 0, 0))(x, cs, st.W, st.b, st.p)
     at_floor = (jnp.all(jnp.abs(st.gW) <= fW, axis=(-2, -1)) & jnp.all(jnp.abs(st.gb) <= fb, axis=-1))
     g = _grad_max(st)
-    converged = (g <= tol) | ((since >= patience) & at_floor)
+    has_rows = jnp.any(weights > 0, axis=-1)                  # (R, T): a problem without rows has no fit
+    converged = ((g <= tol) | ((since >= patience) & at_floor)) & has_rows
     floor = jnp.maximum(jnp.max(fW, axis=(-2, -1)), jnp.max(fb, axis=-1))
     b = st.b * class_mask.astype(x.dtype)
     iterations = jnp.full((labels.shape[0],), it - 1)
