@@ -78,6 +78,15 @@ def test_task_heads_and_conditional_permutations(files, capsys, tmp_path):
     assert d["tasks"]["site"]["source"] == "head" and d["settings"]["permute_within"] == "label"
     # the known head (e0 + e1) against the site head (e1): cos 45 degrees
     np.testing.assert_allclose(d["tasks"]["site"]["summary"]["max_abs_wsc"], np.sqrt(0.5), atol=1e-5)
+    assert d["tasks"]["site"]["summary"]["p_value"] is None            # no null of its own: not tested
+    # with a seed null of 9 networks, 3 of them at or above the observed 0.707: p = (1 + 3) / 10
+    np.savetxt(tmp_path / "null.txt", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.71, 0.8, 0.9])
+    code, _, err = run(base + ["--task-heads", "site", "--head-null", f"site={tmp_path / 'null.txt'}",
+                               "--out", str(tmp_path / "r3")], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "r3" / "wsca.json").read_text())["tasks"]["site"]["summary"]
+    assert s["test"] == "seed_null" and s["head_null_n"] == 9
+    np.testing.assert_allclose(s["p_value"], 0.4)
     code, _, err = run(base + ["--task-heads", "scanner", "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "no head_scanner" in err and err.count("\n") == 1
     assert not (tmp_path / "r2").exists()
