@@ -112,6 +112,7 @@ def test_fixed_task_heads_known_cosines_and_pca_only_intervals(known_answer):
     # without a null of its own statistic a fixed head is not tested (the probe null is another statistic's)
     assert s["p_value"] is None and s["p_adjusted"] is None and t.p_value is None and s["test"] is None
     assert s["verdict"].startswith("not tested") and s["probe_null_q95"] > 0
+    assert s["null_q95"] is None          # the probe null's 95% point is kept only beside the probe's own value
     assert res.settings["task_heads"] == ["site"] and "seed null" in res.settings["fixed_head_inference"]
     # with heads of networks trained on permuted labels: p over those networks
     assert wsca.fixed_head_wsc(z, np.stack([-head / 2, head / 2]), site_head, pca_min=12) == pytest.approx(abs(expected), abs=1e-5)
@@ -120,6 +121,8 @@ def test_fixed_task_heads_known_cosines_and_pca_only_intervals(known_answer):
                         head_null={"site": hn}, pca_min=12, seed=1)
     s2 = res2.tasks["site"].summary
     assert s2["test"] == "seed_null" and s2["p_value"] == pytest.approx(3 / 20) and s2["head_null_n"] == 19
+    assert s2["null_q95"] == s2["head_null_q95"] == pytest.approx(np.quantile(hn, 0.95))
+    assert s2["p_value_mcse"] == pytest.approx(np.sqrt(0.15 * 0.85 / 19))
     assert s2["p_adjusted"] == pytest.approx(3 / 20) and s2["verdict"].startswith("not detected")
     assert any("PCA projection only" in c for c in s["caveats"])
     assert any("permuted attribute labels" in c for c in s["caveats"])

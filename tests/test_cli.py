@@ -108,6 +108,7 @@ BAD = {
     "bad metadata type": (["--metadata", "{d}/meta.txt"], "expected a .csv or .parquet file"),
     "negative seed": (["--seed", "-1"], "--seed must be a non-negative integer"),
     "object npz": (["--embeddings", "{d}/obj.npz"], "cannot be read without pickle"),
+    "huge values": (["--embeddings", "{d}/huge.npy"], "|value| 1e+20 at row 3, column 2; expected at most 1e+15"),
     "alpha zero": (["--alpha", "0"], "alpha must be in (0, 1), found 0.0"),
     "alpha nan": (["--alpha", "nan"], "alpha must be in (0, 1), found nan"),
     "max permutations below permutations": (["--permutations", "50", "--max-permutations", "10"],
@@ -125,6 +126,7 @@ def test_bad_input_one_line_exit_2_nothing_written(files, capsys, case):
     z = np.load(d / "emb.npy")
     pd.read_csv(d / "meta.csv").iloc[:-1].to_csv(d / "short.csv", index=False)
     zn = z.copy(); zn[7, 3] = np.nan; np.save(d / "nan.npy", zn)   # noqa: E702
+    zh = z.copy(); zh[3, 2] = 1e20; np.save(d / "huge.npy", zh)     # noqa: E702
     np.save(d / "badhead.npy", np.ones(15))
     (d / "meta.txt").write_text("x")
     (d / "null.txt").write_text("0.1\n0.2\n0.3\n")

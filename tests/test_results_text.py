@@ -43,3 +43,13 @@ def test_templates_are_rendered_from_expressions():
     assert prose.render("mean {{ num(sum(x) / len(x)) }}", ns) == "mean 0.20"
     assert prose.update_section("a<!-- generated:s -->old<!-- /generated:s -->b", "s", "new") == \
         "a<!-- generated:s -->\nnew\n<!-- /generated:s -->b"
+
+
+def test_busbra_application_results_file_matches_its_records():
+    app = _module("busbra_application")
+    if not (EXP / "results" / "busbra_application_runs.jsonl").exists():
+        # only the records of 0.2 exist: the results file must say it is not rerun
+        assert "not yet rerun" in (EXP / "results" / "busbra_application.md").read_text()
+        return
+    args = app.build_parser().parse_args([])
+    assert (EXP / "results" / "busbra_application.md").read_text() == app.markdown(args)

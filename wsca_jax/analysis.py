@@ -177,7 +177,15 @@ def check_embeddings(embeddings) -> np.ndarray:
         rows = np.flatnonzero(bad)
         raise WscaInputError(f"embeddings: row {rows[0]} contains NaN or inf ({len(rows)} such rows); "
                              "expected finite values")
+    big = np.abs(x).max()
+    if big > _MAX_ABS:
+        r, c = np.unravel_index(int(np.abs(x).argmax()), x.shape)
+        raise WscaInputError(f"embeddings: |value| {big:.3g} at row {r}, column {c}; expected at most {_MAX_ABS:.0e} "
+                             "(the probes run in float32, whose squares overflow beyond that): rescale the embeddings")
     return x
+
+
+_MAX_ABS = 1e15
 
 
 def check_head(head, d: int, n_classes: int, what: str = "primary head") -> np.ndarray:
@@ -275,7 +283,7 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
         out.append("no permutation test was run: compare with the random-direction reference only with care, "
                    "it is far narrower than the null of a real embedding")
     else:
-        if settings.get("permute_within"):
+        if settings.get("permute_within") and source == "probe":
             out.append(f"conditional null: labels were permuted within strata of {settings['permute_within']!r}, "
                        "so p tests alignment beyond what that association explains")
         if s.get("p_near_alpha"):
@@ -349,7 +357,7 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
     ci_low = ci_high = pv = None
     summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": None,
                "p_value": None, "p_value_mcse": None, "p_adjusted": None,
-               "test": None, "random_direction_q95": float(np.quantile(random_null, 0.95))}
+               "test": None, "null_q95": None, "random_direction_q95": float(np.quantile(random_null, 0.95))}
     if boot is not None:
         ci_low, ci_high, info = _interval(cells, stat, boot, jack, ci_method, confidence)
         summary.update(info)
@@ -358,18 +366,23 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         P = null.shape[0]
         p = float(permutation_pvalue(stat, null_max))
         q95 = float(np.quantile(null_max, 0.95))
-        summary.update(null_q95=q95, n_permutations=int(P))
+        summary["n_permutations"] = int(P)
         if source == "probe":
+            summary["null_q95"] = q95
             pv = permutation_pvalue(cells, null)
             summary.update(test="permutation", p_value=p, p_value_mcse=float(pvalue_mcse(p, P)),
                            p_near_alpha=bool(near_threshold(p, P, [alpha / j for j in range(1, max(1, n_tests) + 1)])))
         else:
+            # the probe null is the null of the *probe's* statistic (summary.probe_max_abs_wsc), not of the
+            # fixed heads': it is kept beside the probe value only
             summary["probe_null_q95"] = q95
     if source == "head" and head_null is not None:
         hn = np.asarray(head_null, float)
         p = float(permutation_pvalue(stat, hn))
-        summary.update(test="seed_null", p_value=p, p_value_mcse=None, head_null_n=int(len(hn)),
-                       head_null_q95=float(np.quantile(hn, 0.95)))
+        M = len(hn)
+        summary.update(test="seed_null", p_value=p, p_value_mcse=float(np.sqrt(p * (1 - p) / M)),
+                       head_null_n=int(M), head_null_q95=float(np.quantile(hn, 0.95)),
+                       null_q95=float(np.quantile(hn, 0.95)))
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
                       summary=summary, boot=boot, null=null, random_null=random_null, source=source)
@@ -535,7 +548,8 @@ def _null_stage(prep: Prepared, wsc: _Wsc, cfg: dict, rng, bar) -> tuple:
     batch, cap = cfg["permutations"], max(cfg["permutations"], cfg["max_permutations"] or 0)
     stat = np.nanmax(np.abs(cfg["_observed"]), axis=(-2, -1))              # (T,)
     tested = [t for t in range(prep.T) if t not in prep.fixed]            # fixed heads: not this null's statistic
-    thresholds = [cfg["alpha"] / j for j in range(1, len(tested) + 1)]
+    n_tests = len(tested) + cfg.get("_n_head_null", 0)                    # Holm counts seed-null tests too
+    thresholds = [cfg["alpha"] / j for j in range(1, n_tests + 1)]
     nulls, fits = [], []
     while True:
         size = min(batch, cap - sum(len(n) for n in nulls))
@@ -688,7 +702,8 @@ def analyze(
     # null: permutations (adaptive when max_permutations > permutations)
     null = None
     if permutations > 0:
-        null, stages["permutation"] = _null_stage(prep, wsc, {**cfg, "_observed": wsc_hat}, rng, bar)
+        null, stages["permutation"] = _null_stage(prep, wsc, {**cfg, "_observed": wsc_hat,
+                                                             "_n_head_null": len(head_null or {})}, rng, bar)
     bar.close()
     return _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
                       dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
@@ -742,7 +757,7 @@ def _check_settings(heads, ci_method, bootstrap, permutations, max_permutations,
 def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, shape, opt) -> WscaResult:
     """Intervals, p-values, reference bands, verdicts, caveats, diagnostics -> :class:`WscaResult`."""
     T, k, Ca, alpha = prep.T, prep.k, opt["Ca"], cfg["alpha"]
-    n_tests = sum(1 for i in range(T) if i not in prep.fixed)
+    n_tests = sum(1 for i in range(T) if i not in prep.fixed) + len(opt["head_null"])   # every task with a p
     results: dict[str, TaskResult] = {}
     rnd_rng = np.random.default_rng(opt["seed"] + 2)
     for i, t in enumerate(prep.taskset.tasks):

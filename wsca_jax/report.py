@@ -86,9 +86,11 @@ def _encoded_used(points, xlabel: str, title: str):
 
 
 def encoded_vs_used_figure(result):
-    """Probe AUROC (encoded) against max |WSC| (used) per task, with the null references."""
-    points = [(name, t.probe.get("auroc"), t.summary["max_abs_wsc"], t.summary["ci"],
-               t.summary.get("null_q95", t.summary["random_direction_q95"])) for name, t in result.tasks.items()]
+    """Probe AUROC (encoded) against max |WSC| (used) per task, with the null references: the
+    permutation null of probe tasks, the seed null of fixed heads, else the random-direction one."""
+    ref = lambda s: s["random_direction_q95"] if s.get("null_q95") is None else s["null_q95"]  # noqa: E731
+    points = [(name, t.probe.get("auroc"), t.summary["max_abs_wsc"], t.summary["ci"], ref(t.summary))
+              for name, t in result.tasks.items()]
     return _encoded_used(points, "probe AUROC, held out (how strongly the attribute is encoded)",
                          "encoded vs used (bars: 95% null reference of each task)")
 
@@ -101,7 +103,7 @@ def distributions_figure(result, name: str):
     absmax = lambda a: np.nanmax(np.abs(np.asarray(a, float)), axis=(-2, -1))  # noqa: E731
     fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=110)
     bins = np.linspace(0, 1, 51)
-    if t.null is not None:
+    if t.null is not None and t.source != "head":          # a fixed head's statistic has no probe null
         ax.hist(absmax(t.null), bins=bins, color="0.6", alpha=0.8, label=f"permutation null ({len(t.null)})")
     if t.boot is not None:
         ax.hist(absmax(t.boot), bins=bins, color="tab:blue", alpha=0.55, label=f"bootstrap ({len(t.boot)})")
