@@ -848,7 +848,12 @@ def _settings(prep, cfg, opt, folds, jack, null) -> dict:
             "seed null: p over networks trained with permuted attribute labels, for tasks given in head_null; "
             "untested otherwise (the probe permutation null is of another statistic)"),
         "head_null_tasks": sorted(opt["head_null"]),
-        "pca_fitted_on": "all rows given (fixed across bootstrap replicates)",
+        "pca_fitted_on": "all rows given (fixed across bootstrap replicates of probe tasks"
+                         + ("; refitted per replicate for the fixed heads, whose interval resamples the projection only)"
+                            if prep.fixed else ")"),
+        "head_null_settings": None if not opt["head_null"] else {
+            "heads": opt["heads"], "pca_variance": cfg["pca_variance"], "pca_min": cfg["pca_min"],
+            "note": "head_null values must be max |WSC| computed with these settings (fixed_head_wsc)"},
         "permutation_exchangeable_rows": None if (P == 0 or groups is None) else exchangeable_fraction(groups),
     }
 
