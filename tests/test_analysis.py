@@ -215,3 +215,18 @@ def test_a_fit_that_did_not_converge_is_flagged_everywhere(known_answer, tmp_pat
     assert d["tasks"]["site"]["fit"]["converged"] is False and d["warnings"]
     assert res.diagnostics["fits_not_converged"] > 0
     assert "did not converge" in render_html(res, {})
+
+
+def test_cross_validation_starts_cold(known_answer):
+    """Held-out probe quality must not depend on the full-data fit: with warm starts capped at 0
+    iterations a warm-started fold would *be* the full-data fit (which has seen the fold) and its
+    held-out AUROC would change; cold folds do not read warm_iter at all."""
+    from wsca_jax.probes import ProbeConfig
+    z, meta, head = known_answer(n=300, d=48, used=False, seed=3)
+    rng = np.random.default_rng(0)
+    meta = meta.assign(noisy=np.where(rng.random(300) < 0.3, 1 - meta["site"], meta["site"]))  # label noise
+    common = dict(tasks=["noisy"], pca_min=48, bootstrap=0, permutations=0, seed=0)
+    a = wsca.analyze(z, meta, "label", head, probe=ProbeConfig(warm_iter=500), **common).tasks["noisy"].probe
+    b = wsca.analyze(z, meta, "label", head, probe=ProbeConfig(warm_iter=0), **common).tasks["noisy"].probe
+    assert a["auroc"] == b["auroc"] and a["accuracy"] == b["accuracy"]
+    assert a["auroc"] < 0.8                    # held out: the 30% flipped labels cost it

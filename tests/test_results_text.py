@@ -53,3 +53,10 @@ def test_busbra_application_results_file_matches_its_records():
         return
     args = app.build_parser().parse_args([])
     assert (EXP / "results" / "busbra_application.md").read_text() == app.markdown(args)
+
+
+def test_k_sweep_results_file_matches_its_records():
+    ks = _module("k_sweep")
+    path = EXP / "results" / "k_sweep_runs.jsonl"
+    if path.exists():
+        assert (EXP / "results" / "k_sweep.md").read_text() == ks.report(str(path))
