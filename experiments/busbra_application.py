@@ -81,31 +81,43 @@ def run(args) -> None:
             for k, v in row["tasks"].items()), flush=True)
 
 
-def report(args) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def load_runs(out: str) -> list[dict]:
+    with open(os.path.join(out, "busbra_application_runs.jsonl")) as f:
+        return [json.loads(x) for x in f]
 
-    with open(os.path.join(args.out, "busbra_application_runs.jsonl")) as f:
-        runs = [json.loads(x) for x in f]
-    ms = lambda xs, f="{:.3f}": (f + " ± " + f).format(np.mean(xs), np.std(xs, ddof=1)) if len(xs) > 1 \
-        else f.format(np.mean(xs))  # noqa: E731
+
+def _ms(xs, f="{:.3f}"):
+    return (f + " ± " + f).format(np.mean(xs), np.std(xs, ddof=1)) if len(xs) > 1 else f.format(np.mean(xs))
+
+
+def table(runs: list[dict]) -> str:
     lines = ["| metadata | kind | probe AUROC | max \\|WSC\\| | bootstrap 95% CI (mean bounds) | p (Holm) | "
-             "runs p_adj < 0.05 | null 95% |", "|---|---|---|---|---|---|---|---|"]
+             "runs p_adj < 0.05 | null 95% | permutations |", "|---|---|---|---|---|---|---|---|---|"]
     kinds = {"birads": "clinical", "device": "acquisition (scanner)", "side": "acquisition (view)"}
     for t in TASKS:
         v = [r["tasks"][t] for r in runs if t in r["tasks"]]
         if not v:
             continue
         ci = np.array([x["ci"] for x in v])
-        lines.append(f"| {t} | {kinds[t]} | {ms([x['probe_auroc'] for x in v])} | {ms([x['max_abs_wsc'] for x in v])} | "
-                     f"[{ci[:, 0].mean():.3f}, {ci[:, 1].mean():.3f}] | {ms([x['p_adjusted'] for x in v])} | "
-                     f"{sum(x['p_adjusted'] < 0.05 for x in v)}/{len(v)} | {ms([x['null_q95'] for x in v])} |")
-    # the BI-RADS row of the malignant class: does it rise monotonically with the category?
-    b = [np.array(r["tasks"]["birads"]["wsc"]) for r in runs]
-    classes = runs[0]["tasks"]["birads"]["classes"]
-    mal = np.array([w[-1] for w in b])                       # row of the malignant class
-    birads_line = " ".join(f"{c}: {m:+.2f}" for c, m in zip(classes, mal.mean(0)))
+        perms = sorted({x.get("n_permutations") for x in v}, key=lambda n: n or 0)
+        lines.append(f"| {t} | {kinds[t]} | {_ms([x['probe_auroc'] for x in v])} | {_ms([x['max_abs_wsc'] for x in v])} | "
+                     f"[{ci[:, 0].mean():.3f}, {ci[:, 1].mean():.3f}] | {_ms([x['p_adjusted'] for x in v])} | "
+                     f"{sum(x['p_adjusted'] < 0.05 for x in v)}/{len(v)} | {_ms([x['null_q95'] for x in v])} | "
+                     f"{', '.join(str(n) for n in perms)} |")
+    return "\n".join(lines)
+
+
+def malignant_rows(runs: list[dict]) -> tuple[list, np.ndarray]:
+    """BI-RADS classes and the malignant-class row of WSC per seed ``(S, classes)``."""
+    return runs[0]["tasks"]["birads"]["classes"], np.array([r["tasks"]["birads"]["wsc"][-1] for r in runs])
+
+
+def figure(runs: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes, mal = malignant_rows(runs)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
     for w in mal:
         axes[0].plot(classes, w, "o-", alpha=0.5)
@@ -122,20 +134,62 @@ def report(args) -> None:
     axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "busbra_application.png"))
+    fig.savefig(path)
     plt.close(fig)
-    auroc = ms([r["primary_test_auroc"] for r in runs])
-    notes_path = os.path.join(args.out, "busbra_application_notes.md")
-    notes = open(notes_path).read() if os.path.exists(notes_path) else ""
-    text = f"""# Application analogue: which metadata does a BUS-BRA malignancy model use?
 
-Rebuilt by `experiments/busbra_application.py`. Malignancy model (small CNN, widths {EXPERIMENT_WIDTHS},
-fine-tuned setting, {args.epochs} epochs) on all official training folds (all four scanners); test AUROC
-{auroc} over seeds {[r['seed'] for r in runs]}. WSC of the model's own malignancy head against a
-probe for each attribute on the training embeddings; {args.bootstrap} patient-grouped bootstrap refits,
-{args.permutations} permutations, Holm across the three attributes. Mean ± SD over seeds.
 
-{chr(10).join(lines)}
+def prose_namespace(runs: list[dict]) -> dict:
+    """Helpers for ``templates/busbra_application_notes.md``: every number in the text comes from here."""
+    sys.path.insert(0, HERE)
+    from prose import namespace
+
+    def v(task, key):
+        return [r["tasks"][task][key] for r in runs]
+
+    def nsig(task):
+        return f"{sum(p < 0.05 for p in v(task, 'p_adjusted'))}/{len(runs)}"
+
+    def m(task, key, fmt="{:.2f}"):
+        return fmt.format(float(np.mean(v(task, key))))
+
+    def monotone():
+        classes, mal = malignant_rows(runs)
+        mean = mal.mean(0)
+        signs = ", ".join(f"BI-RADS {c} {x:+.2f}" for c, x in zip(classes, mean))
+        one_change = lambda w: int(np.sum(np.diff(np.sign(w)) != 0)) == 1 and w[-1] > w[0]  # noqa: E731
+        return (f"{signs} (mean over seeds); the sign goes from negative to positive once along the categories "
+                f"in {sum(one_change(w) for w in mal)}/{len(mal)} seeds")
+
+    def unconverged():
+        fits = [r["tasks"][t].get("fit") for r in runs for t in TASKS]
+        if any(f is None for f in fits):
+            return "not recorded (runs of wsca_jax 0.2)"
+        return f"{sum(not f['converged'] for f in fits)} of {len(fits)}"
+
+    return namespace(v=v, nsig=nsig, m=m, monotone=monotone, unconverged=unconverged, runs=runs)
+
+
+def markdown(args) -> str:
+    """``busbra_application.md`` from the records in ``args.out`` (pure: writes nothing)."""
+    runs = load_runs(args.out)
+    sys.path.insert(0, HERE)
+    from prose import render
+    notes = render(open(os.path.join(HERE, "templates", "busbra_application_notes.md")).read(), prose_namespace(runs))
+    classes, mal = malignant_rows(runs)
+    birads_line = " ".join(f"{c}: {x:+.2f}" for c, x in zip(classes, mal.mean(0)))
+    auroc = _ms([r["primary_test_auroc"] for r in runs])
+    versions = ", ".join(sorted({r.get("wsca_version", "< 0.3") for r in runs}))
+    return f"""# Application analogue: which metadata does a BUS-BRA malignancy model use?
+
+Rebuilt by `experiments/busbra_application.py` from `busbra_application_runs.jsonl` (wsca_jax {versions};
+the runs of wsca_jax 0.2 are kept in `busbra_application_runs_v0.2.jsonl`). Malignancy model (small CNN,
+widths {EXPERIMENT_WIDTHS}, fine-tuned setting, {args.epochs} epochs) on all official training folds (all four
+scanners); test AUROC {auroc} over seeds {[r['seed'] for r in runs]}. WSC of the model's own malignancy head
+against a probe for each attribute on the training embeddings; {args.bootstrap} patient-grouped bootstrap
+refits, {args.permutations} permutations (adaptively up to {args.max_permutations} while a p-value is within 3
+Monte Carlo SE of a Holm step), Holm across the three attributes. Mean ± SD over seeds.
+
+{table(runs)}
 
 WSC of the malignant row with each BI-RADS class (mean over seeds): {birads_line}.
 
@@ -145,14 +199,18 @@ The paper's SA-SonoNet study, for comparison (METHOD.md 1.6):
 
 {PAPER}
 
-{notes}
-"""
+{notes}"""
+
+
+def report(args) -> None:
+    runs = load_runs(args.out)
+    figure(runs, os.path.join(args.out, "busbra_application.png"))
     with open(os.path.join(args.out, "busbra_application.md"), "w") as f:
-        f.write(text)
+        f.write(markdown(args))
     print(f"wrote {args.out}/busbra_application.md")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
     p.add_argument("--seeds", default="0,1,2")
@@ -163,7 +221,11 @@ def main() -> None:
                    help="adaptive: more permutations while a p-value is within 3 Monte Carlo SE of alpha")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     os.makedirs(args.out, exist_ok=True)
     if not args.report_only:
         run(args)

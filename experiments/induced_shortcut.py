@@ -172,7 +172,7 @@ def tables(runs: pd.DataFrame) -> str:
             lines.append(f"| {cond} | {setting} | {int(g.n_train.mean())} | {_ms(g.primary_auroc)} | "
                          f"{_ms(g.confounder_probe_auroc)} | {_ms(g.max_abs_wsc)} | {ci_s} | {_ms(pd.to_numeric(g.p_value))} | "
                          f"{_ms(pd.to_numeric(g.p_value_conditional))} | {_nsig(g.p_value)} | {_fisher(g.p_value)} | "
-                         f"{_ms(pd.to_numeric(g.null_q95))} | "
+                         f"{'not its null' if setting == 'multi_task' else _ms(pd.to_numeric(g.null_q95))} | "
                          f"{g.random_q95.mean():.3f} | {row_s} | {_converged(g)} |")
     return "\n".join(lines)
 
@@ -301,7 +301,14 @@ def seed_null_table(tests: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame) -> dict:
+def _pca_min() -> int:
+    """The PCA floor the runs used: ``analyze``'s default (the experiments do not override it)."""
+    import inspect
+    from wsca_jax.analysis import analyze
+    return int(inspect.signature(analyze).parameters["pca_min"].default)
+
+
+def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame, out: str = os.path.join(HERE, "results")) -> dict:
     """Helpers the notes template may use (see experiments/prose.py): every sentence that carries a
     number is built here from the records, so the text follows the records."""
     from scipy.stats import spearmanr
@@ -384,7 +391,26 @@ def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame) 
                  for (d, c, s), g in miss.groupby(["dataset", "condition", "setting"], sort=False)]
         return "; ".join(parts)
 
+    def spread(dataset, cond, kind="free"):
+        from scipy.stats import levene
+        t = pick(dataset, cond, kind)
+        if t.empty:
+            return "no null networks"
+        t = t.iloc[0]
+        lv = levene(t.runs_wsc, t.null_wsc)
+        return (f"SD {np.std(t.runs_wsc, ddof=1):.3f} over {t.runs} runs against {np.std(t.null_wsc, ddof=1):.3f} over "
+                f"{t.null_networks} null networks, Levene p {lv.pvalue:.2g}")
+
+    def k_sweep_status():
+        path = os.path.join(out, "k_sweep_runs.jsonl")
+        if not os.path.exists(path):
+            return "The k sweep (`experiments/k_sweep.py`) writes its own record and has not been rerun yet."
+        with open(path) as f:
+            n = sum(1 for _ in f)
+        return f"The k sweep has its own record ({n} lines in `k_sweep_runs.jsonl`) and report: [k_sweep.md](k_sweep.md)."
+
     return namespace(runs=runs, old=old, sel=sel, wsc=wsc, rho=rho, seed_null=seed_null, ptest=ptest,
+                     k_sweep_status=k_sweep_status, spread=spread, pca_min=_pca_min(),
                      perms=perms, converged=converged, num=num, not_rerun=not_rerun,
                      seed_null_short=seed_null_short, ntrain=ntrain)
 
@@ -405,7 +431,7 @@ def markdown(args) -> str:
     sys.path.insert(0, HERE)
     from prose import render
     tmpl = os.path.join(HERE, "templates", "induced_shortcut_notes.md")
-    notes = render(open(tmpl).read(), prose_namespace(runs, tests, old)) if os.path.exists(tmpl) else ""
+    notes = render(open(tmpl).read(), prose_namespace(runs, tests, old, args.out)) if os.path.exists(tmpl) else ""
     figs = "\n\n".join(f"![{d} dose-response](induced_shortcut_{d}.png)" for d in runs.dataset.unique())
     text = f"""# Induced-shortcut validation (rebuilt by `experiments/induced_shortcut.py` from the records)
 

@@ -4,7 +4,8 @@
     .venv/bin/python experiments/render_text.py --check  # exit 1 if the README is stale
 
 Sections (``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README.md) and their
-templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md).
+templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md) and
+``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ def sections() -> dict[str, str]:
     runs, nulls, old = ind.load_records(args.out)
     ns = ind.prose_namespace(runs, ind.seed_null_tests(runs, nulls), old)
     with open(os.path.join(HERE, "templates", "readme_induced.md")) as f:
-        return {"induced-shortcut": render(f.read(), ns)}
+        out = {"induced-shortcut": render(f.read(), ns)}
+    import busbra_application as app
+    aargs = app.build_parser().parse_args([])
+    if os.path.exists(os.path.join(aargs.out, "busbra_application_runs.jsonl")):
+        with open(os.path.join(HERE, "templates", "readme_application.md")) as f:
+            out["application"] = render(f.read(), app.prose_namespace(app.load_runs(aargs.out)))
+    return out
 
 
 def rendered_readme(text: str) -> str:
