@@ -215,6 +215,11 @@ def test_a_fit_that_did_not_converge_is_flagged_everywhere(known_answer, tmp_pat
     assert d["tasks"]["site"]["fit"]["converged"] is False and d["warnings"]
     assert res.diagnostics["fits_not_converged"] > 0
     assert "did not converge" in render_html(res, {})
+    # a primary *probe* that did not converge is named in every task's caveats
+    with pytest.warns(UserWarning, match="did not converge"):
+        res = wsca.analyze(z, meta, "label", None, pca_min=8, probe=wsca.ProbeConfig(max_iter=1, warm_iter=1))
+    assert res.primary["fit"]["converged"] is False
+    assert "primary probe ('label') did not converge" in res.tasks["site"].summary["caveats"][0]
 
 
 def test_cross_validation_starts_cold(known_answer):

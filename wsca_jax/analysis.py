@@ -784,6 +784,11 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
         r.summary["verdict"] = _verdict(r.summary, r.probe, null is not None, r.source, alpha)
         r.summary["caveats"] = _caveats(r.summary, r.probe, r.source, settings, r.fit)
     primary = prep.taskset.primary
+    pfit = fits.get(primary.name) if prep.p_rows is None else None
+    if pfit is not None and not pfit["converged"]:
+        for r in results.values():            # every WSC uses the primary probe's direction
+            r.summary["caveats"].insert(0, f"the primary probe ({primary.name!r}) did not converge (max |gradient| "
+                                           f"{pfit['grad_max']:.1e}): every WSC against it is not to be trusted")
     prim_info = {"name": opt["primary"], "classes": list(primary.classes),
                  "source": "head" if prep.p_rows is not None else "probe",
                  "probe": quality[T] if prep.p_rows is None else None, "head_rows": int(Ca),
