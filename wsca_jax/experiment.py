@@ -247,7 +247,7 @@ def verdict(m: dict, alpha: float = 0.05) -> str:
                 f"networks trained with permuted labels{ref})")
     used = p < alpha
     line = (f"max |WSC| {m['max_abs_wsc']:.3f} (null 95% {m['null_q95']:.3f}, p {p:.3f}): "
-            + ("aligned beyond chance" if used else "not detected (no evidence of non-use)"))
+            + ("aligned beyond chance" if used else "not detected (which does not show it is unused)"))
     pc = m.get("p_value_conditional")
     if used and pc is not None:
         line += (f"; beyond the class-confounder association too (within-class p {pc:.3f})" if pc < alpha else
