@@ -525,15 +525,17 @@ def permuted_labels(rng: np.random.Generator, labels: np.ndarray, T: int, n_perm
     return out
 
 
-def _fit_summary(stages: dict, i: int, max_iter: int) -> dict:
+def _fit_summary(stages: dict, i: int, max_iter: int, primary_index: int | None = None) -> dict:
     """Convergence of task ``i``'s probe: the full-data fit (``at_cap``: it stopped at ``max_iter``)
     and the count of replicate fits (per stage) that did not converge."""
     point = stages["point"]
     out = {"converged": bool(point.converged[0, i]), "grad_max": float(point.grad_max[0, i]),
            "grad_floor": float(point.grad_floor[0, i]), "objective": float(point.objective[0, i]),
            "iterations": int(point.iterations[0]), "at_cap": bool(int(point.iterations[0]) >= max_iter)}
+    # the primary probe's permutation refits are not used (the null keeps the observed primary)
+    unused = {"permutation"} if i == primary_index else set()
     out["replicates_not_converged"] = {name: int((~np.asarray(f.converged[:, i])).sum())
-                                       for name, f in stages.items() if name != "point"}
+                                       for name, f in stages.items() if name != "point" and name not in unused}
     return out
 
 
@@ -777,7 +779,7 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
         for nm, a in zip(tested, adj):
             results[nm].summary["p_adjusted"] = float(a)
     settings = _settings(prep, cfg, opt, folds, jack, null)
-    fits = {t.name: _fit_summary(stages, i, cfg["probe"].max_iter) for i, t in enumerate(prep.probe_tasks)}
+    fits = {t.name: _fit_summary(stages, i, cfg["probe"].max_iter, T if prep.p_rows is None else None) for i, t in enumerate(prep.probe_tasks)}
     warn_lines = _convergence_warnings(fits, stages)
     for name, r in results.items():
         r.fit.update(fits[name])
