@@ -7,6 +7,10 @@ primary head and an attribute head trained jointly -- the paper's multi-task set
 ``dependence = 0`` makes the label independent of the attribute (the primary head has no reason to
 use it: the null for fixed-head WSC); ``dependence > 0`` lets the label depend on the attribute
 (the head should use it).
+
+:func:`calibration_data` draws embeddings of a :class:`CalibrationDesign` whose population WSC is
+fixed by the design (computed by running the same pipeline on a very large draw): the generator of
+the calibration study of estimates, intervals and tests.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 
 
 class MultitaskSim(NamedTuple):
@@ -110,3 +115,75 @@ def multitask_networks(seed: int, n_networks: int, n: int = 400, *, d_in: int = 
                                                    steps, lr, permute_attribute)))
     out = [np.asarray(a) for a in train(keys)]
     return MultitaskSim(out[0], out[1].astype(int), out[2].astype(int), out[3], out[4], out[5])
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings with a known population WSC (for calibration of estimates, intervals and tests)
+
+
+class CalibrationDesign(NamedTuple):
+    """A synthetic embedding whose population WSC is fixed by the design.
+
+    Attributes:
+      d: embedding width.  n_classes: levels of the attribute (2-6).
+      shift: distance of each attribute class mean from the centre, in latent SD units along its
+        axes (how strongly the attribute is encoded; 0 = not at all).
+      use: weight of the attribute direction in the primary head and in the label (0 = unused).
+      group_size: rows per group (patient); the attribute and a random offset are shared in a group.
+      sd_first, sd_last: the latent SDs run linearly from the first to the last axis (anisotropy).
+    """
+
+    d: int = 96
+    n_classes: int = 3
+    shift: float = 1.2
+    use: float = 0.8
+    group_size: int = 1
+    sd_first: float = 2.0
+    sd_last: float = 0.3
+
+
+def _attribute_means(design: CalibrationDesign) -> np.ndarray:
+    """``(C, d)`` class means: a centred simplex on latent axes 5 .. 5 + C - 2, scaled to ``shift``."""
+    C = design.n_classes
+    simplex = np.eye(C) - 1.0 / C                                     # rows: centred vertices in R^C
+    basis = np.linalg.svd(simplex, full_matrices=False)[2][: C - 1]   # (C-1, C) orthonormal
+    coords = simplex @ basis.T                                        # (C, C-1)
+    coords *= design.shift / np.linalg.norm(coords, axis=1, keepdims=True)
+    means = np.zeros((C, design.d))
+    means[:, 5:5 + C - 1] = coords
+    return means
+
+
+def calibration_head(design: CalibrationDesign) -> np.ndarray:
+    """``(d,)`` the primary head: axis 0 plus ``use`` times the unit direction of attribute class 0."""
+    m = _attribute_means(design)[0]
+    head = np.zeros(design.d)
+    head[0] = 1.0
+    if design.shift > 0:
+        head += design.use * m / np.linalg.norm(m)
+    return head
+
+
+def calibration_data(design: CalibrationDesign, n: int, seed: int):
+    """One draw of ``n`` rows: ``(embeddings (n, d), metadata, head (d,))``.
+
+    Rows come in groups of ``group_size`` sharing the attribute and a random offset (a patient).
+    The latent is Gaussian with SDs from ``sd_first`` to ``sd_last``; the attribute moves the class
+    mean along its own axes (:func:`_attribute_means`); the primary label is
+    ``1[head . z + noise > 0]`` with the head of :func:`calibration_head`, so with ``use = 0`` the
+    label is independent of the attribute and the head is orthogonal to its directions (population
+    WSC 0). Metadata columns: ``label``, ``attr``, ``group``.
+    """
+    rng = np.random.default_rng(seed)
+    g = max(1, int(design.group_size))
+    n_groups = -(-n // g)
+    group = np.repeat(np.arange(n_groups), g)[:n]
+    attr = rng.integers(0, design.n_classes, n_groups)[group]
+    sd = np.linspace(design.sd_first, design.sd_last, design.d)
+    z = rng.normal(size=(n, design.d)) * sd
+    if g > 1:
+        z += 0.5 * rng.normal(size=(n_groups, design.d))[group] * sd
+    z += _attribute_means(design)[attr]
+    head = calibration_head(design)
+    label = (z @ head + rng.normal(size=n) > 0).astype(int)
+    return z, pd.DataFrame({"label": label, "attr": attr, "group": group}), head
