@@ -87,7 +87,11 @@ def run_all(args) -> None:
                                       max_permutations=args.max_permutations)
                     m = r["metrics"]
                     row = {"dataset": dataset, "condition": cond, "strength": strength, "setting": setting,
-                           "seed": seed, "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version, **m}
+                           "seed": seed, "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version,
+                           "settings": {"epochs": args.epochs, "bootstrap": args.bootstrap,
+                                        "permutations": 0 if setting == "multi_task" else args.permutations,
+                                        "max_permutations": args.max_permutations, "train_rows": args.train_rows},
+                           **m}
                     with open(path, "a") as f:
                         f.write(json.dumps(row) + "\n")
                     fmt = lambda v: "untested" if v is None else f"{v:.3f}"  # noqa: E731
@@ -291,14 +295,23 @@ def seed_null_tests(runs: pd.DataFrame, nulls: pd.DataFrame) -> pd.DataFrame:
 def seed_null_table(tests: pd.DataFrame) -> str:
     if tests.empty:
         return "No null networks yet (`--seed-null M`): the multi-task rows are untested."
-    lines = ["| dataset | design | null: scanner permuted | runs: max \\|WSC\\| (mean ± SD) | null networks: mean ± SD (95% point) | "
+    lines = ["| dataset | design | null: confounder permuted | runs: max \\|WSC\\| (mean ± SD) | null networks: mean ± SD (95% point) | "
              "per-run p (seed null) | design-level p (Mann-Whitney, runs > null) |", "|---|---|---|---|---|---|---|"]
     for _, t in tests.iterrows():
-        how = "within malignancy classes" if t.null_kind == "within_class" else "freely"
+        how = "within primary classes" if t.null_kind == "within_class" else "freely"
         lines.append(f"| {t.dataset} | {t.condition} | {how} | {_ms(pd.Series(t.runs_wsc))} ({t.runs} runs) | "
                      f"{_ms(pd.Series(t.null_wsc))} ({np.quantile(t.null_wsc, 0.95):.3f}; {t.null_networks} networks) | "
                      f"{', '.join(f'{p:.3f}' for p in t.p_runs)} | {t.p_design:.3g} |")
     return "\n".join(lines)
+
+
+def _settings_source(runs: pd.DataFrame) -> str:
+    """Where the settings paragraph comes from: the runs' own ``settings`` where every run has them."""
+    if "settings" in runs and runs.settings.notna().all():
+        return "recorded in every run"
+    n = 0 if "settings" not in runs else int(runs.settings.notna().sum())
+    return (f"the script's defaults, with which the runs were made; {n} of {len(runs)} runs record their "
+            "settings themselves")
 
 
 def _pca_min() -> int:
@@ -345,8 +358,9 @@ def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame, 
             return "not tested (no null networks for this design yet)"
         t = t.iloc[0]
         verdict = "above the null" if t.p_design < 0.05 else "not distinguishable from the null"
-        how = "within malignancy classes" if kind == "within_class" else "by patient"
-        return (f"{verdict}: {t.runs} runs against {t.null_networks} networks trained with the scanner labels permuted {how} "
+        what, cls = ("scanner", "malignancy") if dataset == "busbra" else ("artefact", "primary")
+        how = f"within {cls} classes" if kind == "within_class" else "by patient" if dataset == "busbra" else "freely"
+        return (f"{verdict}: {t.runs} runs against {t.null_networks} networks trained with the {what} labels permuted {how} "
                 f"(null mean {np.mean(t.null_wsc):.2f}, 95% point {np.quantile(t.null_wsc, 0.95):.2f}; one-sided "
                 f"Mann-Whitney p {t.p_design:.3g}; per run p {', '.join(f'{p:.2f}' for p in t.p_runs)})")
 
@@ -441,9 +455,9 @@ computed from them. The runs of wsca_jax 0.2 are kept in `induced_shortcut_runs_
 comparison; their multi-task p-values used the probe permutation null, which is not the null of the
 fixed-head statistic ([fixed_head_null.md](fixed_head_null.md)).
 
-Settings: small CNN (widths {EXPERIMENT_WIDTHS}), {args.epochs} epochs, AdamW, class-weighted loss;
+Settings ({_settings_source(runs)}): small CNN (widths {EXPERIMENT_WIDTHS}), {args.epochs} epochs, AdamW, class-weighted loss;
 multi-task heads (primary, confounder, extra) weighted {MT_TASK_WEIGHTS}; WSC on the training-set
-embeddings, PCA 99% / at least 50 components, centred heads, {args.bootstrap} bootstrap refits
+embeddings, PCA 99% / at least {_pca_min()} components, centred heads, {args.bootstrap} bootstrap refits
 (grouped by patient on BUS-BRA). Fine-tuned rows: {args.permutations} permutations, adaptively more
 (up to {args.max_permutations}) while p is within 3 Monte Carlo SE of 0.05; "p (free)" permutes the
 confounder labels freely (as `wsca analyze` does), "p (within class)" within primary classes (the
