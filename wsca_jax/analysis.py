@@ -266,8 +266,8 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
                    "reaches 0): judge alignment by the permutation test, use the interval for spread")
         if s.get("ci_fallback"):
             z0 = "infinite" if s.get("ci_z0") is None else f"{s['ci_z0']:.2f}"
-            why = {"extreme_z0": f"nearly all bootstrap replicates lie on one side of the estimate (z0 {z0}), "
-                                 "so BCa would read both ends from the last few replicates",
+            why = {"extreme_z0": f"its bias-corrected levels (z0 {z0}, with the acceleration) fall among the last "
+                                 "few bootstrap replicates, so BCa would read an end from a handful of them",
                    "narrower_than_spread": "the BCa interval was narrower than half the bootstrap spread"}[s["ci_fallback"]]
             out.append(f"percentile interval instead of BCa for max |WSC|: {why}")
         if source == "head":
