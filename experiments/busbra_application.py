@@ -86,8 +86,11 @@ def load_runs(out: str) -> list[dict]:
         return [json.loads(x) for x in f]
 
 
-def _ms(xs, f="{:.3f}"):
-    return (f + " ± " + f).format(np.mean(xs), np.std(xs, ddof=1)) if len(xs) > 1 else f.format(np.mean(xs))
+def _ms(xs) -> str:
+    """'mean ± SD' with three decimals (the shared formatter of experiments/prose.py)."""
+    sys.path.insert(0, HERE)
+    from prose import ms
+    return ms(xs, "{:.3f}")
 
 
 def table(runs: list[dict]) -> str:

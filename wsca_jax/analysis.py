@@ -379,10 +379,9 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
     if source == "head" and head_null is not None:
         hn = np.asarray(head_null, float)
         p = float(permutation_pvalue(stat, hn))
-        M = len(hn)
+        M, q95 = len(hn), float(np.quantile(hn, 0.95))
         summary.update(test="seed_null", p_value=p, p_value_mcse=float(np.sqrt(p * (1 - p) / M)),
-                       head_null_n=int(M), head_null_q95=float(np.quantile(hn, 0.95)),
-                       null_q95=float(np.quantile(hn, 0.95)))
+                       head_null_n=int(M), head_null_q95=q95, null_q95=q95)
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
                       summary=summary, boot=boot, null=null, random_null=random_null, source=source)
