@@ -19,6 +19,14 @@ def test_used_metadata_is_detected(known_answer):
     assert s["p_value"] < 0.01 and s["p_adjusted"] < 0.01
     assert s["ci"][0] > s["random_direction_q95"]
     assert s["verdict"].startswith("aligned")
+    # k sensitivity: the same fits projected to each k; at the k used it equals the summary
+    ks = res.k_sensitivity
+    q = ks["ks"].index(res.pca["components"])
+    v = ks["tasks"]["site"]
+    assert v["max_abs_wsc"][q] == pytest.approx(s["max_abs_wsc"], abs=1e-5)
+    assert v["null_q95"][q] == pytest.approx(s["null_q95"], abs=1e-5)
+    assert ks["ks"][0] == 10 and ks["rank"] == 64 and len(v["random_q95"]) == len(ks["ks"])
+    assert v["random_q95"][0] > v["random_q95"][-1]          # random cosines shrink as k grows
 
 
 def test_encoded_but_unused_metadata_is_not(known_answer):

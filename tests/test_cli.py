@@ -38,7 +38,7 @@ def test_analyze_writes_json_report_and_figures(files, capsys):
                            "--out", str(out)], capsys)
     assert code == 0
     names = sorted(os.listdir(out))
-    assert names == ["dist_age.png", "dist_site.png", "encoded_vs_used.png", "report.html", "wsca.json",
+    assert names == ["dist_age.png", "dist_site.png", "encoded_vs_used.png", "k_sensitivity.png", "report.html", "wsca.json",
                      "wsca_age.png", "wsca_distributions.npz", "wsca_site.png"]
     d = json.loads((out / "wsca.json").read_text())
     assert d["primary"]["source"] == "head" and d["settings"]["group_column"] == "case"
@@ -165,9 +165,9 @@ def test_report_rerenders_an_analyze_folder_with_and_without_distributions(files
     (out / "report.html").unlink()
     assert main(["report", "--run", str(out)]) == 0
     html = (out / "report.html").read_text()
-    assert html.count("<img") == 3 and "permutation null (10)" not in html   # figures are images, not text
+    assert html.count("<img") == 4 and "permutation null (10)" not in html   # figures are images, not text
     os.remove(out / "wsca_distributions.npz")                                # an older folder: no histograms
     assert main(["report", "--run", str(out), "--out", str(files / "r.html")]) == 0
-    assert (files / "r.html").read_text().count("<img") == 2
+    assert (files / "r.html").read_text().count("<img") == 3
     assert json.loads((out / "wsca.json").read_text()) == before              # wsca.json is not rewritten
     capsys.readouterr()

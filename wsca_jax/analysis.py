@@ -21,11 +21,11 @@ from .errors import WscaInputError, require
 from .io import atomic_write_text
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
 from .probes import Basis, ProbeConfig, fit_replicates, make_basis
-from .stats import (bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
+from .stats import (basic_interval, bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
                     near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
-                    random_cosine_quantile, random_direction_null)
+                    random_cosine_quantile, random_direction_null, recentred_replicates)
 from .tasks import build_tasks, class_mask
-from .wsc import choose_components, wsc_jit, wsc_reweighted_basis_jit
+from .wsc import choose_components, disattenuate, prepare_head, wsc_by_k_jit, wsc_jit, wsc_reweighted_basis_jit
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class TaskResult:
     Arrays: ``wsc``, ``ci_low``, ``ci_high``, ``p_value`` are ``(C_primary, C_task)``;
     ``boot`` ``(B, C_primary, C_task)`` and ``null`` ``(P, C_primary, C_task)`` keep the resampling
     distributions (empty when not run); ``random_null`` ``(n_draws,)`` max |cos| of random heads.
+    ``wsc_corrected`` ``(C_primary, C_task)``: the attenuation-corrected WSC (None without a bootstrap or
+    for fixed heads); ``cell_intervals``: ``{"raw" | "corrected": {"method", "low", "high"}}``.
     """
 
     name: str
@@ -52,8 +54,13 @@ class TaskResult:
     random_null: np.ndarray = field(repr=False, default=None)
     source: str = "probe"
     fit: dict = field(default_factory=dict)
+    wsc_corrected: np.ndarray | None = None
+    cell_intervals: dict | None = None
 
     def to_dict(self) -> dict:
+        iv = None if self.cell_intervals is None else {
+            k: {"method": v["method"], "low": _mat(v["low"]), "high": _mat(v["high"])}
+            for k, v in self.cell_intervals.items()}
         return {
             "kind": self.kind,
             "source": self.source,
@@ -64,6 +71,8 @@ class TaskResult:
             "ci_low": _mat(self.ci_low),
             "ci_high": _mat(self.ci_high),
             "p_value": _mat(self.p_value),
+            "wsc_corrected": _mat(self.wsc_corrected),
+            "cell_intervals": iv,
             "summary": self.summary,
             "fit": self.fit,
         }
@@ -83,6 +92,7 @@ class WscaResult:
     null_reference: dict
     diagnostics: dict = field(repr=False, default_factory=dict)
     warnings: list = field(default_factory=list)
+    k_sensitivity: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -95,6 +105,7 @@ class WscaResult:
             "tasks": {k: v.to_dict() for k, v in self.tasks.items()},
             "skipped": self.skipped,
             "null_reference": self.null_reference,
+            "k_sensitivity": self.k_sensitivity,
             "diagnostics": self.diagnostics,
             "warnings": list(self.warnings),
         }
@@ -112,11 +123,14 @@ class WscaResult:
                                      ci_high=arr(t["ci_high"]), p_value=arr(t["p_value"]), summary=t["summary"],
                                      boot=arrays.get(f"boot/{name}"), null=arrays.get(f"null/{name}"),
                                      random_null=arrays.get(f"random/{name}"), source=t.get("source", "probe"),
-                                     fit=t.get("fit", {}))
+                                     fit=t.get("fit", {}), wsc_corrected=arr(t.get("wsc_corrected")),
+                                     cell_intervals=None if t.get("cell_intervals") is None else {
+                                         k: {"method": v["method"], "low": arr(v["low"]), "high": arr(v["high"])}
+                                         for k, v in t["cell_intervals"].items()})
         return cls(n_samples=d["n_samples"], embedding_dim=d["embedding_dim"], settings=d["settings"], pca=d["pca"],
                    primary=d["primary"], tasks=tasks, skipped=d.get("skipped", {}),
                    null_reference=d.get("null_reference", {}), diagnostics=d.get("diagnostics", {}),
-                   warnings=d.get("warnings", []))
+                   warnings=d.get("warnings", []), k_sensitivity=d.get("k_sensitivity"))
 
     def distributions(self) -> dict[str, np.ndarray]:
         """The resampling distributions by ``boot/<task>``, ``null/<task>``, ``random/<task>`` (for ``np.savez``)."""
@@ -132,14 +146,16 @@ class WscaResult:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
 
     def summary_table(self) -> pd.DataFrame:
-        """One row per task: probe AUROC, max |WSC| (CI, p ± Monte Carlo SE, or the reference band of
+        """One row per task: probe AUROC, max |WSC| (raw and attenuation-corrected; CI, p ± Monte Carlo SE, or the reference band of
         fixed heads), the null and random references, convergence and the verdict."""
         rows = []
         for name, t in self.tasks.items():
             s = t.summary
             rows.append({"task": name, "kind": t.kind, "n_used": t.n_used, "source": t.source,
                          "probe_auroc": t.probe.get("auroc"), "max_abs_wsc": s["max_abs_wsc"],
+                         "max_abs_wsc_corrected": s.get("max_abs_wsc_corrected"),
                          "ci_low": (s["ci"] or [None, None])[0], "ci_high": (s["ci"] or [None, None])[1],
+                         "ci_method": s.get("ci_method"),
                          "p_value": s["p_value"], "p_mcse": s.get("p_value_mcse"), "p_adjusted": s["p_adjusted"],
                          "test": s.get("test"), "null_q95": s.get("null_q95"),
                          "random_q95": s["random_direction_q95"], "converged": t.fit.get("converged"),
@@ -262,14 +278,22 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
         out.append("replicate fits that did not converge: " + ", ".join(f"{v} {k}" for k, v in bad.items())
                    + " (kept in the distributions; see diagnostics)")
     if s.get("ci"):
-        out.append("the interval of max |WSC| is biased upward near zero (a maximum of absolute values never "
-                   "reaches 0): judge alignment by the permutation test, use the interval for spread")
+        if s.get("ci_method") == "corrected":
+            out.append("the interval is for the population value (attenuation-corrected: probe noise shrinks "
+                       "cosines toward 0, see max_abs_wsc_corrected); max_abs_wsc is the raw value (the paper's "
+                       "number) and ci_raw its bootstrap interval. Judge alignment by the permutation test")
+        else:
+            out.append("the interval of max |WSC| is biased upward near zero (a maximum of absolute values never "
+                       "reaches 0): judge alignment by the permutation test, use the interval for spread")
         if s.get("ci_fallback"):
             z0 = "infinite" if s.get("ci_z0") is None else f"{s['ci_z0']:.2f}"
-            why = {"extreme_z0": f"its bias-corrected levels (z0 {z0}, with the acceleration) fall among the last "
+            why = {"extreme_z0": f"BCa's bias-corrected levels (z0 {z0}, with the acceleration) fall among the last "
                                  "few bootstrap replicates, so BCa would read an end from a handful of them",
-                   "narrower_than_spread": "the BCa interval was narrower than half the bootstrap spread"}[s["ci_fallback"]]
-            out.append(f"percentile interval instead of BCa for max |WSC|: {why}")
+                   "narrower_than_spread": "the BCa interval was narrower than half the bootstrap spread",
+                   "excludes_median": "the BCa interval did not contain the median of the bootstrap replicates",
+                   "no_reliable_direction": "no attenuation-corrected value: a probe direction's bootstrap "
+                                            "reliability is below 0.1 (its direction is mostly noise)"}[s["ci_fallback"]]
+            out.append(f"{s['ci_method']} interval instead of the requested one for max |WSC|: {why}")
         if source == "head":
             out.append("the heads are the model's own (fixed): the interval resamples the PCA projection only; "
                        "training randomness (seed variation) is not in it")
@@ -318,25 +342,73 @@ def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: 
     return out
 
 
-def _interval(cells, stat, boot, jack, ci_method: str, confidence: float):
-    """Cell intervals ``(Ca, C)`` and the max |WSC| interval with what was used (see
-    :func:`~wsca_jax.stats.guarded_bca_interval`)."""
+CI_METHODS = ("corrected", "bca", "percentile", "basic")
+
+
+def _raw_intervals(cells, stat, boot, jack, confidence: float) -> tuple:
+    """Raw-statistic intervals: for cells ``(lo, hi, method)`` (guarded BCa when a jackknife is
+    given, else percentile) and for max |WSC| every method ``{name: [lo, hi]}`` with BCa's guard."""
     absmax = lambda a: np.nanmax(np.abs(a), axis=(-2, -1))  # noqa: E731
-    if ci_method == "percentile":
+    bmax = absmax(boot)
+    lo, hi = percentile_interval(bmax, confidence)
+    out = {"percentile": [float(lo), float(hi)]}
+    lo, hi = basic_interval(stat, bmax, confidence)
+    out["basic"] = [float(max(lo, 0.0)), float(hi)]
+    info = {"ci_z0": None, "bca_fallback": None, "cells_percentile_fallback": 0}
+    if jack is None:
         lo_c, hi_c = percentile_interval(boot, confidence)
-        lo, hi = percentile_interval(absmax(boot), confidence)
-        return lo_c, hi_c, {"ci": [float(lo), float(hi)], "ci_method": "percentile", "ci_fallback": None}
+        return lo_c, hi_c, "percentile", out, info
     lo_c, hi_c, why_c, _ = guarded_bca_interval(cells, boot, jack, confidence)
-    lo, hi, why, z0 = guarded_bca_interval(stat, absmax(boot), absmax(jack), confidence)
-    why = str(why)
-    info = {"ci": [float(lo), float(hi)], "ci_method": "percentile" if why else "bca", "ci_fallback": why or None,
-            "ci_z0": _clean(z0), "cells_percentile_fallback": int(np.sum(why_c != ""))}
-    return lo_c, hi_c, info
+    lo, hi, why, z0 = guarded_bca_interval(stat, bmax, absmax(jack), confidence)
+    out["bca"] = [float(lo), float(hi)]
+    info.update(ci_z0=_clean(z0), bca_fallback=str(why) or None, cells_percentile_fallback=int(np.sum(why_c != "")))
+    return lo_c, hi_c, "bca", out, info
+
+
+def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=None) -> tuple:
+    """Every interval of one task, and the default one.
+
+    Args:
+      cells: ``(Ca, C)`` raw WSC; stat: raw max |WSC|.  boot ``(B, Ca, C)``, jack ``(J, Ca, C)`` or None.
+      corr: ``(corrected cells (Ca, C), scale (Ca, C))`` from :func:`~wsca_jax.wsc.disattenuate`, or None.
+    Returns:
+      ``(lo, hi, cell_intervals, info)``: the default cell interval ``(Ca, C)`` each, all cell intervals
+      by kind, and the summary entries (``ci``, ``ci_method``, ``ci_fallback``, ``ci_raw``,
+      ``max_abs_wsc_corrected``, ``ci_corrected``, ``intervals`` of max |WSC| by method ...).
+    """
+    lo_r, hi_r, raw_m, by_method, extra = _raw_intervals(cells, stat, boot, jack, confidence)
+    kinds = {"raw": {"method": raw_m, "low": lo_r, "high": hi_r}}
+    info = {"ci_raw": by_method.get(raw_m), "ci_raw_method": raw_m, "max_abs_wsc_corrected": None,
+            "ci_corrected": None, **extra}
+    if corr is not None and np.isfinite(corr[0]).any():
+        cb = np.clip(recentred_replicates(corr[0], boot, corr[1]), -1, 1)           # (B, Ca, C)
+        lo_k, hi_k = percentile_interval(cb, confidence)
+        kinds["corrected"] = {"method": "percentile of recentred replicates", "low": lo_k, "high": hi_k}
+        cmax = np.nanmax(np.abs(cb), axis=(-2, -1))
+        lo, hi = percentile_interval(cmax, confidence)
+        by_method["corrected"] = [float(lo), float(hi)]
+        info.update(max_abs_wsc_corrected=float(np.nanmax(np.abs(corr[0]))), ci_corrected=by_method["corrected"])
+    method, why = ci_method, None
+    if method == "corrected" and "corrected" not in by_method:
+        method, why = raw_m, "no_reliable_direction"
+    elif method == "bca" and "bca" not in by_method:
+        method = "percentile"
+    if method == "bca" and extra["bca_fallback"]:
+        method, why = "percentile", extra["bca_fallback"]
+    info.update(ci=by_method[method], ci_method=method, ci_fallback=why, intervals=by_method)
+    cell_kind = "corrected" if method == "corrected" else "raw"
+    if method in ("percentile", "basic"):
+        lo_c, hi_c = percentile_interval(boot, confidence)
+        if method == "basic":
+            lo_c, hi_c = basic_interval(cells, boot, confidence)
+        kinds["raw"] = {"method": method, "low": lo_c, "high": hi_c}
+    return kinds[cell_kind]["low"], kinds[cell_kind]["high"], kinds, info
 
 
 def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None, null=None,
                     random_null=None, ci_method: str = "bca", confidence: float = 0.95,
-                    source: str = "probe", alpha: float = 0.05, head_null=None, n_tests: int = 1) -> TaskResult:
+                    source: str = "probe", alpha: float = 0.05, head_null=None, n_tests: int = 1,
+                    corr=None) -> TaskResult:
     """Intervals, p-values (or the reference band of fixed heads) and the summary of one task.
 
     Args:
@@ -351,15 +423,19 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         (:func:`fixed_head_wsc` on each): the null of the fixed-head statistic itself (``"seed_null"``).
       n_tests: number of tasks tested together: ``p_near_alpha`` flags a p within 3 Monte Carlo SE of
         any Holm step ``alpha / j`` (j = 1 .. n_tests), the thresholds that can decide it.
+      corr: ``(cells (Ca, C), scale (Ca, C))`` attenuation-corrected WSC (:func:`~wsca_jax.wsc.disattenuate`).
+      ci_method: the default interval (``summary.ci``, ``ci_low``/``ci_high``): ``"corrected"`` (for the
+        population value: percentile interval of the raw replicates recentred on the corrected
+        estimate), ``"bca"`` (guarded), ``"percentile"`` or ``"basic"`` (of the raw statistic).
     """
     cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
     stat = float(np.abs(cells[cell]))
-    ci_low = ci_high = pv = None
+    ci_low = ci_high = pv = cell_iv = None
     summary = {"max_abs_wsc": stat, "cell": [int(cell[0]), int(cell[1])], "ci": None,
                "p_value": None, "p_value_mcse": None, "p_adjusted": None,
                "test": None, "null_q95": None, "random_direction_q95": float(np.quantile(random_null, 0.95))}
     if boot is not None:
-        ci_low, ci_high, info = _interval(cells, stat, boot, jack, ci_method, confidence)
+        ci_low, ci_high, cell_iv, info = _intervals(cells, stat, boot, jack, ci_method, confidence, corr)
         summary.update(info)
     if null is not None:
         null_max = np.nanmax(np.abs(null), axis=(-2, -1))
@@ -384,7 +460,8 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
                        head_null_n=int(M), head_null_q95=q95, null_q95=q95)
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
-                      summary=summary, boot=boot, null=null, random_null=random_null, source=source)
+                      summary=summary, boot=boot, null=null, random_null=random_null, source=source,
+                      wsc_corrected=None if corr is None else corr[0], cell_intervals=cell_iv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +572,30 @@ class _Wsc:
             prim = np.broadcast_to(self.rows, (fit.coef.shape[0],) + self.rows.shape)
         return np.array(wsc_jit(prim, self.mask, fit.coef[:, :T], prep.cmask[:T], k=prep.k, centered=self.centered))
 
+    def compared_rows(self, fit) -> tuple[np.ndarray, np.ndarray]:
+        """The rows as the cosines see them (projected on k axes, centred):
+        primary ``(R, Ca, k)`` (the fixed head broadcast when not probed) and tasks ``(R, T, K, k)``."""
+        prep, T, Ca = self.prep, self.prep.T, self.rows.shape[0]
+        R = fit.coef.shape[0]
+        prim = fit.coef[:, T, :Ca] if prep.p_rows is None else np.broadcast_to(self.rows, (R,) + self.rows.shape)
+        a = prepare_head(jnp.asarray(prim), self.mask, prep.k, self.centered)
+        b = prepare_head(jnp.asarray(fit.coef[:, :T]), prep.cmask[:T], prep.k, self.centered)
+        return np.asarray(a), np.asarray(b)
+
+    def by_k(self, fit, ks, refit_primary: bool = True) -> np.ndarray:
+        """``(R, n_k, T, Ca, K)`` WSC of the probe rows of ``fit`` at every projection size in ``ks``;
+        the fixed heads' tasks take the head-to-head values."""
+        prep, T, Ca = self.prep, self.prep.T, self.rows.shape[0]
+        R = fit.coef.shape[0]
+        prim = fit.coef[:, T, :Ca] if (prep.p_rows is None and refit_primary) else np.broadcast_to(
+            self.rows, (R,) + self.rows.shape)
+        out = np.array(wsc_by_k_jit(prim, self.mask, fit.coef[:, :T], prep.cmask[:T], np.asarray(ks),
+                                    centered=self.centered))
+        if prep.fixed:
+            out[:, :, prep.fixed] = np.asarray(wsc_by_k_jit(self.rows[None], self.mask, prep.f_rows[None], prep.f_mask,
+                                                            np.asarray(ks), centered=self.centered))
+        return out
+
     def fixed_heads(self) -> np.ndarray:
         """``(F, Ca, K)`` head-to-head WSC of the jointly trained heads."""
         p = self.prep
@@ -522,6 +623,38 @@ def permuted_labels(rng: np.random.Generator, labels: np.ndarray, T: int, n_perm
         perms = permutation_indices(rng, len(rows), n_perm, sub(groups), sub(strata))
         out[:, t, rows] = labels[t, rows][perms]
     return out
+
+
+K_SENSITIVITY = (10, 25, 50, 100, 250)
+
+
+def k_sensitivity(prep: Prepared, wsc: _Wsc, stages: dict, seed: int) -> dict:
+    """Max |WSC| and its reference bands against the projection size k (the paper's Fig. 4).
+
+    ks: 10, 25, 50, 100, 250 (those below the numerical rank), the rank ("all") and the k used.
+    Per task: max |WSC| at each k; the 95% point of the permutation null at each k (probe tasks, when
+    permutations ran: the same permuted fits projected to each k); the random-direction 95% point.
+    """
+    v = np.asarray(prep.basis.variances, float)
+    rank = max(1, int(np.sum(v > 1e-10 * max(v.max(initial=0.0), 1e-300))))
+    ks = sorted({k for k in K_SENSITIVITY if k < rank} | {rank, prep.k})
+    point = wsc.by_k(stages["point"], ks)[0]                                   # (n_k, T, Ca, K)
+    null = None
+    if "permutation" in stages:
+        null = np.nanmax(np.abs(wsc.by_k(stages["permutation"], ks, refit_primary=False)), axis=(-2, -1))
+    rng = np.random.default_rng(seed + 3)
+    Ca = wsc.rows.shape[0]
+    tasks = {}
+    for i, t in enumerate(prep.taskset.tasks):
+        tasks[t.name] = {
+            "max_abs_wsc": [float(np.nanmax(np.abs(point[q, i]))) for q in range(len(ks))],
+            "null_q95": None if (null is None or i in prep.fixed) else
+            [float(np.quantile(null[:, q, i], 0.95)) for q in range(len(ks))],
+            "random_q95": [float(np.quantile(random_direction_null(rng, k, Ca, t.n_classes, wsc.centered, 1000), 0.95))
+                           for k in ks]}
+    return {"ks": [int(k) for k in ks], "k_used": int(prep.k), "rank": rank, "tasks": tasks,
+            "note": "the probes are fitted once in the full space; each k projects the same fits (and the same "
+                    "permuted fits for the null band)"}
 
 
 def _fit_summary(stages: dict, i: int, max_iter: int, primary_index: int | None = None) -> dict:
@@ -600,7 +733,7 @@ def analyze(
     probe: ProbeConfig | None = None,
     cv_folds: int = 5,
     confidence: float = 0.95,
-    ci_method: str = "bca",
+    ci_method: str = "corrected",
     min_class_count: int = 5,
     progress: bool = False,
 ) -> WscaResult:
@@ -634,8 +767,13 @@ def analyze(
       seed: seeds folds, bootstrap, permutations and the random-direction reference.
       probe: solver settings (:class:`wsca_jax.probes.ProbeConfig`).
       cv_folds: folds for the held-out probe quality (cold-started fits).
-      confidence: interval level; ci_method: ``"bca"`` (guarded: percentile where BCa is
-        degenerate, with the reason) or ``"percentile"``.
+      confidence: interval level.
+      ci_method: the default interval (``summary.ci`` and the cell ``ci_low``/``ci_high``):
+        ``"corrected"`` (default; for the population value: the attenuation-corrected estimate with
+        the raw replicates' spread, chosen by coverage in experiments/results/calibration.md),
+        ``"bca"`` (guarded: percentile where BCa is degenerate, with the reason; adds a jackknife),
+        ``"percentile"`` or ``"basic"`` (intervals of the raw statistic, which is attenuated toward
+        0). Every interval of max |WSC| is in ``summary.intervals``.
       progress: show a progress bar.
 
     Returns:
@@ -687,11 +825,14 @@ def analyze(
     stages["cv"] = fit_replicates(prep.basis, prep.labels, fold_weights(folds), prep.cmask, probe, progress=bar.update)
     quality = heldout_quality(prep.basis, prep.probe_tasks, folds, stages["cv"], prep.cmask)
     # resample: bootstrap (and jackknife for BCa)
-    boot = jk = None
+    boot = jk = corr = None
     if bootstrap > 0:
         bw = bootstrap_weights(rng, n, bootstrap, prep.groups)
         stages["bootstrap"] = fit_replicates(prep.basis, prep.labels, bw, prep.cmask, probe, init=init, progress=bar.update)
         boot = wsc.probes(stages["bootstrap"])
+        a_hat, b_hat = (v[0] for v in wsc.compared_rows(point))
+        a_boot, b_boot = wsc.compared_rows(stages["bootstrap"])
+        corr = disattenuate(a_hat, a_boot, b_hat, b_boot)      # attenuation-corrected cells (T, Ca, K)
         if prep.fixed:
             boot[:, prep.fixed] = wsc.fixed_resampled(bw)
         if jack is not None:
@@ -706,9 +847,11 @@ def analyze(
         null, stages["permutation"] = _null_stage(prep, wsc, {**cfg, "_observed": wsc_hat,
                                                              "_n_head_null": len(head_null or {})}, rng, bar)
     bar.close()
+    ksens = k_sensitivity(prep, wsc, stages, seed)
     return _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
                       dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
-                           centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null))
+                           centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null,
+                           corr=corr, k_sensitivity=ksens))
 
 
 def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.99, pca_min: int = 50,
@@ -744,7 +887,7 @@ def _check_head_null(head_null, task_heads) -> dict:
 
 def _check_settings(heads, ci_method, bootstrap, permutations, max_permutations, alpha, cv_folds, seed, probe):
     require(heads in ("centered", "raw"), f"--heads must be 'centered' or 'raw', found {heads!r}")
-    require(ci_method in ("bca", "percentile"), f"ci_method must be 'bca' or 'percentile', found {ci_method!r}")
+    require(ci_method in CI_METHODS, f"ci_method must be one of {', '.join(CI_METHODS)}, found {ci_method!r}")
     require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
     require(max_permutations is None or max_permutations >= permutations,
             f"--max-permutations ({max_permutations}) must be at least --permutations ({permutations})")
@@ -761,6 +904,7 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
     n_tests = sum(1 for i in range(T) if i not in prep.fixed) + len(opt["head_null"])   # every task with a p
     results: dict[str, TaskResult] = {}
     rnd_rng = np.random.default_rng(opt["seed"] + 2)
+    corr = opt["corr"]
     for i, t in enumerate(prep.taskset.tasks):
         C = t.n_classes
         sl = lambda a: None if a is None else a[:, i, :, :C]  # noqa: E731
@@ -768,7 +912,11 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
                             random_null=random_direction_null(rnd_rng, k, Ca, C, opt["centered"]),
                             ci_method=opt["ci_method"], confidence=opt["confidence"],
                             source="head" if i in prep.fixed else "probe", alpha=alpha,
-                            head_null=opt["head_null"].get(t.name), n_tests=n_tests)
+                            head_null=opt["head_null"].get(t.name), n_tests=n_tests,
+                            corr=None if (corr is None or i in prep.fixed) else (corr.cells[i, :, :C], corr.scale[i, :, :C]))
+        if corr is not None and i not in prep.fixed:
+            r.summary["reliability"] = {"primary": [float(v) for v in corr.rel_primary],
+                                        "probe": [float(v) for v in corr.rel_tasks[i, :C]]}
         if i in prep.fixed:
             r.summary["probe_max_abs_wsc"] = float(np.nanmax(np.abs(probe_hat[i, :, :C])))
         results[t.name] = r
@@ -815,7 +963,8 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
     return WscaResult(n_samples=shape[0], embedding_dim=shape[1], settings=settings,
                       pca={"components": int(k), "explained_variance": prep.explained},
                       primary=prim_info, tasks=results, skipped=dict(prep.taskset.skipped),
-                      null_reference=null_ref, diagnostics=diagnostics, warnings=warn_lines)
+                      null_reference=null_ref, diagnostics=diagnostics, warnings=warn_lines,
+                      k_sensitivity=opt.get("k_sensitivity"))
 
 
 def _convergence_warnings(fits: dict, stages: dict) -> list[str]:

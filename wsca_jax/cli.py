@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--heads", default="centered", choices=["centered", "raw"], help="row centring (default centered)")
     a.add_argument("--C", type=float, default=1.0, dest="C", help="probe inverse L2 strength, scikit-learn convention (default 1)")
     a.add_argument("--solver", default="lbfgs", choices=["lbfgs", "ridge"], help="probe solver (default lbfgs)")
-    a.add_argument("--ci-method", default="bca", choices=["bca", "percentile"], help="bootstrap interval (default bca)")
+    a.add_argument("--ci-method", default="corrected", choices=["corrected", "bca", "percentile", "basic"],
+                   help="default interval: corrected (for the population value; default), or bca, percentile, basic of the raw value")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -325,7 +326,7 @@ def _print_summary(result, args, seconds: float) -> None:
 
     print(f"wsca analyze: {result.n_samples} samples, {len(result.tasks)} tasks, "
           f"PCA {result.pca['components']} components, {seconds:.1f} s")
-    cols = ["task", "probe_auroc", "max_abs_wsc", "ci_low", "ci_high", "p_value", "p_mcse", "p_adjusted", "random_q95",
+    cols = ["task", "probe_auroc", "max_abs_wsc", "max_abs_wsc_corrected", "ci_low", "ci_high", "p_value", "p_mcse", "p_adjusted", "random_q95",
             "converged"]
     with pd.option_context("display.width", 180, "display.float_format", "{:.3f}".format):
         print(result.summary_table()[cols].to_string(index=False))
@@ -338,6 +339,9 @@ def _print_summary(result, args, seconds: float) -> None:
         print(f"note: {dg['fits_not_converged']} of {dg['fits_total']} probe fits did not converge (iteration cap, or "
               f"stalled above the float32 floor; largest max |gradient| {dg['replicate_grad_max']:.1e}); "
               "see 'fit' per task and 'warnings' in wsca.json")
+    if any(r.summary.get("ci_method") == "corrected" for r in result.tasks.values()):
+        print("note: max_abs_wsc is the raw value (the paper's number); ci_low/ci_high are the interval of the "
+              "population value, around max_abs_wsc_corrected (probe noise shrinks cosines toward 0)")
     print(f"wrote {args.out}/wsca.json and report.html")
 
 

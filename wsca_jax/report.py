@@ -32,7 +32,8 @@ def _safe(name: str) -> str:
 
 
 def heatmap_figure(result, name: str):
-    """WSC heatmap of one task: cell value, CI and permutation p when available."""
+    """WSC heatmap of one task: raw cell value; the corrected value ("c") with its interval, or the raw
+    interval; the permutation p when available."""
     t = result.tasks[name]
     w = np.asarray(t.wsc, float)
     ca, cm = w.shape
@@ -42,7 +43,9 @@ def heatmap_figure(result, name: str):
         for j in range(cm):
             txt = f"{w[i, j]:+.2f}"
             if t.ci_low is not None:
-                txt += f"\n[{t.ci_low[i, j]:+.2f}, {t.ci_high[i, j]:+.2f}]"
+                corr = "" if t.wsc_corrected is None or t.summary.get("ci_method") != "corrected" else (
+                    f"c {t.wsc_corrected[i, j]:+.2f} ")
+                txt += f"\n{corr}[{t.ci_low[i, j]:+.2f}, {t.ci_high[i, j]:+.2f}]"
             if t.p_value is not None:
                 txt += f"\np={t.p_value[i, j]:.3f}"
             ax.text(j, i, txt, ha="center", va="center", fontsize=7,
@@ -137,9 +140,37 @@ def _img(name: str, png: bytes) -> str:
             f"<figcaption>{esc(name)}</figcaption></figure>")
 
 
+def k_sensitivity_figure(result):
+    """Max |WSC| against the projection size k per task, with the permutation-null and random-direction
+    95% points at each k (``result.k_sensitivity``); None when the result has no such block."""
+    ks = result.k_sensitivity
+    if not ks:
+        return None
+    fig, ax = plt.subplots(figsize=(6.2, 3.6), dpi=110)
+    for i, (name, v) in enumerate(ks["tasks"].items()):
+        color = f"C{i % 10}"
+        ax.plot(ks["ks"], v["max_abs_wsc"], "o-", color=color, label=f"{name[:24]}: max |WSC|")
+        if v.get("null_q95"):
+            ax.plot(ks["ks"], v["null_q95"], "--", color=color, label=f"{name[:24]}: null 95%")
+        ax.plot(ks["ks"], v["random_q95"], ":", color=color, lw=1)
+    ax.axvline(ks["k_used"], color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("projection size k (grey: k used; dotted: random-direction 95%)")
+    ax.set_ylabel("max |WSC|")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("k sensitivity (the paper's Fig. 4)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def result_figures(result) -> dict[str, bytes]:
-    """PNG bytes by file name: ``encoded_vs_used.png``, ``wsca_<task>.png``, ``dist_<task>.png``."""
+    """PNG bytes by file name: ``encoded_vs_used.png``, ``k_sensitivity.png``, ``wsca_<task>.png``,
+    ``dist_<task>.png``."""
     figs = {"encoded_vs_used.png": _png(encoded_vs_used_figure(result))}
+    kfig = k_sensitivity_figure(result)
+    if kfig is not None:
+        figs["k_sensitivity.png"] = _png(kfig)
     for name in result.tasks:
         figs[f"wsca_{_safe(name)}.png"] = _png(heatmap_figure(result, name))
         fig = distributions_figure(result, name)
@@ -148,12 +179,23 @@ def result_figures(result) -> dict[str, bytes]:
     return figs
 
 
+def _ci_text(s: dict) -> str:
+    """``", corrected 0.62, 95% CI [..] (corrected); raw interval [..]"`` from a task summary."""
+    if not s.get("ci"):
+        return ""
+    lo, hi = s["ci"]
+    if s.get("ci_method") == "corrected":
+        return (f", attenuation-corrected {s['max_abs_wsc_corrected']:.3f} with 95% CI [{lo:.3f}, {hi:.3f}] for the "
+                f"population value (raw bootstrap interval [{s['ci_raw'][0]:.3f}, {s['ci_raw'][1]:.3f}])")
+    return f", 95% CI [{lo:.3f}, {hi:.3f}] ({s.get('ci_method')})"
+
+
 def task_section(result, name: str, figures: dict[str, bytes], title: str | None = None) -> str:
     """HTML for one task: verdict, caveats, heatmap and distributions."""
     esc = html.escape
     t = result.tasks[name]
     s = t.summary
-    ci = "" if not s.get("ci") else f", 95% CI [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
+    ci = _ci_text(s)
     if s.get("p_value") is None:
         p = ", not tested" if t.source == "head" else ""
     elif s.get("test") == "seed_null":
@@ -183,13 +225,14 @@ def render_html(result, figures: dict[str, bytes]) -> str:
     for name, t in d["tasks"].items():
         s = t["summary"]
         ci = "" if not s["ci"] else f"[{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
+        corr = "" if s.get("max_abs_wsc_corrected") is None else f"{s['max_abs_wsc_corrected']:.3f}"
         p = "" if s["p_value"] is None else f"{s['p_value']:.4f}"
         pa = "" if s["p_adjusted"] is None else f"{s['p_adjusted']:.4f}"
         au = t["probe"].get("auroc")
         rows.append(f"<tr><td>{esc(name)}</td><td>{esc(t['kind'])}</td><td>{t['n_used']}</td>"
-                    f"<td>{'' if au is None else f'{au:.3f}'}</td><td>{s['max_abs_wsc']:.3f}</td><td>{ci}</td>"
-                    f"<td>{p}</td><td>{pa}</td><td>{s['random_direction_q95']:.3f}</td><td>{esc(s['verdict'])}</td></tr>")
-    overview = _img("encoded_vs_used.png", figures["encoded_vs_used.png"]) if "encoded_vs_used.png" in figures else ""
+                    f"<td>{'' if au is None else f'{au:.3f}'}</td><td>{s['max_abs_wsc']:.3f}</td><td>{corr}</td>"
+                    f"<td>{ci}</td><td>{p}</td><td>{pa}</td><td>{s['random_direction_q95']:.3f}</td><td>{esc(s['verdict'])}</td></tr>")
+    overview = "".join(_img(k, figures[k]) for k in ("encoded_vs_used.png", "k_sensitivity.png") if k in figures)
     sections = "".join(task_section(result, name, figures) for name in result.tasks)
     skipped = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in d["skipped"].items()) or "<li>none</li>"
     settings = esc(json.dumps(d["settings"], indent=1))
@@ -204,7 +247,7 @@ def render_html(result, figures: dict[str, bytes]) -> str:
 ({'centred rows' if prim['centered'] else 'raw rows'}). {d['n_samples']} samples, embedding dimension {d['embedding_dim']},
 PCA to {d['pca']['components']} components ({100 * d['pca']['explained_variance']:.1f}% of the variance).</p>
 {warn_html}<h2>Summary per task</h2>
-<table><tr><th>task</th><th>kind</th><th>n</th><th>probe AUROC</th><th>max |WSC|</th><th>CI</th><th>p</th>
+<table><tr><th>task</th><th>kind</th><th>n</th><th>probe AUROC</th><th>max |WSC|</th><th>corrected</th><th>CI</th><th>p</th>
 <th>p (Holm)</th><th>random 95%</th><th>verdict</th></tr>{''.join(rows)}</table>
 <p>How to read: the probe AUROC says how strongly an attribute is <i>encoded</i>; max |WSC| says how much the primary
 head's decision direction aligns with the attribute's direction (<i>used</i>). Compare it with the permutation null

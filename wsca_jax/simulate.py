@@ -131,6 +131,8 @@ class CalibrationDesign(NamedTuple):
       use: weight of the attribute direction in the primary head and in the label (0 = unused).
       group_size: rows per group (patient); the attribute and a random offset are shared in a group.
       sd_first, sd_last: the latent SDs run linearly from the first to the last axis (anisotropy).
+      confound: direct effect of attribute class 0 on the label logit, outside the head (a confounded
+        design whose head does not use the attribute when ``use = 0``).
     """
 
     d: int = 96
@@ -140,6 +142,7 @@ class CalibrationDesign(NamedTuple):
     group_size: int = 1
     sd_first: float = 2.0
     sd_last: float = 0.3
+    confound: float = 0.0
 
 
 def _attribute_means(design: CalibrationDesign) -> np.ndarray:
@@ -170,9 +173,10 @@ def calibration_data(design: CalibrationDesign, n: int, seed: int):
     Rows come in groups of ``group_size`` sharing the attribute and a random offset (a patient).
     The latent is Gaussian with SDs from ``sd_first`` to ``sd_last``; the attribute moves the class
     mean along its own axes (:func:`_attribute_means`); the primary label is
-    ``1[head . z + noise > 0]`` with the head of :func:`calibration_head`, so with ``use = 0`` the
-    label is independent of the attribute and the head is orthogonal to its directions (population
-    WSC 0). Metadata columns: ``label``, ``attr``, ``group``.
+    ``1[head . z + confound (1[attr = 0] - 1/C) + noise > 0]`` with the head of
+    :func:`calibration_head`, so with ``use = 0`` the head is orthogonal to the attribute's
+    directions (population WSC of the head 0), and with ``confound = 0`` too the label is
+    independent of the attribute. Metadata columns: ``label``, ``attr``, ``group``.
     """
     rng = np.random.default_rng(seed)
     g = max(1, int(design.group_size))
@@ -185,5 +189,6 @@ def calibration_data(design: CalibrationDesign, n: int, seed: int):
         z += 0.5 * rng.normal(size=(n_groups, design.d))[group] * sd
     z += _attribute_means(design)[attr]
     head = calibration_head(design)
-    label = (z @ head + rng.normal(size=n) > 0).astype(int)
+    logit = z @ head + design.confound * ((attr == 0) - 1.0 / design.n_classes)
+    label = (logit + rng.normal(size=n) > 0).astype(int)
     return z, pd.DataFrame({"label": label, "attr": attr, "group": group}), head

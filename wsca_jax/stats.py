@@ -7,7 +7,9 @@ All resampling is expressed as *weights* or *label permutations* over the same e
 * :func:`jackknife_weights` -- delete-one-block weights for the BCa acceleration.
 * :func:`permutation_indices` -- label permutations (with groups: groups exchanged among groups
   of equal size, rows shuffled within them).
-* :func:`percentile_interval`, :func:`bca_interval` -- as ``scipy.stats.bootstrap``;
+* :func:`percentile_interval`, :func:`basic_interval`, :func:`bca_interval` -- as
+  ``scipy.stats.bootstrap``; :func:`recentred_replicates` -- bootstrap deviations around a
+  corrected estimate;
   :func:`guarded_bca_interval` -- BCa that falls back to the percentile interval (and says why)
   where the bias correction is extreme or the interval narrower than the bootstrap spread.
 * :func:`permutation_pvalue`, :func:`holm` -- two-sided permutation p-values, Holm adjustment;
@@ -130,6 +132,30 @@ def percentile_interval(theta_boot: np.ndarray, confidence: float = 0.95) -> tup
     return np.nanpercentile(theta_boot, 100 * a, axis=0), np.nanpercentile(theta_boot, 100 * (1 - a), axis=0)
 
 
+def basic_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, confidence: float = 0.95):
+    """Basic (reverse percentile) interval ``[2 t - q_hi, 2 t - q_lo]`` over the first axis of
+    ``(B, ...)`` (as ``scipy.stats.bootstrap(method="basic")``)."""
+    lo, hi = percentile_interval(theta_boot, confidence)
+    t = np.asarray(theta_hat, float)
+    return 2 * t - hi, 2 * t - lo
+
+
+def recentred_replicates(estimate: np.ndarray, theta_boot: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Bootstrap deviations moved onto another estimate: ``estimate + scale (theta* - mean theta*)``.
+
+    For a bias-corrected (e.g. disattenuated) estimate the replicates of the raw statistic carry the
+    sampling spread but sit around the *attenuated* value (the bootstrap attenuates once more); their
+    deviations, stretched by the correction's ``scale``, give the spread of the corrected estimate.
+
+    Args:
+      estimate: ``(...)``.  theta_boot: ``(B, ...)``.  scale: ``(...)`` or a number.
+    Returns:
+      ``(B, ...)``.
+    """
+    tb = np.asarray(theta_boot, float)
+    return np.asarray(estimate, float) + np.asarray(scale, float) * (tb - np.nanmean(tb, axis=0))
+
+
 def bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_jack: np.ndarray,
                  confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Bias-corrected and accelerated interval, elementwise over trailing axes.
@@ -179,7 +205,9 @@ def guarded_bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_ja
       * fewer than ``max(2, min(min_tail, B a / 2))`` replicates lie beyond either adjusted level
         (``extreme_z0``), or
       * the BCa interval is narrower than ``min_width`` times the percentile interval
-        (``narrower_than_spread``).
+        (``narrower_than_spread``), or
+      * it does not contain the median of the replicates (``excludes_median``: the bias correction
+        moved both ends past the bulk of the bootstrap distribution).
 
     Args:
       theta_hat: ``(...)``.  theta_boot: ``(B, ...)``.  theta_jack: ``(J, ...)``.
@@ -200,7 +228,10 @@ def guarded_bca_interval(theta_hat: np.ndarray, theta_boot: np.ndarray, theta_ja
     need = max(2.0, min(float(min_tail), B * alpha / 2))
     extreme = (below < need) | (above < need) | ~np.isfinite(z0)
     narrow = (hi_b - lo_b) < min_width * (hi_p - lo_p)
-    reason = np.where(extreme, "extreme_z0", np.where(narrow, "narrower_than_spread", ""))
+    med = np.nanmedian(tb, axis=0)
+    off = (med < lo_b) | (med > hi_b)
+    reason = np.where(extreme, "extreme_z0", np.where(narrow, "narrower_than_spread",
+                                                      np.where(off, "excludes_median", "")))
     use_p = reason != ""
     return np.where(use_p, lo_p, lo_b), np.where(use_p, hi_p, hi_b), reason, z0
 

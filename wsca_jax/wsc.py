@@ -135,3 +135,87 @@ def wsc_reweighted_basis(x, weights, primary_rows, primary_mask, task_rows, task
 
 
 wsc_reweighted_basis_jit = jax.jit(wsc_reweighted_basis, static_argnames=("k", "centered"))
+
+
+class Disattenuated(NamedTuple):
+    """Attenuation-corrected WSC (see :func:`disattenuate`).
+
+    Attributes:
+      cells: ``(T, Ca, K)`` corrected cosines (NaN where a direction is unreliable or a class padded).
+      scale: ``(T, Ca, K)`` ``1 / sqrt(rel_a rel_b)``: how much the correction stretches deviations.
+      rel_primary: ``(Ca,)`` reliability of each primary row's direction, ``1 - tr Cov / |row|^2``.
+      rel_tasks: ``(T, K)`` the same for every probe row.
+    """
+
+    cells: np.ndarray
+    scale: np.ndarray
+    rel_primary: np.ndarray
+    rel_tasks: np.ndarray
+
+
+def _noise_power(hat, boot):
+    """|row|^2 and tr Cov of each row from bootstrap replicates. hat (..., k), boot (B, ..., k)."""
+    dev = boot - boot.mean(0)
+    return jnp.sum(hat * hat, -1), jnp.mean(jnp.sum(dev * dev, -1), 0)
+
+
+def disattenuate(a_hat, a_boot, b_hat, b_boot, min_reliability: float = 0.1) -> Disattenuated:
+    """Cosines corrected for the noise in estimated head directions (Spearman's correction for vectors).
+
+    A probe row fitted on N rows is ``b + e`` with noise ``e``; noise adds length but not alignment,
+    so ``cos(a + d, b + e)`` is shrunk toward 0 by about ``sqrt(rel_a rel_b)`` with the reliability
+    ``rel = 1 - E|e|^2 / |b + e|^2``. The bootstrap replicates estimate the noise: ``tr Cov`` of each
+    row's replicates, and the cross term ``tr Cov(a, b)`` (both probes fitted on the same rows)::
+
+        corrected = (a.b - tr Cov(a, b)) / sqrt((|a|^2 - tr Cov(a)) (|b|^2 - tr Cov(b)))
+
+    clipped to [-1, 1]. A fixed (model) head has no replicate spread: its reliability is 1. Rows
+    whose reliability is below ``min_reliability`` have no usable direction: their cells are NaN.
+
+    Args:
+      a_hat: ``(Ca, k)`` primary rows as compared (projected, centred).  a_boot: ``(B, Ca, k)``.
+      b_hat: ``(T, K, k)`` probe rows as compared.  b_boot: ``(B, T, K, k)``.  Padded rows all 0.
+    Returns:
+      :class:`Disattenuated` (NumPy arrays).
+    """
+    a_hat, a_boot, b_hat, b_boot = (jnp.asarray(v, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+                                    for v in (a_hat, a_boot, b_hat, b_boot))
+    pa, na = _noise_power(a_hat, a_boot)                                   # (Ca,)
+    pb, nb = _noise_power(b_hat, b_boot)                                   # (T, K)
+    da, db = a_boot - a_boot.mean(0), b_boot - b_boot.mean(0)
+    cross = jnp.einsum("bik,btjk->tij", da, db) / a_boot.shape[0]          # (T, Ca, K)
+    dots = jnp.einsum("ik,tjk->tij", a_hat, b_hat)
+    rel_a = jnp.where(pa > 0, 1 - na / jnp.where(pa > 0, pa, 1), 0.0)
+    rel_b = jnp.where(pb > 0, 1 - nb / jnp.where(pb > 0, pb, 1), 0.0)
+    ok = (rel_a[None, :, None] >= min_reliability) & (rel_b[:, None, :] >= min_reliability)
+    den = jnp.sqrt(jnp.clip(pa - na, 1e-30)[None, :, None] * jnp.clip(pb - nb, 1e-30)[:, None, :])
+    cells = jnp.where(ok, jnp.clip((dots - cross) / den, -1.0, 1.0), jnp.nan)
+    scale = jnp.where(ok, 1 / jnp.sqrt(jnp.clip(rel_a[None, :, None] * rel_b[:, None, :], 1e-30)), jnp.nan)
+    return Disattenuated(*(np.asarray(v, float) for v in (cells, scale, rel_a, rel_b)))
+
+
+def wsc_by_k(primary_rows, primary_mask, task_rows, task_mask, ks, centered: bool):
+    """WSC at several projection sizes in one batched call (the paper's Fig. 4).
+
+    Projection onto the top-k axes keeps the first k rotated coordinates, and centring is per
+    coordinate, so every k comes from one set of centred rows: dot products and norms are sums over
+    the first k coordinates, taken for all k at once with an indicator matrix ``M (D, n_k)``.
+
+    Args:
+      primary_rows: ``(R, Ca, D)`` rotated-basis rows; primary_mask ``(Ca,)``.
+      task_rows: ``(R, T, K, D)``; task_mask ``(T, K)``.  ks: the sizes (each <= D).
+    Returns:
+      ``(R, n_k, T, Ca, K)`` cosines; padded task classes NaN.
+    """
+    D = primary_rows.shape[-1]
+    a = prepare_head(primary_rows, primary_mask, D, centered)
+    b = prepare_head(task_rows, task_mask, D, centered)
+    M = (jnp.arange(D)[:, None] < jnp.asarray(ks)[None, :]).astype(a.dtype)       # (D, n_k)
+    dots = jnp.einsum("rid,rtjd,dq->rqtij", a, b, M)
+    na = jnp.sqrt(jnp.einsum("rid,dq->rqi", a * a, M))                             # (R, n_k, Ca)
+    nb = jnp.sqrt(jnp.einsum("rtjd,dq->rqtj", b * b, M))                           # (R, n_k, T, K)
+    c = dots / jnp.maximum(na[:, :, None, :, None] * nb[:, :, :, None, :], 1e-30)
+    return jnp.where(task_mask[None, None, :, None, :], c, jnp.nan)
+
+
+wsc_by_k_jit = jax.jit(wsc_by_k, static_argnames=("centered",))

@@ -1,0 +1,271 @@
+"""Calibration study: do WSC's estimates, intervals and tests keep what they promise?
+
+Synthetic embeddings with a known population value (:mod:`wsca_jax.simulate`: ``CalibrationDesign``,
+``calibration_data``). The population value of every statistic is the same pipeline (``wsca.analyze``,
+same k, same solver) on one draw of 200,000 rows. Each setting then analyses ``reps`` fresh draws of N rows
+exactly as a user would (``wsca.analyze`` with a bootstrap, a jackknife for BCa and a permutation test) and
+records, per draw:
+
+* coverage settings: the raw and the attenuation-corrected max |WSC| and cells; the interval of max |WSC|
+  by every method (percentile, basic, BCa (guarded), corrected) and the raw and corrected cell intervals;
+  the permutation p (power where the head uses the attribute).
+* null settings (the head does not use the attribute): the permutation p under the free, grouped
+  (patients) and within-strata (primary label) schemes -> the false-positive rate at alpha 0.05.
+
+One line per draw in ``results/calibration_runs.jsonl`` (a rerun skips the draws already there, so the study
+can run in parts); population values in ``results/calibration_population.json``; ``results/calibration.md``
+is rendered from those two files only.
+
+    .venv/bin/python experiments/calibration.py                      # every setting (see --list)
+    .venv/bin/python experiments/calibration.py --settings base n300 # some
+    .venv/bin/python experiments/calibration.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import wsca_jax as wsca  # noqa: E402
+from wsca_jax.simulate import CalibrationDesign, calibration_data  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+POP_N = 200_000
+ALPHA = 0.05
+METHODS = ("percentile", "basic", "bca", "corrected")
+
+
+def _s(kind, n=3000, k=50, primary="head", reps=200, B=100, P=49, scheme="free", **design):
+    return dict(kind=kind, n=n, k=k, primary=primary, reps=reps, B=B, P=P, scheme=scheme, design=design)
+
+
+# name -> setting. Coverage: 200 draws each; nulls: 500 draws each (the head does not use the attribute).
+SETTINGS = {
+    "base": _s("coverage"),                                             # 3 classes, strong probe, fixed head
+    "strong": _s("coverage", shift=4.0),                                 # probe AUROC about 0.99 (the issue's case)
+    "probed": _s("coverage", primary="probe"),                           # the primary is a probe too
+    "n300": _s("coverage", n=300, k=25),
+    "n1000": _s("coverage", n=1000),
+    "n10000": _s("coverage", n=10000),
+    "c2": _s("coverage", n_classes=2),
+    "c6": _s("coverage", n_classes=6),
+    "weak": _s("coverage", shift=0.35),                                  # probe AUROC about 0.6
+    "use0.3": _s("coverage", use=0.3),
+    "unused": _s("coverage", use=0.0),
+    "grouped": _s("coverage", group_size=4, scheme="grouped"),
+    "k10": _s("coverage", k=10),
+    "k500": _s("coverage", n=2000, k=500, d=512, reps=200, B=60),
+    "null_free": _s("null", n=500, k=20, d=32, use=0.0, reps=500, B=0, P=49),
+    "null_grouped_naive": _s("null", n=500, k=20, d=32, use=0.0, group_size=5, reps=500, B=0, P=49, scheme="free"),
+    "null_grouped": _s("null", n=500, k=20, d=32, use=0.0, group_size=5, reps=500, B=0, P=49, scheme="grouped"),
+    "null_confounded_free": _s("null", n=500, k=20, d=32, use=0.0, confound=2.0, primary="probe", reps=500, B=0,
+                               P=49, scheme="free"),
+    "null_confounded_within": _s("null", n=500, k=20, d=32, use=0.0, confound=2.0, primary="probe", reps=500, B=0,
+                                 P=49, scheme="within"),
+}
+
+
+def _design(setting: dict) -> CalibrationDesign:
+    return CalibrationDesign(**setting["design"])
+
+
+def _analyze(setting: dict, z, meta, head, seed: int, bootstrap: int, permutations: int, ci_method="bca"):
+    scheme = setting["scheme"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return wsca.analyze(z, meta[["label", "attr", "group"]], primary="label",
+                            primary_head=head if setting["primary"] == "head" else None, tasks=["attr"],
+                            categorical=["attr"], group_column="group" if scheme == "grouped" else None,
+                            permute_within="label" if scheme == "within" else None, bootstrap=bootstrap,
+                            permutations=permutations, pca_variance=1e-9, pca_min=setting["k"], cv_folds=2,
+                            seed=seed, ci_method=ci_method)
+
+
+def population(setting: dict) -> dict:
+    """The pipeline's value on one draw of ``POP_N`` rows (the population value)."""
+    z, meta, head = calibration_data(_design(setting), POP_N, seed=10**6)
+    r = _analyze(setting, z, meta, head, seed=0, bootstrap=0, permutations=0)
+    t = r.tasks["attr"]
+    return {"max_abs_wsc": t.summary["max_abs_wsc"], "cells": t.wsc.tolist(), "probe_auroc": t.probe["auroc"],
+            "primary_auroc": None if r.primary["probe"] is None else r.primary["probe"]["auroc"], "n": POP_N}
+
+
+def one_draw(name: str, setting: dict, rep: int) -> dict:
+    seed = 1000 * rep + 7
+    z, meta, head = calibration_data(_design(setting), setting["n"], seed=seed)
+    t0 = time.time()
+    r = _analyze(setting, z, meta, head, seed=rep, bootstrap=setting["B"], permutations=setting["P"])
+    t = r.tasks["attr"]
+    s = t.summary
+    row = {"setting": name, "rep": rep, "seconds": time.time() - t0, "p_value": s["p_value"],
+           "max_abs_wsc": s["max_abs_wsc"], "probe_auroc": t.probe["auroc"], "converged": t.fit["converged"]}
+    if setting["kind"] == "coverage":
+        iv = t.cell_intervals
+        row.update(max_abs_wsc_corrected=s["max_abs_wsc_corrected"], intervals=s["intervals"],
+                   bca_fallback=s["bca_fallback"], cells=t.wsc.tolist(),
+                   cells_corrected=None if t.wsc_corrected is None else t.wsc_corrected.tolist(),
+                   cell_raw=[iv["raw"]["low"].tolist(), iv["raw"]["high"].tolist()],
+                   cell_corrected=None if "corrected" not in iv else [iv["corrected"]["low"].tolist(),
+                                                                      iv["corrected"]["high"].tolist()],
+                   boot_sd=float(np.nanstd(np.nanmax(np.abs(t.boot), axis=(-2, -1)))),
+                   boot_median=float(np.nanmedian(np.nanmax(np.abs(t.boot), axis=(-2, -1)))),
+                   reliability=s.get("reliability"))
+    return row
+
+
+def _done(path: str) -> set:
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["setting"], r["rep"]) for r in map(json.loads, f)}
+
+
+def run(args) -> None:
+    runs = os.path.join(args.out, "calibration_runs.jsonl")
+    pop_path = os.path.join(args.out, "calibration_population.json")
+    pops = json.load(open(pop_path)) if os.path.exists(pop_path) else {}
+    done = _done(runs)
+    for name in args.settings or list(SETTINGS):
+        setting = SETTINGS[name]
+        if name not in pops:
+            pops[name] = {**population(setting), "setting": setting}
+            with open(pop_path, "w") as f:
+                json.dump(pops, f, indent=1)
+        t0 = time.time()
+        for rep in range(args.reps or setting["reps"]):
+            if (name, rep) in done:
+                continue
+            row = one_draw(name, setting, rep)
+            with open(runs, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if rep % 20 == 0:
+                print(f"{name} rep {rep}: {time.time() - t0:.0f} s", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _cover(lo, hi, truth) -> np.ndarray:
+    return (np.asarray(lo) <= truth) & (truth <= np.asarray(hi))
+
+
+def coverage_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
+    """One row per coverage setting: bias of raw and corrected, coverage and width of every interval."""
+    out = []
+    for name, g in runs.groupby("setting", sort=False):
+        if pops[name]["setting"]["kind"] != "coverage":
+            continue
+        truth = pops[name]["max_abs_wsc"]
+        cells_t = np.array(pops[name]["cells"], float)
+        row = {"setting": name, "draws": len(g), "population": truth, "probe_auroc": g.probe_auroc.mean(),
+               "raw_mean": g.max_abs_wsc.mean(), "corrected_mean": g.max_abs_wsc_corrected.astype(float).mean(),
+               "raw_sd": g.max_abs_wsc.std(), "corrected_sd": g.max_abs_wsc_corrected.astype(float).std(),
+               "power": float((g.p_value <= ALPHA).mean()) if g.p_value.notna().all() else None,
+               "seconds": g.seconds.mean()}
+        for m in METHODS:
+            iv = [x.get(m) for x in g.intervals]
+            ok = [v for v in iv if v is not None]
+            row[f"cov_{m}"] = float(np.mean([_cover(v[0], v[1], truth) for v in ok])) if ok else None
+            row[f"width_{m}"] = float(np.mean([v[1] - v[0] for v in ok])) if ok else None
+        for kind, col in (("raw", "cell_raw"), ("corrected", "cell_corrected")):
+            hits = [_cover(np.array(v[0]), np.array(v[1]), cells_t).ravel() for v in g[col] if v is not None]
+            row[f"cells_cov_{kind}"] = float(np.mean(np.concatenate(hits))) if hits else None
+        row["bca_fallback_share"] = float(g.bca_fallback.notna().mean())
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def null_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
+    out = []
+    for name, g in runs.groupby("setting", sort=False):
+        st = pops[name]["setting"]
+        if st["kind"] != "null":
+            continue
+        fpr = float((g.p_value <= ALPHA).mean())
+        out.append({"setting": name, "scheme": st["scheme"], "primary": st["primary"], "design": st["design"],
+                    "draws": len(g), "fpr": fpr, "mcse": float(np.sqrt(fpr * (1 - fpr) / len(g))),
+                    "seconds": g.seconds.mean()})
+    return pd.DataFrame(out)
+
+
+def _f(x, nd=3):
+    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def report(out: str) -> str:
+    with open(os.path.join(out, "calibration_runs.jsonl")) as f:
+        runs = pd.DataFrame([json.loads(x) for x in f])
+    pops = json.load(open(os.path.join(out, "calibration_population.json")))
+    cov, nul = coverage_table(runs, pops), null_table(runs, pops)
+    lines = ["# Calibration study (rendered from `calibration_runs.jsonl` and `calibration_population.json` by "
+             "`experiments/calibration.py`)", "",
+             f"Synthetic embeddings with a known population value (the same pipeline on {POP_N:,} rows). "
+             "Settings and generators: `experiments/calibration.py`, `wsca_jax/simulate.py` (`CalibrationDesign`).",
+             "", "## Settings", "", "| setting | kind | N | k | primary | B | P | scheme | design |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, p in pops.items():
+        st = p["setting"]
+        lines.append(f"| {name} | {st['kind']} | {st['n']} | {st['k']} | {st['primary']} | {st['B']} | {st['P']} | "
+                     f"{st['scheme']} | {', '.join(f'{k}={v}' for k, v in st['design'].items()) or 'defaults'} |")
+    if len(cov):
+        lines += ["", "## Bias of max |WSC| (raw: the paper's number; corrected: disattenuated)", "",
+                  "| setting | draws | probe AUROC | population | raw mean ± SD | corrected mean ± SD | power (p <= 0.05) |",
+                  "|---|---|---|---|---|---|---|"]
+        for _, x in cov.iterrows():
+            lines.append(f"| {x.setting} | {x.draws} | {_f(x.probe_auroc, 2)} | {_f(x.population)} | "
+                         f"{_f(x.raw_mean)} ± {_f(x.raw_sd)} | {_f(x.corrected_mean)} ± {_f(x.corrected_sd)} | "
+                         f"{_f(x.power, 2)} |")
+        lines += ["", "## Coverage of the population value by 95% intervals (mean width in brackets)", "",
+                  "| setting | max: percentile | max: basic | max: BCa (guarded) | max: corrected | cells: raw (BCa) "
+                  "| cells: corrected | BCa fell back |", "|---|---|---|---|---|---|---|---|"]
+        for _, x in cov.iterrows():
+            cells = " | ".join(f"{_f(x[f'cov_{m}'], 2)} ({_f(x[f'width_{m}'], 3)})" for m in METHODS)
+            lines.append(f"| {x.setting} | {cells} | {_f(x.cells_cov_raw, 2)} | {_f(x.cells_cov_corrected, 2)} | "
+                         f"{_f(x.bca_fallback_share, 2)} |")
+    if len(nul):
+        lines += ["", f"## False-positive rate of the permutation test at alpha {ALPHA}", "",
+                  "| setting | scheme | primary | design | draws | FPR ± MC SE |", "|---|---|---|---|---|---|"]
+        for _, x in nul.iterrows():
+            d = ", ".join(f"{k}={v}" for k, v in x.design.items())
+            lines.append(f"| {x.setting} | {x.scheme} | {x.primary} | {d} | {x.draws} | {_f(x.fpr)} ± {_f(x.mcse)} |")
+    secs = runs.seconds.sum()
+    lines += ["", f"Run time: {secs / 60:.0f} minutes of `wsca.analyze` for {len(runs)} analysed datasets "
+                  f"({runs.seconds.mean():.1f} s each on average, 2 CPU cores)."]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--settings", nargs="*", choices=list(SETTINGS))
+    p.add_argument("--reps", type=int, help="draws per setting (default: the setting's own, 200 or 500)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.list:
+        for k, v in SETTINGS.items():
+            print(k, v)
+        return
+    if not args.report_only:
+        run(args)
+    with open(os.path.join(args.out, "calibration.md"), "w") as f:
+        f.write(report(args.out))
+    print(f"wrote {args.out}/calibration.md")
+
+
+if __name__ == "__main__":
+    main()
