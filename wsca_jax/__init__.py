@@ -22,6 +22,7 @@ from .stats import (bca_interval, bootstrap_weights, guarded_bca_interval, holm,
                     random_cosine_quantile, random_direction_null)
 from .metrics import classification_metrics  # noqa: E402
 from .analysis import TaskResult, WscaResult, analyze, fixed_head_wsc  # noqa: E402
+from .runs import RunsResult, analyze_runs  # noqa: E402
 from .simulate import MultitaskSim, multitask_networks  # noqa: E402
 from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dataset,  # noqa: E402
                          run_condition)
@@ -34,7 +35,7 @@ __all__ = [
     "bca_interval", "bootstrap_weights", "guarded_bca_interval", "holm", "jackknife_weights", "near_threshold",
     "percentile_interval", "permutation_indices", "permutation_pvalue", "pvalue_mcse",
     "random_cosine_quantile", "random_direction_null",
-    "classification_metrics", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc",
+    "classification_metrics", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc", "RunsResult", "analyze_runs",
     "MultitaskSim", "multitask_networks",
     "ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition", "run_demo",
 ]

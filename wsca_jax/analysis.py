@@ -80,7 +80,12 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class WscaResult:
-    """Everything :func:`analyze` computed. ``to_dict()`` is the ``wsca.json`` schema."""
+    """Everything :func:`analyze` computed. ``to_dict()`` is the ``wsca.json`` schema.
+
+    ``heads`` (not written to ``wsca.json``): the compared directions in the embedding's own
+    coordinates -- ``primary`` ``(Ca, D)`` (the model's head or the primary probe), ``tasks``
+    ``{name: (C, D)}`` (probe rows, or the jointly trained head), ``axes`` ``(D, k)`` the projection.
+    """
 
     n_samples: int
     embedding_dim: int
@@ -93,6 +98,7 @@ class WscaResult:
     diagnostics: dict = field(repr=False, default_factory=dict)
     warnings: list = field(default_factory=list)
     k_sensitivity: dict | None = None
+    heads: dict | None = field(repr=False, default=None)
 
     def to_dict(self) -> dict:
         return {
@@ -848,10 +854,17 @@ def analyze(
                                                              "_n_head_null": len(head_null or {})}, rng, bar)
     bar.close()
     ksens = k_sensitivity(prep, wsc, stages, seed)
+    rot = prep.basis.rotation
+    heads_out = {"primary": np.asarray(wsc.rows, float) @ rot.T, "axes": rot[:, :prep.k],
+                 "tasks": {t.name: np.asarray(point.coef[0, i, :t.n_classes], float) @ rot.T
+                           for i, t in enumerate(prep.taskset.tasks)}}
+    for j, i in enumerate(prep.fixed):
+        t = prep.taskset.tasks[i]
+        heads_out["tasks"][t.name] = np.asarray(prep.f_rows[j, :t.n_classes], float) @ rot.T
     return _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
                       dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
                            centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null,
-                           corr=corr, k_sensitivity=ksens))
+                           corr=corr, k_sensitivity=ksens, head_rows=heads_out))
 
 
 def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.99, pca_min: int = 50,
@@ -964,7 +977,7 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
                       pca={"components": int(k), "explained_variance": prep.explained},
                       primary=prim_info, tasks=results, skipped=dict(prep.taskset.skipped),
                       null_reference=null_ref, diagnostics=diagnostics, warnings=warn_lines,
-                      k_sensitivity=opt.get("k_sensitivity"))
+                      k_sensitivity=opt.get("k_sensitivity"), heads=opt.get("head_rows"))
 
 
 def _convergence_warnings(fits: dict, stages: dict) -> list[str]:

@@ -17,6 +17,9 @@ example:
 
   reads N embeddings (.npy (N, D), or .npz with 'embeddings' and optional 'head_<task>' arrays)
   and N metadata rows (.csv/.parquet, same order); writes results/wsca.json, report.html, *.png.
+
+  wsca analyze --runs seed0.npz seed1.npz seed2.npz --primary malignant --permutations 200 --out runs/
+  analyses each network (seed) and combines them: runs/runs.json, runs/report.html, runs/<seed>/.
 """
 
 
@@ -85,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "linear probe for every metadata column, with bootstrap intervals "
                                    "and permutation p-values.",
                        epilog=ANALYZE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a.add_argument("--embeddings", required=True, help=".npy (N, D) or .npz with 'embeddings'")
+    a.add_argument("--embeddings", help=".npy (N, D) or .npz with 'embeddings' (or give --runs)")
+    a.add_argument("--runs", nargs="+", metavar="NPZ",
+                   help="two or more .npz files (as `wsca embed` writes them) of networks trained on one design "
+                        "(seeds): each is analysed, and runs.json / report.html give the combined answer")
+    a.add_argument("--independent-runs", action="store_true",
+                   help="the --runs were trained on independent data: combine p-values with Fisher's method "
+                        "(default: they share training rows; twice the mean p, valid under any dependence)")
     a.add_argument("--metadata", help=".csv or .parquet with N rows (default: the 1-D arrays in the .npz)")
     a.add_argument("--primary", required=True, help="primary task column")
     a.add_argument("--primary-head", help=".npy head (C, D) or (D,); default head_<primary> from the .npz, else a probe")
@@ -253,6 +262,10 @@ def cmd_analyze(args) -> int:
 
     require(not os.path.exists(args.out) or os.path.isdir(args.out),
             f"--out {args.out}: exists and is not a folder")
+    if args.runs:
+        require(not args.embeddings, "give --embeddings or --runs, not both")
+        return _cmd_runs(args)
+    require(bool(args.embeddings), "--embeddings is required (or --runs with two or more .npz files)")
     ef = load_embeddings(args.embeddings)
     if args.metadata:
         meta = load_metadata(args.metadata)
@@ -307,6 +320,60 @@ def _head_nulls(specs: list[str]) -> dict:
             raise WscaInputError(f"--head-null {name}: cannot read {path} as numbers ({e})") from None
         out[name] = vals
     return out
+
+
+def _cmd_runs(args) -> int:
+    """``wsca analyze --runs a.npz b.npz ...``: every run analysed, then combined (wsca_jax.analyze_runs)."""
+    import os
+    import warnings
+
+    import pandas as pd
+
+    from .errors import WscaInputError, require
+    from .io import load_embeddings
+    from .report import write_runs_outputs
+    from .runs import analyze_runs
+
+    require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
+    require(not (args.metadata or args.primary_head or args.head_null),
+            "--runs: metadata and heads come from each .npz; --metadata, --primary-head and --head-null do not apply")
+    runs, names = [], []
+    for path in args.runs:
+        ef = load_embeddings(path)
+        if not ef.columns:
+            raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")
+        meta = pd.DataFrame(ef.columns)
+        require(args.primary in meta.columns, f"--runs {path}: no column {args.primary!r} "
+                                              f"(columns: {', '.join(meta.columns)})")
+        missing = [t for t in _csv(args.task_heads) if t not in ef.heads]
+        require(not missing, f"--runs {path}: no head_{missing[0] if missing else ''} array for --task-heads")
+        runs.append({"embeddings": ef.embeddings, "metadata": meta, "primary_head": ef.heads.get(args.primary),
+                     "task_heads": {t: ef.heads[t] for t in _csv(args.task_heads)} or None})
+        stem = os.path.splitext(os.path.basename(path))[0] or "run"
+        names.append(stem if stem not in names else f"{stem}_{len(names)}")
+    if "group" in runs[0]["metadata"].columns and not args.group_column:
+        args.group_column = "group"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = analyze_runs(
+            runs, args.primary, names=names, shared_data=not args.independent_runs, alpha=args.alpha,
+            progress=not args.quiet, permute_within=args.permute_within, tasks=_csv(args.tasks) or None,
+            categorical=_csv(args.categorical), continuous=_csv(args.continuous), bins=args.bins,
+            binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
+            permutations=args.permutations, max_permutations=args.max_permutations, pca_variance=args.pca_variance,
+            pca_min=args.pca_min, heads=args.heads, seed=args.seed, probe=_probe_config(args),
+            ci_method=args.ci_method)
+    write_runs_outputs(result, args.out, figures=not args.no_figures)
+    if not args.quiet:
+        for task, c in result.combined.items():
+            print(f"{task}: {c['verdict']}")
+        print(f"wrote {args.out}/runs.json and report.html (one folder per run)")
+    return 0
+
+
+def _probe_config(args):
+    from .probes import ProbeConfig
+    return ProbeConfig(C=args.C, solver=args.solver)
 
 
 def _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig):
