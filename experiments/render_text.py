@@ -5,7 +5,8 @@
 
 Sections (``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README.md) and their
 templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md) and
-``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists).
+``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists),
+``calibration`` (readme_calibration.md, from the calibration study's records).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def sections() -> dict[str, str]:
     if os.path.exists(os.path.join(aargs.out, "busbra_application_runs.jsonl")):
         with open(os.path.join(HERE, "templates", "readme_application.md")) as f:
             out["application"] = render(f.read(), app.prose_namespace(app.load_runs(aargs.out)))
+    import calibration as cal
+    cargs = cal.build_parser().parse_args([])
+    if os.path.exists(os.path.join(cargs.out, "calibration_runs.jsonl")):
+        with open(os.path.join(HERE, "templates", "readme_calibration.md")) as f:
+            out["calibration"] = render(f.read(), cal.prose_namespace(cargs.out))
     return out
 
 

@@ -147,3 +147,23 @@ def test_default_interval_is_the_corrected_one_and_the_raw_value_stays():
     back = wsca.WscaResult.from_dict(r.to_dict())
     np.testing.assert_allclose(back.tasks["attr"].wsc_corrected, t.wsc_corrected)
     assert set(s["reliability"]) == {"primary", "probe"} and s["reliability"]["primary"] == [1.0]
+
+
+def test_equivalence_concludes_unused_only_when_the_alignment_is_small():
+    """A strongly encoded attribute the head does not use: the corrected replicates lie below the margin,
+    so "encoded but unused" is concluded; when the head uses it, equivalence is not shown and the
+    attribute is detected. The minimum detectable WSC lies between the null and 1."""
+    out = {}
+    for use in (0.0, 0.8):
+        z, meta, head = calibration_data(CalibrationDesign(d=24, shift=4.0, use=use), 2000, seed=11)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=60,
+                             permutations=60, pca_min=10, seed=0)
+        out[use] = r.tasks["attr"].summary
+    unused, used = out[0.0], out[0.8]
+    assert unused["equivalence"]["below_margin"] and "encoded but unused" in unused["verdict"]
+    assert unused["verdict"].startswith("not detected") and unused["excess_sd"] < 3
+    assert not used["equivalence"]["below_margin"] and used["verdict"].startswith("aligned")
+    assert used["excess_sd"] > 5
+    assert unused["null_q95"] < unused["mde_raw"] < 1 and 0 <= unused["power_at_margin"] <= 1

@@ -60,3 +60,17 @@ def test_k_sweep_results_file_matches_its_records():
     path = EXP / "results" / "k_sweep_runs.jsonl"
     if path.exists():
         assert (EXP / "results" / "k_sweep.md").read_text() == ks.report(str(path))
+
+
+def test_calibration_results_file_matches_its_records():
+    cal = _module("calibration")
+    out = EXP / "results"
+    if (out / "calibration_runs.jsonl").exists():
+        assert (out / "calibration.md").read_text() == cal.report(str(out))
+
+
+def test_runs_combined_results_file_matches_its_records():
+    rc = _module("runs_combined")
+    out = EXP / "results"
+    if (out / "runs_combined.jsonl").exists():
+        assert (out / "runs_combined.md").read_text() == rc.report(str(out))

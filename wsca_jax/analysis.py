@@ -232,6 +232,21 @@ FIXED_HEAD_NOTE = (
     "permuted-label networks kept the nominal rate.")
 
 
+def _absence(s: dict, alpha: float) -> str:
+    """What a non-detection means: equivalence (unused within the margin) when shown, else how large an
+    alignment would have gone unseen."""
+    eq, m = s.get("equivalence"), s.get("equivalence_margin")
+    if eq and eq["below_margin"]:
+        return (f"; and the population max |WSC| is below the equivalence margin {m:g} (equivalence p {eq['p']:.3g}, "
+                f"upper bound {eq['upper']:.2f}): encoded but unused, within that margin")
+    tail = f"; alignment below about {s['null_q95']:.2f} (the null's 95% point) would go unseen"
+    if s.get("mde") is not None:
+        tail += f" (80% power at a population max |WSC| of about {s['mde']:.2f})"
+    if eq:
+        tail += f"; equivalence to below {m:g} not shown (p {eq['p']:.3g})"
+    return tail + ", so this is no evidence that the attribute is unused"
+
+
 def _verdict(s: dict, probe: dict, has_perm: bool, source: str, alpha: float) -> str:
     """One plain-language line saying what was tested and what the outcome means (and does not)."""
     x = s["max_abs_wsc"]
@@ -257,9 +272,8 @@ def _verdict(s: dict, probe: dict, has_perm: bool, source: str, alpha: float) ->
              "the attribute unrelated to the embedding. Not shown: that the decision relies on the attribute "
              "itself rather than on what goes with it (see the conditional null, --permute-within)")
     else:
-        v = (f"not detected: max |WSC| {x:.3f} is within the permutation null (p_adj {s['p_adjusted']:.3g}); "
-             f"alignment below about {s['null_q95']:.2f} (the null's 95% point) would go unseen, so this is "
-             "no evidence that the attribute is unused")
+        v = f"not detected: max |WSC| {x:.3f} is within the permutation null (p_adj {s['p_adjusted']:.3g})"
+        v += _absence(s, alpha)
     auroc = probe.get("auroc")
     if auroc is not None and auroc < 0.7:
         v += f"; caution: the probe is weak (AUROC {auroc:.2f}), so its direction is unreliable"
@@ -391,6 +405,7 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
         lo_k, hi_k = percentile_interval(cb, confidence)
         kinds["corrected"] = {"method": "percentile of recentred replicates", "low": lo_k, "high": hi_k}
         cmax = np.nanmax(np.abs(cb), axis=(-2, -1))
+        info["_cmax"] = cmax
         lo, hi = percentile_interval(cmax, confidence)
         by_method["corrected"] = [float(lo), float(hi)]
         info.update(max_abs_wsc_corrected=float(np.nanmax(np.abs(corr[0]))), ci_corrected=by_method["corrected"])
@@ -411,10 +426,47 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
     return kinds[cell_kind]["low"], kinds[cell_kind]["high"], kinds, info
 
 
+def sensitivity(stat: float, boot, null_stat, cmax, scale, alpha: float, margin: float) -> dict:
+    """What the test can and cannot say: effect size, power, the minimum detectable WSC, equivalence.
+
+    Args:
+      stat: observed max |WSC|.  boot: ``(B, Ca, C)`` raw replicates or None.  null_stat: ``(P,)``
+      max |WSC| under the null (permutations or null networks) or None.  cmax: ``(B,)`` corrected max
+      replicates or None.  scale: the attenuation factor of the largest cell (corrected / raw).
+      margin: the population max |WSC| below which alignment counts as negligible.
+    Returns:
+      ``excess_sd``: (stat - mean null) / SD null, comparable across k and head shapes;
+      ``mde_raw`` / ``mde``: the max |WSC| (raw, and in population units) that the test detects with
+      80% power at ``alpha`` (null (1 - alpha) point + 0.84 bootstrap SD; the raw value times the
+      attenuation factor); ``power_at_margin``: chance of detecting a population value equal to
+      ``margin`` (normal approximation); ``equivalence``: TOST-style bound -- ``p`` is the share of
+      corrected replicates at or above the margin, ``upper`` the (1 - 2 alpha) upper bound; ``below_margin``
+      when ``p < alpha`` (alignment is concluded to be smaller than the margin).
+    """
+    from scipy.stats import norm
+    out = {"excess_sd": None, "mde_raw": None, "mde": None, "power_at_margin": None,
+           "equivalence": None, "equivalence_margin": float(margin)}
+    bmax = None if boot is None else np.nanmax(np.abs(boot), axis=(-2, -1))
+    if null_stat is not None and len(null_stat) > 2 and np.std(null_stat) > 0:
+        out["excess_sd"] = float((stat - np.mean(null_stat)) / np.std(null_stat, ddof=1))
+        if bmax is not None and len(bmax) > 2:
+            crit, sd = float(np.quantile(null_stat, 1 - alpha)), float(np.std(bmax, ddof=1))
+            out["mde_raw"] = min(1.0, crit + norm.ppf(0.8) * sd)
+            f = scale if scale is not None else 1.0
+            out["mde"] = min(1.0, out["mde_raw"] * f)
+            out["power_at_margin"] = float(norm.cdf((margin / f - crit) / max(sd, 1e-12)))
+    if cmax is not None and len(cmax) > 1:
+        B = len(cmax)
+        p = float((1 + np.sum(cmax >= margin)) / (B + 1))
+        out["equivalence"] = {"p": p, "upper": float(np.quantile(cmax, 1 - alpha)), "below_margin": bool(p < alpha),
+                              "replicates": int(B)}
+    return out
+
+
 def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None, null=None,
                     random_null=None, ci_method: str = "bca", confidence: float = 0.95,
                     source: str = "probe", alpha: float = 0.05, head_null=None, n_tests: int = 1,
-                    corr=None) -> TaskResult:
+                    corr=None, margin: float = 0.2) -> TaskResult:
     """Intervals, p-values (or the reference band of fixed heads) and the summary of one task.
 
     Args:
@@ -430,6 +482,7 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
       n_tests: number of tasks tested together: ``p_near_alpha`` flags a p within 3 Monte Carlo SE of
         any Holm step ``alpha / j`` (j = 1 .. n_tests), the thresholds that can decide it.
       corr: ``(cells (Ca, C), scale (Ca, C))`` attenuation-corrected WSC (:func:`~wsca_jax.wsc.disattenuate`).
+      margin: equivalence margin of the population max |WSC| (:func:`sensitivity`).
       ci_method: the default interval (``summary.ci``, ``ci_low``/``ci_high``): ``"corrected"`` (for the
         population value: percentile interval of the raw replicates recentred on the corrected
         estimate), ``"bca"`` (guarded), ``"percentile"`` or ``"basic"`` (of the raw statistic).
@@ -464,6 +517,11 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         M, q95 = len(hn), float(np.quantile(hn, 0.95))
         summary.update(test="seed_null", p_value=p, p_value_mcse=float(np.sqrt(p * (1 - p) / M)),
                        head_null_n=int(M), head_null_q95=q95, null_q95=q95)
+    cmax = summary.pop("_cmax", None)
+    null_stat = None if summary["test"] is None else (
+        np.asarray(head_null, float) if summary["test"] == "seed_null" else np.nanmax(np.abs(null), axis=(-2, -1)))
+    scale = None if corr is None or not np.isfinite(corr[1][cell]) else float(corr[1][cell])
+    summary.update(sensitivity(stat, boot, null_stat, cmax, scale, alpha, margin))
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
                       summary=summary, boot=boot, null=null, random_null=random_null, source=source,
@@ -740,6 +798,7 @@ def analyze(
     cv_folds: int = 5,
     confidence: float = 0.95,
     ci_method: str = "corrected",
+    equivalence_margin: float = 0.2,
     min_class_count: int = 5,
     progress: bool = False,
 ) -> WscaResult:
@@ -780,6 +839,9 @@ def analyze(
         ``"bca"`` (guarded: percentile where BCa is degenerate, with the reason; adds a jackknife),
         ``"percentile"`` or ``"basic"`` (intervals of the raw statistic, which is attenuated toward
         0). Every interval of max |WSC| is in ``summary.intervals``.
+      equivalence_margin: population max |WSC| below which alignment is negligible; with a bootstrap,
+        "encoded but unused" is concluded when the corrected replicates show the value below it
+        (``summary.equivalence``); ``summary.mde`` is the alignment detected with 80% power.
       progress: show a progress bar.
 
     Returns:
@@ -799,8 +861,9 @@ def analyze(
     cfg = dict(tasks=tasks, categorical=categorical, continuous=continuous, bins=bins, binning=binning,
                group_column=group_column, min_class_count=min_class_count, permute_within=permute_within,
                pca_variance=pca_variance, pca_min=pca_min, probe=probe, permutations=permutations,
-               max_permutations=max_permutations, alpha=alpha)
+               max_permutations=max_permutations, alpha=alpha, equivalence_margin=equivalence_margin)
     _check_settings(heads, ci_method, bootstrap, permutations, max_permutations, alpha, cv_folds, seed, probe)
+    require(0 < equivalence_margin <= 1, f"equivalence margin must be in (0, 1], found {equivalence_margin}")
     head_null = _check_head_null(head_null, task_heads)
     x = check_embeddings(embeddings)
     meta = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(dict(metadata))
@@ -926,7 +989,8 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
                             ci_method=opt["ci_method"], confidence=opt["confidence"],
                             source="head" if i in prep.fixed else "probe", alpha=alpha,
                             head_null=opt["head_null"].get(t.name), n_tests=n_tests,
-                            corr=None if (corr is None or i in prep.fixed) else (corr.cells[i, :, :C], corr.scale[i, :, :C]))
+                            corr=None if (corr is None or i in prep.fixed) else (corr.cells[i, :, :C], corr.scale[i, :, :C]),
+                            margin=cfg["equivalence_margin"])
         if corr is not None and i not in prep.fixed:
             r.summary["reliability"] = {"primary": [float(v) for v in corr.rel_primary],
                                         "probe": [float(v) for v in corr.rel_tasks[i, :C]]}
@@ -1003,7 +1067,7 @@ def _settings(prep, cfg, opt, folds, jack, null) -> dict:
         "pca_variance": float(cfg["pca_variance"]), "pca_min": int(cfg["pca_min"]), "heads": opt["heads"],
         "binning": cfg["binning"], "bins": int(cfg["bins"]), "group_column": cfg["group_column"],
         "probe": cfg["probe"].to_dict(), "cv_folds": int(folds.max() + 1), "cv_start": "cold",
-        "confidence": float(opt["confidence"]),
+        "confidence": float(opt["confidence"]), "equivalence_margin": float(cfg["equivalence_margin"]),
         "ci_method": opt["ci_method"] if opt["bootstrap"] > 0 else None,
         "jackknife_blocks": None if jack is None else int(len(jack)),
         "permutation_scheme": None if P == 0 else (

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--solver", default="lbfgs", choices=["lbfgs", "ridge"], help="probe solver (default lbfgs)")
     a.add_argument("--ci-method", default="corrected", choices=["corrected", "bca", "percentile", "basic"],
                    help="default interval: corrected (for the population value; default), or bca, percentile, basic of the raw value")
+    a.add_argument("--equivalence-margin", type=float, default=0.2,
+                   help="population max |WSC| below which alignment is negligible: 'encoded but unused' is concluded "
+                        "when the bootstrap shows the corrected value below it (default 0.2)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -362,7 +365,7 @@ def _cmd_runs(args) -> int:
             binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
             permutations=args.permutations, max_permutations=args.max_permutations, pca_variance=args.pca_variance,
             pca_min=args.pca_min, heads=args.heads, seed=args.seed, probe=_probe_config(args),
-            ci_method=args.ci_method)
+            ci_method=args.ci_method, equivalence_margin=args.equivalence_margin)
     write_runs_outputs(result, args.out, figures=not args.no_figures)
     if not args.quiet:
         for task, c in result.combined.items():
@@ -385,7 +388,8 @@ def _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig):
         bootstrap=args.bootstrap, permutations=args.permutations, max_permutations=args.max_permutations,
         alpha=args.alpha, pca_variance=args.pca_variance,
         pca_min=args.pca_min, heads=args.heads, seed=args.seed,
-        probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method, progress=not args.quiet)
+        probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method,
+        equivalence_margin=args.equivalence_margin, progress=not args.quiet)
 
 
 def _print_summary(result, args, seconds: float) -> None:
