@@ -312,7 +312,8 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
                    "narrower_than_spread": "the BCa interval was narrower than half the bootstrap spread",
                    "excludes_median": "the BCa interval did not contain the median of the bootstrap replicates",
                    "no_reliable_direction": "no attenuation-corrected value: a probe direction's bootstrap "
-                                            "reliability is below 0.1 (its direction is mostly noise)"}[s["ci_fallback"]]
+                                            "reliability is below 0.1 (its direction is mostly noise)",
+                   "fixed_heads": "the compared heads are fixed (no probe noise to correct)"}[s["ci_fallback"]]
             out.append(f"{s['ci_method']} interval instead of the requested one for max |WSC|: {why}")
         if source == "head":
             out.append("the heads are the model's own (fixed): the interval resamples the PCA projection only; "
@@ -411,14 +412,14 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
         info.update(max_abs_wsc_corrected=float(np.nanmax(np.abs(corr[0]))), ci_corrected=by_method["corrected"])
     method, why = ci_method, None
     if method == "corrected" and "corrected" not in by_method:
-        method, why = raw_m, "no_reliable_direction"
+        method, why = raw_m, ("fixed_heads" if corr is None else "no_reliable_direction")
     elif method == "bca" and "bca" not in by_method:
         method = "percentile"
     if method == "bca" and extra["bca_fallback"]:
         method, why = "percentile", extra["bca_fallback"]
     info.update(ci=by_method[method], ci_method=method, ci_fallback=why, intervals=by_method)
     cell_kind = "corrected" if method == "corrected" else "raw"
-    if method in ("percentile", "basic"):
+    if ci_method in ("percentile", "basic"):                   # asked for: the cells follow (BCa cells keep their guard)
         lo_c, hi_c = percentile_interval(boot, confidence)
         if method == "basic":
             lo_c, hi_c = basic_interval(cells, boot, confidence)

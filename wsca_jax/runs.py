@@ -184,6 +184,30 @@ def _verdict(c: dict, shared_data: bool, alpha: float) -> str:
     return f"not detected across runs: combined p {p:.3g} ({name}){tail}"
 
 
+def signed_contrast(result: WscaResult, task: str, row: int, col: int) -> dict:
+    """A pre-specified signed cell tested one-sided against its permutation null.
+
+    For an induced shortcut the direction is known in advance (the malignant row should lean toward
+    the scanner the malignant images were moved to), so the test of that one signed cell needs no
+    maximum over cells and no two-sided correction: ``p = (1 + #{null cell >= observed}) / (P + 1)``.
+
+    Args:
+      result: an analysis with permutations.  task: the metadata task.  row: primary row (class index).
+      col: task class index.
+    Returns:
+      ``{"cell", "observed", "p_value", "n_permutations"}`` (p None without permutations).
+    """
+    t = result.tasks[task]
+    r = min(row, t.wsc.shape[0] - 1)                         # a one-logit head has one row
+    obs = float(t.wsc[r, col])
+    p = None
+    if t.null is not None and t.source == "probe":
+        nul = np.asarray(t.null[:, r, col], float)
+        p = float((1 + np.sum(nul >= obs - 1e-12)) / (len(nul) + 1))
+    return {"cell": [int(r), int(col)], "observed": obs, "p_value": p,
+            "n_permutations": None if t.null is None else int(len(t.null))}
+
+
 def check_runs(results: Sequence[WscaResult], names: Sequence[str]) -> None:
     """Runs must share the primary's classes and the analysed tasks."""
     require(len(results) >= 2, f"--runs: {len(results)} run given; expected at least 2 to combine")
