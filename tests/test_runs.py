@@ -68,6 +68,14 @@ def test_runs_combine_used_attribute(run_files, capsys):
     assert c["largest_cell"]["sign_consistency"] == 1.0 and c["verdict"].startswith("aligned across runs")
     assert c["excess"]["random_effects"]["mean"] > 2 and c["inter_network_null"]["pairs"] == 6
     assert d["settings"]["shared_data"] is True
+    # a pre-specified signed cell, one-sided: the aligned cell is significant, a negative cell is not
+    from wsca_jax.report import load_result
+    from wsca_jax.runs import signed_contrast
+    r0 = load_result(str(out / "seed0"))
+    w = r0.tasks["attr"].wsc
+    pos, neg = int(np.argmax(w[0])), int(np.argmin(w[0]))
+    assert signed_contrast(r0, "attr", 0, pos)["p_value"] <= 0.05
+    assert signed_contrast(r0, "attr", 0, neg)["p_value"] > 0.5
     capsys.readouterr()
 
 
