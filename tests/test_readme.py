@@ -14,4 +14,5 @@ def test_readme_python_example(tmp_path, monkeypatch):
     assert s.probe["auroc"] > 0.85                   # encoded
     assert s.summary["p_value"] > 0.05               # unused
     assert s.summary["max_abs_wsc"] < s.summary["random_direction_q95"]
+    assert s.summary["equivalence"]["below_margin"]  # concluded, within the margin
     assert (tmp_path / "wsca.json").exists()
