@@ -76,9 +76,10 @@ def one(args, ds, spec, control: str, seed: int) -> dict:
         t = r.tasks[spec.confounder]
         s = t.summary
         stamped = list(t.classes).index("stamped")
+        positive = [str(c) for c in r.primary["classes"]].index("1")          # pneumonia
         row[null] = {"max_abs_wsc": s["max_abs_wsc"], "max_abs_wsc_corrected": s["max_abs_wsc_corrected"],
                      "p_value": s["p_value"], "null_q95": s["null_q95"], "probe_auroc": t.probe["auroc"],
-                     "contrast": signed_contrast(r, spec.confounder, 1, stamped)}
+                     "contrast": signed_contrast(r, spec.confounder, positive, stamped)}
     return row
 
 

@@ -79,15 +79,31 @@ def test_basic_and_recentred_intervals():
     assert r.mean() == pytest.approx(0.9) and r.std() == pytest.approx(2 * tb.std())
 
 
-def test_guarded_bca_contains_the_bootstrap_median():
-    """A BCa interval that the bias correction pushed past the bulk of the replicates is replaced."""
+def test_guarded_bca_contains_the_bootstrap_median_and_is_never_degenerate():
+    """Over skewed, shifted and one-sided bootstrap distributions the guarded interval contains the
+    replicates' median and is at least a quarter of their SD wide, whichever branch decides."""
     rng = np.random.default_rng(4)
-    tb = rng.normal(0.0, 1.0, 400)
-    jack = rng.normal(0.0, 0.05, 50) ** 3 * 50                       # strong skew -> large acceleration
-    lo, hi, why, _ = guarded_bca_interval(1.2, tb, jack)
-    med = np.median(tb)
-    assert lo <= med <= hi
-    assert hi - lo >= 0.25 * tb.std()
+    for shape in ("normal", "skewed", "one_sided"):
+        for shift in (-1.5, 0.0, 0.8, 2.5):
+            tb = {"normal": rng.normal(0, 1, 400), "skewed": rng.lognormal(0, 0.8, 400),
+                  "one_sided": np.abs(rng.normal(0, 1, 400))}[shape]
+            jack = rng.normal(0, 0.05, 50) ** 3 * 50
+            theta = float(np.median(tb) + shift * tb.std())
+            lo, hi, why, _ = guarded_bca_interval(theta, tb, jack)
+            assert lo <= np.median(tb) <= hi, (shape, shift, why)
+            assert hi - lo >= 0.25 * tb.std()
+
+
+def test_guard_replaces_a_bca_interval_that_excludes_the_median(monkeypatch):
+    """The last guard on its own: a BCa interval wide enough and with replicates beyond both ends, but
+    shifted past the median, is replaced by the percentile interval."""
+    import wsca_jax.stats as st
+    tb = np.random.default_rng(5).normal(0, 1, 2000)
+    med = float(np.median(tb))
+    monkeypatch.setattr(st, "bca_interval", lambda *a, **k: (np.asarray(med + 0.3), np.asarray(med + 2.5)))
+    lo, hi, why, _ = st.guarded_bca_interval(0.0, tb, tb[:50])
+    assert str(why) == "excludes_median"
+    assert (lo, hi) == tuple(st.percentile_interval(tb))
 
 
 def _population(design, k):

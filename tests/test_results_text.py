@@ -74,3 +74,16 @@ def test_runs_combined_results_file_matches_its_records():
     out = EXP / "results"
     if (out / "runs_combined.jsonl").exists():
         assert (out / "runs_combined.md").read_text() == rc.report(str(out))
+
+
+def test_default_interval_is_the_one_the_calibration_study_chose():
+    import inspect
+
+    import wsca_jax as wsca
+    cal = _module("calibration")
+    out = EXP / "results"
+    if not (out / "calibration_runs.jsonl").exists():
+        return
+    runs, pops = cal.load(str(out))
+    _, best = cal.choose_default(cal.coverage_table(runs, pops))
+    assert inspect.signature(wsca.analyze).parameters["ci_method"].default == best

@@ -81,10 +81,12 @@ def test_runs_combine_used_attribute(run_files, capsys):
 
 RUN_BAD = {
     "single run": (["seed0"], "expected at least 2 runs"),
+    "missing run file": (["seed0", "nope"], "--runs"),
     "different columns": (["seed0", "extra_col"], "metadata columns"),
     "different primary classes": (["seed0", "three_classes"], "classes"),
     "runs and embeddings": (["seed0", "seed1", "--embeddings", "{d}/seed0.npz"], "not both"),
     "no metadata in npz": (["seed0", "bare"], "holds no metadata columns"),
+    "different task classes": (["seed0", "four_attr", "--categorical", "attr"], "expected the same classes in every run"),
 }
 
 
@@ -96,11 +98,15 @@ def test_runs_bad_input_one_line_exit_2_nothing_written(run_files, capsys, case,
     lab3 = z["label"].copy()
     lab3[:50] = 2
     np.savez(d / "three_classes.npz", **{k: z[k] for k in z.files if k != "label"}, label=lab3)
+    attr4 = z["attr"].copy()
+    attr4[:40] = 3
+    np.savez(d / "four_attr.npz", **{k: z[k] for k in z.files if k != "attr"}, attr=attr4)
     np.save(d / "bare.npy", z["embeddings"])
     np.savez(d / "bare.npz", embeddings=z["embeddings"])
     spec, message = RUN_BAD[case]
-    files = [str(d / f"{s}.npz") for s in spec if not s.startswith("-") and "{" not in s]
-    rest = [s.format(d=d) for s in spec[len(files):]]
+    n_files = next((i for i, x in enumerate(spec) if x.startswith("-")), len(spec))
+    files = [str(d / f"{x}.npz") for x in spec[:n_files]]
+    rest = [x.format(d=d) for x in spec[n_files:]]
     out = tmp_path / "out"
     code = main(["analyze", "--runs", *files, *rest, "--primary", "label", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
@@ -117,3 +123,10 @@ def test_analyze_runs_python_api_single_run_is_refused():
     other = meta.assign(extra=0)
     with pytest.raises(wsca.WscaInputError, match="metadata columns"):
         wsca.analyze_runs([{"embeddings": z, "metadata": meta}, {"embeddings": z, "metadata": other}], "label")
+
+
+def test_stouffer_survives_a_run_with_p_one():
+    """A permutation p of exactly 1 (common where the test is conservative) must not erase the others."""
+    p = [0.001, 0.001, 0.001, 1.0]
+    assert stouffer(p, n_perm=[999] * 4) < 0.05
+    assert random_effects(np.array([1.0, 2.0]), np.array([0.1, 0.1]))["df"] == 1

@@ -374,7 +374,7 @@ def _raw_intervals(cells, stat, boot, jack, confidence: float) -> tuple:
     lo, hi = percentile_interval(bmax, confidence)
     out = {"percentile": [float(lo), float(hi)]}
     lo, hi = basic_interval(stat, bmax, confidence)
-    out["basic"] = [float(max(lo, 0.0)), float(hi)]
+    out["basic"] = [float(np.clip(lo, 0.0, 1.0)), float(np.clip(hi, 0.0, 1.0))]
     info = {"ci_z0": None, "bca_fallback": None, "cells_percentile_fallback": 0}
     if jack is None:
         lo_c, hi_c = percentile_interval(boot, confidence)
@@ -401,7 +401,9 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
     kinds = {"raw": {"method": raw_m, "low": lo_r, "high": hi_r}}
     info = {"ci_raw": by_method.get(raw_m), "ci_raw_method": raw_m, "max_abs_wsc_corrected": None,
             "ci_corrected": None, **extra}
-    if corr is not None and np.isfinite(corr[0]).any():
+    # the corrected max is over every cell or none: a cell without a reliable direction is unknown,
+    # and a max (or an equivalence bound) over the others would describe a subset
+    if corr is not None and np.isfinite(corr[0]).all():
         cb = np.clip(recentred_replicates(corr[0], boot, corr[1]), -1, 1)           # (B, Ca, C)
         lo_k, hi_k = percentile_interval(cb, confidence)
         kinds["corrected"] = {"method": "percentile of recentred replicates", "low": lo_k, "high": hi_k}
@@ -427,7 +429,7 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
     return kinds[cell_kind]["low"], kinds[cell_kind]["high"], kinds, info
 
 
-def sensitivity(stat: float, boot, null_stat, cmax, scale, alpha: float, margin: float) -> dict:
+def sensitivity(stat: float, boot, null_stat, cmax, scale, alpha: float, margin: float, n_tests: int = 1) -> dict:
     """What the test can and cannot say: effect size, power, the minimum detectable WSC, equivalence.
 
     Args:
@@ -435,11 +437,12 @@ def sensitivity(stat: float, boot, null_stat, cmax, scale, alpha: float, margin:
       max |WSC| under the null (permutations or null networks) or None.  cmax: ``(B,)`` corrected max
       replicates or None.  scale: the attenuation factor of the largest cell (corrected / raw).
       margin: the population max |WSC| below which alignment counts as negligible.
+      n_tests: tasks tested together: power is computed at the strictest Holm step ``alpha / n_tests``.
     Returns:
       ``excess_sd``: (stat - mean null) / SD null, comparable across k and head shapes;
       ``mde_raw`` / ``mde``: the max |WSC| (raw, and in population units) that the test detects with
-      80% power at ``alpha`` (null (1 - alpha) point + 0.84 bootstrap SD; the raw value times the
-      attenuation factor); ``power_at_margin``: chance of detecting a population value equal to
+      80% power at ``alpha / n_tests`` (null (1 - alpha / n_tests) point + 0.84 bootstrap SD; the raw
+      value times the attenuation factor, None without one); ``power_at_margin``: chance of detecting a population value equal to
       ``margin`` (normal approximation); ``equivalence``: TOST-style bound -- ``p`` is the share of
       corrected replicates at or above the margin, ``upper`` the (1 - 2 alpha) upper bound; ``below_margin``
       when ``p < alpha`` (alignment is concluded to be smaller than the margin).
@@ -451,11 +454,12 @@ def sensitivity(stat: float, boot, null_stat, cmax, scale, alpha: float, margin:
     if null_stat is not None and len(null_stat) > 2 and np.std(null_stat) > 0:
         out["excess_sd"] = float((stat - np.mean(null_stat)) / np.std(null_stat, ddof=1))
         if bmax is not None and len(bmax) > 2:
-            crit, sd = float(np.quantile(null_stat, 1 - alpha)), float(np.std(bmax, ddof=1))
+            crit = float(np.quantile(null_stat, 1 - alpha / max(1, n_tests)))
+            sd = float(np.std(bmax, ddof=1))
             out["mde_raw"] = min(1.0, crit + norm.ppf(0.8) * sd)
-            f = scale if scale is not None else 1.0
-            out["mde"] = min(1.0, out["mde_raw"] * f)
-            out["power_at_margin"] = float(norm.cdf((margin / f - crit) / max(sd, 1e-12)))
+            if scale is not None:
+                out["mde"] = min(1.0, out["mde_raw"] * scale)
+                out["power_at_margin"] = float(norm.cdf((margin / scale - crit) / max(sd, 1e-12)))
     if cmax is not None and len(cmax) > 1:
         B = len(cmax)
         p = float((1 + np.sum(cmax >= margin)) / (B + 1))
@@ -521,8 +525,8 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
     cmax = summary.pop("_cmax", None)
     null_stat = None if summary["test"] is None else (
         np.asarray(head_null, float) if summary["test"] == "seed_null" else np.nanmax(np.abs(null), axis=(-2, -1)))
-    scale = None if corr is None or not np.isfinite(corr[1][cell]) else float(corr[1][cell])
-    summary.update(sensitivity(stat, boot, null_stat, cmax, scale, alpha, margin))
+    scale = None if (corr is None or cmax is None or not np.isfinite(corr[1][cell])) else float(corr[1][cell])
+    summary.update(sensitivity(stat, boot, null_stat, cmax, scale, alpha, margin, n_tests))
     return TaskResult(name=task.name, kind=task.kind, classes=task.classes, n_used=task.n_used,
                       probe=quality, wsc=cells, ci_low=ci_low, ci_high=ci_high, p_value=pv,
                       summary=summary, boot=boot, null=null, random_null=random_null, source=source,
@@ -839,7 +843,8 @@ def analyze(
         the raw replicates' spread, chosen by coverage in experiments/results/calibration.md),
         ``"bca"`` (guarded: percentile where BCa is degenerate, with the reason; adds a jackknife),
         ``"percentile"`` or ``"basic"`` (intervals of the raw statistic, which is attenuated toward
-        0). Every interval of max |WSC| is in ``summary.intervals``.
+        0). The intervals of max |WSC| are all in ``summary.intervals`` (BCa only with
+        ``ci_method="bca"``, which adds the jackknife it needs).
       equivalence_margin: population max |WSC| below which alignment is negligible; with a bootstrap,
         "encoded but unused" is concluded when the corrected replicates show the value below it
         (``summary.equivalence``); ``summary.mde`` is the alignment detected with 80% power.

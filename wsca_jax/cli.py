@@ -342,6 +342,7 @@ def _cmd_runs(args) -> int:
             "--runs: metadata and heads come from each .npz; --metadata, --primary-head and --head-null do not apply")
     runs, names = [], []
     for path in args.runs:
+        require(os.path.isfile(path), f"--runs {path}: file not found")
         ef = load_embeddings(path)
         if not ef.columns:
             raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")

@@ -31,6 +31,7 @@ from scipy import stats as sps
 from .analysis import WscaResult, analyze
 from .errors import require
 from .io import atomic_write_text
+from .stats import holm
 from .wsc import wsc_jit
 
 
@@ -59,9 +60,15 @@ def fisher(p: np.ndarray) -> float:
     return float(sps.combine_pvalues(np.asarray(p, float), method="fisher")[1])
 
 
-def stouffer(p: np.ndarray) -> float:
-    """Stouffer's combination of independent one-sided p-values (``sum z / sqrt(M)``)."""
-    return float(sps.combine_pvalues(np.asarray(p, float), method="stouffer")[1])
+def stouffer(p: np.ndarray, n_perm: Sequence[int] | None = None) -> float:
+    """Stouffer's combination of independent one-sided p-values (``sum z / sqrt(M)``).
+
+    A permutation p of exactly 1 would be ``z = -inf`` and erase every other run; with ``n_perm``
+    each p is capped at ``1 - 1 / (2 (P + 1))``, half a step below 1 (a mid-p at the top)."""
+    p = np.asarray(p, float)
+    if n_perm is not None:
+        p = np.minimum(p, 1 - 0.5 / (np.asarray(n_perm, float) + 1))
+    return float(sps.combine_pvalues(p, method="stouffer")[1])
 
 
 def mean_merged(p: np.ndarray) -> float:
@@ -71,7 +78,8 @@ def mean_merged(p: np.ndarray) -> float:
 
 def random_effects(y: np.ndarray, v: np.ndarray, confidence: float = 0.95) -> dict:
     """DerSimonian-Laird random-effects mean of per-run effects ``y (M,)`` with within-run
-    variances ``v (M,)``: pooled mean, its SE and interval, between-run variance tau^2 and I^2."""
+    variances ``v (M,)``: pooled mean, its SE and a t interval (M - 1 df), between-run variance tau^2,
+    I^2, and the one-sided p of a positive mean."""
     y, v = np.asarray(y, float), np.maximum(np.asarray(v, float), 1e-12)
     w = 1 / v
     m = len(y)
@@ -82,10 +90,12 @@ def random_effects(y: np.ndarray, v: np.ndarray, confidence: float = 0.95) -> di
     ws = 1 / (v + tau2)
     mu = float(np.sum(ws * y) / ws.sum())
     se = float(math.sqrt(1 / ws.sum()))
-    z = sps.norm.ppf(0.5 + confidence / 2)
-    return {"mean": mu, "se": se, "ci": [mu - z * se, mu + z * se], "tau2": tau2,
+    # few runs: a t with M - 1 degrees of freedom rather than the normal (DerSimonian-Laird's z is
+    # anti-conservative for M of 2-5); p one-sided for a positive excess
+    t = sps.t.ppf(0.5 + confidence / 2, max(m - 1, 1))
+    return {"mean": mu, "se": se, "ci": [mu - t * se, mu + t * se], "tau2": tau2,
             "i2": float(max(0.0, (q - (m - 1)) / q)) if q > 0 else 0.0,
-            "p_value": float(2 * sps.norm.sf(abs(mu) / se))}
+            "p_value": float(sps.t.sf(mu / se, max(m - 1, 1))), "df": int(max(m - 1, 1))}
 
 
 def inter_network_null(results: Sequence[WscaResult], task: str, centered: bool) -> np.ndarray:
@@ -143,9 +153,11 @@ def combine_task(results: Sequence[WscaResult], task: str, shared_data: bool, al
     ps = [r.tasks[task].summary.get("p_value") for r in results]
     if all(p is not None for p in ps):
         ps = np.array(ps, float)
-        n_perm = [r.tasks[task].summary.get("n_permutations") for r in results]
+        n_perm = [r.tasks[task].summary.get("head_null_n") or r.tasks[task].summary.get("n_permutations")
+                  for r in results]
         floor = None if None in n_perm else mean_merged(np.array([1.0 / (n + 1) for n in n_perm]))
-        out.update(p_values=ps.tolist(), min_attainable_p=floor, fisher_p=fisher(ps), stouffer_p=stouffer(ps), mean_merged_p=mean_merged(ps),
+        out.update(p_values=ps.tolist(), min_attainable_p=floor, fisher_p=fisher(ps),
+                   stouffer_p=stouffer(ps, None if None in n_perm else n_perm), mean_merged_p=mean_merged(ps),
                    n_significant=int(np.sum(np.array([r.tasks[task].summary["p_adjusted"] for r in results]) < alpha)))
     ex = [_excess(r, task) for r in results]
     if all(y is not None for y, _ in ex):
@@ -156,32 +168,32 @@ def combine_task(results: Sequence[WscaResult], task: str, shared_data: bool, al
         a = (1 - confidence) / 2
         out["excess"] = {"per_run": y.tolist(), "within_var": v.tolist(), "random_effects": random_effects(y, v, confidence),
                          "seed_bootstrap_ci": [float(np.quantile(bmeans, a)), float(np.quantile(bmeans, 1 - a))],
+                         "seed_bootstrap_note": f"resamples of {m} runs ({m ** m} ordered draws at most): crude for few runs",
                          "unit": "(max |WSC| - mean of the run's permutation null) / SD of that null"}
     centered = results[0].settings.get("heads") == "centered"
     inter = inter_network_null(results, task, centered)
     out["inter_network_null"] = None if len(inter) == 0 else {
         "pairs": int(len(inter)), "mean": float(inter.mean()), "q95": float(np.quantile(inter, 0.95)),
         "note": "max |WSC| of one network's primary head against another network's probe (the paper's null)"}
-    out["verdict"] = _verdict(out, shared_data, alpha)
     return out
 
 
 def _verdict(c: dict, shared_data: bool, alpha: float) -> str:
     if "fisher_p" not in c:
         return "not tested: the runs have no permutation p-values (run with permutations)"
-    key, name = (("mean_merged_p", "twice the mean p, valid for runs that share training data") if shared_data
-                 else ("fisher_p", "Fisher's combination, for independent runs"))
-    p = c[key]
+    name = ("twice the mean p, valid for runs that share training data" if shared_data
+            else "Fisher's combination, for independent runs")
+    p = c["combined_p_adjusted"]
     lc = c["largest_cell"]
     tail = (f"; largest cell mean {lc['mean']:+.3f} [{lc['ci'][0]:+.3f}, {lc['ci'][1]:+.3f}], same sign in "
             f"{100 * lc['sign_consistency']:.0f}% of runs; {c['n_significant']} of {c['runs']} runs significant alone")
     if p < alpha:
-        return f"aligned across runs: combined p {p:.3g} ({name}){tail}"
+        return f"aligned across runs: combined p_adj {p:.3g} ({name}; Holm across tasks){tail}"
     floor = c.get("min_attainable_p")
     if shared_data and floor is not None and floor >= alpha:
         tail += (f"; with these permutations twice the mean p cannot fall below {floor:.3g} (>= alpha): "
                  "run more permutations")
-    return f"not detected across runs: combined p {p:.3g} ({name}){tail}"
+    return f"not detected across runs: combined p_adj {p:.3g} ({name}; Holm across tasks){tail}"
 
 
 def signed_contrast(result: WscaResult, task: str, row: int, col: int) -> dict:
@@ -192,17 +204,20 @@ def signed_contrast(result: WscaResult, task: str, row: int, col: int) -> dict:
     maximum over cells and no two-sided correction: ``p = (1 + #{null cell >= observed}) / (P + 1)``.
 
     Args:
-      result: an analysis with permutations.  task: the metadata task.  row: primary row (class index).
+      result: an analysis with permutations.  task: the metadata task.  row: primary class index (for a
+        one-logit head, class 1 is its row and class 0 its negative).
       col: task class index.
     Returns:
       ``{"cell", "observed", "p_value", "n_permutations"}`` (p None without permutations).
     """
     t = result.tasks[task]
-    r = min(row, t.wsc.shape[0] - 1)                         # a one-logit head has one row
-    obs = float(t.wsc[r, col])
+    r, sign = row, 1.0
+    if t.wsc.shape[0] == 1:                                  # a one-logit head: its row is the positive class's
+        r, sign = 0, (1.0 if row == 1 else -1.0)
+    obs = sign * float(t.wsc[r, col])
     p = None
     if t.null is not None and t.source == "probe":
-        nul = np.asarray(t.null[:, r, col], float)
+        nul = sign * np.asarray(t.null[:, r, col], float)
         p = float((1 + np.sum(nul >= obs - 1e-12)) / (len(nul) + 1))
     return {"cell": [int(r), int(col)], "observed": obs, "p_value": p,
             "n_permutations": None if t.null is None else int(len(t.null))}
@@ -217,6 +232,10 @@ def check_runs(results: Sequence[WscaResult], names: Sequence[str]) -> None:
                 f"--runs {n}: primary classes {r.primary['classes']} differ from {names[0]}'s {first.primary['classes']}")
         require(sorted(r.tasks) == sorted(first.tasks),
                 f"--runs {n}: analysed tasks {sorted(r.tasks)} differ from {names[0]}'s {sorted(first.tasks)}")
+        for t in first.tasks:
+            require(tuple(r.tasks[t].classes) == tuple(first.tasks[t].classes),
+                    f"--runs {n}: task {t!r} has classes {list(r.tasks[t].classes)}, {names[0]} has "
+                    f"{list(first.tasks[t].classes)}; expected the same classes in every run")
 
 
 def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] | None = None,
@@ -254,6 +273,12 @@ def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] 
                                task_heads=r.get("task_heads"), alpha=alpha, confidence=confidence, **kwargs))
     check_runs(results, names)
     combined = {t: combine_task(results, t, shared_data, alpha, confidence) for t in results[0].tasks}
+    key = "mean_merged_p" if shared_data else "fisher_p"
+    tested = [t for t, c in combined.items() if key in c]
+    for t, p in zip(tested, holm(np.array([combined[t][key] for t in tested], float))):
+        combined[t]["combined_p"], combined[t]["combined_p_adjusted"] = combined[t][key], float(p)
+    for c in combined.values():
+        c["verdict"] = _verdict(c, shared_data, alpha)
     settings = {"shared_data": bool(shared_data), "alpha": alpha, "confidence": confidence,
                 "combination": "twice the mean p (any dependence)" if shared_data else "Fisher (independent runs)",
                 "analyze": results[0].settings}
