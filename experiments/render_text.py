@@ -6,7 +6,8 @@
 Sections (``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README.md) and their
 templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md) and
 ``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists),
-``calibration`` (readme_calibration.md, from the calibration study's records).
+``calibration`` (readme_calibration.md, from the calibration study's records), ``runs``
+(readme_runs.md, from ``runs_combined.jsonl``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def sections() -> dict[str, str]:
     if os.path.exists(os.path.join(cargs.out, "calibration_runs.jsonl")):
         with open(os.path.join(HERE, "templates", "readme_calibration.md")) as f:
             out["calibration"] = render(f.read(), cal.prose_namespace(cargs.out))
+    import runs_combined as rc
+    rargs = rc.build_parser().parse_args([])
+    if os.path.exists(os.path.join(rargs.out, "runs_combined.jsonl")):
+        with open(os.path.join(HERE, "templates", "readme_runs.md")) as f:
+            out["runs"] = render(f.read(), rc.prose_namespace(rargs.out))
     return out
 
 

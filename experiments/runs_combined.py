@@ -120,6 +120,20 @@ def report(out: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prose_namespace(out: str) -> dict:
+    """Values for ``templates/readme_runs.md``, from the records only."""
+    from prose import namespace
+    with open(os.path.join(out, "runs_combined.jsonl")) as f:
+        rows = [json.loads(x) for x in f]
+    parts = []
+    for r in rows:
+        c = r["combined"]
+        verdict = "aligned" if c["verdict"].startswith("aligned") else "not detected"
+        parts.append(f"{r['condition']}, {r['null']} null: {verdict} (combined p {c['combined_p_adjusted']:.3f}; "
+                     f"{c['n_significant']} of {c['runs']} seeds significant alone)")
+    return namespace(n_seeds=len(rows[0]["seeds"]) if rows else 0, lines="; ".join(parts) + ".")
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")

@@ -87,3 +87,10 @@ def test_default_interval_is_the_one_the_calibration_study_chose():
     runs, pops = cal.load(str(out))
     _, best = cal.choose_default(cal.coverage_table(runs, pops))
     assert inspect.signature(wsca.analyze).parameters["ci_method"].default == best
+
+
+def test_controls_results_file_matches_its_records():
+    ctl = _module("controls")
+    out = EXP / "results"
+    if (out / "controls_runs.jsonl").exists():
+        assert (out / "controls.md").read_text() == ctl.report(str(out))
