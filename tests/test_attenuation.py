@@ -147,14 +147,17 @@ def test_corrected_interval_covers_the_population_value_where_raw_intervals_miss
     assert np.mean(cell_hits) >= 0.8
 
 
-def test_default_interval_is_the_corrected_one_and_the_raw_value_stays():
+def test_default_interval_is_basic_and_the_raw_and_corrected_values_stay():
     z, meta, head = calibration_data(CalibrationDesign(d=24, shift=3.0), 400, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=30, pca_min=10)
     t = r.tasks["attr"]
     s = t.summary
-    assert s["ci_method"] == "corrected" and s["ci"] == s["intervals"]["corrected"]
+    assert s["ci_method"] == "basic" and s["ci"] == s["intervals"]["basic"]
+    lo, hi = t.cell_intervals["raw"]["low"], t.cell_intervals["raw"]["high"]
+    np.testing.assert_allclose(lo, 2 * t.wsc - np.percentile(t.boot, 97.5, axis=0))
+    np.testing.assert_allclose(hi, 2 * t.wsc - np.percentile(t.boot, 2.5, axis=0))
     assert s["max_abs_wsc"] == pytest.approx(float(np.nanmax(np.abs(t.wsc))))
     assert s["ci_raw"] == s["intervals"]["percentile"] and s["ci_raw_method"] == "percentile"
     assert s["max_abs_wsc_corrected"] > s["max_abs_wsc"]

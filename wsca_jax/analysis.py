@@ -488,9 +488,9 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         any Holm step ``alpha / j`` (j = 1 .. n_tests), the thresholds that can decide it.
       corr: ``(cells (Ca, C), scale (Ca, C))`` attenuation-corrected WSC (:func:`~wsca_jax.wsc.disattenuate`).
       margin: equivalence margin of the population max |WSC| (:func:`sensitivity`).
-      ci_method: the default interval (``summary.ci``, ``ci_low``/``ci_high``): ``"corrected"`` (for the
-        population value: percentile interval of the raw replicates recentred on the corrected
-        estimate), ``"bca"`` (guarded), ``"percentile"`` or ``"basic"`` (of the raw statistic).
+      ci_method: the default interval (``summary.ci``, ``ci_low``/``ci_high``): ``"basic"`` (default),
+        ``"corrected"`` (percentile interval of the raw replicates recentred on the corrected
+        estimate), ``"bca"`` (guarded) or ``"percentile"`` (of the raw statistic).
     """
     cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
     stat = float(np.abs(cells[cell]))
@@ -802,7 +802,7 @@ def analyze(
     probe: ProbeConfig | None = None,
     cv_folds: int = 5,
     confidence: float = 0.95,
-    ci_method: str = "corrected",
+    ci_method: str = "basic",
     equivalence_margin: float = 0.2,
     min_class_count: int = 5,
     progress: bool = False,
@@ -839,11 +839,13 @@ def analyze(
       cv_folds: folds for the held-out probe quality (cold-started fits).
       confidence: interval level.
       ci_method: the default interval (``summary.ci`` and the cell ``ci_low``/``ci_high``):
-        ``"corrected"`` (default; for the population value: the attenuation-corrected estimate with
-        the raw replicates' spread, chosen by coverage in experiments/results/calibration.md),
-        ``"bca"`` (guarded: percentile where BCa is degenerate, with the reason; adds a jackknife),
-        ``"percentile"`` or ``"basic"`` (intervals of the raw statistic, which is attenuated toward
-        0). The intervals of max |WSC| are all in ``summary.intervals`` (BCa only with
+        ``"basic"`` (default, chosen by coverage of the population value in
+        experiments/results/calibration.md: ``2 t - q``, the bootstrap's own bias correction),
+        ``"corrected"`` (the attenuation-corrected estimate with the raw replicates' spread: closest to
+        nominal in most settings there, but it over-corrects with very strong probes and has no value
+        where a direction is unreliable), ``"bca"`` (guarded: percentile where BCa is degenerate, with
+        the reason; adds a jackknife) or ``"percentile"`` (of the raw statistic, which is attenuated
+        toward 0: it misses the population value). The intervals of max |WSC| are all in ``summary.intervals`` (BCa only with
         ``ci_method="bca"``, which adds the jackknife it needs).
       equivalence_margin: population max |WSC| below which alignment is negligible; with a bootstrap,
         "encoded but unused" is concluded when the corrected replicates show the value below it

@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--heads", default="centered", choices=["centered", "raw"], help="row centring (default centered)")
     a.add_argument("--C", type=float, default=1.0, dest="C", help="probe inverse L2 strength, scikit-learn convention (default 1)")
     a.add_argument("--solver", default="lbfgs", choices=["lbfgs", "ridge"], help="probe solver (default lbfgs)")
-    a.add_argument("--ci-method", default="corrected", choices=["corrected", "bca", "percentile", "basic"],
-                   help="default interval: corrected (for the population value; default), or bca, percentile, basic of the raw value")
+    a.add_argument("--ci-method", default="basic", choices=["basic", "corrected", "bca", "percentile"],
+                   help="interval of max |WSC| and the cells: basic (default; best coverage of the population value "
+                        "in experiments/results/calibration.md), corrected (attenuation-corrected), bca, percentile")
     a.add_argument("--equivalence-margin", type=float, default=0.2,
                    help="population max |WSC| below which alignment is negligible: 'encoded but unused' is concluded "
                         "when the bootstrap shows the corrected value below it (default 0.2)")
