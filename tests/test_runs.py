@@ -74,8 +74,11 @@ def test_runs_combine_used_attribute(run_files, capsys):
     r0 = load_result(str(out / "seed0"))
     w = r0.tasks["attr"].wsc
     pos, neg = int(np.argmax(w[0])), int(np.argmin(w[0]))
-    assert signed_contrast(r0, "attr", 0, pos)["p_value"] <= 0.05
-    assert signed_contrast(r0, "attr", 0, neg)["p_value"] > 0.5
+    assert r0.tasks["attr"].wsc.shape[0] == 1                   # a one-logit head: its row is class 1's
+    assert signed_contrast(r0, "attr", 1, pos)["p_value"] <= 0.05
+    assert signed_contrast(r0, "attr", 1, neg)["p_value"] > 0.5
+    flipped = signed_contrast(r0, "attr", 0, neg)               # class 0 looks the other way
+    assert flipped["observed"] == pytest.approx(-w[0, neg]) and flipped["p_value"] <= 0.05
     capsys.readouterr()
 
 
