@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	WSCA_DATA_DIR=$(DATA_DIR) $(BIN)/wsca demo --out runs/demo
 
+# two workers, one test file each at a time (the suite is compile- and training-bound)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/probe_throughput.py
