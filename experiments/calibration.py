@@ -13,8 +13,9 @@ records, per draw:
   (patients) and within-strata (primary label) schemes -> the false-positive rate at alpha 0.05.
 
 One line per draw in ``results/calibration_runs.jsonl`` (a rerun skips the draws already there, so the study
-can run in parts); population values in ``results/calibration_population.json``; ``results/calibration.md``
-is rendered from those two files only.
+can run in parts; several MB, so not in git); population values in ``results/calibration_population.json``;
+both are summarised per setting into ``results/calibration_summary.json`` (committed), from which
+``results/calibration.md`` and the README paragraph are rendered.
 
     .venv/bin/python experiments/calibration.py                      # every setting (see --list)
     .venv/bin/python experiments/calibration.py --settings base n300 # some
@@ -236,11 +237,26 @@ def _f(x, nd=3):
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
 
 
-def report(out: str) -> str:
+def summarise(out: str) -> dict:
+    """The committed record: per-setting tables from the per-draw lines (``calibration_runs.jsonl``,
+    several MB, kept out of git) and the population values."""
     runs, pops = load(out)
     cov, nul = coverage_table(runs, pops), null_table(runs, pops)
-    lines = ["# Calibration study (rendered from `calibration_runs.jsonl` and `calibration_population.json` by "
-             "`experiments/calibration.py`)", "",
+    return {"populations": pops, "coverage": cov.to_dict("records"), "null": nul.to_dict("records"),
+            "draws": int(len(runs)), "seconds_total": float(runs.seconds.sum()),
+            "seconds_mean": float(runs.seconds.mean())}
+
+
+def load_summary(out: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    with open(os.path.join(out, "calibration_summary.json")) as f:
+        rec = json.load(f)
+    return rec, pd.DataFrame(rec["coverage"]), pd.DataFrame(rec["null"])
+
+
+def report(out: str) -> str:
+    rec, cov, nul = load_summary(out)
+    pops = rec["populations"]
+    lines = ["# Calibration study (rendered from `calibration_summary.json` by `experiments/calibration.py`)", "",
              f"Synthetic embeddings with a known population value (the same pipeline on {POP_N:,} rows). "
              "Settings and generators: `experiments/calibration.py`, `wsca_jax/simulate.py` (`CalibrationDesign`).",
              "", "## Settings", "", "| setting | kind | N | k | primary | B | P | scheme | design |",
@@ -298,9 +314,8 @@ def report(out: str) -> str:
                       "permuted freely; `grouped`: patients are exchanged whole. `confounded`: the label depends "
                       "on the attribute outside the head, the primary is a probe; `within` permutes within "
                       "primary classes."]
-    secs = runs.seconds.sum()
-    lines += ["", f"Run time: {secs / 60:.0f} minutes of `wsca.analyze` for {len(runs)} analysed datasets "
-                  f"({runs.seconds.mean():.1f} s each on average, 2 CPU cores)."]
+    lines += ["", f"Run time: {rec['seconds_total'] / 60:.0f} minutes of `wsca.analyze` for {rec['draws']} analysed "
+                  f"datasets ({rec['seconds_mean']:.1f} s each on average, 2 CPU cores)."]
     return "\n".join(lines) + "\n"
 
 
@@ -315,13 +330,12 @@ def load(out: str):
 def prose_namespace(out: str) -> dict:
     """Values for ``templates/readme_calibration.md``, from the records only."""
     from prose import namespace
-    runs, pops = load(out)
-    cov, nul = coverage_table(runs, pops), null_table(runs, pops)
+    rec, cov, nul = load_summary(out)
     good = eligible(cov)
     _, best = choose_default(cov)
     weakest = cov.loc[cov.probe_auroc.idxmin()]
     enc = nul.setting.str.startswith("null_")
-    return namespace(good=good, n_cov=len(cov), n_draws=len(runs), best=best, weakest_auroc=_f(weakest.probe_auroc, 2),
+    return namespace(good=good, n_cov=len(cov), n_draws=rec["draws"], best=best, weakest_auroc=_f(weakest.probe_auroc, 2),
                      weakest_cov=_f(weakest.cov_corrected, 2), nul0=nul[~enc], nul_enc=nul[enc])
 
 
@@ -343,6 +357,9 @@ def main() -> None:
         return
     if not args.report_only:
         run(args)
+    if os.path.exists(os.path.join(args.out, "calibration_runs.jsonl")):
+        with open(os.path.join(args.out, "calibration_summary.json"), "w") as f:
+            json.dump(summarise(args.out), f, indent=1)
     with open(os.path.join(args.out, "calibration.md"), "w") as f:
         f.write(report(args.out))
     print(f"wrote {args.out}/calibration.md")

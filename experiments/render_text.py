@@ -39,7 +39,7 @@ def sections() -> dict[str, str]:
             out["application"] = render(f.read(), app.prose_namespace(app.load_runs(aargs.out)))
     import calibration as cal
     cargs = cal.build_parser().parse_args([])
-    if os.path.exists(os.path.join(cargs.out, "calibration_runs.jsonl")):
+    if os.path.exists(os.path.join(cargs.out, "calibration_summary.json")):
         with open(os.path.join(HERE, "templates", "readme_calibration.md")) as f:
             out["calibration"] = render(f.read(), cal.prose_namespace(cargs.out))
     import runs_combined as rc

@@ -65,7 +65,7 @@ def test_k_sweep_results_file_matches_its_records():
 def test_calibration_results_file_matches_its_records():
     cal = _module("calibration")
     out = EXP / "results"
-    if (out / "calibration_runs.jsonl").exists():
+    if (out / "calibration_summary.json").exists():
         assert (out / "calibration.md").read_text() == cal.report(str(out))
 
 
@@ -82,10 +82,10 @@ def test_default_interval_is_the_one_the_calibration_study_chose():
     import wsca_jax as wsca
     cal = _module("calibration")
     out = EXP / "results"
-    if not (out / "calibration_runs.jsonl").exists():
+    if not (out / "calibration_summary.json").exists():
         return
-    runs, pops = cal.load(str(out))
-    _, best = cal.choose_default(cal.coverage_table(runs, pops))
+    _, cov, _ = cal.load_summary(str(out))
+    _, best = cal.choose_default(cov)
     assert inspect.signature(wsca.analyze).parameters["ci_method"].default == best
 
 
