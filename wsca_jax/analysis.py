@@ -422,9 +422,8 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
     info.update(ci=by_method[method], ci_method=method, ci_fallback=why, intervals=by_method)
     cell_kind = "corrected" if method == "corrected" else "raw"
     if ci_method in ("percentile", "basic"):                   # asked for: the cells follow (BCa cells keep their guard)
-        lo_c, hi_c = percentile_interval(boot, confidence)
-        if method == "basic":
-            lo_c, hi_c = basic_interval(cells, boot, confidence)
+        lo_c, hi_c = (basic_interval(cells, boot, confidence) if method == "basic"
+                      else percentile_interval(boot, confidence))
         kinds["raw"] = {"method": method, "low": lo_c, "high": hi_c}
     return kinds[cell_kind]["low"], kinds[cell_kind]["high"], kinds, info
 

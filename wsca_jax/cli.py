@@ -257,7 +257,6 @@ def cmd_analyze(args) -> int:
     from .analysis import analyze
     from .errors import WscaInputError, require
     from .io import load_embeddings, load_head, load_metadata
-    from .probes import ProbeConfig
     from .report import write_outputs
 
     import pandas as pd
@@ -295,7 +294,7 @@ def cmd_analyze(args) -> int:
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
-        result = _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig)
+        result = _analyze(analyze, args, ef, meta, head, task_heads)
     write_outputs(result, args.out, figures=not args.no_figures)
     if not args.quiet:
         _print_summary(result, args, time.time() - t0)
@@ -360,14 +359,8 @@ def _cmd_runs(args) -> int:
         args.group_column = "group"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        result = analyze_runs(
-            runs, args.primary, names=names, shared_data=not args.independent_runs, alpha=args.alpha,
-            progress=not args.quiet, permute_within=args.permute_within, tasks=_csv(args.tasks) or None,
-            categorical=_csv(args.categorical), continuous=_csv(args.continuous), bins=args.bins,
-            binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
-            permutations=args.permutations, max_permutations=args.max_permutations, pca_variance=args.pca_variance,
-            pca_min=args.pca_min, heads=args.heads, seed=args.seed, probe=_probe_config(args),
-            ci_method=args.ci_method, equivalence_margin=args.equivalence_margin)
+        result = analyze_runs(runs, args.primary, names=names, shared_data=not args.independent_runs, alpha=args.alpha,
+                              progress=not args.quiet, **_analysis_options(args))
     write_runs_outputs(result, args.out, figures=not args.no_figures)
     if not args.quiet:
         for task, c in result.combined.items():
@@ -376,22 +369,22 @@ def _cmd_runs(args) -> int:
     return 0
 
 
-def _probe_config(args):
+def _analysis_options(args) -> dict:
+    """The :func:`~wsca_jax.analysis.analyze` settings shared by one embedding and by --runs."""
     from .probes import ProbeConfig
-    return ProbeConfig(C=args.C, solver=args.solver)
+    return dict(permute_within=args.permute_within, tasks=_csv(args.tasks) or None,
+                categorical=_csv(args.categorical), continuous=_csv(args.continuous), bins=args.bins,
+                binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
+                permutations=args.permutations, max_permutations=args.max_permutations,
+                pca_variance=args.pca_variance, pca_min=args.pca_min, heads=args.heads, seed=args.seed,
+                probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method,
+                equivalence_margin=args.equivalence_margin)
 
 
-def _analyze(analyze, args, ef, meta, head, task_heads, ProbeConfig):
-    return analyze(
-        ef.embeddings, meta, args.primary, head, task_heads=task_heads or None, permute_within=args.permute_within,
-        head_null=args.head_null_values or None,
-        tasks=_csv(args.tasks) or None, categorical=_csv(args.categorical), continuous=_csv(args.continuous),
-        bins=args.bins, binning=args.binning, group_column=args.group_column,
-        bootstrap=args.bootstrap, permutations=args.permutations, max_permutations=args.max_permutations,
-        alpha=args.alpha, pca_variance=args.pca_variance,
-        pca_min=args.pca_min, heads=args.heads, seed=args.seed,
-        probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method,
-        equivalence_margin=args.equivalence_margin, progress=not args.quiet)
+def _analyze(analyze, args, ef, meta, head, task_heads):
+    return analyze(ef.embeddings, meta, args.primary, head, task_heads=task_heads or None,
+                   head_null=args.head_null_values or None, alpha=args.alpha, progress=not args.quiet,
+                   **_analysis_options(args))
 
 
 def _print_summary(result, args, seconds: float) -> None:
