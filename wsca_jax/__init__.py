@@ -13,7 +13,7 @@ Public surface::
 
 __version__ = "0.4.0"
 
-from .errors import WscaInputError  # noqa: E402
+from .errors import WscaInputError, WscaWarning  # noqa: E402
 from .tasks import Task, TaskSet, build_tasks, bin_continuous  # noqa: E402
 from .probes import Basis, ProbeConfig, ProbeFit, fit_probes, fit_replicates, make_basis, to_original  # noqa: E402
 from .wsc import Projection, choose_components, cosine_matrix, wsc  # noqa: E402
@@ -29,7 +29,7 @@ from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dat
 from .demo import run_demo  # noqa: E402
 
 __all__ = [
-    "__version__", "WscaInputError", "Task", "TaskSet", "build_tasks", "bin_continuous",
+    "__version__", "WscaInputError", "WscaWarning", "Task", "TaskSet", "build_tasks", "bin_continuous",
     "Basis", "ProbeConfig", "ProbeFit", "fit_probes", "fit_replicates", "make_basis", "to_original",
     "Projection", "choose_components", "cosine_matrix", "wsc",
     "bca_interval", "bootstrap_weights", "guarded_bca_interval", "holm", "jackknife_weights", "near_threshold",

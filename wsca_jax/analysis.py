@@ -21,6 +21,7 @@ from .errors import WscaInputError, require
 from .io import atomic_write_text
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
 from .probes import Basis, ProbeConfig, fit_replicates, make_basis
+from .progress import progress_bar
 from .stats import (basic_interval, bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
                     near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
                     random_cosine_quantile, random_direction_null, recentred_replicates)
@@ -1097,16 +1098,5 @@ def _settings(prep, cfg, opt, folds, jack, null) -> dict:
     }
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
 def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc="probe fits (replicates)", unit="rep")
+    return progress_bar(total, "probe fits (replicates)", "fits", enabled)

@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--bins", type=int, default=4, help="bins for continuous columns (default 4)")
     a.add_argument("--binning", default="quantile", choices=["quantile", "uniform"], help="bin edges (default quantile)")
     a.add_argument("--group-column", help="patient/group id: folds, bootstrap and permutations keep groups whole")
-    a.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates B (default 0)")
-    a.add_argument("--permutations", type=int, default=0, help="label permutations P (default 0)")
+    a.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap replicates B for the intervals (default 200, seconds on a CPU; 0 switches them off)")
+    a.add_argument("--permutations", type=int, default=200,
+                   help="label permutations P for the p-values (default 200; 0 switches them off)")
     a.add_argument("--max-permutations", type=int, default=None,
                    help="adaptive: add batches of P permutations while a p-value is within 3 Monte Carlo "
                         "standard errors of alpha (Holm steps), up to this many (default: P, no adaptation)")
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "when the bootstrap shows the corrected value below it (default 0.2)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
-    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
     a.add_argument("--out", required=True, help="output folder")
     a.set_defaults(func=cmd_analyze)
 
@@ -150,10 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--learning-rate", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    t.add_argument("--quiet", action="store_true")
-    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--seed", type=int, default=0, help="initialisation, batch order and augmentation (default 0)")
+    t.add_argument("--split-seed", type=int, default=0,
+                   help="train/val/test split of a dataset without a 'split' array (default 0; kept apart from "
+                        "--seed so that seeds share one split)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint that verifies")
+    t.add_argument("--overwrite", action="store_true", help="replace the wsca run already in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress (results are still printed)")
+    t.add_argument("--out", required=True, help="run folder: new or empty (one training per folder; see --resume, "
+                                                "--overwrite)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("embed", help="embeddings, heads and metadata of a trained run -> .npz",
@@ -193,40 +201,44 @@ def cmd_train(args) -> int:
 
     from .data import prepare_dataset
     from .data.sources import NAMED_DATASETS
-    from .train import TrainConfig, fit
+    from .errors import require
+    from .train import TrainConfig, check_config, check_run_folder, fit
 
-    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.seed)
     cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, seed=args.seed)
+    check_config(cfg)                                   # before reading the data: fail in a second, not minutes
+    check_run_folder(args.out, args.resume, args.overwrite)
+    require(args.split_seed >= 0, f"--split-seed must be an integer >= 0, found {args.split_seed}")
+    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.split_seed)
     source = args.dataset if args.dataset in NAMED_DATASETS else os.path.abspath(args.dataset)
-    rec = fit(ds, args.primary, _csv(args.tasks), cfg, args.out, resume=args.resume, progress=not args.quiet,
-              dataset_source=source)
-    if not args.quiet:
-        last = rec["history"][-1]["val"] if rec["history"] else {}
-        for name, m in last.items():
-            print(f"val {name}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f}, "
-                  f"AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
-        for name, m in rec.get("test", {}).items():
-            print(f"test {name} ({rec['test_checkpoint']} checkpoint): accuracy {m['accuracy']:.3f}, "
-                  f"balanced {m['balanced_accuracy']:.3f}, AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
-        if rec.get("throughput_images_per_s"):
-            print(f"throughput {rec['throughput_images_per_s']:.0f} images/s; run in {args.out}")
+    rec = fit(ds, args.primary, _csv(args.tasks), cfg, args.out, resume=args.resume, progress=_progress(args),
+              dataset_source=source, overwrite=args.overwrite, split_seed=args.split_seed)
+    last = rec["history"][-1]["val"] if rec["history"] else {}
+    for name, m in last.items():
+        print(f"val {name}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f}, "
+              f"AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
+    for name, m in rec.get("test", {}).items():
+        print(f"test {name} ({rec['test_checkpoint']} checkpoint): accuracy {m['accuracy']:.3f}, "
+              f"balanced {m['balanced_accuracy']:.3f}, AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
+    if rec.get("throughput_images_per_s"):
+        print(f"throughput {rec['throughput_images_per_s']:.0f} images/s; run in {args.out}")
     return 0
 
 
 def cmd_embed(args) -> int:
-    import json
-    import os
-
     from .data import prepare_dataset
     from .embed import embed, save_embeddings
     from .errors import require
 
-    run_json = os.path.join(args.run, "run.json")
-    require(os.path.isfile(run_json), f"--run {args.run}: no run.json (not a wsca train output folder)")
-    with open(run_json) as f:
-        rec = json.load(f)
-    ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir, seed=rec["config"]["seed"])
+    from .io import check_out_file
+    from .train import read_run_json
+
+    check_out_file(args.out, ".npz", "--out")
+    rec = read_run_json(args.run)
+    require(isinstance(rec.get("dataset_source"), str), f"--run {args.run}/run.json: no dataset_source")
+    split_seed = rec.get("split_seed")                # runs before --split-seed drew the split with --seed
+    ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
+                         seed=rec["config"].get("seed", 0) if split_seed is None else split_seed)
     arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps)
     save_embeddings(args.out, arrays)
     print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
@@ -236,10 +248,12 @@ def cmd_embed(args) -> int:
 
 def cmd_report(args) -> int:
     from .errors import require
+    from .io import check_out_file
     from .report import write_report
-    import os
 
     require(os.path.isdir(args.run), f"--run {args.run}: no such folder")
+    if args.out is not None:
+        check_out_file(args.out, ".html", "--out")
     path = write_report(args.run, args.out)
     print(f"wrote {path}")
     return 0
@@ -249,22 +263,21 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.out, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, bootstrap=args.bootstrap,
-             permutations=args.permutations, seed=args.seed, progress=not args.quiet)
+             permutations=args.permutations, seed=args.seed, progress=_progress(args))
     return 0
 
 
 def cmd_analyze(args) -> int:
     from .analysis import analyze
     from .errors import WscaInputError, require
-    from .io import load_embeddings, load_head, load_metadata
+    from .io import check_out_dir, load_embeddings, load_head, load_metadata
     from .report import write_outputs
 
     import pandas as pd
 
     import os
 
-    require(not os.path.exists(args.out) or os.path.isdir(args.out),
-            f"--out {args.out}: exists and is not a folder")
+    check_out_dir(args.out)
     if args.runs:
         require(not args.embeddings, "give --embeddings or --runs, not both")
         return _cmd_runs(args)
@@ -296,8 +309,7 @@ def cmd_analyze(args) -> int:
         warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
         result = _analyze(analyze, args, ef, meta, head, task_heads)
     write_outputs(result, args.out, figures=not args.no_figures)
-    if not args.quiet:
-        _print_summary(result, args, time.time() - t0)
+    _print_summary(result, args, time.time() - t0)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     return 0
@@ -360,12 +372,11 @@ def _cmd_runs(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         result = analyze_runs(runs, args.primary, names=names, shared_data=not args.independent_runs, alpha=args.alpha,
-                              progress=not args.quiet, **_analysis_options(args))
+                              progress=_progress(args), **_analysis_options(args))
     write_runs_outputs(result, args.out, figures=not args.no_figures)
-    if not args.quiet:
-        for task, c in result.combined.items():
-            print(f"{task}: {c['verdict']}")
-        print(f"wrote {args.out}/runs.json and report.html (one folder per run)")
+    for task, c in result.combined.items():
+        print(f"{task}: {c['verdict']}")
+    print(f"wrote {args.out}/runs.json and report.html (one folder per run)")
     return 0
 
 
@@ -383,8 +394,13 @@ def _analysis_options(args) -> dict:
 
 def _analyze(analyze, args, ef, meta, head, task_heads):
     return analyze(ef.embeddings, meta, args.primary, head, task_heads=task_heads or None,
-                   head_null=args.head_null_values or None, alpha=args.alpha, progress=not args.quiet,
+                   head_null=args.head_null_values or None, alpha=args.alpha, progress=_progress(args),
                    **_analysis_options(args))
+
+
+def _progress(args) -> bool:
+    """Progress is on unless --quiet (results and 'wrote' lines print either way)."""
+    return not getattr(args, "quiet", False)
 
 
 def _print_summary(result, args, seconds: float) -> None:
@@ -411,6 +427,21 @@ def _print_summary(result, args, seconds: float) -> None:
     print(f"wrote {args.out}/wsca.json and report.html")
 
 
+def _route_warnings(command: str) -> None:
+    """Inside ``warnings.catch_warnings()``: our caveats (WscaWarning) as one ``warning:`` line each;
+    library warnings (missing glyphs, NumPy RuntimeWarning ...) are not the user's concern."""
+    import warnings
+
+    from .errors import WscaWarning
+
+    warnings.simplefilter("ignore")
+    warnings.simplefilter("always", WscaWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"wsca {command}: warning: {message}", file=sys.stderr, flush=True)
+    warnings.showwarning = show
+
+
 def main(argv=None) -> int:
     from .errors import WscaInputError
 
@@ -423,8 +454,11 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import warnings
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            _route_warnings(args.command)
+            return args.func(args)
     except WscaInputError as e:
         print(f"wsca {args.command}: error: {e}", file=sys.stderr)
         return 2

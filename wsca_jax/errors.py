@@ -12,6 +12,10 @@ class WscaInputError(ValueError):
     """Bad input from the user (one-line message; CLI exit code 2)."""
 
 
+class WscaWarning(UserWarning):
+    """A result we can stand behind only with a caveat (the CLI prints it as one ``warning:`` line)."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`WscaInputError` with ``message`` unless ``condition`` holds."""
     if not condition:

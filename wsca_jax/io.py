@@ -114,3 +114,44 @@ def atomic_write(path, write) -> None:
 def atomic_write_text(path, text: str) -> None:
     """Write a text file atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _name_ok(path: str, what: str) -> None:
+    for part in os.path.abspath(path).split(os.sep):
+        require(len(part.encode()) <= 255, f"{what} {path[:60]}...: a path component is {len(part.encode())} bytes "
+                                           "long; expected at most 255")
+
+
+def _probe_writable(folder: str, what: str, path: str) -> None:
+    """Create and remove a temporary folder in ``folder`` (the nearest existing ancestor of ``path``):
+    the only reliable test that outputs can be written there (``os.access`` says yes to root in /proc)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".wsca-check-", dir=folder))
+    except OSError as e:
+        raise WscaInputError(f"{what} {path}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
+
+
+def _existing_ancestor(path: str, what: str) -> str:
+    d = os.path.abspath(path)
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    require(os.path.isdir(d), f"{what} {path}: {d} is a file, not a folder")
+    return d
+
+
+def check_out_dir(path: str, what: str = "--out") -> None:
+    """Before any work: ``path`` is (or can be created as) a writable folder."""
+    require(isinstance(path, str) and path.strip() != "", f"{what}: empty path; expected an output folder")
+    _name_ok(path, what)
+    require(not os.path.exists(path) or os.path.isdir(path), f"{what} {path}: exists and is not a folder")
+    _probe_writable(_existing_ancestor(path, what), what, path)
+
+
+def check_out_file(path: str, ext: str | None, what: str = "--out") -> None:
+    """Before any work: ``path`` can be written as a file (not a folder; parent writable)."""
+    require(isinstance(path, str) and path.strip() != "", f"{what}: empty path; expected a file name")
+    _name_ok(path, what)
+    require(not os.path.isdir(path), f"{what} {path}: is a folder; expected a file name"
+                                     + (f" ending in {ext}" if ext else ""))
+    require(not path.endswith(os.sep), f"{what} {path}: ends in {os.sep}; expected a file name")
+    _probe_writable(_existing_ancestor(os.path.dirname(os.path.abspath(path)), what), what, path)

@@ -106,7 +106,13 @@ def build_tfds(ds: ImageDataset, data_dir: str) -> str:
     Builder, Config = _builder_class()
     name = f"{''.join(c if c.isalnum() else '_' for c in ds.name)}-{fingerprint(ds)}"
     b = Builder(config=Config(name=name, dataset=ds), data_dir=data_dir, file_format="array_record")
-    b.download_and_prepare()
+    if not b.is_prepared():
+        # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout; our callers
+        # say what they do themselves, and --quiet must mean quiet
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):
+            b.download_and_prepare()
     return str(b.data_dir)
 
 
