@@ -188,9 +188,15 @@ def _mat(a):
 
 
 def check_embeddings(embeddings) -> np.ndarray:
-    """Validate ``(N, D)`` finite numbers; returns float64 array."""
+    """Validate ``(N, D)`` finite real numbers that vary; returns float64 array."""
     try:
-        x = np.asarray(embeddings, dtype=np.float64)
+        arr = np.asarray(embeddings)
+    except (TypeError, ValueError) as e:
+        raise WscaInputError(f"embeddings: expected a numeric (N, D) array ({e})") from None
+    require(arr.dtype.kind != "c", "embeddings: complex numbers; expected real values (take .real or the magnitude first)")
+    require(arr.dtype.kind in "biuf", f"embeddings: array of {arr.dtype} values; expected numbers")
+    try:
+        x = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise WscaInputError(f"embeddings: expected a numeric (N, D) array ({e})") from None
     require(x.ndim == 2, f"embeddings: expected a 2-D (N, D) array, found shape {x.shape}")
@@ -205,6 +211,8 @@ def check_embeddings(embeddings) -> np.ndarray:
         r, c = np.unravel_index(int(np.abs(x).argmax()), x.shape)
         raise WscaInputError(f"embeddings: |value| {big:.3g} at row {r}, column {c}; expected at most {_MAX_ABS:.0e} "
                              "(the probes run in float32, whose squares overflow beyond that): rescale the embeddings")
+    require(bool((x.max(0) > x.min(0)).any()), f"embeddings: every one of the {x.shape[1]} columns is constant "
+                                               "(no direction to probe); expected varying values")
     return x
 
 
@@ -978,7 +986,7 @@ def _check_settings(heads, ci_method, bootstrap, permutations, max_permutations,
     require(0 < alpha < 1, f"alpha must be in (0, 1), found {alpha}")
     require(cv_folds >= 2, f"cv_folds must be at least 2, found {cv_folds}")
     require(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed must be a non-negative integer, found {seed}")
-    require(probe.C > 0, f"probe C must be > 0, found {probe.C}")
+    require(np.isfinite(probe.C) and probe.C > 0, f"probe C (--C) must be a finite number > 0, found {probe.C}")
     require(probe.solver in ("lbfgs", "ridge"), f"probe solver must be 'lbfgs' or 'ridge', found {probe.solver!r}")
 
 

@@ -446,7 +446,10 @@ def main(argv=None) -> int:
     from .errors import WscaInputError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:                        # bad usage (one line, printed) or --help
+        return int(e.code or 0)
     if args.version:
         from . import __version__
         print(__version__)
@@ -467,5 +470,17 @@ def main(argv=None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``wsca`` console script. After a failure, exit without the interpreter's shutdown: a
+    checkpoint read that failed can leave library threads (tensorstore, asyncio) that print
+    tracebacks while Python tears down; nothing of ours is left to flush (outputs are atomic)."""
+    code = main()
+    if code != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

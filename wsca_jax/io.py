@@ -29,6 +29,10 @@ class EmbeddingFile(NamedTuple):
     columns: dict
 
 
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:limit]
+
+
 def _exists(path: str, what: str) -> None:
     require(os.path.exists(path), f"{what}: file not found: {path}")
     require(os.path.isfile(path), f"{what}: not a file: {path}")
@@ -42,7 +46,7 @@ def load_embeddings(path: str) -> EmbeddingFile:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as e:  # corrupt or not a NumPy file
-        raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {e})") from None
+        raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {_first_line(e)})") from None
     if ext == ".npy":
         return EmbeddingFile(np.asarray(data), {}, {})
     with data:
@@ -52,9 +56,15 @@ def load_embeddings(path: str) -> EmbeddingFile:
         for k in keys:
             try:
                 arrays[k] = np.asarray(data[k])
-            except ValueError as e:                # object arrays need pickle, which is refused
-                raise WscaInputError(f"--embeddings {path}: array {k!r} cannot be read without pickle ({e}); "
-                                     "store text as fixed-width strings (np.array(..., dtype=str))") from None
+            except ValueError as e:
+                if "pickle" in str(e):             # object arrays need pickle, which is refused
+                    raise WscaInputError(f"--embeddings {path}: array {k!r} cannot be read without pickle ({e}); "
+                                         "store text as fixed-width strings (np.array(..., dtype=str))") from None
+                raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
+                                     f"{_first_line(e)})") from None
+            except Exception as e:                 # damaged member: zip CRC, header tokens, truncation ...
+                raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
+                                     f"{_first_line(e)})") from None
     emb = arrays["embeddings"]
     heads = {k[len("head_"):]: v for k, v in arrays.items() if k.startswith("head_")}
     n = emb.shape[0] if emb.ndim >= 1 else -1
@@ -75,10 +85,27 @@ def load_metadata(path: str) -> pd.DataFrame:
     require(ext in (".csv", ".parquet", ".pq"), f"--metadata {path}: expected a .csv or .parquet file, found {ext or 'no extension'}")
     try:
         if ext == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+            import csv
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f), [])
+            dup = next((c for c in header if header.count(c) > 1), None)
+            require(dup is None, f"--metadata {path}: column {dup!r} appears {header.count(dup)} times in the header; "
+                                 "expected unique column names")
+            meta = pd.read_csv(path)
+        else:
+            meta = pd.read_parquet(path)
+    except WscaInputError:
+        raise
     except Exception as e:
         raise WscaInputError(f"--metadata {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    for c in meta.columns:
+        v = meta[c]
+        if v.dtype == object:
+            nested = v.map(lambda x: isinstance(x, (list, tuple, dict, set, np.ndarray))).to_numpy()
+            if nested.any():
+                raise WscaInputError(f"--metadata {path}: column {c!r} holds {type(v[nested].iloc[0]).__name__} values "
+                                     f"(row {int(np.flatnonzero(nested)[0])}); expected one number or text per cell")
+    return meta
 
 
 def load_head(path: str) -> np.ndarray:

@@ -28,7 +28,13 @@ DISTRIBUTIONS = "wsca_distributions.npz"
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    """A file-name part for a task: readable, at most 80 characters, and distinct for distinct names
+    (a short hash of the name is added whenever characters were replaced or cut)."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    if clean == name and len(name) <= 80:
+        return name
+    import hashlib
+    return f"{clean[:60]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def heatmap_figure(result, name: str):
@@ -278,17 +284,25 @@ def load_result(folder: str):
     try:
         with open(path) as f:
             d = json.load(f)
-        arrays = {}
-        dpath = os.path.join(folder, DISTRIBUTIONS)
-        if os.path.isfile(dpath):
+    except (ValueError, OSError) as e:
+        raise WscaInputError(f"{path}: not a readable wsca.json ({type(e).__name__}: {e})") from None
+    arrays = {}
+    dpath = os.path.join(folder, DISTRIBUTIONS)
+    if os.path.isfile(dpath):
+        try:
             with np.load(dpath, allow_pickle=False) as z:
                 names = [str(x) for x in z["tasks"]]
                 for key in z.files:
                     if key != "tasks":
                         kind, i = key.rsplit("_", 1)
                         arrays[f"{kind}/{names[int(i)]}"] = z[key]
+        except Exception as e:                   # truncated or damaged: zip, header or payload errors
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise WscaInputError(f"{dpath}: damaged ({type(e).__name__}: {first}); delete it to render the report "
+                                 "without the distribution figures, or run wsca analyze again") from None
+    try:
         return WscaResult.from_dict(d, arrays)
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise WscaInputError(f"{path}: not a readable wsca.json ({type(e).__name__}: {e})") from None
 
 
@@ -307,16 +321,38 @@ def fill_folder(result, folder: str, figures: bool = True) -> None:
         save_distributions(result, os.path.join(folder, DISTRIBUTIONS))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(parent: str, prefix: str) -> None:
+    """Remove ``prefix<pid>-*`` folders left by a run that was killed while writing (its pid is gone)."""
+    for name in os.listdir(parent):
+        if name.startswith(prefix):
+            pid = name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def atomic_folder(out_dir: str, fill, stale=lambda name: False) -> list[str]:
     """Render into a temporary folder beside ``out_dir`` with ``fill(tmp)``, then move every entry in.
 
-    A failure leaves ``out_dir`` untouched. Entries of ``out_dir`` for which ``stale(name)`` is true
+    A failure leaves ``out_dir`` untouched; a temporary folder left by a killed run (named after
+    ``out_dir`` and its process id) is removed by the next run. Entries of ``out_dir`` for which ``stale(name)`` is true
     and that the new output does not replace are removed. Returns the paths written.
     """
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".wsca-tmp-", dir=parent)
+    prefix = f".wsca-tmp-{os.path.basename(out_dir)[:40]}-"
+    _remove_orphans(parent, prefix)
+    tmp = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
     try:
         fill(tmp)
         new = set(os.listdir(tmp))

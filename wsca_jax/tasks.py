@@ -97,6 +97,9 @@ def _class_name(value) -> str:
     return str(value)
 
 
+MAX_BINS = 50
+
+
 def bin_continuous(values: np.ndarray, bins: int, binning: str = "quantile") -> tuple[np.ndarray, tuple[str, ...]]:
     """Cut continuous values into classes.
 
@@ -216,7 +219,8 @@ def build_tasks(
     Raises:
       WscaInputError: unknown columns, bins < 2, an unusable primary column.
     """
-    require(bins >= 2, f"--bins must be at least 2, found {bins}")
+    require(isinstance(bins, (int, np.integer)) and 2 <= bins <= MAX_BINS,
+            f"--bins must be an integer from 2 to {MAX_BINS} (every bin is a class a probe must learn), found {bins}")
     require(binning in ("quantile", "uniform"), f"--binning must be 'quantile' or 'uniform', found {binning!r}")
     cols = [str(c) for c in metadata.columns]
     metadata = metadata.set_axis(cols, axis=1)
@@ -225,6 +229,18 @@ def build_tasks(
     for flag, names in named:
         for c in names:
             require(c in cols, f"{flag}: column {c!r} not in metadata (columns: {', '.join(cols)})")
+    dup = [c for c in cols if cols.count(c) > 1]
+    require(not dup, f"metadata: column {dup[0] if dup else ''!r} appears {len(dup)} times; expected unique column names")
+    require(group_column is None or group_column != primary,
+            f"--group-column {group_column!r} is also the --primary column; expected a patient/group id column "
+            "(each group would hold one class, and no fold could score the primary)")
+    for c in cols:
+        v = metadata[c]
+        if v.dtype.kind == "f" and np.isinf(v.to_numpy()).any():
+            n_inf = int(np.isinf(v.to_numpy()).sum())
+            raise WscaInputError(f"metadata column {c!r}: {n_inf} infinite value(s) (first at row "
+                                 f"{int(np.flatnonzero(np.isinf(v.to_numpy()))[0])}); expected finite numbers or empty "
+                                 "cells for missing values")
     both = set(categorical) & set(continuous)
     if both:
         raise WscaInputError(f"column {sorted(both)[0]!r} is given both as --categorical and --continuous")

@@ -195,6 +195,22 @@ def tree_digest(tree) -> str:
     return h.hexdigest()
 
 
+def _quiet_closed_loop_callbacks() -> None:
+    """When an Orbax restore fails, reads still in flight call back into its closed asyncio loop and
+    Python prints each "Event loop is closed" as an unraisable exception: drop those (only)."""
+    import sys
+    previous = sys.unraisablehook
+    if getattr(previous, "_wsca", False):
+        return
+
+    def hook(u):
+        if isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value):
+            return
+        previous(u)
+    hook._wsca = True
+    sys.unraisablehook = hook
+
+
 def restore_verified(mngr, step: int, target, digests: dict | None, where: str):
     """Restore checkpoint ``step`` and check it against the digest written at save time.
 
@@ -205,6 +221,7 @@ def restore_verified(mngr, step: int, target, digests: dict | None, where: str):
     Raises:
       WscaInputError: one line naming the checkpoint when it cannot be read or does not verify.
     """
+    _quiet_closed_loop_callbacks()
     try:
         restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as e:             # damaged or missing files: tensorstore/Orbax errors of many kinds
@@ -258,6 +275,13 @@ def check_run_folder(run_dir: str, resume: bool = False, overwrite: bool = False
                            "continue that run with --resume, replace it with --overwrite, or choose a new folder")
         require(_is_run_folder(run_dir), f"--overwrite {run_dir}: holds files that are not a wsca run "
                                          "(no run.json or ckpt/); refusing to clear it")
+
+
+def _first_best(history: list, primary: str) -> int | None:
+    """The first epoch with the highest validation AUROC of the primary (the rule training uses)."""
+    scored = [(h["val"].get(primary, {}).get("auroc"), h["epoch"]) for h in history]
+    scored = [(a, e) for a, e in scored if a is not None]
+    return None if not scored else min(e for a, e in scored if a == max(a for a, _ in scored))
 
 
 def _settings_diff(old: dict, new: dict) -> str:
@@ -371,6 +395,15 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
         hist = {h["epoch"]: h for h in record["history"]}
         if best_epoch is not None and best_epoch in hist:
             record["best"] = {"epoch": best_epoch, "val_auroc": hist[best_epoch]["val"][primary]["auroc"]}
+        elif best_epoch is not None:               # a best epoch the resumed run will train again
+            shutil.rmtree(os.path.join(run_dir, "ckpt", "best", str(best_epoch)), ignore_errors=True)
+            best.reload()
+        first = _first_best(record["history"], primary)
+        if first is not None and first == step and (record["best"] or {}).get("epoch") != step:
+            # killed between saving latest and best of this epoch: the resumed weights are that best
+            best.save(step, args=ocp.args.StandardSave(restored))
+            best.wait_until_finished()
+            record["best"] = {"epoch": step, "val_auroc": hist[step]["val"][primary]["auroc"]}
     else:
         if os.path.isdir(run_dir) and os.listdir(run_dir):      # --overwrite (checked above)
             shutil.rmtree(run_dir)

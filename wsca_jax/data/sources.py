@@ -90,18 +90,33 @@ def _open_npz(path: str):
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:
-        raise WscaInputError(f"{path}: cannot be read as .npz ({type(e).__name__}: {e})") from None
+        raise WscaInputError(f"{path}: cannot be read as .npz ({type(e).__name__}: {str(e)[:160]})") from None
+
+
+def _member(npz, key: str, path: str) -> np.ndarray:
+    """One array of an open ``.npz``; an object array (needs pickle) or a damaged member is one line."""
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise WscaInputError(f"{path}: array {key!r} holds Python objects (needs pickle, refused); store text "
+                                 "as fixed-width strings (np.array(..., dtype=str))") from None
+        raise WscaInputError(f"{path}: array {key!r} is damaged ({type(e).__name__}: {str(e)[:160]})") from None
+    except Exception as e:
+        raise WscaInputError(f"{path}: array {key!r} is damaged ({type(e).__name__}: {str(e)[:160]})") from None
 
 
 def load_generic_npz(path: str, seed: int = 0) -> ImageDataset:
     """``.npz`` with ``images`` (N, H, W[, C]) uint8, one array of length N per metadata column,
     optional ``split`` (0/1/2) and ``group`` (patient ids); without ``split`` a seeded group-aware
     70/15/15 split is made."""
-    with _open_npz(path) as d:
-        keys = list(d.keys())
+    with _open_npz(path) as npz:
+        keys = list(npz.keys())
         require("images" in keys, f"{path}: no array named 'images' (found: {', '.join(keys)})")
+        d = {k: _member(npz, k, path) for k in keys}
         images = _nhwc(d["images"], path)
         n = len(images)
+        require(n > 0, f"{path}: 'images' holds 0 images; expected at least one per split")
         cols = {}
         for k in keys:
             if k in ("images", "split", "group"):

@@ -1,0 +1,451 @@
+"""The hostile-user battery (issue 10): every malformed input to `wsca analyze`, `train`, `embed` and
+`report` gets one line naming the problem, exit code 2, no traceback and nothing new on disk; the
+cases that used to give a silently wrong result assert their new behaviour.
+
+One table, ``CASES``: name -> (command, arguments, expected message). ``{d}`` is the folder of
+prepared files (see ``prepared``), ``{run}`` a trained toy run, ``{out}`` a fresh output path.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_known_answer
+from wsca_jax.cli import main
+
+# -------------------------------------------------------------------------------------------------
+# prepared files
+
+
+def toy_images(n=192, seed=0):
+    """16x16 images: a bright square for label 1, a site-coded band; split by row number."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    site = rng.integers(0, 3, n)
+    img = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
+    img[y == 1, 4:12, 4:12] += 120
+    img[:, :2] = (site * 70)[:, None, None, None].astype(np.uint8)
+    split = np.where(np.arange(n) % 6 == 0, 1, np.where(np.arange(n) % 6 == 1, 2, 0)).astype(np.int8)
+    return {"images": img, "label": y, "site": np.array(["a", "b", "c"])[site], "split": split}
+
+
+TRAIN = ["--primary", "label", "--setting", "multi_task", "--tasks", "site", "--epochs", "2", "--batch-size", "32",
+         "--quiet"]
+
+
+def _flip_zip_payload(src, dst, member="embeddings.npy"):
+    """Copy an .npz and flip bytes in the middle of one member's stored data (CRC no longer matches)."""
+    shutil.copy(src, dst)
+    with zipfile.ZipFile(dst) as z:
+        info = z.getinfo(member)
+    with open(dst, "r+b") as f:
+        f.seek(info.header_offset + 30 + len(info.filename) + len(info.extra) + 200)
+        f.write(b"\xff" * 16)
+
+
+def _zero_npy_header(src, dst, member="embeddings.npy"):
+    """Rewrite an .npz with one member's .npy header bytes zeroed (a consistent zip, a broken array)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == member:
+                data = data[:10] + b"\x00" * 40 + data[50:]
+            zout.writestr(item, data)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    z, meta, head = make_known_answer(n=400, d=16, used=True, seed=5)
+    meta["age"] = np.random.default_rng(0).normal(50, 10, len(meta))
+    meta["case"] = np.arange(len(meta)) // 2
+    np.save(d / "emb.npy", z)
+    meta.to_csv(d / "meta.csv", index=False)
+    np.save(d / "head.npy", head)
+    meta.iloc[:-1].to_csv(d / "short.csv", index=False)
+    zn = z.copy(); zn[7, 3] = np.nan; np.save(d / "nan.npy", zn)         # noqa: E702
+    zh = z.copy(); zh[3, 2] = 1e20; np.save(d / "huge.npy", zh)           # noqa: E702
+    np.save(d / "scaled.npy", z * 1e200)
+    np.save(d / "complex.npy", z + 1j * z)
+    np.save(d / "constant.npy", np.ones_like(z))
+    np.save(d / "text.npy", z.astype(str))
+    np.save(d / "flat.npy", z[:, 0])
+    np.save(d / "badhead.npy", np.ones(15))
+    np.save(d / "cube_head.npy", np.ones((2, 2, 16)))
+    (d / "meta.txt").write_text("x")
+    (d / "null.txt").write_text("0.1\n0.2\n0.3\n")
+    (d / "afile").write_text("x")
+    (d / "folder.npy").mkdir()
+    np.savez(d / "obj.npz", embeddings=z, site=np.array(["a", None] * 200, dtype=object))
+    np.savez(d / "noemb.npz", x=z)
+    np.savez(d / "emb.npz", embeddings=z, label=meta["label"].to_numpy(), site=meta["site"].to_numpy())
+    _flip_zip_payload(d / "emb.npz", d / "flipped.npz")
+    _zero_npy_header(d / "emb.npz", d / "zeroed.npz")
+    with open(d / "emb.npz", "rb") as f:
+        (d / "truncated.npz").write_bytes(f.read()[:3000])
+    m = meta.copy()
+    m.insert(2, "site_dup", m["site"])
+    m.to_csv(d / "dup.csv", index=False)
+    text = (d / "dup.csv").read_text().replace("site_dup", "site", 1)
+    (d / "dup.csv").write_text(text)
+    m = meta.copy()
+    m.loc[::2, "age"] = np.inf
+    m.to_csv(d / "inf.csv", index=False)
+    m = meta.copy()
+    m.loc[5, "case"] = np.nan
+    m.to_csv(d / "nogroup.csv", index=False)
+    m = meta.copy()
+    m["label"] = 1
+    m.to_csv(d / "constlabel.csv", index=False)
+    meta.iloc[:0].to_csv(d / "empty.csv", index=False)
+    m = meta[["label", "site"]].copy()
+    m["tags"] = [[1, 2]] * len(m)
+    m.to_parquet(d / "nested.parquet")
+    # a wsca analyze folder, then damaged copies
+    assert main(["analyze", "--embeddings", str(d / "emb.npy"), "--metadata", str(d / "meta.csv"), "--primary",
+                 "label", "--bootstrap", "20", "--permutations", "20", "--pca-min", "16", "--no-figures", "--quiet",
+                 "--out", str(d / "res")]) == 0
+    shutil.copytree(d / "res", d / "res_trunc")
+    p = d / "res_trunc" / "wsca_distributions.npz"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    shutil.copytree(d / "res", d / "res_badjson")
+    (d / "res_badjson" / "wsca.json").write_text("{\"tasks\": ")
+    (d / "nojson").mkdir()
+    # training data, good and bad
+    t = toy_images()
+    np.savez(d / "toy.npz", **t)
+    np.savez(d / "toy_obj.npz", **{**t, "site": t["site"].astype(object)})
+    np.savez(d / "toy_empty.npz", **{k: v[:0] for k, v in t.items()})
+    np.savez(d / "toy_float.npz", **{**t, "images": t["images"].astype(np.float32)})
+    # one trained run (2 epochs) and damaged copies of it
+    tf = str(d / "tfds")
+    assert main(["train", "--dataset", str(d / "toy.npz"), *TRAIN, "--tfds-dir", tf, "--out", str(d / "run")]) == 0
+    for name in ("run_badjson", "run_nobest", "run_noresume", "run_nomanifest"):
+        shutil.copytree(d / "run", d / name)
+    (d / "run_badjson" / "run.json").write_text("{\"config\": ")
+    shutil.rmtree(d / "run_nobest" / "ckpt" / "best")
+    shutil.rmtree(d / "run_noresume" / "ckpt")
+    for p in (d / "run_nomanifest" / "ckpt").rglob("manifest.ocdbt"):
+        p.unlink()
+    (d / "notrun").mkdir()
+    (d / "notrun" / "notes.txt").write_text("mine")
+    (d / "emptyrun").mkdir()
+    (d / "emptyrun" / "run.json").write_text((d / "run" / "run.json").read_text())
+    return d
+
+
+A = ["--embeddings", "{d}/emb.npy", "--metadata", "{d}/meta.csv", "--primary", "label", "--bootstrap", "0",
+     "--permutations", "0", "--quiet"]
+
+
+def a(*extra, base=A):
+    """analyze arguments: the base with flags replaced by ``extra``'s (flag, value) pairs or appended."""
+    args = list(base)
+    extra = list(extra)
+    while extra:
+        flag = extra.pop(0)
+        takes = bool(extra) and not extra[0].startswith("--")
+        value = extra.pop(0) if takes else None
+        if flag in args and value is not None:
+            args[args.index(flag) + 1] = value
+        elif flag in args:
+            pass
+        else:
+            args += [flag] + ([value] if value is not None else [])
+    return args
+
+
+T = ["--dataset", "{d}/toy.npz", *TRAIN, "--tfds-dir", "{d}/tfds"]
+
+CASES = {
+    # ---- analyze: files
+    "analyze missing file": ("analyze", a("--embeddings", "{d}/none.npy"), "file not found"),
+    "analyze embeddings folder": ("analyze", a("--embeddings", "{d}/folder.npy"), "not a file"),
+    "analyze embeddings extension": ("analyze", a("--embeddings", "{d}/meta.txt"), "expected a .npy or .npz"),
+    "analyze npz without embeddings": ("analyze", a("--embeddings", "{d}/noemb.npz"), "no array named 'embeddings'"),
+    "analyze object npz": ("analyze", a("--embeddings", "{d}/obj.npz"), "cannot be read without pickle"),
+    "analyze npz flipped payload": ("analyze", a("--embeddings", "{d}/flipped.npz"), "is damaged"),
+    "analyze npz zeroed header": ("analyze", a("--embeddings", "{d}/zeroed.npz"), "is damaged"),
+    "analyze npz truncated": ("analyze", a("--embeddings", "{d}/truncated.npz"), "cannot be read as .npz"),
+    "analyze row mismatch": ("analyze", a("--metadata", "{d}/short.csv"), "metadata has 399 rows, embeddings have 400"),
+    "analyze empty metadata": ("analyze", a("--metadata", "{d}/empty.csv"), "metadata has 0 rows"),
+    "analyze metadata type": ("analyze", a("--metadata", "{d}/meta.txt"), "expected a .csv or .parquet file"),
+    "analyze metadata missing": ("analyze", a("--metadata", "{d}/none.csv"), "file not found"),
+    "analyze duplicate csv columns": ("analyze", a("--metadata", "{d}/dup.csv"), "column 'site' appears 2 times"),
+    "analyze parquet list column": ("analyze", a("--metadata", "{d}/nested.parquet"), "column 'tags' holds"),
+    "analyze inf in metadata": ("analyze", a("--metadata", "{d}/inf.csv"), "metadata column 'age': 200 infinite"),
+    # ---- analyze: embeddings' values
+    "analyze nan rows": ("analyze", a("--embeddings", "{d}/nan.npy"), "row 7 contains NaN or inf"),
+    "analyze huge values": ("analyze", a("--embeddings", "{d}/huge.npy"), "|value| 1e+20 at row 3, column 2"),
+    "analyze scaled 1e200": ("analyze", a("--embeddings", "{d}/scaled.npy"), "expected at most 1e+15"),
+    "analyze complex": ("analyze", a("--embeddings", "{d}/complex.npy"), "complex numbers"),
+    "analyze constant": ("analyze", a("--embeddings", "{d}/constant.npy"), "columns is constant"),
+    "analyze text embeddings": ("analyze", a("--embeddings", "{d}/text.npy"), "expected numbers"),
+    "analyze 1-D embeddings": ("analyze", a("--embeddings", "{d}/flat.npy"), "expected a 2-D (N, D) array"),
+    # ---- analyze: columns and heads
+    "analyze unknown primary": ("analyze", a("--primary", "nope"), "column 'nope' not in metadata"),
+    "analyze constant primary": ("analyze", a("--metadata", "{d}/constlabel.csv"), "--primary column 'label' cannot be a task"),
+    "analyze unknown task": ("analyze", a("--tasks", "site,zzz"), "column 'zzz' not in metadata"),
+    "analyze head width": ("analyze", a("--primary-head", "{d}/badhead.npy"), "width 15 does not match"),
+    "analyze head 3-D": ("analyze", a("--primary-head", "{d}/cube_head.npy"), "primary head"),
+    "analyze head not npy": ("analyze", a("--primary-head", "{d}/meta.txt"), "expected a .npy file"),
+    "analyze task heads missing": ("analyze", a("--task-heads", "site"), "has no head_site array"),
+    "analyze group is primary": ("analyze", a("--group-column", "label"), "is also the --primary column"),
+    "analyze group missing rows": ("analyze", a("--metadata", "{d}/nogroup.csv", "--group-column", "case"),
+                                   "row 5 is missing"),
+    "analyze permute within unknown": ("analyze", a("--permute-within", "nope"), "--permute-within 'nope': no such column"),
+    # ---- analyze: settings
+    "analyze bins 1": ("analyze", a("--bins", "1"), "--bins must be an integer from 2 to 50"),
+    "analyze bins 100000": ("analyze", a("--bins", "100000"), "--bins must be an integer from 2 to 50"),
+    "analyze negative seed": ("analyze", a("--seed", "-1"), "--seed must be a non-negative integer"),
+    "analyze alpha zero": ("analyze", a("--alpha", "0"), "alpha must be in (0, 1), found 0.0"),
+    "analyze alpha nan": ("analyze", a("--alpha", "nan"), "alpha must be in (0, 1), found nan"),
+    "analyze C inf": ("analyze", a("--C", "inf"), "must be a finite number > 0, found inf"),
+    "analyze C zero": ("analyze", a("--C", "0"), "must be a finite number > 0, found 0.0"),
+    "analyze negative bootstrap": ("analyze", a("--bootstrap", "-1"), "must be >= 0"),
+    "analyze max permutations": ("analyze", a("--permutations", "50", "--max-permutations", "10"),
+                                 "--max-permutations (10) must be at least --permutations (50)"),
+    "analyze ci method": ("analyze", a("--ci-method", "magic"), "invalid choice: 'magic'"),
+    "analyze head null spec": ("analyze", a("--head-null", "site"), "--head-null 'site': expected TASK=FILE"),
+    "analyze head null file": ("analyze", a("--head-null", "site={d}/none.txt"), "--head-null site: file not found"),
+    "analyze head null text": ("analyze", a("--head-null", "site={d}/meta.txt"), "--head-null site: cannot read"),
+    "analyze head null without head": ("analyze", a("--head-null", "site={d}/null.txt"),
+                                       "head_null 'site': no jointly trained head"),
+    "analyze runs single": ("analyze", ["--runs", "{d}/emb.npz", "--primary", "label"], "expected at least 2 runs"),
+    "analyze runs and embeddings": ("analyze", A + ["--runs", "{d}/emb.npz", "{d}/emb.npz"], "not both"),
+    # ---- analyze: output paths (checked before any work)
+    "analyze out empty": ("analyze", a(), "--out: empty path", ""),
+    "analyze out is a file": ("analyze", a(), "exists and is not a folder", "{d}/afile"),
+    "analyze out under a file": ("analyze", a(), "is a file, not a folder", "{d}/afile/res"),
+    "analyze out under proc": ("analyze", a(), "cannot write in", "/proc/wsca_out"),
+    "analyze out name too long": ("analyze", a(), "expected at most 255", "{d}/" + "x" * 300),
+    # ---- report
+    "report missing folder": ("report", ["--run", "{d}/none"], "no such folder", None),
+    "report no wsca.json": ("report", ["--run", "{d}/nojson"], "no wsca.json", None),
+    "report broken wsca.json": ("report", ["--run", "{d}/res_badjson"], "not a readable wsca.json", None),
+    "report truncated distributions": ("report", ["--run", "{d}/res_trunc"], "wsca_distributions.npz: damaged", None),
+    "report out is a folder": ("report", ["--run", "{d}/res"], "is a folder; expected a file name", "{d}/nojson"),
+    "report out under proc": ("report", ["--run", "{d}/res"], "cannot write in", "/proc/wsca.html"),
+    # ---- train
+    "train learning rate nan": ("train", T + ["--learning-rate", "nan"], "--learning-rate must be a finite number > 0"),
+    "train learning rate negative": ("train", T + ["--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
+    "train epochs 0": ("train", T + ["--epochs", "0"], "--epochs must be at least 1"),
+    "train batch size 0": ("train", T + ["--batch-size", "0"], "--batch-size must be at least 1"),
+    "train negative seed": ("train", T + ["--seed", "-3"], "--seed must be an integer >= 0"),
+    "train negative split seed": ("train", T + ["--split-seed", "-1"], "--split-seed must be an integer >= 0"),
+    "train out empty": ("train", T, "--out: empty path", ""),
+    "train out is a file": ("train", T, "exists and is not a folder", "{d}/afile"),
+    "train out under proc": ("train", T, "cannot write in", "/proc/wsca_run"),
+    "train into an existing run": ("train", T + ["--seed", "1"], "already holds files", "{d}/run"),
+    "train overwrite a folder that is not a run": ("train", T + ["--overwrite"], "refusing to clear", "{d}/notrun"),
+    "train resume and overwrite": ("train", T + ["--resume", "--overwrite"], "give one", "{d}/run"),
+    "train resume without run.json": ("train", T + ["--resume"], "no run.json", "{d}/notrun"),
+    "train resume broken run.json": ("train", T + ["--resume"], "cannot be read as JSON", "{d}/run_badjson"),
+    "train resume without checkpoint": ("train", T + ["--resume"], "no checkpoint in", "{d}/emptyrun"),
+    "train resume other settings": ("train", T + ["--resume", "--epochs", "3", "--learning-rate", "0.01"],
+                                    "other settings (epochs 2 != 3, learning_rate 0.002 != 0.01)", "{d}/run"),
+    "train dataset missing": ("train", T + ["--dataset", "{d}/none.npz"], "no such file or folder"),
+    "train dataset object column": ("train", T + ["--dataset", "{d}/toy_obj.npz"], "array 'site' holds Python objects"),
+    "train dataset zero images": ("train", T + ["--dataset", "{d}/toy_empty.npz"], "holds 0 images"),
+    "train dataset float images": ("train", T + ["--dataset", "{d}/toy_float.npz"], "images must be uint8"),
+    "train unknown primary": ("train", T + ["--primary", "nope"], "task column 'nope' not in the dataset"),
+    # ---- embed
+    "embed run missing": ("embed", ["--run", "{d}/none"], "no run.json", "{d}/e.npz"),
+    "embed broken run.json": ("embed", ["--run", "{d}/run_badjson"], "cannot be read as JSON", "{d}/e.npz"),
+    "embed out is a folder": ("embed", ["--run", "{d}/run"], "is a folder; expected a file name", "{d}/nojson"),
+    "embed out under proc": ("embed", ["--run", "{d}/run"], "cannot write in", "/proc/e.npz"),
+    "embed best missing": ("embed", ["--run", "{d}/run_nobest", "--tfds-dir", "{d}/tfds"],
+                           "no best checkpoint", "{d}/e.npz"),
+    "embed no checkpoint": ("embed", ["--run", "{d}/run_noresume", "--checkpoint", "latest", "--tfds-dir", "{d}/tfds"],
+                            "no latest checkpoint", "{d}/e.npz"),
+    "embed checkpoint without manifest": ("embed", ["--run", "{d}/run_nomanifest", "--tfds-dir", "{d}/tfds"],
+                                          "checkpoint cannot be read", "{d}/e.npz"),
+}
+
+
+def _snapshot(folder):
+    """Every path under ``folder``: files with their size and modification time, folders by name."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for n in dirs:
+            out[os.path.relpath(os.path.join(root, n), folder)] = "dir"
+        for n in files:
+            st = os.lstat(os.path.join(root, n))
+            out[os.path.relpath(os.path.join(root, n), folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_one_line_exit_2_nothing_written(prepared, capsys, case):
+    d = prepared
+    command, args, message, *out = CASES[case]
+    out = (out[0] if out else "{d}/out_" + case.replace(" ", "_"))
+    argv = [command, *[x.format(d=d) for x in args]]
+    if out is not None:
+        out = out.format(d=d)
+        argv += ["--out", out]
+    before = _snapshot(d)
+    capsys.readouterr()
+    code = main(argv)
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+    after = _snapshot(d)
+    new = sorted(set(after) - set(before))
+    changed = sorted(k for k in before if k in after and after[k] != before[k] and not k.startswith("tfds"))
+    assert not [p for p in new if not p.startswith("tfds")], new
+    assert not changed, changed
+
+
+def test_battery_size():
+    assert len(CASES) >= 60
+    assert {c[0] for c in CASES.values()} == {"analyze", "train", "embed", "report"}
+
+
+def test_subprocess_error_has_no_traceback(prepared):
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", "--embeddings", str(prepared / "complex.npy"),
+                        "--metadata", str(prepared / "meta.csv"), "--primary", "label", "--out", str(prepared / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "Warning" not in r.stderr                      # no ComplexWarning leaks either
+    # a damaged checkpoint: library threads must not print tracebacks around the one line
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "embed", "--run", str(prepared / "run_nomanifest"),
+                        "--tfds-dir", str(prepared / "tfds"), "--out", str(prepared / "o.npz")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -------------------------------------------------------------------------------------------------
+# silent wrong results, now caught
+
+
+def _params(run, which="latest"):
+    from wsca_jax.train import load_run
+    return jax.tree_util.tree_leaves(load_run(str(run), which)[1])
+
+
+def test_overwrite_replaces_the_run_and_its_checkpoints(prepared, tmp_path, capsys):
+    d = prepared
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    old = _params(run)
+    assert main(["train", *[x.format(d=d) for x in T], "--seed", "1", "--overwrite", "--out", str(run)]) == 0
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["config"]["seed"] == 1
+    new = _params(run)
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(old, new))
+
+
+def test_damaged_checkpoint_is_detected_and_resume_falls_back(prepared, tmp_path, capsys):
+    """Flip bytes in a data file of the newest checkpoint: embed names the damaged checkpoint; a resume
+    warns, continues from the previous epoch and ends with the uninterrupted run's parameters."""
+    d = prepared
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    latest = run / "ckpt" / "latest"
+    assert sorted(os.listdir(latest)) == ["0", "1"]                  # two epochs kept
+    files = sorted((latest / "1").rglob("d/*"), key=lambda p: -p.stat().st_size)
+    with open(files[0], "r+b") as f:
+        f.seek(files[0].stat().st_size // 2)
+        f.write(b"\x00\x01\x02\x03" * 8)
+    capsys.readouterr()
+    code = main(["embed", "--run", str(run), "--checkpoint", "latest", "--tfds-dir", str(d / "tfds"),
+                 "--out", str(tmp_path / "e.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "latest epoch 1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.npz").exists()
+    # resume: epoch 1 is damaged -> warning, back to epoch 0, train epoch 1 again
+    rec = json.loads((run / "run.json").read_text())
+    assert main(["train", *[x.format(d=d) for x in T], "--resume", "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "falling back to the previous checkpoint" in err
+    for x, y in zip(_params(d / "run"), _params(run)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    rec2 = json.loads((run / "run.json").read_text())
+    assert rec2["digests"] == rec["digests"]
+
+
+def test_best_epoch_in_run_json_is_the_best_checkpoint(prepared):
+    rec = json.loads((prepared / "run" / "run.json").read_text())
+    assert os.listdir(prepared / "run" / "ckpt" / "best") == [str(rec["best"]["epoch"])]
+    aurocs = [h["val"]["label"]["auroc"] for h in rec["history"]]
+    assert rec["best"]["epoch"] == int(np.argmax(aurocs))             # the first epoch with the best AUROC
+
+
+def test_long_and_colliding_task_names_get_distinct_files(prepared, tmp_path, capsys):
+    d = prepared
+    meta = pd.read_csv(d / "meta.csv")
+    meta["x" * 5000] = meta["site"]
+    meta["a/b"] = meta["site"]
+    meta["a:b"] = meta["site"].iloc[::-1].to_numpy()
+    meta.to_csv(tmp_path / "m.csv", index=False)
+    assert main(["analyze", "--embeddings", str(d / "emb.npy"), "--metadata", str(tmp_path / "m.csv"), "--primary",
+                 "label", "--tasks", f"{'x' * 5000},a/b,a:b", "--bootstrap", "0", "--permutations", "0",
+                 "--quiet", "--out", str(tmp_path / "r")]) == 0
+    heat = [p for p in os.listdir(tmp_path / "r") if p.startswith("wsca_") and p.endswith(".png")]
+    assert len(heat) == 3 and max(len(p) for p in heat) < 100
+
+
+def test_orphan_temporary_folder_of_a_killed_run_is_removed(prepared, tmp_path):
+    orphan = tmp_path / ".wsca-tmp-r-999999-abc"                      # no process 999999
+    orphan.mkdir()
+    (orphan / "wsca.json").write_text("{}")
+    assert main(["analyze", *[x.format(d=prepared) for x in A], "--no-figures", "--out", str(tmp_path / "r")]) == 0
+    assert not orphan.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".wsca-tmp")]
+
+
+def test_defaults_give_intervals_and_p_values_and_quiet_keeps_results(prepared, tmp_path, capsys):
+    d = prepared
+    capsys.readouterr()
+    assert main(["analyze", "--embeddings", str(d / "emb.npy"), "--metadata", str(d / "meta.csv"), "--primary",
+                 "label", "--tasks", "site", "--pca-min", "16", "--no-figures", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 0
+    out, err = capsys.readouterr()
+    s = json.loads((tmp_path / "r" / "wsca.json").read_text())
+    assert s["settings"]["bootstrap"] == 200 and s["settings"]["permutations"] == 200
+    assert s["tasks"]["site"]["summary"]["ci"] is not None and s["tasks"]["site"]["summary"]["p_value"] is not None
+    assert "site" in out and "wrote" in out and err == ""            # results print; no progress with --quiet
+
+
+def test_progress_to_a_pipe_is_one_line_per_stage(prepared, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", "--embeddings", str(prepared / "emb.npy"),
+                        "--metadata", str(prepared / "meta.csv"), "--primary", "label", "--bootstrap", "30",
+                        "--permutations", "30", "--no-figures", "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) <= 3 and all("\r" not in x for x in lines), r.stderr
+    assert any(x.startswith("probe fits (replicates):") for x in lines)
+
+
+def test_sigkill_after_the_first_checkpoint_then_resume_equals_uninterrupted(prepared, tmp_path):
+    d = prepared
+    run = tmp_path / "killed"
+    argv = [sys.executable, "-m", "wsca_jax.cli", "train", *[x.format(d=d) for x in T], "--out", str(run)]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 300 and p.poll() is None:
+        if (run / "ckpt" / "latest" / "0" / "commit_success.txt").exists():
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert main(["train", *[x.format(d=d) for x in T], "--resume", "--quiet", "--out", str(run)]) == 0
+    for x, y in zip(_params(d / "run"), _params(run)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    rec, ref = (json.loads((r / "run.json").read_text()) for r in (run, d / "run"))
+    assert [h["loss"] for h in rec["history"]] == [h["loss"] for h in ref["history"]]
+    assert rec["best"] == ref["best"] and rec["digests"] == ref["digests"]
