@@ -130,8 +130,16 @@ def prepared(tmp_path_factory):
     # one trained run (2 epochs) and damaged copies of it
     tf = str(d / "tfds")
     assert main(["train", "--dataset", str(d / "toy.npz"), *TRAIN, "--tfds-dir", tf, "--out", str(d / "run")]) == 0
-    for name in ("run_badjson", "run_nobest", "run_noresume", "run_nomanifest"):
+    for name in ("run_badjson", "run_nobest", "run_noresume", "run_nomanifest", "run_truncdata", "run_deldata",
+                 "run_alldamaged"):
         shutil.copytree(d / "run", d / name)
+    for name, damage in (("run_truncdata", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])),
+                         ("run_deldata", lambda p: p.unlink())):
+        for which in ("best", "latest"):
+            for step in (d / name / "ckpt" / which).iterdir():
+                damage(max(step.rglob("d/*"), key=lambda p: p.stat().st_size))
+    for p in (d / "run_alldamaged" / "ckpt" / "latest").rglob("manifest.ocdbt"):
+        p.unlink()
     (d / "run_badjson" / "run.json").write_text("{\"config\": ")
     shutil.rmtree(d / "run_nobest" / "ckpt" / "best")
     shutil.rmtree(d / "run_noresume" / "ckpt")
@@ -268,6 +276,12 @@ CASES = {
                            "no best checkpoint", "{d}/e.npz"),
     "embed no checkpoint": ("embed", ["--run", "{d}/run_noresume", "--checkpoint", "latest", "--tfds-dir", "{d}/tfds"],
                             "no latest checkpoint", "{d}/e.npz"),
+    "embed checkpoint data truncated": ("embed", ["--run", "{d}/run_truncdata", "--tfds-dir", "{d}/tfds"],
+                                        "run_truncdata: best epoch", "{d}/e.npz"),
+    "embed checkpoint data deleted": ("embed", ["--run", "{d}/run_deldata", "--tfds-dir", "{d}/tfds"],
+                                      "run_deldata: best epoch", "{d}/e.npz"),
+    "train resume every checkpoint damaged": ("train", T + ["--resume"], "latest verifies (newest: ",
+                                              "{d}/run_alldamaged"),
     "embed checkpoint without manifest": ("embed", ["--run", "{d}/run_nomanifest", "--tfds-dir", "{d}/tfds"],
                                           "checkpoint cannot be read", "{d}/e.npz"),
 }

@@ -294,13 +294,16 @@ def _resume_from(latest, best, run_dir: str, target, old: dict) -> tuple:
     """The newest latest checkpoint that verifies -> ``(restored, epoch, best_epoch)``; damaged newer
     epochs are deleted with a warning. ``best_epoch``: the best checkpoint's epoch if it verifies."""
     digests = old.get("digests")
+    damaged = []
     for step in sorted(latest.all_steps(), reverse=True):
         try:
             restored = restore_verified(latest, step, target, digests, f"{run_dir}/ckpt/latest")
         except WscaInputError as e:
-            warnings.warn(f"{e}; falling back to the previous checkpoint", WscaWarning, stacklevel=3)
-            shutil.rmtree(os.path.join(run_dir, "ckpt", "latest", str(step)), ignore_errors=True)
+            damaged.append((step, str(e)))
             continue
+        for bad, why in damaged:                  # only now that a good epoch exists: drop the bad ones
+            warnings.warn(f"{why}; falling back to the previous checkpoint", WscaWarning, stacklevel=3)
+            shutil.rmtree(os.path.join(run_dir, "ckpt", "latest", str(bad)), ignore_errors=True)
         best_epoch = best.latest_step()
         if best_epoch is not None:
             try:
@@ -313,7 +316,8 @@ def _resume_from(latest, best, run_dir: str, target, old: dict) -> tuple:
         latest.reload()
         best.reload()
         return restored, step, best_epoch
-    raise WscaInputError(f"--resume: no checkpoint in {run_dir}/ckpt/latest verifies; train again with --overwrite")
+    raise WscaInputError(f"--resume: no checkpoint in {run_dir}/ckpt/latest verifies (newest: "
+                         f"{damaged[0][1] if damaged else 'none'}); train again with --overwrite")
 
 
 def check_config(cfg: TrainConfig) -> None:
