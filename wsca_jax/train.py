@@ -197,8 +197,11 @@ def tree_digest(tree) -> str:
 
 def _quiet_closed_loop_callbacks() -> None:
     """When an Orbax restore fails, reads still in flight call back into its closed asyncio loop and
-    Python prints each "Event loop is closed" as an unraisable exception: drop those (only)."""
+    Python prints each "Event loop is closed" as an unraisable exception, and asyncio logs every
+    failed read ("Task exception was never retrieved"): drop those (the failure is reported once)."""
+    import logging
     import sys
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     previous = sys.unraisablehook
     if getattr(previous, "_wsca", False):
         return
