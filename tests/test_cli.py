@@ -55,7 +55,8 @@ def test_npz_with_head_and_columns(files, capsys, tmp_path):
     np.savez(tmp_path / "emb.npz", embeddings=z, head_label=head, label=meta["label"].to_numpy(),
              site=meta["site"].to_numpy())
     code, _, err = run(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label",
-                        "--pca-min", "16", "--quiet", "--no-figures", "--out", str(tmp_path / "r")], capsys)
+                        "--pca-min", "16", "--bootstrap", "0", "--permutations", "0", "--quiet", "--no-figures",
+                        "--out", str(tmp_path / "r")], capsys)
     assert code == 0, err
     d = json.loads((tmp_path / "r" / "wsca.json").read_text())
     assert d["primary"]["source"] == "head" and list(d["tasks"]) == ["site"]
@@ -70,7 +71,7 @@ def test_task_heads_and_conditional_permutations(files, capsys, tmp_path):
     np.savez(tmp_path / "emb.npz", embeddings=z, head_label=head, head_site=site_head,
              label=meta["label"].to_numpy(), site=meta["site"].to_numpy())
     base = ["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "16",
-            "--quiet", "--no-figures", "--permutations", "20"]
+            "--quiet", "--no-figures", "--bootstrap", "0", "--permutations", "20"]
     code, _, err = run(base + ["--task-heads", "site", "--permute-within", "label", "--out", str(tmp_path / "r")],
                        capsys)
     assert code == 0, err

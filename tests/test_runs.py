@@ -111,7 +111,8 @@ def test_runs_bad_input_one_line_exit_2_nothing_written(run_files, capsys, case,
     files = [str(d / f"{x}.npz") for x in spec[:n_files]]
     rest = [x.format(d=d) for x in spec[n_files:]]
     out = tmp_path / "out"
-    code = main(["analyze", "--runs", *files, *rest, "--primary", "label", "--quiet", "--out", str(out)])
+    code = main(["analyze", "--runs", *files, *rest, "--primary", "label", "--bootstrap", "0", "--permutations", "0",
+                 "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
     lines = err.strip().splitlines()

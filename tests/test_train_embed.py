@@ -113,6 +113,7 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     assert main(["embed", "--run", str(run), "--split", "train", "--tfds-dir", tf,
                  "--out", str(tmp_path / "emb.npz")]) == 0
     assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
+                 "--bootstrap", "0", "--permutations", "0",
                  "--quiet", "--no-figures", "--out", str(tmp_path / "wsc")]) == 0
     d = json.loads((tmp_path / "wsc" / "wsca.json").read_text())
     assert d["primary"]["source"] == "head" and list(d["tasks"]) == ["site"]
