@@ -1,0 +1,100 @@
+"""IFA's known answers: CAM reproduces the logits of a GAP + linear head, Grad-CAM equals CAM there,
+gradient x activation matches finite differences on a non-linear head, common-scale bounds are
+numpy's percentiles."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wsca_jax import ifa
+from wsca_jax.models import WscaModel
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = WscaModel(head_classes=(2, 3), setting="multi_task", widths=(4, 8))
+    x = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 1)).astype(np.uint8)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+    return model, params, x
+
+
+def test_cam_reproduces_the_primary_logits_and_is_consistent(tiny):
+    model, params, x = tiny
+    r = ifa.ifa_arrays(ifa.split_at(model, params, columns=(0, 2)), x, method="cam", batch_size=16)
+    out = model.apply({"params": params}, jnp.asarray(x))
+    np.testing.assert_allclose(r["logits"], np.asarray(out["logits"])[:, :2], atol=1e-5)
+    assert (r["target"] == r["logits"].argmax(1)).all()                    # default: the predicted class
+    hw = r["cam"].shape[1] * r["cam"].shape[2]
+    bias = np.asarray(params["heads"]["bias"])[:2]
+    picked = r["logits"][np.arange(len(x)), r["target"]]
+    np.testing.assert_allclose(r["cam"].sum((1, 2)) / hw + bias[r["target"]], picked, atol=1e-5)
+    W = np.asarray(params["heads"]["kernel"])[:, :2]                         # (K, C)
+    ref = np.einsum("nhwk,kn->nhw", np.asarray(out["feature_maps"]), W[:, r["target"]])
+    np.testing.assert_allclose(r["cam"], ref, atol=1e-5)
+    np.testing.assert_allclose(r["importance"].sum(1), r["cam"].sum((1, 2)), rtol=1e-5, atol=1e-5)
+    for c, v in ifa.consistency(r["cam"], r["logits"], r["target"]).items():
+        assert v is None or v >= 0.999
+
+
+def test_gradcam_equals_cam_at_the_last_layer_of_a_gap_linear_model(tiny):
+    model, params, x = tiny
+    sp = ifa.split_at(model, params, columns=(2, 5))                        # the 3-class head
+    cam = ifa.ifa_arrays(sp, x, target=2, method="cam")
+    grad = ifa.ifa_arrays(sp, x, target=2, method="gradcam")
+    hw = cam["cam"].shape[1] * cam["cam"].shape[2]
+    np.testing.assert_allclose(grad["importance"] * hw, cam["importance"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad["cam"], np.maximum(cam["cam"] / hw, 0), rtol=1e-4, atol=1e-6)
+    assert (cam["target"] == 2).all()
+
+
+class _Smooth(nn.Module):
+    """A non-linear head after the cut: tanh, a 3x3 convolution, softplus, GAP, Dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        maps = nn.Conv(3, (3, 3), name="feat")(x.astype(jnp.float32) / 255.0)
+        h = nn.softplus(nn.Conv(4, (3, 3), name="mix")(jnp.tanh(maps)))
+        return nn.Dense(2, name="out")(jnp.mean(h, axis=(1, 2)))
+
+
+def test_gradient_times_activation_matches_finite_differences():
+    x = np.random.default_rng(1).integers(0, 255, (6, 8, 8, 1)).astype(np.uint8)
+    model = _Smooth()
+    with jax.enable_x64(True):
+        params = model.init(jax.random.PRNGKey(3), jnp.asarray(x[:1]))["params"]
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        sp = ifa.split_at(model, params, layer="feat")
+        r = ifa.ifa_arrays(sp, x, target=1, method="gradxact")
+        maps = np.asarray(sp.features(jnp.asarray(x)), np.float64)
+        eps = 1e-5
+        for k in range(maps.shape[-1]):                 # d logit / d(scale of channel k) = sum_xy g_k A_k
+            up, down = maps.copy(), maps.copy()
+            up[..., k] *= 1 + eps
+            down[..., k] *= 1 - eps
+            fd = (np.asarray(sp.head(jnp.asarray(up), jnp.asarray(x)))[:, 1]
+                  - np.asarray(sp.head(jnp.asarray(down), jnp.asarray(x)))[:, 1]) / (2 * eps)
+            np.testing.assert_allclose(r["importance"][:, k], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_common_scale_bounds_are_numpys_percentiles():
+    rng = np.random.default_rng(2)
+    mx, mn = rng.normal(5, 1, 300), rng.normal(-1, 1, 300)
+    low, high = ifa.common_scale(mx, mn)
+    assert low == np.percentile(mn, 50) and high == np.percentile(mx, 90)
+    cams = rng.normal(2, 3, (4, 5, 5))
+    lin = ifa.apply_scale(cams, low, high)
+    np.testing.assert_allclose(lin, np.clip((cams - low) / (high - low), 0, 1))
+    th = ifa.apply_scale(cams, low, high, "tanh")
+    assert th.min() >= 0 and th.max() < 1 and np.all(np.diff(np.sort(th.ravel())) >= 0)
+    per = ifa.per_image_scale(cams)
+    assert np.allclose(per.min((1, 2)), 0) and np.allclose(per.max((1, 2)), 1)
+
+
+def test_unknown_layer_and_method_are_one_line_errors(tiny):
+    model, params, x = tiny
+    with pytest.raises(ifa.WscaInputError, match="no submodule"):
+        ifa.ifa_arrays(ifa.split_at(model, params, layer="nope"), x[:2])
+    with pytest.raises(ifa.WscaInputError, match="--method must be one of"):
+        ifa.ifa_arrays(ifa.split_at(model, params), x[:2], method="lrp")
