@@ -98,3 +98,45 @@ def test_unknown_layer_and_method_are_one_line_errors(tiny):
         ifa.ifa_arrays(ifa.split_at(model, params, layer="nope"), x[:2])
     with pytest.raises(ifa.WscaInputError, match="--method must be one of"):
         ifa.ifa_arrays(ifa.split_at(model, params), x[:2], method="lrp")
+
+
+def test_decomposition_at_full_fraction_reproduces_the_model(tiny):
+    model, params, x = tiny
+    sp = ifa.split_at(model, params, columns=(0, 2))
+    r = ifa.ifa_arrays(sp, x, method="cam")
+    labels = (np.arange(len(x)) % 2 == 0).astype(int)
+    prof = ifa.importance_profile(r["importance"], r["target"])
+    d = ifa.decompose(sp, x, labels, r["weights"], {"importance": prof["overall"]}, fractions=(0.25, 1.0),
+                      n_random=5)
+    from wsca_jax.metrics import classification_metrics
+    p = np.asarray(jax.nn.softmax(jnp.asarray(r["logits"]), axis=-1))
+    full = classification_metrics(labels, p)
+    assert d["full"]["auroc"] == pytest.approx(full["auroc"]) and d["full"]["cam_similarity"] == pytest.approx(1.0)
+    at1 = {row["mode"]: row for row in d["rows"] if row["fraction"] == 1.0}
+    for mode in ("importance", "random"):
+        assert at1[mode]["auroc"] == pytest.approx(full["auroc"]) and at1[mode]["channels"] == 8
+    assert at1["random"]["auroc_low"] == pytest.approx(full["auroc"])           # every random mask at 100%
+    quarter = [row for row in d["rows"] if row["fraction"] == 0.25]
+    assert all(row["channels"] == 2 for row in quarter)
+    assert d["smallest_sufficient_fraction"]["importance"] in (0.25, 1.0)
+    with pytest.raises(ifa.WscaInputError, match="--fractions must lie in"):
+        ifa.channel_masks(np.ones(8), [0.0, 0.5])
+
+
+def test_distribution_analysis_finds_planted_structure():
+    rng = np.random.default_rng(0)
+    imp = rng.normal(0, 1, (60, 6))
+    t = np.repeat([0, 1], 30)
+    imp[:, 0] += 5                       # the dominant channel
+    imp[t == 1, 2] += 3                  # a class-1 channel
+    imp[:, 5] = 0                        # idle
+    imp[:, 4] = 2 * imp[:, 3]            # redundant pair
+    imp[7, :5] += 20                     # one outlier
+    prof = ifa.importance_profile(imp, t)
+    assert int(np.argmax(prof["diff"][1])) == 2 and prof["n"] == {0: 30, 1: 30}
+    assert ifa.principal_channels(prof["overall"])[0.5] == [0]
+    red = ifa.redundancy(imp)
+    assert red["near_zero"] == [5] and red["correlated_pairs"][0][:2] == (3, 4)
+    assert ifa.outliers(imp, t, 1)[0][0] == 7
+    pc = ifa.cam_percentiles(np.arange(101.0), -np.arange(101.0))
+    assert pc["max"][90] == 90.0 and pc["min"][25] == -75.0

@@ -91,7 +91,8 @@ def ifa_batch(split: Split, images, target, method: str = "cam") -> dict:
       method: ``cam`` | ``gradcam`` | ``gradxact``.
     Returns:
       ``logits (B, C)``, ``target (B,)`` (resolved), ``cam (B, h, w)`` (unscaled), ``importance
-      (B, K)``, ``cam_max (B,)``, ``cam_min (B,)``.
+      (B, K)``, ``weights (B, K)`` (the channel weights of ``cam`` / ``gradcam``; for ``gradxact``
+      the spatial mean gradient), ``cam_max (B,)``, ``cam_min (B,)``.
     """
     maps = split.features(images)
     logits, pull = jax.vjp(lambda m: split.head(m, images), maps)
@@ -104,11 +105,12 @@ def ifa_batch(split: Split, images, target, method: str = "cam") -> dict:
         weighted = jnp.mean(g, axis=(1, 2), keepdims=True) * maps
     else:
         weighted = g * maps
+    weights = (jnp.sum(g, axis=(1, 2)) if method == "cam" else jnp.mean(g, axis=(1, 2)))   # (B, K)
     cam = jnp.sum(weighted, axis=-1)                                         # (B, h, w)
     importance = jnp.sum(weighted, axis=(1, 2))                              # (B, K)
     if method == "gradcam":
         cam = jax.nn.relu(cam)
-    return {"logits": logits, "target": tgt, "cam": cam, "importance": importance,
+    return {"logits": logits, "target": tgt, "cam": cam, "importance": importance, "weights": weights,
             "cam_max": jnp.max(cam, axis=(1, 2)), "cam_min": jnp.min(cam, axis=(1, 2))}
 
 
@@ -178,3 +180,196 @@ def consistency(cams, logits, target) -> dict:
         else:
             out[int(c)] = float(np.corrcoef(s[m], lg[m])[0, 1])
     return out
+
+
+# -------------------------------------------------------------------------------------------------
+# distribution analysis (numpy: small arrays, N x K)
+
+
+def importance_profile(importance: np.ndarray, target: np.ndarray, keep: np.ndarray | None = None) -> dict:
+    """Mean channel importance overall, per class, and class minus overall.
+
+    Args:
+      importance: ``(N, K)``; target: ``(N,)`` class per sample; keep: ``(N,)`` bool (e.g. correctly
+        classified; default all).
+    Returns: ``overall (K,)``, ``by_class {c: (K,)}``, ``diff {c: (K,)}``, ``n {c: count}``.
+    """
+    keep = np.ones(len(target), bool) if keep is None else np.asarray(keep, bool)
+    imp, tg = np.asarray(importance, float)[keep], np.asarray(target)[keep]
+    require(len(imp) > 0, "IFA: no samples left for the distribution analysis (none correctly classified?)")
+    overall = imp.mean(0)
+    by = {int(c): imp[tg == c].mean(0) for c in np.unique(tg)}
+    return {"overall": overall, "by_class": by, "diff": {c: v - overall for c, v in by.items()},
+            "n": {int(c): int((tg == c).sum()) for c in np.unique(tg)}}
+
+
+def principal_channels(mean_importance: np.ndarray, levels=(0.5, 0.8, 0.95)) -> dict:
+    """The smallest channel sets carrying ``levels`` of the positive importance mass.
+
+    Returns: ``{level: [channel ids, most important first]}``.
+    """
+    v = np.clip(np.asarray(mean_importance, float), 0, None)
+    order = np.argsort(-v, kind="stable")
+    total = v.sum()
+    cum = np.cumsum(v[order]) / (total if total > 0 else 1.0)
+    return {float(q): order[: int(np.searchsorted(cum, q - 1e-12) + 1)].tolist() for q in levels}
+
+
+def redundancy(importance: np.ndarray, zero_share: float = 0.01, corr: float = 0.95) -> dict:
+    """Channels with near-zero importance (mean |I| below ``zero_share`` of the largest) and channel
+    pairs whose per-sample importances correlate above ``corr`` in absolute value."""
+    imp = np.asarray(importance, float)
+    mag = np.abs(imp).mean(0)
+    idle = np.flatnonzero(mag < zero_share * mag.max()).tolist() if mag.max() > 0 else list(range(imp.shape[1]))
+    sd = imp.std(0)
+    live = np.flatnonzero(sd > 0)
+    pairs = []
+    if len(live) > 1:
+        r = np.corrcoef(imp[:, live].T)
+        i, j = np.triu_indices(len(live), 1)
+        hit = np.abs(r[i, j]) >= corr
+        pairs = [(int(live[a]), int(live[b]), float(r[a, b])) for a, b in zip(i[hit], j[hit])]
+    return {"near_zero": idle, "correlated_pairs": pairs}
+
+
+def outliers(importance: np.ndarray, target: np.ndarray, top: int = 10) -> list:
+    """Samples whose importance profile is far from their class's: per class, each channel is
+    centred at its median and scaled by its MAD (x 1.4826); the distance is the RMS over channels.
+
+    Returns: ``[(row, class, distance)]``, largest first, at most ``top``.
+    """
+    imp, tg = np.asarray(importance, float), np.asarray(target)
+    dist = np.zeros(len(tg))
+    for c in np.unique(tg):
+        m = tg == c
+        med = np.median(imp[m], 0)
+        mad = 1.4826 * np.median(np.abs(imp[m] - med), 0)
+        scale = np.where(mad > 0, mad, np.where(imp[m].std(0) > 0, imp[m].std(0), 1.0))
+        dist[m] = np.sqrt(np.mean(((imp[m] - med) / scale) ** 2, axis=1))
+    order = np.argsort(-dist, kind="stable")[:top]
+    return [(int(i), int(tg[i]), float(dist[i])) for i in order]
+
+
+def cam_percentiles(cam_max: np.ndarray, cam_min: np.ndarray, qs=(25, 50, 75, 90, 99)) -> dict:
+    """Percentiles of the per-sample map maxima and minima."""
+    return {"max": {int(q): float(np.percentile(cam_max, q)) for q in qs},
+            "min": {int(q): float(np.percentile(cam_min, q)) for q in qs}}
+
+
+# -------------------------------------------------------------------------------------------------
+# feature decomposition
+
+
+def channel_masks(scores: np.ndarray, fractions, n_random: int = 20, seed: int = 0) -> dict:
+    """Channel masks keeping a top fraction: ``{"top": (F, K), "random": (R, F, K)}`` (bool).
+
+    ``scores (K,)``: the ranking (e.g. mean importance, or |class - overall|); ties keep the lower
+    channel id. Every mask keeps ``max(1, round(fraction K))`` channels.
+    """
+    fr = np.asarray(fractions, float)
+    require(fr.size > 0 and np.all((fr > 0) & (fr <= 1)), f"--fractions must lie in (0, 1], found {fr.tolist()}")
+    K = len(scores)
+    sizes = np.maximum(1, np.round(fr * K).astype(int))
+    order = np.argsort(-np.asarray(scores, float), kind="stable")
+    top = np.zeros((len(fr), K), bool)
+    for i, m in enumerate(sizes):
+        top[i, order[:m]] = True
+    rng = np.random.default_rng(seed)
+    rnd = np.zeros((n_random, len(fr), K), bool)
+    for r in range(n_random):
+        perm = rng.permutation(K)
+        for i, m in enumerate(sizes):
+            rnd[r, i, perm[:m]] = True
+    return {"top": top, "random": rnd, "sizes": sizes}
+
+
+@partial(jax.jit, static_argnames=("split",))
+def masked_logits(split: Split, maps, images, masks):
+    """Logits with only the masked channels' maps kept: ``masks (M, K)`` -> ``(M, B, C)``."""
+    return jax.vmap(lambda m: split.head(maps * m.astype(maps.dtype), images))(masks)
+
+
+def cam_similarity(maps: np.ndarray, weights: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Mean cosine between each sample's masked and full map (channel weights ``(N, K)``, maps
+    ``(N, h, w, K)``, masks ``(M, K)``) -> ``(M,)``."""
+    full = np.einsum("nhwk,nk->nhw", maps, weights).reshape(len(maps), -1)
+    out = []
+    for m in masks:
+        part = np.einsum("nhwk,nk->nhw", maps, weights * m).reshape(len(maps), -1)
+        den = np.linalg.norm(full, axis=1) * np.linalg.norm(part, axis=1)
+        out.append(float(np.mean(np.where(den > 0, (full * part).sum(1) / np.where(den > 0, den, 1), 0.0))))
+    return np.array(out)
+
+
+def feature_maps(split: Split, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The layer's maps for a dataset, ``(N, h, w, K)``, in batches of one size."""
+    fn = jax.jit(split.features)
+    n, bs = len(images), min(batch_size, len(images))
+    out = []
+    for s in range(0, n, bs):
+        idx = np.arange(s, min(s + bs, n))
+        pad = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
+        out.append(np.asarray(fn(jnp.asarray(images[pad])))[: len(idx)])
+    return np.concatenate(out)
+
+
+def decompose(split: Split, images: np.ndarray, labels: np.ndarray, weights: np.ndarray, scores: dict,
+              fractions=(0.05, 0.1, 0.15, 0.25, 0.5, 1.0), n_random: int = 20, seed: int = 0,
+              batch_size: int = 256, tolerance: float = 0.01) -> dict:
+    """The model with only a fraction of the channels: AUROC, accuracy and map similarity.
+
+    Args:
+      labels: ``(N,)`` true classes of the analysed head.  weights: ``(N, K)`` channel weights of
+        the maps (from :func:`ifa_arrays`).  scores: ``{mode: (K,) ranking}`` (e.g. ``importance``:
+        mean importance; ``difference``: max over classes of |class - overall|).
+      tolerance: a fraction is sufficient when its AUROC is within this of the full model's.
+    Returns:
+      ``rows``: ``[{mode, fraction, channels, auroc, accuracy, cam_similarity}]`` (``random``: the
+      median over ``n_random`` masks, with ``auroc_low`` / ``auroc_high`` the band's min and max);
+      ``full``: the full model's metrics; ``smallest_sufficient_fraction``: ``{mode: fraction or None}``.
+    """
+    from .metrics import classification_metrics
+
+    fr = [float(f) for f in fractions]
+    modes = {m: channel_masks(s, fr, n_random, seed) for m, s in scores.items()}
+    first = next(iter(modes.values()))
+    K = len(next(iter(scores.values())))
+    masks = np.concatenate([np.ones((1, K), bool)] + [v["top"] for v in modes.values()]
+                           + [first["random"].reshape(-1, K)])
+    maps = feature_maps(split, images, batch_size)
+    n, bs = len(images), min(batch_size, len(images))
+    logits = []
+    for s in range(0, n, bs):
+        idx = np.arange(s, min(s + bs, n))
+        pad = np.concatenate([idx, np.full(bs - len(idx), idx[-1])])
+        logits.append(np.asarray(masked_logits(split, jnp.asarray(maps[pad]), jnp.asarray(images[pad]),
+                                               jnp.asarray(masks)))[:, : len(idx)])
+    logits = np.concatenate(logits, axis=1)                                  # (M, N, C)
+    sims = cam_similarity(maps, weights, masks)
+    y = np.asarray(labels, int)
+
+    def metrics(i):
+        p = np.asarray(jax.nn.softmax(jnp.asarray(logits[i]), axis=-1), float)
+        m = classification_metrics(y, p)
+        return {"auroc": m["auroc"], "accuracy": m["accuracy"], "cam_similarity": float(sims[i])}
+    full = metrics(0)
+    rows, i = [], 1
+    for mode, v in modes.items():
+        for f, size in zip(fr, v["sizes"]):
+            rows.append({"mode": mode, "fraction": f, "channels": int(size), **metrics(i)})
+            i += 1
+    rnd = [[metrics(i + r * len(fr) + j) for j in range(len(fr))] for r in range(n_random)]
+    for j, (f, size) in enumerate(zip(fr, first["sizes"])):
+        au = np.array([rnd[r][j]["auroc"] if rnd[r][j]["auroc"] is not None else np.nan for r in range(n_random)])
+        rows.append({"mode": "random", "fraction": f, "channels": int(size),
+                     "auroc": float(np.nanmedian(au)) if np.isfinite(au).any() else None,
+                     "auroc_low": float(np.nanmin(au)) if np.isfinite(au).any() else None,
+                     "auroc_high": float(np.nanmax(au)) if np.isfinite(au).any() else None,
+                     "accuracy": float(np.median([rnd[r][j]["accuracy"] for r in range(n_random)])),
+                     "cam_similarity": float(np.median([rnd[r][j]["cam_similarity"] for r in range(n_random)]))})
+    smallest = {}
+    for mode in list(modes) + ["random"]:
+        ok = [r["fraction"] for r in rows if r["mode"] == mode and r["auroc"] is not None and full["auroc"] is not None
+              and r["auroc"] >= full["auroc"] - tolerance]
+        smallest[mode] = min(ok) if ok else None
+    return {"rows": rows, "full": full, "smallest_sufficient_fraction": smallest, "tolerance": tolerance}
