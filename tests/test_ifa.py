@@ -140,3 +140,19 @@ def test_distribution_analysis_finds_planted_structure():
     assert ifa.outliers(imp, t, 1)[0][0] == 7
     pc = ifa.cam_percentiles(np.arange(101.0), -np.arange(101.0))
     assert pc["max"][90] == 90.0 and pc["min"][25] == -75.0
+
+
+def test_confounder_channels_and_their_decision_share():
+    rng = np.random.default_rng(1)
+    n, K = 400, 20
+    attr = rng.integers(0, 2, n)
+    emb = rng.normal(0, 1, (n, K))
+    emb[:, 3:7] += 2 * attr[:, None]                       # channels 3-6 carry the attribute
+    used = np.abs(rng.normal(0, 0.1, (n, K)))
+    used[:, 3:7] += 2.0                                     # the decision rests on them
+    r = ifa.confounder_channels(emb, attr, used, n_random=199)
+    assert set(r["channels"]) <= {3, 4, 5, 6} and r["decision_share"] > 0.4 and r["p_value"] <= 0.01
+    unused = np.abs(rng.normal(0, 0.1, (n, K)))
+    unused[:, 10:14] += 2.0                                 # the decision rests elsewhere
+    r = ifa.confounder_channels(emb, attr, unused, n_random=199)
+    assert set(r["channels"]) <= {3, 4, 5, 6} and r["decision_share"] < 0.1 and r["p_value"] > 0.5

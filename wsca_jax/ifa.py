@@ -373,3 +373,46 @@ def decompose(split: Split, images: np.ndarray, labels: np.ndarray, weights: np.
               and r["auroc"] >= full["auroc"] - tolerance]
         smallest[mode] = min(ok) if ok else None
     return {"rows": rows, "full": full, "smallest_sufficient_fraction": smallest, "tolerance": tolerance}
+
+
+# -------------------------------------------------------------------------------------------------
+# where the confounder lives: the link to WSC
+
+
+def confounder_channels(embedding: np.ndarray, attribute: np.ndarray, importance: np.ndarray, level: float = 0.5,
+                        n_random: int = 999, seed: int = 0, C: float = 1.0) -> dict:
+    """Which channels carry a metadata attribute, and how much of the decision rests on them.
+
+    A logistic probe for the attribute on the standardised pooled embedding (the same K channels as
+    the maps); each channel's contribution is the mean over samples of ``sum_c |V_ck z_nk|``; the
+    attribute's channels are the smallest set carrying ``level`` of that mass. Their decision share
+    is the part of the primary head's positive importance mass (``clip(mean_n I[n, k], 0)``) on them,
+    tested against ``n_random`` random channel sets of the same size (one-sided permutation p).
+
+    Args:
+      embedding: ``(N, K)`` pooled maps; attribute: ``(N,)`` labels (-1 or NaN: missing);
+      importance: ``(N, K)`` primary channel importance.
+    Returns: ``channels``, ``contribution (K,)``, ``decision_share``, ``random_share_mean``, ``p_value``,
+      ``probe_accuracy`` (training accuracy: how separable the attribute is on these channels).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    z = np.asarray(embedding, float)
+    a = np.asarray(attribute)
+    ok = np.array([x is not None and not (isinstance(x, float) and np.isnan(x)) and x != -1 for x in a])
+    require(ok.sum() >= 4 and len(np.unique(a[ok])) >= 2, "confounder probe: fewer than two classes with data")
+    sd = z[ok].std(0)
+    zs = (z[ok] - z[ok].mean(0)) / np.where(sd > 0, sd, 1.0)
+    probe = LogisticRegression(C=C, max_iter=2000).fit(zs, a[ok].astype(str))
+    V = probe.coef_                                                            # (C or 1, K)
+    contribution = np.abs(V[:, None, :] * zs[None]).sum(0).mean(0)            # (K,)
+    channels = principal_channels(contribution, (level,))[float(level)]
+    v = np.clip(np.asarray(importance, float).mean(0), 0, None)
+    total = v.sum()
+    share = float(v[channels].sum() / total) if total > 0 else 0.0
+    rng = np.random.default_rng(seed)
+    K, m = len(v), len(channels)
+    null = np.array([v[rng.choice(K, m, replace=False)].sum() for _ in range(n_random)]) / (total if total > 0 else 1)
+    return {"channels": [int(c) for c in channels], "contribution": contribution, "decision_share": share,
+            "random_share_mean": float(null.mean()), "p_value": float((1 + np.sum(null >= share - 1e-12)) / (n_random + 1)),
+            "probe_accuracy": float(probe.score(zs, a[ok].astype(str)))}
