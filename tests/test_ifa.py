@@ -156,3 +156,23 @@ def test_confounder_channels_and_their_decision_share():
     unused[:, 10:14] += 2.0                                 # the decision rests elsewhere
     r = ifa.confounder_channels(emb, attr, unused, n_random=199)
     assert set(r["channels"]) <= {3, 4, 5, 6} and r["decision_share"] < 0.1 and r["p_value"] > 0.5
+
+
+def test_analyze_ifa_record_and_region(tiny):
+    model, params, x = tiny
+    sp = ifa.split_at(model, params, columns=(0, 2))
+    labels = (np.arange(len(x)) % 2).astype(int)
+    site = np.array(["a", "b"])[(np.arange(len(x)) // 2) % 2]
+    rec, arr = ifa.analyze_ifa(sp, x, labels, {"site": site}, fractions=(0.5, 1.0), n_random=3,
+                               region=(0, 8, 0, 16), correct_only=False)
+    for key in ("method", "n", "consistency", "scale", "decomposition", "smallest_sufficient_fraction",
+                "confounders", "localization"):
+        assert key in rec
+    assert rec["scale"]["low"] == pytest.approx(float(np.percentile(arr["cam_min"], 50)))
+    for v in rec["localization"].values():
+        assert 0 <= v["mass_in_region"] <= 1 and v["area_share"] == 0.5
+    assert arr["importance"].shape == (len(x), 8) and arr["cams_common"].shape[0] == len(x)
+    with pytest.raises(ifa.WscaInputError, match="outside the 16x16 image"):
+        ifa.analyze_ifa(sp, x, labels, region=(0, 20, 0, 4), fractions=(1.0,), n_random=1)
+    with pytest.raises(ifa.WscaInputError, match="--target 5"):
+        ifa.analyze_ifa(sp, x, labels, target=5, fractions=(1.0,), n_random=1)

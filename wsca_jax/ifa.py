@@ -416,3 +416,97 @@ def confounder_channels(embedding: np.ndarray, attribute: np.ndarray, importance
     return {"channels": [int(c) for c in channels], "contribution": contribution, "decision_share": share,
             "random_share_mean": float(null.mean()), "p_value": float((1 + np.sum(null >= share - 1e-12)) / (n_random + 1)),
             "probe_accuracy": float(probe.score(zs, a[ok].astype(str)))}
+
+
+# -------------------------------------------------------------------------------------------------
+# localisation and the whole analysis
+
+
+def resize_maps(cams: np.ndarray, shape: tuple) -> np.ndarray:
+    """Maps ``(N, h, w)`` resized to the image ``(H, W)`` (bilinear, ``jax.image.resize``)."""
+    c = jnp.asarray(cams, jnp.float32)
+    return np.asarray(jax.image.resize(c, (c.shape[0], *shape), method="bilinear"))
+
+
+def region_mass(scaled: np.ndarray, region: tuple, target: np.ndarray) -> dict:
+    """Share of the positive map mass inside ``region = (y0, y1, x0, x1)`` (image pixels), per class.
+
+    Args:
+      scaled: ``(N, H, W)`` maps on the common scale, at image size.  target: ``(N,)``.
+    """
+    y0, y1, x0, x1 = region
+    H, W = scaled.shape[1:]
+    require(0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W,
+            f"--region {y0}:{y1},{x0}:{x1}: outside the {H}x{W} image (expected 0 <= y0 < y1 <= {H}, 0 <= x0 < x1 <= {W})")
+    pos = np.clip(scaled, 0, None)
+    inside = pos[:, y0:y1, x0:x1].sum((1, 2))
+    total = pos.sum((1, 2))
+    frac = np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+    area = (y1 - y0) * (x1 - x0) / (H * W)
+    return {int(c): {"mass_in_region": float(np.nanmean(frac[target == c])), "area_share": float(area),
+                     "n": int((target == c).sum())} for c in np.unique(target)}
+
+
+def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: dict | None = None, *,
+                method: str = "cam", target=None, fractions=(0.05, 0.1, 0.15, 0.25, 0.5, 1.0), n_random: int = 20,
+                correct_only: bool = True, region: tuple | None = None, mapping: str = "linear", seed: int = 0,
+                batch_size: int = 256, class_names=None) -> tuple[dict, dict]:
+    """Integrated feature analysis of one head on one dataset.
+
+    Args:
+      split: the model cut at its layer (:func:`split_at`, ``columns`` = the analysed head).
+      images: ``(N, H, W, C)``; labels: ``(N,)`` true classes of that head.
+      metadata: ``{column: (N,)}`` attributes to locate (``confounders``).
+      target: None (predicted class), an int, or ``"true"`` (the label).
+    Returns:
+      ``(record, arrays)``: the JSON-ready record (``ifa.json``) and arrays for ``ifa_importance.npz``
+      (``importance (N, K)``, ``target``, ``logits``, ``cam_max``, ``cam_min``, ``cams_common``).
+    """
+    y = np.asarray(labels, int)
+    tg = y if isinstance(target, str) and target == "true" else target
+    r = ifa_arrays(split, images, tg, method, batch_size)
+    C = r["logits"].shape[1]
+    if target is not None and not isinstance(target, str):
+        require(0 <= int(target) < C, f"--target {target}: the head has classes 0..{C - 1}")
+    correct = r["logits"].argmax(1) == y
+    keep = correct if correct_only and correct.any() else np.ones(len(y), bool)
+    prof = importance_profile(r["importance"], r["target"], keep)
+    low, high = common_scale(r["cam_max"], r["cam_min"])
+    common = apply_scale(r["cam"], low, high, mapping)
+    cons = {"unscaled": consistency(r["cam"], r["logits"], r["target"]),
+            "common_scale": consistency(common, r["logits"], r["target"]),
+            "per_image_scale": consistency(per_image_scale(r["cam"]), r["logits"], r["target"])}
+    diff = np.max(np.abs(np.stack(list(prof["diff"].values()))), axis=0)
+    dec = decompose(split, images, y, r["weights"], {"importance": prof["overall"], "difference": diff},
+                    fractions, n_random, seed, batch_size)
+    names = list(class_names) if class_names is not None else [str(c) for c in range(C)]
+    rec = {"method": method, "n": int(len(y)), "n_profile": int(keep.sum()), "channels": int(r["importance"].shape[1]),
+           "map_shape": list(r["cam"].shape[1:]), "classes": names,
+           "target": "predicted" if target is None else str(target),
+           "accuracy": float(correct.mean()),
+           "profile": {"overall": prof["overall"].tolist(),
+                       "by_class": {names[c]: v.tolist() for c, v in prof["by_class"].items()},
+                       "difference": {names[c]: v.tolist() for c, v in prof["diff"].items()}, "n": {names[c]: k for c, k in prof["n"].items()}},
+           "principal_channels": {str(k): v for k, v in principal_channels(prof["overall"]).items()},
+           "redundancy": redundancy(r["importance"][keep]),
+           "outliers": [{"row": i, "class": names[c], "distance": d} for i, c, d in outliers(r["importance"][keep], r["target"][keep])],
+           "cam_percentiles": cam_percentiles(r["cam_max"], r["cam_min"]),
+           "scale": {"low": low, "high": high, "mapping": mapping, "low_percentile_of_minima": 50,
+                     "high_percentile_of_maxima": 90},
+           "consistency": {k: {"pearson_r": {names[c]: v for c, v in d.items()}} for k, d in cons.items()},
+           "decomposition": dec["rows"], "full_model": dec["full"], "tolerance": dec["tolerance"],
+           "smallest_sufficient_fraction": dec["smallest_sufficient_fraction"]}
+    if metadata:
+        emb = feature_maps(split, images, batch_size).mean(axis=(1, 2))
+        rec["confounders"] = {}
+        for col, vals in metadata.items():
+            c = confounder_channels(emb, vals, r["importance"], seed=seed)
+            c["contribution"] = c["contribution"].tolist()
+            rec["confounders"][col] = c
+    if region is not None:
+        scaled = apply_scale(resize_maps(r["cam"], images.shape[1:3]), low, high, mapping)
+        rec["localization"] = {names[c]: v for c, v in region_mass(scaled, region, r["target"]).items()}
+        rec["region"] = list(region)
+    arrays = {k: r[k] for k in ("importance", "target", "logits", "cam_max", "cam_min", "weights")}
+    arrays["cams_common"] = common.astype(np.float32)
+    return rec, arrays
