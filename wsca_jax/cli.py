@@ -45,6 +45,17 @@ example:
 """
 
 
+IFA_EXAMPLE = """\
+example:
+  wsca ifa --run runs/busbra_mt --split test --method cam --region 0:8,0:64 --out runs/busbra_mt/ifa
+
+  CAMs (or Grad-CAM, gradient x activation) of the primary head for every image of the split,
+  channel importance profiles, the common intensity scale, feature decomposition against random
+  channel sets, and for every metadata column the channels that carry it and the decision's share
+  on them. Writes ifa.json, ifa_importance.npz, report.html and figures.
+"""
+
+
 REPORT_EXAMPLE = """\
 example:
   wsca report --run results/            # re-renders results/report.html from wsca.json
@@ -175,6 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help=".npz path")
     e.set_defaults(func=cmd_embed)
 
+    f = sub.add_parser("ifa", help="integrated feature analysis of a trained run: where the decision and the metadata live",
+                       epilog=IFA_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("--run", required=True, help="a wsca train run folder")
+    f.add_argument("--split", default="test", choices=["train", "val", "test"])
+    f.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    f.add_argument("--layer", default="last", help="'last' (the maps before pooling) or a backbone submodule name")
+    f.add_argument("--method", default="cam", choices=["cam", "gradcam", "gradxact"])
+    f.add_argument("--target", default="predicted", help="predicted (default), true, or a class index")
+    f.add_argument("--fractions", default="0.05,0.1,0.15,0.25,0.5,1", help="channel fractions for the decomposition")
+    f.add_argument("--random-masks", type=int, default=20, help="random channel masks per fraction (default 20)")
+    f.add_argument("--tasks", help="metadata columns to locate (default: every other column with 2-20 classes)")
+    f.add_argument("--region", help="y0:y1,x0:x1 image pixels: map mass inside it per class (a known confounder)")
+    f.add_argument("--all-samples", action="store_true", help="profiles over all samples (default: correctly classified)")
+    f.add_argument("--mapping", default="linear", choices=["linear", "tanh"], help="common-scale mapping")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--data-dir")
+    f.add_argument("--tfds-dir")
+    f.add_argument("--no-figures", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="(no progress is shown; accepted for symmetry)")
+    f.add_argument("--out", required=True, help="output folder")
+    f.set_defaults(func=cmd_ifa)
+
     r = sub.add_parser("report", help="render report.html from a wsca.json folder",
                        epilog=REPORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--run", required=True, help="folder with wsca.json (an analyze or demo condition output)")
@@ -243,6 +276,54 @@ def cmd_embed(args) -> int:
     save_embeddings(args.out, arrays)
     print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
           f"{', '.join(k[5:] for k in arrays if k.startswith('head_'))}")
+    return 0
+
+
+def cmd_ifa(args) -> int:
+    from .data import prepare_dataset
+    from .errors import require
+    from .ifa import ifa_for_run, parse_region
+    from .io import check_out_dir
+    from .report import write_ifa_outputs
+    from .train import read_run_json
+
+    check_out_dir(args.out)
+    rec = read_run_json(args.run)
+    try:
+        fractions = [float(v) for v in args.fractions.split(",")]
+    except ValueError:
+        fractions = []
+    require(fractions and all(0 < v <= 1 for v in fractions),
+            f"--fractions {args.fractions!r}: expected comma-separated numbers in (0, 1]")
+    require(args.random_masks >= 1, f"--random-masks must be at least 1, found {args.random_masks}")
+    target = None if args.target == "predicted" else "true" if args.target == "true" else None
+    if args.target not in ("predicted", "true"):
+        require(args.target.lstrip("-").isdigit(), f"--target {args.target!r}: expected predicted, true or a class index")
+        target = int(args.target)
+        n_cls = len(rec["tasks"][0]["classes"])
+        require(0 <= target < n_cls, f"--target {target}: the primary head has classes 0..{n_cls - 1}")
+    region = parse_region(args.region)
+    if region is not None:
+        h, w = rec["image_shape"][:2]
+        y0, y1, x0, x1 = region
+        require(0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w,
+                f"--region {args.region}: outside the {h}x{w} image (expected 0 <= y0 < y1 <= {h}, 0 <= x0 < x1 <= {w})")
+    split_seed = rec.get("split_seed")
+    ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
+                         seed=rec["config"].get("seed", 0) if split_seed is None else split_seed)
+    out, arrays, images = ifa_for_run(args.run, ds, args.split, args.checkpoint, args.layer,
+                                      tasks=_csv(args.tasks) or None, method=args.method, target=target,
+                                      fractions=fractions, n_random=args.random_masks,
+                                      correct_only=not args.all_samples, region=region, mapping=args.mapping,
+                                      seed=args.seed)
+    write_ifa_outputs(out, arrays, images, args.out, figures=not args.no_figures)
+    for c, r in out["consistency"]["unscaled"]["pearson_r"].items():
+        print(f"CAM-logit consistency, class {c}: r = {'n/a' if r is None else f'{r:.4f}'}")
+    print(f"smallest sufficient channel fraction: {out['smallest_sufficient_fraction']}")
+    for t, c in out.get("confounders", {}).items():
+        print(f"{t}: {len(c['channels'])} channels carry it; decision share {c['decision_share']:.3f} "
+              f"(random sets {c['random_share_mean']:.3f}, p = {c['p_value']:.3f})")
+    print(f"wrote {args.out}/ifa.json and report.html")
     return 0
 
 

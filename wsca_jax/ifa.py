@@ -510,3 +510,59 @@ def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: 
     arrays = {k: r[k] for k in ("importance", "target", "logits", "cam_max", "cam_min", "weights")}
     arrays["cams_common"] = common.astype(np.float32)
     return rec, arrays
+
+
+def parse_region(text: str | None) -> tuple | None:
+    """``"y0:y1,x0:x1"`` -> ``(y0, y1, x0, x1)`` ints."""
+    if text is None:
+        return None
+    try:
+        ys, xs = text.split(",")
+        y0, y1 = (int(v) for v in ys.split(":"))
+        x0, x1 = (int(v) for v in xs.split(":"))
+    except ValueError:
+        raise WscaInputError(f"--region {text!r}: expected y0:y1,x0:x1 in image pixels") from None
+    return y0, y1, x0, x1
+
+
+def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "best", layer: str = "last",
+                tasks=None, **kw) -> tuple[dict, dict, np.ndarray]:
+    """:func:`analyze_ifa` of a ``wsca train`` run's primary head on one split of its dataset.
+
+    Args:
+      dataset: the run's :class:`~wsca_jax.data.ImageDataset`.  layer: ``last`` (the backbone's
+        output, the maps before pooling) or the name of a submodule of the backbone.
+      tasks: metadata columns to locate (default: every other column with 2-20 classes).
+    Returns: ``(record, arrays, images)``.
+    """
+    from .tasks import encode_categorical
+    from .train import encode_labels, load_run
+
+    model, params, rec = load_run(run_dir, which)
+    require(rec["config"]["setting"] != "pooling", "IFA needs feature maps followed by pooling and a linear head; "
+                                                   "a --setting pooling run has its own evidence map (not supported yet)")
+    sub = dataset.select_split(split_name)
+    require(len(sub) > 0, f"--split {split_name}: the dataset has no {split_name} rows")
+    primary = rec["primary"]
+    classes = rec["tasks"][0]["classes"]
+    y, specs = encode_labels(sub.columns, [primary])
+    require(list(specs[0].classes) == list(classes),
+            f"--split {split_name}: primary classes {list(specs[0].classes)} differ from the run's {list(classes)}")
+    keep = y[:, 0] >= 0
+    images, labels = sub.images[keep], y[keep, 0]
+    meta = {}
+    names = tasks if tasks is not None else [c for c in sub.columns if c != primary]
+    for c in names:
+        require(c in sub.columns, f"--tasks: column {c!r} not in the dataset (columns: {', '.join(sub.columns)})")
+        lab, cl = encode_categorical(pd_series(np.asarray(sub.columns[c])[keep]))
+        if 2 <= len(cl) <= 20:
+            meta[c] = lab
+    split = split_at(model, params, "backbone" if layer == "last" else layer, columns=(0, len(classes)))
+    out, arrays = analyze_ifa(split, images, labels, meta, class_names=[str(c) for c in classes], **kw)
+    out.update(layer=layer, run=run_dir, checkpoint=which, split=split_name, primary=primary)
+    return out, arrays, images
+
+
+def pd_series(values):
+    import pandas as pd
+    return pd.Series(values)
