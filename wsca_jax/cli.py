@@ -235,17 +235,30 @@ def cmd_train(args) -> int:
     from .data import prepare_dataset
     from .data.sources import NAMED_DATASETS
     from .errors import require
-    from .train import TrainConfig, check_config, check_run_folder, fit
+    from .data.tfds_builder import fingerprint
+    from .train import TrainConfig, check_config, check_data, check_run_folder, fit, read_run_json
 
     cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, seed=args.seed)
     check_config(cfg)                                   # before reading the data: fail in a second, not minutes
     check_run_folder(args.out, args.resume, args.overwrite)
     require(args.split_seed >= 0, f"--split-seed must be an integer >= 0, found {args.split_seed}")
-    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.split_seed)
+    old = read_run_json(args.out, "--resume:") if args.resume else {}
+    if args.resume and "split_seed" not in old:          # a run from before --split-seed: its split used --seed
+        args.split_seed = int(old["config"].get("seed", 0))
+    seen = {}
+
+    def check(d):                                        # on the source, before the TFDS copy is written
+        check_data(d, args.primary, _csv(args.tasks), cfg)
+        seen["fp"] = fingerprint(d)
+        was = old.get("data_fingerprint")
+        require(was is None or was == seen["fp"], f"--resume: the data differ from those the run was trained on "
+                f"(content fingerprint {seen['fp']} != {was}: another file, another split or another --split-seed)")
+    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.split_seed, check=check)
     source = args.dataset if args.dataset in NAMED_DATASETS else os.path.abspath(args.dataset)
     rec = fit(ds, args.primary, _csv(args.tasks), cfg, args.out, resume=args.resume, progress=_progress(args),
-              dataset_source=source, overwrite=args.overwrite, split_seed=args.split_seed)
+              dataset_source=source, overwrite=args.overwrite, split_seed=args.split_seed,
+              data_fingerprint=seen["fp"])
     last = rec["history"][-1]["val"] if rec["history"] else {}
     for name, m in last.items():
         print(f"val {name}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f}, "
@@ -263,16 +276,22 @@ def cmd_embed(args) -> int:
     from .embed import embed, save_embeddings
     from .errors import require
 
+    from .data.tfds_builder import fingerprint
     from .io import check_out_file
-    from .train import read_run_json
+    from .train import load_run, read_run_json
 
     check_out_file(args.out, ".npz", "--out")
     rec = read_run_json(args.run)
     require(isinstance(rec.get("dataset_source"), str), f"--run {args.run}/run.json: no dataset_source")
+    loaded = load_run(args.run, args.checkpoint)      # verify the checkpoint before preparing any data
     split_seed = rec.get("split_seed")                # runs before --split-seed drew the split with --seed
+    def check(d):                                       # the data the run was trained on (same content hash)
+        was, now = rec.get("data_fingerprint"), fingerprint(d)
+        require(was is None or was == now, f"--run {args.run}: the dataset {rec['dataset_source']} differs from the "
+                                           f"one the run was trained on (content fingerprint {now} != {was})")
     ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
-                         seed=rec["config"].get("seed", 0) if split_seed is None else split_seed)
-    arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps)
+                         seed=rec["config"].get("seed", 0) if split_seed is None else split_seed, check=check)
+    arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps, loaded=loaded)
     save_embeddings(args.out, arrays)
     print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
           f"{', '.join(k[5:] for k in arrays if k.startswith('head_'))}")
@@ -333,8 +352,7 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     require(os.path.isdir(args.run), f"--run {args.run}: no such folder")
-    if args.out is not None:
-        check_out_file(args.out, ".html", "--out")
+    check_out_file(args.out or os.path.join(args.run, "report.html"), ".html", "--out")
     path = write_report(args.run, args.out)
     print(f"wrote {path}")
     return 0
@@ -515,12 +533,33 @@ def _route_warnings(command: str) -> None:
 
     from .errors import WscaWarning
 
+    import logging
+
+    import pandas as pd
+
     warnings.simplefilter("ignore")
     warnings.simplefilter("always", WscaWarning)
+    warnings.filterwarnings("always", category=UserWarning, module=r"wsca_jax\.")      # our caveats
+    warnings.filterwarnings("always", category=pd.errors.DtypeWarning)                # mixed-type columns
 
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"wsca {command}: warning: {message}", file=sys.stderr, flush=True)
+        print(f"wsca {command}: warning: {str(message).splitlines()[0]}", file=sys.stderr, flush=True)
     warnings.showwarning = show
+    _quiet_failed_reads(logging)
+
+
+def _quiet_failed_reads(logging) -> None:
+    """When an Orbax restore fails, reads still in flight call back into its closed asyncio loop:
+    Python prints each "Event loop is closed" as an unraisable exception and asyncio logs every
+    failed read. The failure itself is reported once, as one line; drop those (CLI only)."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    previous = sys.unraisablehook
+
+    def hook(u):
+        if isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value):
+            return
+        previous(u)
+    sys.unraisablehook = hook
 
 
 def main(argv=None) -> int:

@@ -60,8 +60,8 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
     require(not os.path.exists(out) or os.path.isdir(out), f"--out {out}: exists and is not a folder")
     require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
     ds, spec, note = demo_data(dataset, data_dir)
-    say = print if progress else (lambda *a, **k: None)
-    say(f"wsca demo: {note}")
+    say = print if progress else (lambda *a, **k: None)            # progress; results print either way
+    print(f"wsca demo: {note}")
     epochs = epochs or DEFAULT_EPOCHS.get(spec.dataset, 20)
     require(epochs >= 1, f"--epochs must be at least 1, found {epochs}")
     cfg = TrainConfig(epochs=epochs, batch_size=32, seed=seed, task_weights=MT_TASK_WEIGHTS,
@@ -79,7 +79,8 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
             results[(cond, setting)] = r
             summary.setdefault(cond, {})[setting] = _m(r["metrics"])
             if permutations:
-                say(f"    {verdict(r['metrics'])}; primary test AUROC {r['metrics']['primary_auroc']:.3f}")
+                print(f"{cond} / {setting}: {verdict(r['metrics'])}; primary test AUROC "
+                      f"{r['metrics']['primary_auroc']:.3f}")
     record = {"dataset": spec.dataset, "conditions": summary,
               "settings": {"primary": spec.primary, "confounder": spec.confounder, "strengths": CONDITIONS,
                            "epochs": epochs, "bootstrap": bootstrap, "permutations": permutations, "seed": seed,
@@ -98,7 +99,7 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
             f.write(render_demo_html(record, {k: v["result"] for k, v in results.items()}, designs, spec.confounder))
 
     atomic_folder(out, fill)
-    say(f"wrote {out}/report.html and {out}/summary.json ({time.time() - t0:.0f} s)")
+    print(f"wrote {out}/report.html and {out}/summary.json ({time.time() - t0:.0f} s)")
     return record
 
 

@@ -13,15 +13,17 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 def embed(run_dir: str, dataset, split: str = "train", which: str = "best", feature_maps: bool = False,
-          batch_size: int = 256) -> dict:
+          batch_size: int = 256, loaded=None) -> dict:
     """Batched jit extraction for one split.
+
+    ``loaded``: ``load_run(run_dir, which)`` already done (the CLI verifies the checkpoint first).
 
     Returns:
       dict for ``np.savez``: ``embeddings (N, D)``, ``head_<task> (C_t, D)`` for every trained head,
       one ``(N,)`` array per metadata column, ``group``, and ``feature_maps (N, h, w, F)`` when asked.
     """
     require(split in SPLIT_CODES, f"--split must be train, val or test, found {split!r}")
-    model, params, record = load_run(run_dir, which)
+    model, params, record = load_run(run_dir, which) if loaded is None else loaded
     require(list(dataset.images.shape[1:]) == record["image_shape"],
             f"--run {run_dir}: trained on images {record['image_shape']}, dataset has {list(dataset.images.shape[1:])}")
     sub = dataset.select_split(split)

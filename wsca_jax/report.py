@@ -331,13 +331,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_orphans(parent: str, prefix: str) -> None:
-    """Remove ``prefix<pid>-*`` folders left by a run that was killed while writing (its pid is gone)."""
+def _remove_orphans(parent: str, prefix: str, min_age_s: float = 60.0) -> None:
+    """Remove ``<prefix><pid>-<random>`` folders left by a run that was killed while writing: the
+    name matches this output exactly, its process is gone, and it is older than ``min_age_s`` (a
+    process on another host sharing the folder still gets a minute)."""
+    import time
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[A-Za-z0-9_]{8}")
     for name in os.listdir(parent):
-        if name.startswith(prefix):
-            pid = name[len(prefix):].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        m = pattern.fullmatch(name)
+        path = os.path.join(parent, name)
+        if m and not _alive(int(m.group(1))) and time.time() - os.path.getmtime(path) > min_age_s:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def atomic_folder(out_dir: str, fill, stale=lambda name: False) -> list[str]:

@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from .errors import WscaInputError, WscaWarning, require
+from .data.tfds_builder import fingerprint
 from .io import atomic_write_text, check_out_dir
 from .metrics import classification_metrics
 from .progress import progress_bar
@@ -195,23 +196,15 @@ def tree_digest(tree) -> str:
     return h.hexdigest()
 
 
-def _quiet_closed_loop_callbacks() -> None:
-    """When an Orbax restore fails, reads still in flight call back into its closed asyncio loop and
-    Python prints each "Event loop is closed" as an unraisable exception, and asyncio logs every
-    failed read ("Task exception was never retrieved"): drop those (the failure is reported once)."""
-    import logging
-    import sys
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    previous = sys.unraisablehook
-    if getattr(previous, "_wsca", False):
-        return
+class CheckpointError(WscaInputError):
+    """A checkpoint that cannot be used; ``damaged``: its files are wrong (not a transient failure)."""
 
-    def hook(u):
-        if isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value):
-            return
-        previous(u)
-    hook._wsca = True
-    sys.unraisablehook = hook
+    def __init__(self, message: str, damaged: bool = True):
+        super().__init__(message)
+        self.damaged = damaged
+
+
+_TRANSIENT = ("RESOURCE_EXHAUSTED", "Too many open files", "UNAVAILABLE", "DEADLINE_EXCEEDED", "Cannot allocate memory")
 
 
 def restore_verified(mngr, step: int, target, digests: dict | None, where: str):
@@ -224,19 +217,20 @@ def restore_verified(mngr, step: int, target, digests: dict | None, where: str):
     Raises:
       WscaInputError: one line naming the checkpoint when it cannot be read or does not verify.
     """
-    _quiet_closed_loop_callbacks()
     try:
         restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as e:             # damaged or missing files: tensorstore/Orbax errors of many kinds
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise WscaInputError(f"{where} epoch {step}: checkpoint cannot be read ({type(e).__name__}: {first})") from None
+        transient = isinstance(e, MemoryError) or any(k in str(e) for k in _TRANSIENT)
+        raise CheckpointError(f"{where} epoch {step}: checkpoint cannot be read ({type(e).__name__}: {first})",
+                              damaged=not transient) from None
     want = None if digests is None else digests.get(str(step))
     if digests is not None and want is None:
-        raise WscaInputError(f"{where} epoch {step}: no digest in run.json for this checkpoint (not written by "
-                             "this run, or the run was interrupted while saving it)")
+        raise CheckpointError(f"{where} epoch {step}: no digest in run.json for this checkpoint (not written by "
+                              "this run)", damaged=True)
     if want is not None and tree_digest(restored) != want:
-        raise WscaInputError(f"{where} epoch {step}: the checkpoint's parameters do not match the digest written "
-                             "at save time (damaged files)")
+        raise CheckpointError(f"{where} epoch {step}: the checkpoint's parameters do not match the digest written "
+                              "at save time (damaged or replaced files)", damaged=True)
     return restored
 
 
@@ -252,11 +246,41 @@ def read_run_json(run_dir: str, what: str = "--run") -> dict:
     keys = ("config", "primary", "tasks", "image_shape", "history")
     missing = [k for k in keys if not isinstance(rec, dict) or k not in rec]
     require(not missing, f"{what} {path}: not a wsca run record (missing {', '.join(missing)})")
+    ok = (isinstance(rec["config"], dict) and isinstance(rec["primary"], str) and isinstance(rec["history"], list)
+          and isinstance(rec["tasks"], list) and rec["tasks"]
+          and all(isinstance(t, dict) and isinstance(t.get("classes"), list) for t in rec["tasks"])
+          and isinstance(rec["image_shape"], list) and all(isinstance(v, int) and v > 0 for v in rec["image_shape"]))
+    require(ok, f"{what} {path}: not a wsca run record (config, primary, tasks, image_shape or history of the "
+                "wrong type)")
     return rec
 
 
-def _is_run_folder(run_dir: str) -> bool:
-    return os.path.isfile(os.path.join(run_dir, "run.json")) or os.path.isdir(os.path.join(run_dir, "ckpt"))
+RUN_ENTRIES = ("run.json", "ckpt", "ckpt_damaged")
+
+
+def _clear_run(run_dir: str) -> None:
+    """``--overwrite``: remove the old run's record and checkpoints (only those); say what is kept."""
+    for name in RUN_ENTRIES:
+        p = os.path.join(run_dir, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        elif os.path.lexists(p):
+            os.remove(p)
+    kept = sorted(os.listdir(run_dir))
+    if kept:
+        warnings.warn(f"--overwrite {run_dir}: kept {len(kept)} other entries ({', '.join(kept[:3])}"
+                      f"{' ...' if len(kept) > 3 else ''}); they belong to the replaced run", WscaWarning, stacklevel=3)
+
+
+def _set_aside(run_dir: str, which: str, step: int) -> None:
+    """Move a damaged checkpoint out of Orbax's folder into ``RUN/ckpt_damaged/<which>-<epoch>``."""
+    src = os.path.join(run_dir, "ckpt", which, str(step))
+    dst_dir = os.path.join(run_dir, "ckpt_damaged")
+    os.makedirs(dst_dir, exist_ok=True)
+    dst = os.path.join(dst_dir, f"{which}-{step}")
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    os.replace(src, dst)
 
 
 def check_run_folder(run_dir: str, resume: bool = False, overwrite: bool = False) -> None:
@@ -271,13 +295,19 @@ def check_run_folder(run_dir: str, resume: bool = False, overwrite: bool = False
         read_run_json(run_dir, "--resume:")
         steps = os.path.join(run_dir, "ckpt", "latest")
         require(os.path.isdir(steps) and any(n.isdigit() for n in os.listdir(steps)),
-                f"--resume: no checkpoint in {run_dir}/ckpt/latest (nothing to continue; train without --resume)")
+                f"--resume: no checkpoint in {run_dir}/ckpt/latest (nothing to continue; start again with --overwrite)")
         return
     if os.path.isdir(run_dir) and os.listdir(run_dir):
         require(overwrite, f"--out {run_dir}: already holds files (a run folder belongs to one training); "
                            "continue that run with --resume, replace it with --overwrite, or choose a new folder")
-        require(_is_run_folder(run_dir), f"--overwrite {run_dir}: holds files that are not a wsca run "
-                                         "(no run.json or ckpt/); refusing to clear it")
+        require(not os.path.islink(run_dir), f"--overwrite {run_dir}: is a symbolic link; refusing to clear it")
+        here, target = os.path.realpath(os.getcwd()), os.path.realpath(run_dir)
+        require(not (here == target or here.startswith(target + os.sep)),
+                f"--overwrite {run_dir}: is the current folder or contains it; refusing to clear it")
+        try:
+            read_run_json(run_dir, "--overwrite")
+        except WscaInputError as e:
+            raise WscaInputError(f"{e}; refusing to clear a folder that is not a wsca run") from None
 
 
 def _first_best(history: list, primary: str) -> int | None:
@@ -285,6 +315,55 @@ def _first_best(history: list, primary: str) -> int | None:
     scored = [(h["val"].get(primary, {}).get("auroc"), h["epoch"]) for h in history]
     scored = [(a, e) for a, e in scored if a is not None]
     return None if not scored else min(e for a, e in scored if a == max(a for a, _ in scored))
+
+
+def _fault(point: str, epoch: int) -> None:
+    """Fault injection for the crash tests: ``WSCA_FAULT=point:epoch`` kills the process (SIGKILL) at
+    that point of that epoch; ``point:epoch:raise`` raises :class:`InjectedFault` instead (in-process)."""
+    spec = os.environ.get("WSCA_FAULT", "")
+    if spec and spec.split(":")[:2] == [point, str(epoch)]:
+        if spec.endswith(":raise"):
+            raise InjectedFault(spec)
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InjectedFault(BaseException):
+    """Raised by :func:`_fault` (a simulated crash; not an error of the user's)."""
+
+
+def _resumed_best(latest, best, best_epoch, step, restored, target, record, primary, run_dir) -> dict | None:
+    """After a resume, make ``record["best"]`` and ``ckpt/best`` agree (the first epoch with the
+    highest validation AUROC among the epochs kept). A best checkpoint newer than the resumed epoch is
+    set aside (it is trained again); a best epoch whose checkpoint is gone is restored from the kept
+    latest epochs when one holds it, else its AUROC stays the bar later epochs must beat."""
+    hist = {h["epoch"]: h for h in record["history"]}
+    if best_epoch is not None and best_epoch not in hist:
+        _set_aside(run_dir, "best", best_epoch)
+        best.reload()
+        best_epoch = None
+    first = _first_best(record["history"], primary)
+    if first is None:
+        return None
+    score = hist[first]["val"][primary]["auroc"]
+    if best_epoch == first:
+        return {"epoch": first, "val_auroc": score}
+    source = restored if first == step else None
+    if source is None and first in latest.all_steps():
+        try:
+            source = restore_verified(latest, first, target, record["digests"], f"{run_dir}/ckpt/latest")
+        except CheckpointError:
+            source = None
+    if source is None:
+        warnings.warn(f"{run_dir}: the best epoch {first}'s checkpoint is gone; a later epoch becomes the best "
+                      f"checkpoint only if it beats validation AUROC {score:.4f}", WscaWarning, stacklevel=3)
+        return {"epoch": first, "val_auroc": score, "checkpoint": None}
+    if best_epoch is not None:
+        _set_aside(run_dir, "best", best_epoch)
+        best.reload()
+    best.save(first, args=ocp.args.StandardSave(source))
+    best.wait_until_finished()
+    return {"epoch": first, "val_auroc": score}
 
 
 def _settings_diff(old: dict, new: dict) -> str:
@@ -295,26 +374,32 @@ def _settings_diff(old: dict, new: dict) -> str:
 
 def _resume_from(latest, best, run_dir: str, target, old: dict) -> tuple:
     """The newest latest checkpoint that verifies -> ``(restored, epoch, best_epoch)``; damaged newer
-    epochs are deleted with a warning. ``best_epoch``: the best checkpoint's epoch if it verifies."""
+    epochs are moved to ``ckpt_damaged/`` with a warning (a transient read failure stops instead).
+    ``best_epoch``: the best checkpoint's epoch if it verifies."""
     digests = old.get("digests")
     damaged = []
     for step in sorted(latest.all_steps(), reverse=True):
         try:
             restored = restore_verified(latest, step, target, digests, f"{run_dir}/ckpt/latest")
-        except WscaInputError as e:
+        except CheckpointError as e:
+            if not e.damaged:                     # a transient failure (memory, files): stop, change nothing
+                raise
             damaged.append((step, str(e)))
             continue
-        for bad, why in damaged:                  # only now that a good epoch exists: drop the bad ones
-            warnings.warn(f"{why}; falling back to the previous checkpoint", WscaWarning, stacklevel=3)
-            shutil.rmtree(os.path.join(run_dir, "ckpt", "latest", str(bad)), ignore_errors=True)
+        for bad, why in damaged:                  # only now that a good epoch exists: set the bad ones aside
+            warnings.warn(f"{why}; falling back to the previous checkpoint (moved to ckpt_damaged/)", WscaWarning,
+                          stacklevel=3)
+            _set_aside(run_dir, "latest", bad)
         best_epoch = best.latest_step()
         if best_epoch is not None:
             try:
                 restore_verified(best, best_epoch, target, digests, f"{run_dir}/ckpt/best")
-            except WscaInputError as e:
-                warnings.warn(f"{e}; the best checkpoint is chosen again from the resumed epochs", WscaWarning,
+            except CheckpointError as e:
+                if not e.damaged:
+                    raise
+                warnings.warn(f"{e}; the best checkpoint is chosen again (moved to ckpt_damaged/)", WscaWarning,
                               stacklevel=3)
-                shutil.rmtree(os.path.join(run_dir, "ckpt", "best", str(best_epoch)), ignore_errors=True)
+                _set_aside(run_dir, "best", best_epoch)
                 best_epoch = None
         latest.reload()
         best.reload()
@@ -338,9 +423,20 @@ def check_config(cfg: TrainConfig) -> None:
     require(isinstance(cfg.seed, (int, np.integer)) and cfg.seed >= 0, f"--seed must be an integer >= 0, found {cfg.seed}")
 
 
+def check_data(dataset, primary: str, tasks: Sequence[str], cfg: TrainConfig) -> tuple:
+    """The data can train this model: columns, classes, training rows -> ``encode_labels``'s output."""
+    names = [primary] + ([t for t in tasks if t != primary] if cfg.setting == "multi_task" else [])
+    labels, specs = encode_labels(dataset.columns, names)
+    require(cfg.setting != "pooling" or len(specs[0].classes) == 2, "--setting pooling needs a binary primary task")
+    n_train = int((dataset.split == 0).sum())
+    require(n_train >= cfg.batch_size, f"training split has {n_train} images, fewer than --batch-size {cfg.batch_size}")
+    return labels, specs
+
+
 def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = TrainConfig(), run_dir: str = "run",
         resume: bool = False, progress: bool = True, max_epochs: int | None = None,
-        dataset_source: str | None = None, overwrite: bool = False, split_seed: int | None = None) -> dict:
+        dataset_source: str | None = None, overwrite: bool = False, split_seed: int | None = None,
+        data_fingerprint: str | None = None) -> dict:
     """Train a model on ``dataset`` (an :class:`~wsca_jax.data.ImageDataset`) and checkpoint it.
 
     Args:
@@ -351,18 +447,17 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
       max_epochs: stop after this many epochs in this call (to test interruption), else ``cfg.epochs``.
       dataset_source: how to load the dataset again (name or path), stored for ``wsca embed``.
       split_seed: the seed that drew the split (datasets without a ``split`` array), stored likewise.
+      data_fingerprint: the content hash of the data as read from the source (``wsca train`` passes
+        it; default: the hash of ``dataset``); a resume must see the same.
     Returns:
       the run record (``run.json`` contents).
     """
     check_config(cfg)
     check_run_folder(run_dir, resume, overwrite)
-    names = [primary] + ([t for t in tasks if t != primary] if cfg.setting == "multi_task" else [])
-    labels, specs = encode_labels(dataset.columns, names)
+    labels, specs = check_data(dataset, primary, tasks, cfg)
     head_classes = tuple(len(s.classes) for s in specs)
-    require(cfg.setting != "pooling" or head_classes[0] == 2, "--setting pooling needs a binary primary task")
     tr = dataset.split == 0
     va = dataset.split == 1
-    require(tr.sum() >= cfg.batch_size, f"training split has {int(tr.sum())} images, fewer than --batch-size {cfg.batch_size}")
     x_tr, y_tr = dataset.images[tr], labels[tr]
     steps_per_epoch = len(x_tr) // cfg.batch_size
     model = WscaModel(head_classes=head_classes, setting=cfg.setting, backbone=cfg.backbone,
@@ -379,7 +474,8 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
 
     record = {"config": dataclasses.asdict(cfg), "primary": primary, "tasks": [dataclasses.asdict(s) for s in specs],
               "dataset": dataset.name, "dataset_source": dataset_source or dataset.name, "image_shape": list(dataset.images.shape[1:]), "history": [],
-              "best": None, "digests": {}, "split_seed": split_seed}
+              "best": None, "digests": {}, "split_seed": split_seed,
+              "data_fingerprint": data_fingerprint or fingerprint(dataset)}
     start_epoch = 0
     if resume:
         old = read_run_json(run_dir, "--resume:")
@@ -387,6 +483,10 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
         require(not diff, f"--resume: the run folder was made with other settings ({diff})")
         require(old["primary"] == primary and old["tasks"] == json.loads(json.dumps(record["tasks"])),
                 f"--resume: the run folder was trained on {old['primary']!r} with other heads")
+        was = old.get("data_fingerprint")
+        require(was is None or was == record["data_fingerprint"],
+                f"--resume: the data differ from those the run was trained on (content fingerprint "
+                f"{record['data_fingerprint']} != {was}: another file, another split or another --split-seed)")
         latest, best = _ckpt_managers(run_dir)
         target = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
         restored, step, best_epoch = _resume_from(latest, best, run_dir, target, old)
@@ -399,21 +499,10 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
             record["digests"][str(step)] = tree_digest(restored)
             if best_epoch is not None:
                 record["digests"][str(best_epoch)] = tree_digest(best.restore(best_epoch, args=ocp.args.StandardRestore(target)))
-        hist = {h["epoch"]: h for h in record["history"]}
-        if best_epoch is not None and best_epoch in hist:
-            record["best"] = {"epoch": best_epoch, "val_auroc": hist[best_epoch]["val"][primary]["auroc"]}
-        elif best_epoch is not None:               # a best epoch the resumed run will train again
-            shutil.rmtree(os.path.join(run_dir, "ckpt", "best", str(best_epoch)), ignore_errors=True)
-            best.reload()
-        first = _first_best(record["history"], primary)
-        if first is not None and first == step and (record["best"] or {}).get("epoch") != step:
-            # killed between saving latest and best of this epoch: the resumed weights are that best
-            best.save(step, args=ocp.args.StandardSave(restored))
-            best.wait_until_finished()
-            record["best"] = {"epoch": step, "val_auroc": hist[step]["val"][primary]["auroc"]}
+        record["best"] = _resumed_best(latest, best, best_epoch, step, restored, target, record, primary, run_dir)
     else:
         if os.path.isdir(run_dir) and os.listdir(run_dir):      # --overwrite (checked above)
-            shutil.rmtree(run_dir)
+            _clear_run(run_dir)
         os.makedirs(run_dir, exist_ok=True)
         latest, best = _ckpt_managers(run_dir)
     end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
@@ -444,11 +533,14 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
         if improved:
             record["best"] = {"epoch": epoch, "val_auroc": score}
         _write_json(os.path.join(run_dir, "run.json"), record)   # the digest exists before the checkpoint does
+        _fault("run_json", epoch)
         latest.save(epoch, args=ocp.args.StandardSave(payload))
+        latest.wait_until_finished()
+        _fault("latest", epoch)
         if improved:
             best.save(epoch, args=ocp.args.StandardSave(payload))
-        latest.wait_until_finished()
-        best.wait_until_finished()
+            best.wait_until_finished()
+        _fault("best", epoch)
     bar.close()
     elapsed = time.time() - t0
     record["throughput_images_per_s"] = seen / elapsed if elapsed > 0 else None
@@ -489,15 +581,24 @@ def load_run(run_dir: str, which: str = "best"):
     except (TypeError, KeyError) as e:
         raise WscaInputError(f"--run {run_dir}/run.json: config not understood ({type(e).__name__}: {e})") from None
     folder = os.path.join(run_dir, "ckpt", which)
-    require(os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder)),
-            f"--run {run_dir}: no {which} checkpoint in {folder}"
-            + (" (no epoch had a validation AUROC); use --checkpoint latest" if which == "best" else ""))
+    named = (record.get("best") or {}).get("epoch") if which == "best" else (
+        record["history"][-1]["epoch"] if record["history"] else None)
+    if not (os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))):
+        why = (" (no epoch had a validation AUROC); use --checkpoint latest" if which == "best" and named is None
+               else f" (run.json names epoch {named}: an interrupted or damaged run; continue it with "
+                    "wsca train --resume, or use the other --checkpoint)")
+        raise WscaInputError(f"--run {run_dir}: no {which} checkpoint in {folder}{why}")
     model = WscaModel(head_classes=head_classes, setting=cfg.setting, backbone=cfg.backbone, widths=cfg.widths)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.uint8))["params"]
     latest, best = _ckpt_managers(run_dir, read_only=True)
     mngr = best if which == "best" else latest
     step = mngr.latest_step()
     require(step is not None, f"--run {run_dir}: no {which} checkpoint in {folder}")
+    if named is not None and step != named:
+        latest.close()
+        best.close()
+        raise WscaInputError(f"--run {run_dir}: run.json names {which} epoch {named} but {folder} holds epoch {step} "
+                             "(an interrupted run: continue it with wsca train --resume)")
     opt = make_optimizer(cfg, 1).init(params)
     try:
         restored = restore_verified(mngr, step, {"params": params, "opt_state": opt, "step": jnp.asarray(0)},

@@ -122,12 +122,16 @@ def tfds_dir(arg: str | None = None) -> str:
 
 
 def prepare_dataset(source: str, data_dir_arg: str | None = None, tfds_dir_arg: str | None = None,
-                    seed: int = 0) -> ImageDataset:
+                    seed: int = 0, check=None) -> ImageDataset:
     """Read ``source`` (a dataset name or path), store it as an array_record TFDS dataset (once per
-    content) and return it as read back from TFDS -- the path ``wsca train`` and ``wsca embed`` take."""
+    content) and return it as read back from TFDS -- the path ``wsca train`` and ``wsca embed`` take.
+
+    ``check(ds)``: called on the source before anything is written (bad columns fail in a second)."""
     from .sources import load_dataset
 
     ds = load_dataset(source, data_dir_arg, seed=seed)
+    if check is not None:
+        check(ds)
     return load_tfds(build_tfds(ds, tfds_dir(tfds_dir_arg)), name=ds.name)
 
 
