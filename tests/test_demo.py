@@ -76,3 +76,11 @@ def test_artefact_design_moves_the_stamped_share():
         changed = (cd.images != ds.images).reshape(len(ds), -1).any(1)
         assert not changed[~stamped].any()
     np.testing.assert_allclose(shares, [(0.5, 0.5), (0.25, 0.75), (0.1, 0.9)], atol=0.01)
+
+
+def test_demo_report_renders_in_chromium(chromium, demo_dir, tmp_path):
+    """In this file (not test_report_browser.py) so that the session's one demo run is shared: pytest-xdist
+    runs each file on one worker, and a session fixture used from two files would run twice."""
+    from test_report_browser import check_renders
+    out, record = demo_dir
+    check_renders(chromium, out / "report.html", tmp_path, min_figures=2 + 2 * 4)

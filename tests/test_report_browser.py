@@ -66,8 +66,3 @@ def test_analysis_report_renders_in_chromium(chromium, tmp_path):
     write_outputs(res, str(out))
     # per task: heatmap + distributions; plus encoded-vs-used
     check_renders(chromium, out / "report.html", tmp_path, min_figures=1 + 2 * len(res.tasks))
-
-
-def test_demo_report_renders_in_chromium(chromium, demo_dir, tmp_path):
-    out, record = demo_dir
-    check_renders(chromium, out / "report.html", tmp_path, min_figures=2 + 2 * 4)

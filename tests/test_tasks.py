@@ -61,7 +61,7 @@ def test_forced_kinds_and_errors():
     assert ts.tasks[0].kind == "binned" and ts.tasks[0].n_classes == 3
     with pytest.raises(WscaInputError, match="'nope' not in metadata"):
         build_tasks(df, "label", tasks=["nope"])
-    with pytest.raises(WscaInputError, match="--bins must be at least 2"):
+    with pytest.raises(WscaInputError, match="--bins must be an integer from 2 to 50"):
         build_tasks(df, "label", bins=1)
     with pytest.raises(WscaInputError, match="--primary column 'const'"):
         build_tasks(df, "const")
