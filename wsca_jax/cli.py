@@ -271,26 +271,33 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_embed(args) -> int:
+def _run_dataset(args, rec: dict):
+    """The data a run was trained on (``--data-dir``/``--tfds-dir`` from ``args``): its source, split
+    seed (runs before ``--split-seed`` drew the split with ``--seed``) and content fingerprint."""
     from .data import prepare_dataset
-    from .embed import embed, save_embeddings
+    from .data.tfds_builder import fingerprint
     from .errors import require
 
-    from .data.tfds_builder import fingerprint
+    require(isinstance(rec.get("dataset_source"), str), f"--run {args.run}/run.json: no dataset_source")
+
+    def check(d):
+        was, now = rec.get("data_fingerprint"), fingerprint(d)
+        require(was is None or was == now, f"--run {args.run}: the dataset {rec['dataset_source']} differs from the "
+                                           f"one the run was trained on (content fingerprint {now} != {was})")
+    split_seed = rec.get("split_seed")
+    return prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
+                           seed=rec["config"].get("seed", 0) if split_seed is None else split_seed, check=check)
+
+
+def cmd_embed(args) -> int:
+    from .embed import embed, save_embeddings
     from .io import check_out_file
     from .train import load_run, read_run_json
 
     check_out_file(args.out, ".npz", "--out")
     rec = read_run_json(args.run)
-    require(isinstance(rec.get("dataset_source"), str), f"--run {args.run}/run.json: no dataset_source")
     loaded = load_run(args.run, args.checkpoint)      # verify the checkpoint before preparing any data
-    split_seed = rec.get("split_seed")                # runs before --split-seed drew the split with --seed
-    def check(d):                                       # the data the run was trained on (same content hash)
-        was, now = rec.get("data_fingerprint"), fingerprint(d)
-        require(was is None or was == now, f"--run {args.run}: the dataset {rec['dataset_source']} differs from the "
-                                           f"one the run was trained on (content fingerprint {now} != {was})")
-    ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
-                         seed=rec["config"].get("seed", 0) if split_seed is None else split_seed, check=check)
+    ds = _run_dataset(args, rec)
     arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps, loaded=loaded)
     save_embeddings(args.out, arrays)
     print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
@@ -299,9 +306,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_ifa(args) -> int:
-    from .data import prepare_dataset
     from .errors import require
-    from .ifa import ifa_for_run, parse_region
+    from .ifa import check_region, ifa_for_run, parse_region
     from .io import check_out_dir
     from .report import write_ifa_outputs
     from .train import read_run_json
@@ -323,13 +329,8 @@ def cmd_ifa(args) -> int:
         require(0 <= target < n_cls, f"--target {target}: the primary head has classes 0..{n_cls - 1}")
     region = parse_region(args.region)
     if region is not None:
-        h, w = rec["image_shape"][:2]
-        y0, y1, x0, x1 = region
-        require(0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w,
-                f"--region {args.region}: outside the {h}x{w} image (expected 0 <= y0 < y1 <= {h}, 0 <= x0 < x1 <= {w})")
-    split_seed = rec.get("split_seed")
-    ds = prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
-                         seed=rec["config"].get("seed", 0) if split_seed is None else split_seed)
+        check_region(region, *rec["image_shape"][:2])
+    ds = _run_dataset(args, rec)
     out, arrays, images = ifa_for_run(args.run, ds, args.split, args.checkpoint, args.layer,
                                       tasks=_csv(args.tasks) or None, method=args.method, target=target,
                                       fractions=fractions, n_random=args.random_masks,

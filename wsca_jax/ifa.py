@@ -98,14 +98,9 @@ def ifa_batch(split: Split, images, target, method: str = "cam") -> dict:
     logits, pull = jax.vjp(lambda m: split.head(m, images), maps)
     tgt = jnp.where(target >= 0, target, jnp.argmax(logits, axis=-1))
     (g,) = pull(_target_rows(logits, tgt))                                  # (B, h, w, K)
-    if method == "cam":
-        w = jnp.sum(g, axis=(1, 2), keepdims=True)                          # (B, 1, 1, K) = W_ck for GAP
-        weighted = w * maps
-    elif method == "gradcam":
-        weighted = jnp.mean(g, axis=(1, 2), keepdims=True) * maps
-    else:
-        weighted = g * maps
-    weights = (jnp.sum(g, axis=(1, 2)) if method == "cam" else jnp.mean(g, axis=(1, 2)))   # (B, K)
+    # channel weights (B, K): summed gradient (= W_ck for GAP + linear) for cam, its mean otherwise
+    weights = jnp.sum(g, axis=(1, 2)) if method == "cam" else jnp.mean(g, axis=(1, 2))
+    weighted = g * maps if method == "gradxact" else weights[:, None, None, :] * maps
     cam = jnp.sum(weighted, axis=-1)                                         # (B, h, w)
     importance = jnp.sum(weighted, axis=(1, 2))                              # (B, K)
     if method == "gradcam":
@@ -428,6 +423,13 @@ def resize_maps(cams: np.ndarray, shape: tuple) -> np.ndarray:
     return np.asarray(jax.image.resize(c, (c.shape[0], *shape), method="bilinear"))
 
 
+def check_region(region: tuple, H: int, W: int) -> None:
+    """``(y0, y1, x0, x1)`` lies inside an ``H x W`` image."""
+    y0, y1, x0, x1 = region
+    require(0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W,
+            f"--region {y0}:{y1},{x0}:{x1}: outside the {H}x{W} image (expected 0 <= y0 < y1 <= {H}, 0 <= x0 < x1 <= {W})")
+
+
 def region_mass(scaled: np.ndarray, region: tuple, target: np.ndarray) -> dict:
     """Share of the positive map mass inside ``region = (y0, y1, x0, x1)`` (image pixels), per class.
 
@@ -436,8 +438,7 @@ def region_mass(scaled: np.ndarray, region: tuple, target: np.ndarray) -> dict:
     """
     y0, y1, x0, x1 = region
     H, W = scaled.shape[1:]
-    require(0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W,
-            f"--region {y0}:{y1},{x0}:{x1}: outside the {H}x{W} image (expected 0 <= y0 < y1 <= {H}, 0 <= x0 < x1 <= {W})")
+    check_region(region, H, W)
     pos = np.clip(scaled, 0, None)
     inside = pos[:, y0:y1, x0:x1].sum((1, 2))
     total = pos.sum((1, 2))
@@ -535,6 +536,8 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
       tasks: metadata columns to locate (default: every other column with 2-20 classes).
     Returns: ``(record, arrays, images)``.
     """
+    import pandas as pd
+
     from .tasks import encode_categorical
     from .train import encode_labels, load_run
 
@@ -554,7 +557,7 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     names = tasks if tasks is not None else [c for c in sub.columns if c != primary]
     for c in names:
         require(c in sub.columns, f"--tasks: column {c!r} not in the dataset (columns: {', '.join(sub.columns)})")
-        lab, cl = encode_categorical(pd_series(np.asarray(sub.columns[c])[keep]))
+        lab, cl = encode_categorical(pd.Series(np.asarray(sub.columns[c])[keep]))
         if 2 <= len(cl) <= 20:
             meta[c] = lab
     split = split_at(model, params, "backbone" if layer == "last" else layer, columns=(0, len(classes)))
@@ -562,7 +565,3 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     out.update(layer=layer, run=run_dir, checkpoint=which, split=split_name, primary=primary)
     return out, arrays, images
 
-
-def pd_series(values):
-    import pandas as pd
-    return pd.Series(values)

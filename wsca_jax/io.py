@@ -29,7 +29,8 @@ class EmbeddingFile(NamedTuple):
     columns: dict
 
 
-def _first_line(e: BaseException, limit: int = 160) -> str:
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters (for one-line errors)."""
     return (str(e).strip().splitlines() or [""])[0][:limit]
 
 
@@ -46,7 +47,7 @@ def load_embeddings(path: str) -> EmbeddingFile:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as e:  # corrupt or not a NumPy file
-        raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {_first_line(e)})") from None
+        raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {first_line(e)})") from None
     if ext == ".npy":
         return EmbeddingFile(np.asarray(data), {}, {})
     with data:
@@ -61,10 +62,10 @@ def load_embeddings(path: str) -> EmbeddingFile:
                     raise WscaInputError(f"--embeddings {path}: array {k!r} cannot be read without pickle ({e}); "
                                          "store text as fixed-width strings (np.array(..., dtype=str))") from None
                 raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
-                                     f"{_first_line(e)})") from None
+                                     f"{first_line(e)})") from None
             except Exception as e:                 # damaged member: zip CRC, header tokens, truncation ...
                 raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
-                                     f"{_first_line(e)})") from None
+                                     f"{first_line(e)})") from None
     emb = arrays["embeddings"]
     heads = {k[len("head_"):]: v for k, v in arrays.items() if k.startswith("head_")}
     n = emb.shape[0] if emb.ndim >= 1 else -1

@@ -278,6 +278,7 @@ def load_result(folder: str):
     """A :class:`~wsca_jax.analysis.WscaResult` from a folder written by :func:`write_outputs`."""
     from .analysis import WscaResult
     from .errors import WscaInputError, require
+    from .io import first_line
 
     path = os.path.join(folder, "wsca.json")
     require(os.path.isfile(path), f"{folder}: no wsca.json (not a wsca analyze output folder)")
@@ -297,8 +298,7 @@ def load_result(folder: str):
                         kind, i = key.rsplit("_", 1)
                         arrays[f"{kind}/{names[int(i)]}"] = z[key]
         except Exception as e:                   # truncated or damaged: zip, header or payload errors
-            first = (str(e).strip().splitlines() or [""])[0][:160]
-            raise WscaInputError(f"{dpath}: damaged ({type(e).__name__}: {first}); delete it to render the report "
+            raise WscaInputError(f"{dpath}: damaged ({type(e).__name__}: {first_line(e)}); delete it to render the report "
                                  "without the distribution figures, or run wsca analyze again") from None
     try:
         return WscaResult.from_dict(d, arrays)

@@ -35,7 +35,7 @@ from flax.training import train_state
 
 from .errors import WscaInputError, WscaWarning, require
 from .data.tfds_builder import fingerprint
-from .io import atomic_write_text, check_out_dir
+from .io import atomic_write_text, check_out_dir, first_line
 from .metrics import classification_metrics
 from .progress import progress_bar
 from .models import BACKBONES, SETTINGS, WscaModel, split_logits
@@ -220,7 +220,7 @@ def restore_verified(mngr, step: int, target, digests: dict | None, where: str):
     try:
         restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as e:             # damaged or missing files: tensorstore/Orbax errors of many kinds
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e, 200)
         transient = isinstance(e, MemoryError) or any(k in str(e) for k in _TRANSIENT)
         raise CheckpointError(f"{where} epoch {step}: checkpoint cannot be read ({type(e).__name__}: {first})",
                               damaged=not transient) from None
