@@ -87,7 +87,8 @@ def _design(setting: dict) -> CalibrationDesign:
     return CalibrationDesign(**setting["design"])
 
 
-def _analyze(setting: dict, z, meta, head, seed: int, bootstrap: int, permutations: int, ci_method="bca"):
+def _analyze(setting: dict, z, meta, head, seed: int, bootstrap: int, permutations: int, ci_method="bca",
+             correction_noise="bootstrap"):
     scheme = setting["scheme"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -96,7 +97,7 @@ def _analyze(setting: dict, z, meta, head, seed: int, bootstrap: int, permutatio
                             categorical=["attr"], group_column="group" if scheme == "grouped" else None,
                             permute_within="label" if scheme == "within" else None, bootstrap=bootstrap,
                             permutations=permutations, pca_variance=1e-9, pca_min=setting["k"], cv_folds=2,
-                            seed=seed, ci_method=ci_method)
+                            seed=seed, ci_method=ci_method, correction_noise=correction_noise)
 
 
 def population(setting: dict) -> dict:
@@ -149,6 +150,23 @@ def cells_draw(name: str, setting: dict, rep: int) -> dict:
             "cell_basic": _pair(basic_interval(t.wsc, t.boot, 0.95))}
 
 
+def jackknife_draw(name: str, setting: dict, rep: int) -> dict:
+    """The attenuation correction with the jackknife's noise estimate (``correction_noise="jackknife"``,
+    the library default since 0.6) on the same data and bootstrap rows as the main record (without the
+    permutations): the corrected max |WSC|, its interval, the corrected cells and their intervals."""
+    z, meta, head = calibration_data(_design(setting), setting["n"], seed=1000 * rep + 7)
+    t0 = time.time()
+    t = _analyze(setting, z, meta, head, seed=rep, bootstrap=setting["B"], permutations=0, ci_method="corrected",
+                 correction_noise="jackknife").tasks["attr"]
+    s, iv = t.summary, t.cell_intervals
+    return {"setting": name, "rep": rep, "seconds": time.time() - t0, "cells": t.wsc.tolist(),
+            "max_abs_wsc_corrected": s["max_abs_wsc_corrected"], "interval": s["intervals"].get("corrected"),
+            "cells_corrected": None if t.wsc_corrected is None else t.wsc_corrected.tolist(),
+            "cell_corrected": None if "corrected" not in iv else [iv["corrected"]["low"].tolist(),
+                                                                  iv["corrected"]["high"].tolist()],
+            "reliability": s.get("reliability")}
+
+
 def _done(path: str) -> set:
     if not os.path.exists(path):
         return set()
@@ -164,9 +182,12 @@ def run(args) -> None:
     if args.cells_only:                          # supplement: cell intervals missing from older records
         runs, todo = os.path.join(args.out, "calibration_cells.jsonl"), done - _with_cells(args.out)
         done = _done(runs) | {(s, r) for s in SETTINGS for r in range(500) if (s, r) not in todo}
+    if args.jackknife_only:                      # supplement: the correction with the jackknife's noise
+        runs = os.path.join(args.out, "calibration_jackknife.jsonl")
+        done = _done(runs)
     for name in args.settings or list(SETTINGS):
         setting = SETTINGS[name]
-        if args.cells_only and setting["kind"] != "coverage":
+        if (args.cells_only or args.jackknife_only) and setting["kind"] != "coverage":
             continue
         if name not in pops:
             pops[name] = {**population(setting), "setting": setting}
@@ -176,7 +197,7 @@ def run(args) -> None:
         for rep in range(args.reps or setting["reps"]):
             if (name, rep) in done:
                 continue
-            row = (cells_draw if args.cells_only else one_draw)(name, setting, rep)
+            row = (cells_draw if args.cells_only else jackknife_draw if args.jackknife_only else one_draw)(name, setting, rep)
             with open(runs, "a") as f:
                 f.write(json.dumps(row) + "\n")
             if rep % 20 == 0:
@@ -251,6 +272,50 @@ def reliability_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def load_jackknife(out: str) -> pd.DataFrame | None:
+    path = os.path.join(out, "calibration_jackknife.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return pd.DataFrame([json.loads(x) for x in f])
+
+
+def _jk_valid(x) -> bool:
+    rel = x.get("reliability")
+    return x.get("interval") is not None and bool(rel) and min(rel["primary"] + rel["probe"]) >= 0.1
+
+
+def jackknife_table(runs: pd.DataFrame, jk: pd.DataFrame | None, pops: dict) -> pd.DataFrame:
+    """The correction with the jackknife's noise estimate (``calibration_jackknife.jsonl``), paired with the
+    main records of the same draws: bias, coverage as a user gets it (the corrected interval, or the basic
+    interval where a row's reliability is below 0.1), the basic interval's coverage on the same draws, and
+    the mean jackknife reliability of the largest population cell."""
+    if jk is None:
+        return pd.DataFrame()
+    out = []
+    main = runs.set_index(["setting", "rep"])
+    for name, g in jk.groupby("setting", sort=False):
+        truth, cells_t = pops[name]["max_abs_wsc"], np.array(pops[name]["cells"], float)
+        i, j = np.unravel_index(np.argmax(np.abs(cells_t)), cells_t.shape)
+        m = main.loc[[(name, r) for r in g.rep]]
+        assert np.allclose(np.stack(g.cells.map(np.array)), np.stack(m.cells.map(np.array)), atol=1e-5), name
+        valid = np.array([_jk_valid(x) for _, x in g.iterrows()])
+        iv = [x.interval if ok else y["basic"] for (_, x), ok, y in zip(g.iterrows(), valid, m.intervals)]
+        ivc = [x.cell_corrected if ok else y for (_, x), ok, y in zip(g.iterrows(), valid, m.cell_basic)]
+        corr = g.max_abs_wsc_corrected.astype(float).where(valid)
+        rel = [r["primary"][i] * r["probe"][j] if r else np.nan for r in g.reliability]
+        basic = [y["basic"] for y in m.intervals]
+        out.append({"setting": name, "draws": len(g), "population": truth, "probe_auroc": float(m.probe_auroc.mean()),
+                    "corrected_mean": corr.mean(), "corrected_sd": corr.std(), "available": float(valid.mean()),
+                    "coverage": float(np.mean([_cover(v[0], v[1], truth) for v in iv])),
+                    "width": float(np.mean([v[1] - v[0] for v in iv])),
+                    "cells_cov": float(np.mean(np.concatenate([_cover(np.array(v[0]), np.array(v[1]), cells_t).ravel()
+                                                               for v in ivc]))),
+                    "cov_basic_same": float(np.mean([_cover(v[0], v[1], truth) for v in basic])),
+                    "reliability": float(np.nanmean(rel)), "seconds": float(g.seconds.mean())})
+    return pd.DataFrame(out)
+
+
 def null_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
     out = []
     for name, g in runs.groupby("setting", sort=False):
@@ -270,11 +335,25 @@ def eligible(cov: pd.DataFrame) -> pd.DataFrame:
     return cov[(cov.draws >= 200) & (cov.probe_auroc >= 0.6) & (cov.population >= 0.1)]
 
 
-def choose_default(cov: pd.DataFrame) -> tuple[dict, str]:
+def _choice_table(cov: pd.DataFrame, jk: pd.DataFrame | None = None) -> dict:
+    """Per method: the coverage of max |WSC| in each :func:`eligible` setting (a Series by setting).
+    ``corrected`` is the library's correction (jackknife noise, ``calibration_jackknife.jsonl``), taken
+    only where it has at least 200 draws in every eligible setting; ``corrected_bootstrap`` the earlier
+    correction with the bootstrap's noise (the main records)."""
+    good = eligible(cov).set_index("setting")
+    out = {m: good[f"cov_{m}"].astype(float) for m in ("percentile", "basic", "bca")}
+    out["corrected_bootstrap"] = good["cov_corrected"].astype(float)
+    if jk is not None and len(jk):
+        j = jk.set_index("setting")
+        if all(s in j.index and j.loc[s, "draws"] >= 200 for s in good.index):
+            out["corrected"] = j.loc[good.index, "coverage"].astype(float)
+    return out
+
+
+def choose_default(cov: pd.DataFrame, jk: pd.DataFrame | None = None) -> tuple[dict, str]:
     """Mean |coverage - 0.95| per method over the :func:`eligible` settings, and the method closest to
     nominal (the default of ``wsca analyze --ci-method``; a test checks they agree)."""
-    good = eligible(cov)
-    score = {m: float(np.nanmean(np.abs(good[f"cov_{m}"].astype(float) - 0.95))) for m in METHODS}
+    score = {m: float(np.nanmean(np.abs(c - 0.95))) for m, c in _choice_table(cov, jk).items()}
     return score, min(score, key=score.get)
 
 
@@ -292,6 +371,13 @@ def _cells_line(cov: pd.DataFrame, method: str) -> str:
             + (f"; not recorded: {', '.join(missing)}" if missing else ""))
 
 
+def _jk_cells_line(jk: pd.DataFrame, good: pd.DataFrame) -> str:
+    c = jk.set_index("setting").loc[list(good.setting), "cells_cov"].astype(float)
+    out = [f"{k} ({_f(v, 2)})" for k, v in c.items() if not 0.93 <= v <= 0.97]
+    return (f"mean coverage {_f(c.mean(), 2)} (min {_f(c.min(), 2)}, max {_f(c.max(), 2)}) over {len(c)} eligible "
+            "settings; outside 0.93-0.97: " + (", ".join(out) or "none"))
+
+
 def _f(x, nd=3):
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
 
@@ -301,8 +387,9 @@ def summarise(out: str) -> dict:
     several MB, kept out of git) and the population values."""
     runs, pops = load(out)
     cov, nul, rel = coverage_table(runs, pops), null_table(runs, pops), reliability_table(runs, pops)
+    jk = jackknife_table(runs, load_jackknife(out), pops)
     return {"populations": pops, "coverage": cov.to_dict("records"), "null": nul.to_dict("records"),
-            "reliability": rel.to_dict("records"),
+            "reliability": rel.to_dict("records"), "jackknife": jk.to_dict("records"),
             "draws": int(len(runs)), "seconds_total": float(runs.seconds.sum()),
             "seconds_mean": float(runs.seconds.mean()), **_cells_seconds(out)}
 
@@ -335,7 +422,7 @@ def report(out: str) -> str:
         lines.append(f"| {name} | {st['kind']} | {st['n']} | {st['k']} | {st['primary']} | {st['B']} | {st['P']} | "
                      f"{st['scheme']} | {', '.join(f'{k}={v}' for k, v in st['design'].items()) or 'defaults'} |")
     if len(cov):
-        lines += ["", "## Bias of max |WSC| (raw: the paper's number; corrected: disattenuated)", "",
+        lines += ["", "## Bias of max |WSC| (raw: the paper's number; corrected: disattenuated with the bootstrap's noise estimate)", "",
                   "| setting | draws | probe AUROC | population | raw mean ± SD | corrected mean ± SD | power (p <= 0.05) |",
                   "|---|---|---|---|---|---|---|"]
         for _, x in cov.iterrows():
@@ -343,35 +430,62 @@ def report(out: str) -> str:
                          f"{_f(x.raw_mean)} ± {_f(x.raw_sd)} | {_f(x.corrected_mean)} ± {_f(x.corrected_sd)} | "
                          f"{_f(x.power, 2)} |")
         lines += ["", "## Coverage of the population value by 95% intervals (mean width in brackets)", "",
-                  "| setting | max: percentile | max: basic | max: BCa (guarded) | max: corrected | cells: percentile "
-                  "| cells: basic | cells: BCa (guarded) | cells: corrected | BCa fell back | corrected available |",
+                  "| setting | max: percentile | max: basic | max: BCa (guarded) | max: corrected (bootstrap noise) | "
+                  "cells: percentile | cells: basic | cells: BCa (guarded) | cells: corrected (bootstrap noise) | "
+                  "BCa fell back | corrected available |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, x in cov.iterrows():
             cells = " | ".join(f"{_f(x[f'cov_{m}'], 2)} ({_f(x[f'width_{m}'], 3)})" for m in METHODS)
             cc = " | ".join(_f(x.get(f"cells_cov_{m}"), 2) for m in ("percentile", "basic", "raw", "corrected"))
             lines.append(f"| {x.setting} | {cells} | {cc} | {_f(x.bca_fallback_share, 2)} | {_f(x.corrected_available, 2)} |")
-        lines += ["", "Corrected: the default interval as a user gets it -- the attenuation-corrected interval, or the "
-                      "guarded BCa interval in draws where a compared row's reliability is below 0.1 (no corrected "
+        lines += ["", "Corrected (bootstrap noise): the interval as a user of version 0.5 got it -- the "
+                      "attenuation-corrected interval, or the guarded BCa interval in draws where a compared row's reliability is below 0.1 (no corrected "
                       "value; share of draws with one in the last column)."]
+    jk = pd.DataFrame(rec.get("jackknife") or [])
+    if len(jk):
+        rel = {x["setting"]: x for x in rec.get("reliability") or []}
+        lines += ["", "## The correction with the jackknife's noise estimate (the library's since 0.6)", "",
+                  "The same draws (data and bootstrap rows) analysed with `correction_noise=\"jackknife\"` "
+                  "(`--jackknife-only`; delete-one-block refits, B / 4 blocks here): the corrected max |WSC|, "
+                  "the coverage of its interval as a user gets it (the corrected interval, or the basic interval "
+                  "where a compared row's reliability is below 0.1: share with a corrected value in `available`), "
+                  "the basic interval's coverage on the same draws, and the reliability of the largest population "
+                  "cell: implied by the attenuation, estimated by the bootstrap (the earlier correction) and by "
+                  "the jackknife.", "",
+                  "| setting | draws | probe AUROC | population | corrected mean ± SD | max: coverage (width) | "
+                  "cells: coverage | basic, same draws | available | implied reliability | bootstrap | jackknife |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for _, x in jk.iterrows():
+            r = rel.get(x.setting, {})
+            lines.append(f"| {x.setting} | {x.draws} | {_f(x.probe_auroc, 2)} | {_f(x.population)} | "
+                         f"{_f(x.corrected_mean)} ± {_f(x.corrected_sd)} | {_f(x.coverage, 2)} ({_f(x.width)}) | "
+                         f"{_f(x.cells_cov, 2)} | {_f(x.cov_basic_same, 2)} | {_f(x.available, 2)} | "
+                         f"{_f(r.get('implied'))} | {_f(r.get('bootstrap'))} | {_f(x.reliability)} |")
     if len(cov):
         good = eligible(cov)
-        score, best = choose_default(cov)
+        table = _choice_table(cov, jk if len(jk) else None)
+        score, best = choose_default(cov, jk if len(jk) else None)
+        widths = {m: good[f"width_{m}"].astype(float).mean() for m in ("percentile", "basic", "bca")}
+        widths["corrected_bootstrap"] = good["width_corrected"].astype(float).mean()
+        if "corrected" in table:
+            widths["corrected"] = jk.set_index("setting").loc[list(good.setting), "width"].mean()
         lines += ["", "## Choice of the default interval", "",
                   f"Over the {len(good)} eligible settings ({', '.join(good.setting)}): complete (200 draws), probe "
                   "AUROC at least 0.6 and a population max |WSC| of at least 0.1 (this rule was written after a first "
-                  "look at the results; with every setting whose probe AUROC is at least 0.6 included, the choice "
-                  f"is the same: {choose_default(cov[cov.probe_auroc >= 0.6].assign(draws=200, population=1.0))[1]}):", "",
+                  "look at the results). `corrected`: the library's correction (jackknife noise; "
+                  + ("every eligible setting has 200 draws of it" if "corrected" in table else
+                     "not in the choice until every eligible setting has 200 draws of it") +
+                  "); `corrected_bootstrap`: the earlier correction with the bootstrap's noise.", "",
                   "| method | mean coverage | min | max | mean \\|coverage - 0.95\\| | mean width |", "|---|---|---|---|---|---|"]
-        for m in METHODS:
-            c = good[f"cov_{m}"].astype(float)
+        for m, c in table.items():
             lines.append(f"| {m} | {_f(c.mean(), 2)} | {_f(c.min(), 2)} | {_f(c.max(), 2)} | {_f(score[m], 3)} | "
-                         f"{_f(good[f'width_{m}'].astype(float).mean(), 3)} |")
+                         f"{_f(widths[m], 3)} |")
+        outside = [f"{k} ({_f(v, 2)})" for k, v in table[best].items() if not 0.93 <= v <= 0.97]
         lines += ["", f"Default: **{best}** (closest to the nominal 0.95 on average; `wsca analyze --ci-method`). "
-                      "Settings where it leaves 0.93-0.97: "
-                      + (", ".join(f"{x.setting} ({_f(x[f'cov_{best}'], 2)})" for _, x in cov.iterrows()
-                                   if x[f"cov_{best}"] is None or not 0.93 <= x[f"cov_{best}"] <= 0.97) or "none") + ". "
-                      "Its cell intervals: " + _cells_line(cov, best) + "."]
-    if rec.get("reliability"):
+                      "Eligible settings where it leaves 0.93-0.97: " + (", ".join(outside) or "none") + ". "
+                      "Its cell intervals: " + (_cells_line(cov, best) if best != "corrected" else _jk_cells_line(jk, good))
+                  + "."]
+    if rec.get("reliability") and not len(jk):
         lines += ["", "## Where the correction goes wrong: the bootstrap's estimate of probe noise", "",
                   "For the largest population cell: the reliability implied by the attenuation over the draws, "
                   "(mean raw cell / population cell)^2, against the mean bootstrap reliability the correction "
@@ -381,11 +495,6 @@ def report(out: str) -> str:
         for x in rec["reliability"]:
             lines.append(f"| {x['setting']} | {_f(x['probe_auroc'], 2)} | {_f(x['population'])} | {_f(x['raw_mean'])} | "
                          f"{_f(x['implied'])} | {_f(x['bootstrap'])} |")
-        lines += ["", "With a nearly separable attribute (probe AUROC about 0.99) a bootstrap resample, which repeats "
-                      "rows, is more separable than the sample, its logistic coefficients spread more than fresh "
-                      "samples' do, and the correction divides by too small a reliability (the likely reason; not yet shown directly). A noise estimate that "
-                      "does not repeat rows (split halves, the jackknife, or the sandwich covariance) is the next "
-                      "thing to try; until then the default interval is the basic interval of the raw statistic."]
     if len(nul):
         lines += ["", f"## False-positive rate of the permutation test at alpha {ALPHA}", "",
                   "| setting | scheme | primary | design | draws | FPR ± MC SE |", "|---|---|---|---|---|---|"]
@@ -444,7 +553,7 @@ def prose_namespace(out: str) -> dict:
     from prose import namespace
     rec, cov, nul = load_summary(out)
     good = eligible(cov)
-    _, best = choose_default(cov)
+    _, best = choose_default(cov, pd.DataFrame(rec.get("jackknife") or []))
     weakest = cov.loc[cov.probe_auroc.idxmin()]
     enc = nul.setting.str.startswith("null_")
     closer = int(np.sum(np.abs(good.cov_corrected.astype(float) - 0.95) < np.abs(good.cov_basic.astype(float) - 0.95)))
@@ -461,6 +570,9 @@ def build_parser():
     p.add_argument("--cells-only", action="store_true",
                    help="only the basic and percentile cell intervals of draws recorded without them "
                         "(-> calibration_cells.jsonl, merged into the summary)")
+    p.add_argument("--jackknife-only", action="store_true",
+                   help="only the attenuation correction with the jackknife's noise estimate "
+                        "(-> calibration_jackknife.jsonl, summarised beside the main records)")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     return p

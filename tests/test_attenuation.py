@@ -34,7 +34,8 @@ def test_disattenuate_recovers_a_planted_cosine():
         sd = 1 / np.sqrt(k)
         b_hat = b + sd * rng.normal(size=k)
         b_boot = b_hat + sd * rng.normal(size=(B, k))                  # the bootstrap's noise, same level
-        out = disattenuate(a[None], np.broadcast_to(a, (B, 1, k)), b_hat[None, None], b_boot[:, None, None])
+        out = disattenuate(a[None], np.broadcast_to(a, (B, 1, k)), b_hat[None, None], b_boot[:, None, None],
+                           noise="bootstrap")
         raw.append(a @ b_hat / np.linalg.norm(b_hat))
         corrected.append(out.cells[0, 0, 0])
         assert out.rel_primary[0] == pytest.approx(1.0)                # a fixed head has no noise
@@ -42,6 +43,27 @@ def test_disattenuate_recovers_a_planted_cosine():
     assert np.mean(rel) == pytest.approx(0.5, abs=0.05)
     assert np.mean(raw) == pytest.approx(cos * np.sqrt(0.5), abs=0.04)
     assert np.mean(corrected) == pytest.approx(cos, abs=0.04)
+
+
+def test_disattenuate_with_jackknife_replicates_of_a_mean():
+    """b_hat is the mean of m noisy copies of b (noise power |b|^2 in total: reliability 0.5); its
+    leave-one-out means are the jackknife replicates, whose (J - 1) / J sum of squares is the exact
+    unbiased noise estimate of a mean: the correction recovers the planted cosine."""
+    rng = np.random.default_rng(2)
+    k, m, cos = 50, 40, 0.6
+    a, b = _pair(k, cos, rng)
+    raw, corrected = [], []
+    for _ in range(60):
+        x = b + np.sqrt(m / k) * rng.normal(size=(m, k))               # mean's noise: 1/k per coordinate
+        b_hat = x.mean(0)
+        jack = (x.sum(0) - x) / (m - 1)                                 # (m, k) leave-one-out means
+        out = disattenuate(a[None], np.broadcast_to(a, (m, 1, k)), b_hat[None, None], jack[:, None, None])
+        raw.append(a @ b_hat / np.linalg.norm(b_hat))
+        corrected.append(out.cells[0, 0, 0])
+    assert np.mean(raw) == pytest.approx(cos * np.sqrt(0.5), abs=0.04)
+    assert np.mean(corrected) == pytest.approx(cos, abs=0.04)
+    with pytest.raises(ValueError, match="noise must be one of"):
+        disattenuate(a[None], a[None, None], b[None, None], b[None, None, None], noise="halves")
 
 
 def test_disattenuate_removes_the_cross_term_of_probes_fitted_on_the_same_rows():
@@ -55,7 +77,8 @@ def test_disattenuate_removes_the_cross_term_of_probes_fitted_on_the_same_rows()
         e = 0.12 * rng.normal(size=k)
         eb = 0.12 * rng.normal(size=(B, k))
         a_hat, b_hat = a + e, b + e
-        out = disattenuate(a_hat[None], (a_hat + eb)[:, None], b_hat[None, None], (b_hat + eb)[:, None, None])
+        out = disattenuate(a_hat[None], (a_hat + eb)[:, None], b_hat[None, None], (b_hat + eb)[:, None, None],
+                           noise="bootstrap")
         vals.append(out.cells[0, 0, 0])
         raws.append(a_hat @ b_hat / np.linalg.norm(a_hat) / np.linalg.norm(b_hat))
     assert np.mean(raws) > 0.2

@@ -1,5 +1,5 @@
-"""The hostile-user battery (issue 10): every malformed input to `wsca analyze`, `train`, `embed` and
-`report` gets one line naming the problem, exit code 2, no traceback and nothing new on disk; the
+"""The hostile-user battery (issue 10): every malformed input to `wsca analyze`, `train`, `embed`,
+`report` and `ifa` gets one line naming the problem, exit code 2, no traceback and nothing new on disk; the
 cases that used to give a silently wrong result assert their new behaviour.
 
 One table, ``CASES``: name -> (command, arguments, expected message). ``{d}`` is the folder of
@@ -39,6 +39,7 @@ def toy_images(n=192, seed=0):
     return {"images": img, "label": y, "site": np.array(["a", "b", "c"])[site], "split": split}
 
 
+I = ["--run", "{d}/run", "--tfds-dir", "{d}/tfds", "--no-figures", "--random-masks", "2"]
 TRAIN = ["--primary", "label", "--setting", "multi_task", "--tasks", "site", "--epochs", "2", "--batch-size", "32",
          "--quiet"]
 
@@ -297,6 +298,21 @@ CASES = {
                                               "{d}/run_alldamaged"),
     "embed checkpoint without manifest": ("embed", ["--run", "{d}/run_nomanifest", "--tfds-dir", "{d}/tfds"],
                                           "checkpoint cannot be read", "{d}/e.npz"),
+    # ---- ifa
+    "ifa run missing": ("ifa", ["--run", "{d}/none"], "no run.json"),
+    "ifa broken run.json": ("ifa", ["--run", "{d}/run_badjson"], "cannot be read as JSON"),
+    "ifa out is a file": ("ifa", ["--run", "{d}/run"], "exists and is not a folder", "{d}/afile"),
+    "ifa fractions zero": ("ifa", I + ["--fractions", "0,0.5"], "expected comma-separated numbers in (0, 1]"),
+    "ifa fractions text": ("ifa", I + ["--fractions", "half"], "expected comma-separated numbers in (0, 1]"),
+    "ifa random masks zero": ("ifa", I + ["--random-masks", "0"], "--random-masks must be at least 1"),
+    "ifa target out of range": ("ifa", I + ["--target", "7"], "the primary head has classes 0..1"),
+    "ifa target text": ("ifa", I + ["--target", "most"], "expected predicted, true or a class index"),
+    "ifa region malformed": ("ifa", I + ["--region", "top"], "expected y0:y1,x0:x1 in image pixels"),
+    "ifa region outside the image": ("ifa", I + ["--region", "0:40,0:4"], "--region"),
+    "ifa unknown task": ("ifa", I + ["--tasks", "scanner"], "--tasks: column 'scanner' not in the dataset"),
+    "ifa unknown layer": ("ifa", I + ["--layer", "conv99"], "--layer 'conv99': no submodule of that name"),
+    "ifa best checkpoint missing": ("ifa", ["--run", "{d}/run_nobest", "--tfds-dir", "{d}/tfds"],
+                                    "no best checkpoint"),
 }
 
 
@@ -338,7 +354,7 @@ def test_bad_input_one_line_exit_2_nothing_written(prepared, capsys, case):
 
 def test_battery_size():
     assert len(CASES) >= 60
-    assert {c[0] for c in CASES.values()} == {"analyze", "train", "embed", "report"}
+    assert {c[0] for c in CASES.values()} == {"analyze", "train", "embed", "report", "ifa"}
 
 
 def test_subprocess_error_has_no_traceback(prepared):

@@ -84,8 +84,9 @@ def test_default_interval_is_the_one_the_calibration_study_chose():
     out = EXP / "results"
     if not (out / "calibration_summary.json").exists():
         return
-    _, cov, _ = cal.load_summary(str(out))
-    _, best = cal.choose_default(cov)
+    import pandas as pd
+    rec, cov, _ = cal.load_summary(str(out))
+    _, best = cal.choose_default(cov, pd.DataFrame(rec.get("jackknife") or []))
     assert inspect.signature(wsca.analyze).parameters["ci_method"].default == best
 
 

@@ -320,7 +320,7 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
                                  "few bootstrap replicates, so BCa would read an end from a handful of them",
                    "narrower_than_spread": "the BCa interval was narrower than half the bootstrap spread",
                    "excludes_median": "the BCa interval did not contain the median of the bootstrap replicates",
-                   "no_reliable_direction": "no attenuation-corrected value: a probe direction's bootstrap "
+                   "no_reliable_direction": "no attenuation-corrected value: a probe direction's estimated "
                                             "reliability is below 0.1 (its direction is mostly noise)",
                    "fixed_heads": "the compared heads are fixed (no probe noise to correct)"}[s["ci_fallback"]]
             out.append(f"{s['ci_method']} interval instead of the requested one for max |WSC|: {why}")
@@ -423,14 +423,14 @@ def _intervals(cells, stat, boot, jack, ci_method: str, confidence: float, corr=
         info.update(max_abs_wsc_corrected=float(np.nanmax(np.abs(corr[0]))), ci_corrected=by_method["corrected"])
     method, why = ci_method, None
     if method == "corrected" and "corrected" not in by_method:
-        method, why = raw_m, ("fixed_heads" if corr is None else "no_reliable_direction")
+        method, why = "basic", ("fixed_heads" if corr is None else "no_reliable_direction")
     elif method == "bca" and "bca" not in by_method:
         method = "percentile"
     if method == "bca" and extra["bca_fallback"]:
         method, why = "percentile", extra["bca_fallback"]
     info.update(ci=by_method[method], ci_method=method, ci_fallback=why, intervals=by_method)
     cell_kind = "corrected" if method == "corrected" else "raw"
-    if ci_method in ("percentile", "basic"):                   # asked for: the cells follow (BCa cells keep their guard)
+    if method in ("percentile", "basic") and ci_method != "bca":   # the cells follow (BCa cells keep their guard)
         lo_c, hi_c = (basic_interval(cells, boot, confidence) if method == "basic"
                       else percentile_interval(boot, confidence))
         kinds["raw"] = {"method": method, "low": lo_c, "high": hi_c}
@@ -813,6 +813,7 @@ def analyze(
     ci_method: str = "basic",
     equivalence_margin: float = 0.2,
     min_class_count: int = 5,
+    correction_noise: str = "jackknife",
     progress: bool = False,
 ) -> WscaResult:
     """Weight Space Correlation analysis of one primary head against every metadata task.
@@ -858,6 +859,10 @@ def analyze(
       equivalence_margin: population max |WSC| below which alignment is negligible; with a bootstrap,
         "encoded but unused" is concluded when the corrected replicates show the value below it
         (``summary.equivalence``); ``summary.mde`` is the alignment detected with 80% power.
+      correction_noise: the noise estimate of the attenuation correction
+        (:func:`~wsca_jax.wsc.disattenuate`): ``"jackknife"`` (default; delete-one-block refits,
+        ``min(50, max(10, B // 4))`` blocks, 50 with BCa) or ``"bootstrap"`` (the bootstrap's spread,
+        which overstates the noise of well-separated probes and over-corrects).
       progress: show a progress bar.
 
     Returns:
@@ -879,6 +884,8 @@ def analyze(
                pca_variance=pca_variance, pca_min=pca_min, probe=probe, permutations=permutations,
                max_permutations=max_permutations, alpha=alpha, equivalence_margin=equivalence_margin)
     _check_settings(heads, ci_method, bootstrap, permutations, max_permutations, alpha, cv_folds, seed, probe)
+    require(correction_noise in ("jackknife", "bootstrap"),
+            f"correction noise must be 'jackknife' or 'bootstrap', found {correction_noise!r}")
     require(0 < equivalence_margin <= 1, f"equivalence margin must be in (0, 1], found {equivalence_margin}")
     head_null = _check_head_null(head_null, task_heads)
     x = check_embeddings(embeddings)
@@ -890,8 +897,9 @@ def analyze(
     rng = np.random.default_rng(seed)
     folds = fold_ids(n, cv_folds, prep.groups, seed)
     jack = None
-    if bootstrap > 0 and ci_method == "bca":
-        jack = jackknife_weights(n, prep.groups, rng=np.random.default_rng(seed + 1))
+    if bootstrap > 0:      # the correction's noise estimate (and BCa's acceleration)
+        blocks = 50 if ci_method == "bca" else int(np.clip(bootstrap // 4, 10, 50))
+        jack = jackknife_weights(n, prep.groups, max_blocks=blocks, rng=np.random.default_rng(seed + 1))
     total = 1 + (folds.max() + 1) + bootstrap + (0 if jack is None else len(jack)) + permutations
     bar = _progress(total, progress)
     ones = np.ones((1, n), np.float32)
@@ -909,23 +917,24 @@ def analyze(
     # fit would have seen the held-out fold)
     stages["cv"] = fit_replicates(prep.basis, prep.labels, fold_weights(folds), prep.cmask, probe, progress=bar.update)
     quality = heldout_quality(prep.basis, prep.probe_tasks, folds, stages["cv"], prep.cmask)
-    # resample: bootstrap (and jackknife for BCa)
+    # resample: bootstrap and jackknife
     boot = jk = corr = None
     if bootstrap > 0:
         bw = bootstrap_weights(rng, n, bootstrap, prep.groups)
         stages["bootstrap"] = fit_replicates(prep.basis, prep.labels, bw, prep.cmask, probe, init=init, progress=bar.update)
         boot = wsc.probes(stages["bootstrap"])
-        a_hat, b_hat = (v[0] for v in wsc.compared_rows(point))
-        a_boot, b_boot = wsc.compared_rows(stages["bootstrap"])
-        corr = disattenuate(a_hat, a_boot, b_hat, b_boot)      # attenuation-corrected cells (T, Ca, K)
         if prep.fixed:
             boot[:, prep.fixed] = wsc.fixed_resampled(bw)
-        if jack is not None:
-            stages["jackknife"] = fit_replicates(prep.basis, prep.labels, jack, prep.cmask, probe, init=init,
-                                                 progress=bar.update)
+        stages["jackknife"] = fit_replicates(prep.basis, prep.labels, jack, prep.cmask, probe, init=init,
+                                             progress=bar.update)
+        if ci_method == "bca":
             jk = wsc.probes(stages["jackknife"])
             if prep.fixed:
                 jk[:, prep.fixed] = wsc.fixed_resampled(jack)
+        noise_fit = stages["jackknife" if correction_noise == "jackknife" else "bootstrap"]
+        a_hat, b_hat = (v[0] for v in wsc.compared_rows(point))
+        a_rep, b_rep = wsc.compared_rows(noise_fit)
+        corr = disattenuate(a_hat, a_rep, b_hat, b_rep, noise=correction_noise)   # corrected cells (T, Ca, K)
     # null: permutations (adaptive when max_permutations > permutations)
     null = None
     if permutations > 0:
@@ -942,6 +951,7 @@ def analyze(
         heads_out["tasks"][t.name] = np.asarray(prep.f_rows[j, :t.n_classes], float) @ rot.T
     return _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
                       dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
+                           correction_noise=correction_noise,
                            centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null,
                            corr=corr, k_sensitivity=ksens, head_rows=heads_out))
 
@@ -1086,6 +1096,7 @@ def _settings(prep, cfg, opt, folds, jack, null) -> dict:
         "confidence": float(opt["confidence"]), "equivalence_margin": float(cfg["equivalence_margin"]),
         "ci_method": opt["ci_method"] if opt["bootstrap"] > 0 else None,
         "jackknife_blocks": None if jack is None else int(len(jack)),
+        "correction_noise": opt["correction_noise"] if opt["bootstrap"] > 0 else None,
         "permutation_scheme": None if P == 0 else (
             ("groups exchanged among groups of equal size, rows shuffled within groups" if groups is not None else "rows")
             + " (each task among its labelled rows)"

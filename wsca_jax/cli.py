@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ci-method", default="basic", choices=["basic", "corrected", "bca", "percentile"],
                    help="interval of max |WSC| and the cells: basic (default; best coverage of the population value "
                         "in experiments/results/calibration.md), corrected (attenuation-corrected), bca, percentile")
+    a.add_argument("--correction-noise", default="jackknife", choices=["jackknife", "bootstrap"],
+                   help="noise estimate of the attenuation correction: jackknife (default; delete-one-block refits) "
+                        "or bootstrap (overstates the noise of well-separated probes)")
     a.add_argument("--equivalence-margin", type=float, default=0.2,
                    help="population max |WSC| below which alignment is negligible: 'encoded but unused' is concluded "
                         "when the bootstrap shows the corrected value below it (default 0.2)")
@@ -488,7 +491,7 @@ def _analysis_options(args) -> dict:
                 binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
                 permutations=args.permutations, max_permutations=args.max_permutations,
                 pca_variance=args.pca_variance, pca_min=args.pca_min, heads=args.heads, seed=args.seed,
-                probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method,
+                probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method, correction_noise=args.correction_noise,
                 equivalence_margin=args.equivalence_margin)
 
 
