@@ -528,3 +528,30 @@ def test_crash_at_each_save_point_then_resume_equals_uninterrupted(prepared, tmp
         assert code == 2 and "run.json names latest epoch 1 but" in err and "interrupted run" in err
     assert main(["train", *[x.format(d=d) for x in T], "--resume", "--out", str(run)]) == 0
     _same_run(run, d / "run")
+
+
+def test_ifa_cli_writes_the_documented_record_and_a_report_that_renders(prepared, tmp_path, capsys, chromium):
+    """`wsca ifa` on the toy run: the toy's site band (the top two rows) as the region; ifa.json has the
+    documented keys, CAM reproduces the logits (r = 1), outlier rows index the split's images, and
+    report.html renders in headless Chromium with every figure."""
+    from test_report_browser import check_renders
+    d, out = prepared, tmp_path / "ifa"
+    assert main(["ifa", "--run", str(d / "run"), "--tfds-dir", str(d / "tfds"), "--region", "0:2,0:16",
+                 "--random-masks", "3", "--out", str(out)]) == 0
+    rec = json.loads((out / "ifa.json").read_text())
+    assert rec["method"] == "cam" and rec["layer"] == "last" and rec["n"] == 32          # the toy's test rows
+    for r in rec["consistency"]["unscaled"]["pearson_r"].values():
+        assert r is None or r > 0.999
+    assert rec["scale"]["low"] < rec["scale"]["high"]
+    assert {"mode", "fraction", "auroc", "accuracy", "cam_similarity"} <= set(rec["decomposition"][0])
+    assert set(rec["smallest_sufficient_fraction"]) == {"importance", "difference", "random"}
+    site = rec["confounders"]["site"]
+    assert {"channels", "decision_share", "p_value"} <= set(site) and 0 < site["p_value"] <= 1
+    assert set(rec["localization"]) <= set(rec["classes"])
+    assert all(0 <= v["mass_in_region"] <= 1 for v in rec["localization"].values())
+    assert all(0 <= o["row"] < rec["n"] for o in rec["outliers"])
+    with np.load(out / "ifa_importance.npz") as z:
+        assert z["importance"].shape == (rec["n"], rec["channels"])
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures == ["ifa_cams.png", "ifa_decomposition.png", "ifa_importance.png", "ifa_outliers.png"]
+    check_renders(chromium, out / "report.html", tmp_path, min_figures=4)

@@ -471,6 +471,7 @@ def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: 
         require(0 <= int(target) < C, f"--target {target}: the head has classes 0..{C - 1}")
     correct = r["logits"].argmax(1) == y
     keep = correct if correct_only and correct.any() else np.ones(len(y), bool)
+    kept = np.flatnonzero(keep)                      # outlier rows are reported as rows of ``images``
     prof = importance_profile(r["importance"], r["target"], keep)
     low, high = common_scale(r["cam_max"], r["cam_min"])
     common = apply_scale(r["cam"], low, high, mapping)
@@ -490,7 +491,8 @@ def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: 
                        "difference": {names[c]: v.tolist() for c, v in prof["diff"].items()}, "n": {names[c]: k for c, k in prof["n"].items()}},
            "principal_channels": {str(k): v for k, v in principal_channels(prof["overall"]).items()},
            "redundancy": redundancy(r["importance"][keep]),
-           "outliers": [{"row": i, "class": names[c], "distance": d} for i, c, d in outliers(r["importance"][keep], r["target"][keep])],
+           "outliers": [{"row": int(kept[i]), "class": names[c], "distance": d}
+                        for i, c, d in outliers(r["importance"][keep], r["target"][keep])],
            "cam_percentiles": cam_percentiles(r["cam_max"], r["cam_min"]),
            "scale": {"low": low, "high": high, "mapping": mapping, "low_percentile_of_minima": 50,
                      "high_percentile_of_maxima": 90},

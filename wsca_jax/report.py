@@ -541,7 +541,8 @@ def write_runs_outputs(result, out_dir: str, figures: bool = True) -> list[str]:
 def ifa_figures(rec: dict, arrays: dict, images: np.ndarray, n_examples: int = 6) -> dict[str, bytes]:
     """``ifa_importance.png`` (mean channel importance, overall and class minus overall),
     ``ifa_decomposition.png`` (AUROC against the channel fraction, random band) and
-    ``ifa_cams.png`` (maps on the common vs the per-image scale)."""
+    ``ifa_cams.png`` (maps on the common vs the per-image scale) and ``ifa_outliers.png`` (the samples
+    whose importance profile is farthest from their class's, with their maps)."""
     figs = {}
     overall = np.asarray(rec["profile"]["overall"])
     order = np.argsort(-overall)
@@ -589,6 +590,20 @@ def ifa_figures(rec: dict, arrays: dict, images: np.ndarray, n_examples: int = 6
                 a.set_ylabel(title, fontsize=7)
     fig.tight_layout()
     figs["ifa_cams.png"] = _png(fig)
+    out = rec.get("outliers", [])[:n_examples]
+    if out:
+        fig, axes = plt.subplots(2, len(out), figsize=(1.5 * len(out), 3.2), squeeze=False)
+        for j, o in enumerate(out):
+            img = images[o["row"]][..., 0] if images.shape[-1] == 1 else images[o["row"]]
+            axes[0, j].imshow(img, cmap="gray")
+            axes[0, j].set_title(f"row {o['row']}\n{o['class']}, d {o['distance']:.1f}", fontsize=6)
+            axes[1, j].imshow(cams[o["row"]], cmap="jet", vmin=0, vmax=1)
+            for a in axes[:, j]:
+                a.set_xticks([])
+                a.set_yticks([])
+        axes[1, 0].set_ylabel("common scale", fontsize=7)
+        fig.tight_layout()
+        figs["ifa_outliers.png"] = _png(fig)
     return figs
 
 
