@@ -258,6 +258,33 @@ def report(out: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prose_namespace(out: str) -> dict:
+    """Values for ``templates/readme_ifa.md``, from the records only."""
+    from prose import namespace
+    runs = load(out)
+    dose = dose_table(runs)
+    g = dose.groupby("strength")
+    ms = lambda col: " / ".join(f"{x[col].mean():.3f}" for _, x in g)  # noqa: E731
+    known = list(runs.known)
+    full_ok = all(all(abs(v - k["auroc_full_model"]) < 1e-6 for v in k["auroc_at_fraction_1"].values()) for k in known)
+    bb = runs[runs.dataset == "busbra"]
+    ns = dict(n_networks=len(runs), min_r=min(min(v for v in k["cam_logit_r"].values() if v is not None) for k in known),
+              max_gradcam_err=max(k["gradcam_vs_cam_rel_err"] for k in known), full_ok=full_ok,
+              n_seeds=int(g.size().min()) if len(dose) else 0, strengths=" / ".join(f"{s:g}" for s, _ in g),
+              mass_line=ms("mass_1"), share_line=ms("share"), wsc_line=ms("wsc"),
+              wsc_sig=f"{int((dose.wsc_p <= 0.05).sum())} of {len(dose)}",
+              rho_mass_wsc=_spearman(dose.mass_1, dose.wsc), rho_share_wsc=_spearman(dose.share, dose.wsc),
+              busbra_ssf="n/a", busbra_share="n/a")
+    if len(bb):
+        r = bb.iloc[0]
+        ns["busbra_ssf"] = ", ".join(f"{v:g} ({k})" if v is not None else f"none ({k})"
+                                     for k, v in r.ifa["smallest_sufficient_fraction"].items())
+        c = r.confounder
+        ns["busbra_share"] = (f"{c['decision_share']:.3f} (random channel sets {c['random_share_mean']:.3f}, "
+                              f"p {c['p_value']:.3f})")
+    return namespace(**ns)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")

@@ -7,7 +7,7 @@ Sections (``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README
 templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md) and
 ``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists),
 ``calibration`` (readme_calibration.md, from the calibration study's records), ``runs``
-(readme_runs.md, from ``runs_combined.jsonl``).
+(readme_runs.md, from ``runs_combined.jsonl``), ``ifa`` (readme_ifa.md, from ``ifa_runs.jsonl``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ def sections() -> dict[str, str]:
     if os.path.exists(os.path.join(rargs.out, "runs_combined.jsonl")):
         with open(os.path.join(HERE, "templates", "readme_runs.md")) as f:
             out["runs"] = render(f.read(), rc.prose_namespace(rargs.out))
+    import ifa_validation as ifv
+    if os.path.exists(os.path.join(HERE, "results", "ifa_runs.jsonl")):
+        with open(os.path.join(HERE, "templates", "readme_ifa.md")) as f:
+            out["ifa"] = render(f.read(), ifv.prose_namespace(os.path.join(HERE, "results")))
     return out
 
 

@@ -158,6 +158,24 @@ def test_confounder_channels_and_their_decision_share():
     assert set(r["channels"]) <= {3, 4, 5, 6} and r["decision_share"] < 0.1 and r["p_value"] > 0.5
 
 
+def test_confounder_channel_p_value_has_its_level_when_the_attribute_channels_are_unrelated():
+    """The null of the decision-share test: which channels carry the attribute is unrelated to which
+    carry the decision (here: a random 3 of 24 channels carry the attribute, the decision's importance
+    profile is drawn independently). Over 300 such datasets p <= alpha about alpha of the time."""
+    rng = np.random.default_rng(7)
+    n, K, ps = 150, 24, []
+    for _ in range(300):
+        attr = rng.integers(0, 2, n)
+        emb = rng.normal(0, 1, (n, K))
+        emb[:, rng.choice(K, 3, replace=False)] += 2.5 * attr[:, None]
+        profile = rng.gamma(0.7, 1.0, K)                    # heterogeneous channel importance
+        imp = profile * np.abs(rng.normal(1, 0.3, (n, K)))
+        ps.append(ifa.confounder_channels(emb, attr, imp, n_random=199, seed=int(rng.integers(1 << 30)))["p_value"])
+    ps = np.array(ps)
+    assert 0.02 <= np.mean(ps <= 0.05) <= 0.09, np.mean(ps <= 0.05)
+    assert 0.14 <= np.mean(ps <= 0.2) <= 0.27, np.mean(ps <= 0.2)
+
+
 def test_analyze_ifa_record_and_region(tiny):
     model, params, x = tiny
     sp = ifa.split_at(model, params, columns=(0, 2))
