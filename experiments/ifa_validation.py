@@ -62,9 +62,11 @@ def known_answers(run_dir: str, images: np.ndarray, rec: dict) -> dict:
     cam = ifa_arrays(split, x, None, "cam")
     grad = ifa_arrays(split, x, None, "gradcam")
     hw = cam["cam"].shape[1] * cam["cam"].shape[2]
-    err = float(np.max(np.abs(grad["cam"] - np.maximum(cam["cam"], 0) / hw)) / max(1e-12, np.max(np.abs(cam["cam"]))))
+    ref = np.maximum(cam["cam"], 0) / hw
+    err = float(np.max(np.abs(grad["cam"] - ref)) / max(1e-30, np.max(np.abs(ref))))
     full = [r for r in rec["decomposition"] if r["fraction"] == 1.0]
     return {"cam_logit_r": rec["consistency"]["unscaled"]["pearson_r"], "gradcam_vs_cam_rel_err": err,
+            "map_shape": list(cam["cam"].shape[1:]),
             "auroc_full_model": rec["full_model"]["auroc"],
             "auroc_at_fraction_1": {r["mode"]: r["auroc"] for r in full}}
 
@@ -84,7 +86,7 @@ def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tupl
            "decomposition": rec["decomposition"]}
     if region is not None:
         sub = ds.select_split("test")
-        stamped = np.asarray(sub.columns[spec_conf]) == "stamped"
+        stamped = (np.asarray(sub.columns[spec_conf]) == "stamped")[arrays["rows"]]   # the rows analysed
         scaled = resize_maps(arrays["cams_common"], images.shape[1:3])
         t = arrays["target"]
         out["mass_stamped"] = {str(c): v["mass_in_region"] for c, v in region_mass(scaled[stamped], region, t[stamped]).items()}
@@ -171,7 +173,9 @@ def dose_table(runs: pd.DataFrame) -> pd.DataFrame:
                      "share": r.confounder["decision_share"], "share_random": r.confounder["random_share_mean"],
                      "share_p": r.confounder["p_value"], "n_channels": len(r.confounder["channels"]),
                      "wsc": r.wsc["max_abs_wsc"], "wsc_p": r.wsc["p_value"]})
-    return pd.DataFrame(rows).sort_values(["strength", "seed"])
+    cols = ["strength", "seed", "primary_auroc", "mass_1", "mass_0", "mass_1_unstamped", "area", "share",
+            "share_random", "share_p", "n_channels", "wsc", "wsc_p"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["strength", "seed"])
 
 
 def _spearman(a, b) -> float:
@@ -189,7 +193,7 @@ def report(out: str) -> str:
              "classified images; 20 random channel masks per fraction), WSC of the primary head against the "
              "confounder probe on the training embeddings (permutation p, groups kept).", "",
              "## Known answers", "",
-             "| network | CAM-logit r (per class) | Grad-CAM vs ReLU(CAM) / hw (max rel. error) | AUROC: model | "
+             "| network | CAM-logit r (per class) | Grad-CAM vs ReLU(CAM) / hw (max error / max value) | AUROC: model | "
              "AUROC at 100% (importance / difference / random) |", "|---|---|---|---|---|"]
     for _, r in runs.iterrows():
         k = r.known

@@ -187,6 +187,34 @@ def test_default_interval_is_basic_and_the_raw_and_corrected_values_stay():
     assert set(s["reliability"]) == {"primary", "probe"} and s["reliability"]["primary"] == [1.0]
 
 
+def test_correction_noise_settings_and_the_corrected_fallback():
+    """The jackknife is fitted for the correction (and recorded), not when nothing uses it; where a
+    direction is unreliable, ``ci_method="corrected"`` falls back to the basic interval with the reason,
+    cells included."""
+    z, meta, head = calibration_data(CalibrationDesign(d=24, shift=3.0), 400, seed=3)
+    kw = dict(tasks=["attr"], categorical=["attr"], bootstrap=20, pca_min=10, cv_folds=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        jk = wsca.analyze(z, meta, "label", head, **kw)
+        bs = wsca.analyze(z, meta, "label", head, correction_noise="bootstrap", **kw)
+        zw, mw, hw = calibration_data(CalibrationDesign(d=24, shift=0.2), 200, seed=4)
+        weak = wsca.analyze(zw, mw, "label", hw, ci_method="corrected", **kw)
+    assert jk.settings["correction_noise"] == "jackknife" and jk.settings["jackknife_blocks"] == 10
+    assert bs.settings["correction_noise"] == "bootstrap" and bs.settings["jackknife_blocks"] is None
+    rj, rb = (r.tasks["attr"].summary["reliability"]["probe"] for r in (jk, bs))
+    assert not np.allclose(rj, rb)                                   # two different noise estimates
+    t = weak.tasks["attr"]
+    s = t.summary
+    assert min(s["reliability"]["probe"]) < 0.1
+    assert t.wsc_corrected is None or np.isnan(t.wsc_corrected).any()
+    assert s["ci_method"] == "basic" and s["ci_fallback"] == "no_reliable_direction"
+    lo, hi = basic_interval(t.wsc, t.boot, 0.95)
+    np.testing.assert_allclose(t.cell_intervals["raw"]["low"], lo)
+    np.testing.assert_allclose(t.cell_intervals["raw"]["high"], hi)
+    with pytest.raises(wsca.WscaInputError, match="correction noise must be"):
+        wsca.analyze(z, meta, "label", head, correction_noise="halves", **kw)
+
+
 def test_equivalence_concludes_unused_only_when_the_alignment_is_small():
     """A strongly encoded attribute the head does not use: the corrected replicates lie below the margin,
     so "encoded but unused" is concluded; when the head uses it, equivalence is not shown and the

@@ -549,9 +549,11 @@ def test_ifa_cli_writes_the_documented_record_and_a_report_that_renders(prepared
     assert {"channels", "decision_share", "p_value"} <= set(site) and 0 < site["p_value"] <= 1
     assert set(rec["localization"]) <= set(rec["classes"])
     assert all(0 <= v["mass_in_region"] <= 1 for v in rec["localization"].values())
-    assert all(0 <= o["row"] < rec["n"] for o in rec["outliers"])
     with np.load(out / "ifa_importance.npz") as z:
-        assert z["importance"].shape == (rec["n"], rec["channels"])
+        assert z["importance"].shape == (rec["n"], rec["channels"]) and z["cams"].shape == z["cams_common"].shape
+        assert len(z["rows"]) == rec["n"] == rec["n_split"]
+        for o in rec["outliers"]:                       # rows of the analysed images, with their target class
+            assert rec["classes"][int(z["target"][o["row"]])] == o["class"]
     figures = sorted(p.name for p in out.glob("*.png"))
     assert figures == ["ifa_cams.png", "ifa_decomposition.png", "ifa_importance.png", "ifa_outliers.png"]
     check_renders(chromium, out / "report.html", tmp_path, min_figures=4)

@@ -69,6 +69,13 @@ def test_calibration_results_file_matches_its_records():
         assert (out / "calibration.md").read_text() == cal.report(str(out))
 
 
+def test_ifa_results_file_matches_its_records():
+    ifv = _module("ifa_validation")
+    out = EXP / "results"
+    if (out / "ifa_runs.jsonl").exists():
+        assert (out / "ifa.md").read_text() == ifv.report(str(out))
+
+
 def test_runs_combined_results_file_matches_its_records():
     rc = _module("runs_combined")
     out = EXP / "results"

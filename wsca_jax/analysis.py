@@ -850,19 +850,21 @@ def analyze(
       ci_method: the default interval (``summary.ci`` and the cell ``ci_low``/``ci_high``):
         ``"basic"`` (default, chosen by coverage of the population value in
         experiments/results/calibration.md: ``2 t - q``, the bootstrap's own bias correction),
-        ``"corrected"`` (the attenuation-corrected estimate with the raw replicates' spread: closest to
-        nominal in most settings there, but it over-corrects with very strong probes and has no value
-        where a direction is unreliable), ``"bca"`` (guarded: percentile where BCa is degenerate, with
-        the reason; adds a jackknife) or ``"percentile"`` (of the raw statistic, which is attenuated
-        toward 0: it misses the population value). The intervals of max |WSC| are all in ``summary.intervals`` (BCa only with
-        ``ci_method="bca"``, which adds the jackknife it needs).
+        ``"corrected"`` (the attenuation-corrected estimate, see ``correction_noise``, with the raw
+        replicates' spread stretched by the correction; the basic interval, with the reason, where a
+        direction is unreliable), ``"bca"`` (guarded: percentile where BCa is degenerate, with the
+        reason; 50 jackknife blocks) or ``"percentile"`` (of the raw statistic, which is attenuated
+        toward 0: it misses the population value). The intervals of max |WSC| are all in
+        ``summary.intervals`` (BCa only with ``ci_method="bca"``).
       equivalence_margin: population max |WSC| below which alignment is negligible; with a bootstrap,
         "encoded but unused" is concluded when the corrected replicates show the value below it
         (``summary.equivalence``); ``summary.mde`` is the alignment detected with 80% power.
       correction_noise: the noise estimate of the attenuation correction
         (:func:`~wsca_jax.wsc.disattenuate`): ``"jackknife"`` (default; delete-one-block refits,
-        ``min(50, max(10, B // 4))`` blocks, 50 with BCa) or ``"bootstrap"`` (the bootstrap's spread,
-        which overstates the noise of well-separated probes and over-corrects).
+        ``min(50, max(10, B // 4))`` blocks, 50 with BCa; with ``group_column`` the blocks are groups,
+        merged at random when there are more, and the variance formula treats blocks as equal in
+        size) or ``"bootstrap"`` (the bootstrap's spread, which overstated the noise of well-separated
+        probes in the calibration study and over-corrected).
       progress: show a progress bar.
 
     Returns:
@@ -897,7 +899,7 @@ def analyze(
     rng = np.random.default_rng(seed)
     folds = fold_ids(n, cv_folds, prep.groups, seed)
     jack = None
-    if bootstrap > 0:      # the correction's noise estimate (and BCa's acceleration)
+    if bootstrap > 0 and (ci_method == "bca" or correction_noise == "jackknife"):   # BCa; the correction's noise
         blocks = 50 if ci_method == "bca" else int(np.clip(bootstrap // 4, 10, 50))
         jack = jackknife_weights(n, prep.groups, max_blocks=blocks, rng=np.random.default_rng(seed + 1))
     total = 1 + (folds.max() + 1) + bootstrap + (0 if jack is None else len(jack)) + permutations
@@ -925,8 +927,9 @@ def analyze(
         boot = wsc.probes(stages["bootstrap"])
         if prep.fixed:
             boot[:, prep.fixed] = wsc.fixed_resampled(bw)
-        stages["jackknife"] = fit_replicates(prep.basis, prep.labels, jack, prep.cmask, probe, init=init,
-                                             progress=bar.update)
+        if jack is not None:
+            stages["jackknife"] = fit_replicates(prep.basis, prep.labels, jack, prep.cmask, probe, init=init,
+                                                 progress=bar.update)
         if ci_method == "bca":
             jk = wsc.probes(stages["jackknife"])
             if prep.fixed:

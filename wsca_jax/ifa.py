@@ -461,7 +461,8 @@ def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: 
       target: None (predicted class), an int, or ``"true"`` (the label).
     Returns:
       ``(record, arrays)``: the JSON-ready record (``ifa.json``) and arrays for ``ifa_importance.npz``
-      (``importance (N, K)``, ``target``, ``logits``, ``cam_max``, ``cam_min``, ``cams_common``).
+      (``importance (N, K)``, ``target``, ``logits``, ``cam_max``, ``cam_min``, ``weights``, ``cams``
+      (unscaled maps) and ``cams_common`` (on the common scale)).
     """
     y = np.asarray(labels, int)
     tg = y if isinstance(target, str) and target == "true" else target
@@ -512,6 +513,7 @@ def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: 
         rec["region"] = list(region)
     arrays = {k: r[k] for k in ("importance", "target", "logits", "cam_max", "cam_min", "weights")}
     arrays["cams_common"] = common.astype(np.float32)
+    arrays["cams"] = np.asarray(r["cam"], np.float32)
     return rec, arrays
 
 
@@ -536,7 +538,8 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
       dataset: the run's :class:`~wsca_jax.data.ImageDataset`.  layer: ``last`` (the backbone's
         output, the maps before pooling) or the name of a submodule of the backbone.
       tasks: metadata columns to locate (default: every other column with 2-20 classes).
-    Returns: ``(record, arrays, images)``.
+    Returns: ``(record, arrays, images)``; ``arrays["rows"]`` are the split's rows analysed (those with a
+      primary label), and the record's row numbers (``outliers``) index them.
     """
     import pandas as pd
 
@@ -564,6 +567,8 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
             meta[c] = lab
     split = split_at(model, params, "backbone" if layer == "last" else layer, columns=(0, len(classes)))
     out, arrays = analyze_ifa(split, images, labels, meta, class_names=[str(c) for c in classes], **kw)
-    out.update(layer=layer, run=run_dir, checkpoint=which, split=split_name, primary=primary)
+    arrays["rows"] = np.flatnonzero(keep)                # rows of the split analysed (primary label present)
+    out.update(layer=layer, run=run_dir, checkpoint=which, split=split_name, primary=primary,
+               n_split=int(len(sub)))
     return out, arrays, images
 

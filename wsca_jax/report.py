@@ -576,9 +576,10 @@ def ifa_figures(rec: dict, arrays: dict, images: np.ndarray, n_examples: int = 6
     k = min(n_examples, len(cams))
     idx = np.linspace(0, len(cams) - 1, k).astype(int)
     fig, axes = plt.subplots(3, k, figsize=(1.4 * k, 4.4), squeeze=False)
-    lo = cams.min(axis=(1, 2), keepdims=True)
-    hi = cams.max(axis=(1, 2), keepdims=True)
-    per = (cams - lo) / np.where(hi > lo, hi - lo, 1)
+    raw = arrays.get("cams", cams)                           # per-image min-max of the unscaled maps (IFA's)
+    lo = raw.min(axis=(1, 2), keepdims=True)
+    hi = raw.max(axis=(1, 2), keepdims=True)
+    per = (raw - lo) / np.where(hi > lo, hi - lo, 1)
     for j, i in enumerate(idx):
         img = images[i][..., 0] if images.shape[-1] == 1 else images[i]
         for row, (pic, title) in enumerate(((img, "image"), (cams[i], "common scale"), (per[i], "per image"))):
