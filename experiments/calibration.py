@@ -559,8 +559,15 @@ def prose_namespace(out: str) -> dict:
     weakest = cov.loc[cov.probe_auroc.idxmin()]
     enc = nul.setting.str.startswith("null_")
     closer = int(np.sum(np.abs(good.cov_corrected.astype(float) - 0.95) < np.abs(good.cov_basic.astype(float) - 0.95)))
+    jk = pd.DataFrame(rec.get("jackknife") or [])
+    jkg = jk[jk.setting.isin(good.setting)] if len(jk) else pd.DataFrame(columns=["coverage", "cells_cov",
+                                                                                   "cov_basic_same", "draws"])
+    jk_closer = int(np.sum(np.abs(jkg.coverage - 0.95) < np.abs(jkg.cov_basic_same - 0.95))) if len(jkg) else 0
+    outside = ", ".join(f"{x.setting} ({x.coverage:.2f})" for _, x in jkg.iterrows() if not 0.93 <= x.coverage <= 0.97)
+    draws = sorted(set(int(d) for d in jkg.draws)) if len(jkg) else []
     return namespace(good=good, n_cov=len(cov), n_draws=rec["draws"], best=best, weakest_auroc=_f(weakest.probe_auroc, 2),
-                     n_corr_closer=closer,
+                     n_corr_closer=closer, jkg=jkg, n_jk_closer=jk_closer, jk_outside=outside or "none",
+                     jk_draws=" to ".join(str(d) for d in (draws[:1] + draws[-1:] if len(draws) > 1 else draws)) or "no",
                      weakest_cov=_f(weakest.cov_corrected, 2), nul0=nul[~enc], nul_enc=nul[enc])
 
 

@@ -194,3 +194,27 @@ def test_analyze_ifa_record_and_region(tiny):
         ifa.analyze_ifa(sp, x, labels, region=(0, 20, 0, 4), fractions=(1.0,), n_random=1)
     with pytest.raises(ifa.WscaInputError, match="--target 5"):
         ifa.analyze_ifa(sp, x, labels, target=5, fractions=(1.0,), n_random=1)
+
+
+def test_stored_feature_maps_and_head_give_the_same_analysis_as_the_network(tiny):
+    """``maps_split``: CAM analysis from ``feature_maps`` + ``head_<task>`` + ``bias_<task>`` (what
+    ``wsca embed --feature-maps`` writes) equals the analysis through the network."""
+    model, params, x = tiny
+    sp = ifa.split_at(model, params, columns=(0, 2))
+    maps = ifa.feature_maps(sp, x)
+    W = np.asarray(params["heads"]["kernel"])[:, :2].T                      # (C, K)
+    b = np.asarray(params["heads"]["bias"])[:2]
+    labels = (np.arange(len(x)) % 2).astype(int)
+    site = (np.arange(len(x)) // 2) % 2
+    kw = dict(fractions=(0.25, 1.0), n_random=4, correct_only=False)
+    rec_net, arr_net = ifa.analyze_ifa(sp, x, labels, {"site": site}, **kw)
+    rec_map, arr_map = ifa.analyze_ifa(ifa.maps_split(W, b), maps, labels, {"site": site}, **kw)
+    for k in ("importance", "logits", "cams"):
+        np.testing.assert_allclose(arr_map[k], arr_net[k], rtol=1e-4, atol=1e-5)
+    for a, r in zip(rec_map["decomposition"], rec_net["decomposition"]):
+        assert (a["mode"], a["fraction"], a["channels"]) == (r["mode"], r["fraction"], r["channels"])
+        for k in ("auroc", "accuracy", "cam_similarity"):
+            assert a[k] == pytest.approx(r[k], rel=1e-4, abs=1e-5), (a, r)
+    assert rec_map["confounders"]["site"]["channels"] == rec_net["confounders"]["site"]["channels"]
+    with pytest.raises(ifa.WscaInputError, match="bias must have 2 values"):
+        ifa.maps_split(W, np.zeros(3))

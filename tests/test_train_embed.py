@@ -60,9 +60,13 @@ def test_embed_heads_reproduce_logits_and_analyze_reads_them(runs):
     model, params, rec = load_run(str(d / "full"), "latest")
     x = ds.select_split("train").images
     logits = np.asarray(model.apply({"params": params}, jnp.asarray(x))["logits"])
-    bias = np.asarray(params["heads"]["bias"])
-    recon = np.concatenate([out["embeddings"] @ out["head_label"].T, out["embeddings"] @ out["head_site"].T], 1) + bias
+    recon = np.concatenate([out["embeddings"] @ out["head_label"].T + out["bias_label"],
+                            out["embeddings"] @ out["head_site"].T + out["bias_site"]], 1)
     np.testing.assert_allclose(recon, logits, atol=1e-4)
+    # the stored maps, head and bias are all a CAM analysis needs (wsca_jax.maps_split)
+    from wsca_jax.ifa import ifa_arrays, maps_split
+    r = ifa_arrays(maps_split(out["head_label"], out["bias_label"]), out["feature_maps"])
+    np.testing.assert_allclose(r["logits"], logits[:, :2], atol=1e-4)
     res = wsca.analyze(out["embeddings"], {k: out[k] for k in ("label", "site")}, "label",
                        primary_head=out["head_label"], pca_min=8)
     assert res.primary["source"] == "head" and "site" in res.tasks

@@ -24,7 +24,7 @@ from .metrics import classification_metrics  # noqa: E402
 from .analysis import TaskResult, WscaResult, analyze, fixed_head_wsc  # noqa: E402
 from .runs import RunsResult, analyze_runs  # noqa: E402
 from .ifa import (Split, analyze_ifa, apply_scale, common_scale, confounder_channels, consistency,  # noqa: E402
-                  decompose, ifa_arrays, ifa_batch, ifa_for_run, split_at)
+                  decompose, ifa_arrays, ifa_batch, ifa_for_run, maps_split, split_at)
 from .simulate import MultitaskSim, multitask_networks  # noqa: E402
 from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dataset,  # noqa: E402
                          run_condition)
@@ -39,7 +39,7 @@ __all__ = [
     "random_cosine_quantile", "random_direction_null",
     "classification_metrics", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc", "RunsResult", "analyze_runs",
     "Split", "analyze_ifa", "apply_scale", "common_scale", "confounder_channels", "consistency", "decompose",
-    "ifa_arrays", "ifa_batch", "ifa_for_run", "split_at",
+    "ifa_arrays", "ifa_batch", "ifa_for_run", "maps_split", "split_at",
     "MultitaskSim", "multitask_networks",
     "ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition", "run_demo",
 ]

@@ -77,6 +77,33 @@ def split_at(model: nn.Module, params, layer: str = "backbone", columns: tuple |
     return Split(features, head)
 
 
+def maps_split(head, bias=None) -> Split:
+    """A :class:`Split` from stored feature maps and a GAP + linear head, without the network.
+
+    The "images" are the maps themselves ``(N, h, w, K)`` (e.g. ``feature_maps`` of a ``wsca embed
+    --feature-maps`` file): ``features`` is the identity and ``head`` the global average followed by
+    ``maps_mean @ head.T + bias``. CAM, importance, the profiles, the common scale, consistency, the
+    decomposition and the confounder channels are then exact (a model's GAP + linear head is all they
+    need); gradients of earlier layers, and maps at image resolution (``region``), need the network.
+
+    Args:
+      head: ``(C, K)`` (``head_<task>`` of ``wsca embed``).  bias: ``(C,)`` (``bias_<task>``) or None (0).
+    """
+    w = jnp.asarray(head, jnp.float32)
+    require(w.ndim == 2, f"head must be (C, K), found shape {tuple(w.shape)}")
+    b = jnp.zeros(w.shape[0], jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32).reshape(-1)
+    require(b.shape == (w.shape[0],), f"bias must have {w.shape[0]} values, found {b.shape[0]}")
+    return Split(features=_identity, head=partial(_gap_linear, w=w, b=b))
+
+
+def _identity(x):
+    return x
+
+
+def _gap_linear(maps, images, w, b):
+    return jnp.mean(maps, axis=(1, 2)) @ w.T + b
+
+
 def _target_rows(logits, target):
     """One-hot cotangent ``(B, C)`` for per-example target classes ``(B,)``."""
     return jax.nn.one_hot(target, logits.shape[-1], dtype=logits.dtype)

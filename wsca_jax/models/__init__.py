@@ -164,3 +164,10 @@ def head_weights(params, head_classes: Sequence[int], setting: str, embedding_di
         return [jnp.stack([-ones / 2, ones / 2])]
     k = params["heads"]["kernel"]                                # (D, sum C)
     return [w.T for w in split_logits(k, head_classes)]
+
+
+def head_biases(params, head_classes: Sequence[int], setting: str) -> list:
+    """Each head's bias ``(C_t,)`` (``pooling``: zeros; its logit is the map's average)."""
+    if setting == "pooling":
+        return [jnp.zeros((2,))]
+    return list(split_logits(params["heads"]["bias"][None], head_classes))
