@@ -170,3 +170,12 @@ def test_confounded_design_keeps_sizes_and_moves_the_mix():
     np.testing.assert_allclose(shares, [0.45, 0.725, 1.0], atol=0.01)
     with pytest.raises(WscaInputError, match="needs"):
         confounded_indices(labels, conf, 1.0, {0: "a", 1: "b"}, base, {0: 2000, 1: 10})
+    # fixed marginals: the confounder's totals (and the class sizes) stay while the association grows
+    totals, assoc = [], []
+    for s in (0.0, 0.25, 0.5, 0.75, 0.9):
+        ix = confounded_indices(labels, conf, s, {0: "a", 1: "b"}, base, sizes, seed=1, fixed_marginals=True)
+        assert len(ix) == 450 and (labels[ix] == 0).sum() == 300
+        totals.append([(conf[ix] == v).sum() for v in "abc"])
+        assoc.append(((conf[ix] == "b") & (labels[ix] == 1)).sum() / 150)
+    assert all(abs(t - u) <= 2 for row in totals for t, u in zip(row, [202.5, 202.5, 45]))
+    assert np.all(np.diff(assoc) > 0) and assoc[0] == pytest.approx(0.45, abs=0.01)

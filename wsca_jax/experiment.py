@@ -54,6 +54,9 @@ class ShortcutSpec:
       kind: ``"discard"`` (choose training rows, BUS-BRA) or ``"artefact"`` (stamp training rows).
       majority: ``{class: confounder value}`` each class leans on.  base: ``{value: share}`` at strength 0.
       n_per_class: training rows per class (``discard``).  artefact: stamp kind (``artefact``).
+      fixed_marginals: keep the confounder's totals fixed across strengths too (``discard``;
+        :func:`~wsca_jax.data.shortcuts.design_table_fixed_marginals`); False: the per-class mixes of
+        :func:`~wsca_jax.data.confounded_indices`, under which a rare value shrinks as the strength grows.
     """
 
     dataset: str
@@ -65,6 +68,7 @@ class ShortcutSpec:
     base: dict = dataclasses.field(default_factory=dict)
     n_per_class: dict = dataclasses.field(default_factory=dict)
     artefact: str = "text_band"
+    fixed_marginals: bool = False
 
 
 def busbra_spec(n_per_class: dict | None = None) -> ShortcutSpec:
@@ -99,7 +103,7 @@ def condition_dataset(ds: ImageDataset, spec: ShortcutSpec, strength: float | No
             return ds
         conf = np.asarray(ds.columns[spec.confounder])
         keep = train[confounded_indices(labels[train], conf[train], strength, spec.majority, spec.base,
-                                        spec.n_per_class, seed)]
+                                        spec.n_per_class, seed, fixed_marginals=spec.fixed_marginals)]
         return ds.subset(np.sort(np.concatenate([keep, other])))
     require(spec.kind == "artefact", f"unknown design kind {spec.kind!r}")
     s = 0.0 if strength is None else strength

@@ -75,15 +75,53 @@ def biased_indices(labels, confounder, strength: float, majority: dict | None = 
     return np.sort(np.concatenate(out))
 
 
+def _round_row(x: np.ndarray) -> np.ndarray:
+    """Round a row of expected counts to integers with the same (integer) total: largest remainders."""
+    counts = np.floor(x + 1e-9).astype(int)
+    rest = int(round(x.sum())) - counts.sum()
+    counts[np.argsort(-(x - counts), kind="stable")[:rest]] += 1
+    return counts
+
+
+def design_table_fixed_marginals(n_per_class: dict, majority: dict, base: dict, strength: float) -> dict:
+    """Counts ``{class: (V,) per confounder value}`` with both margins fixed at every strength.
+
+    Class sizes are ``n_per_class``; the confounder's totals are ``base`` shares of all rows. Strength
+    0 is the independent table; strength 1 the most associated table with the same margins (each
+    class takes as many rows of its majority value as the value's total allows, the rest in
+    proportion to what is left); in between, the convex combination (margins are linear, so they
+    stay fixed; rounding moves a column total by at most the number of classes).
+    """
+    values, classes = list(base), list(n_per_class)
+    n = np.array([n_per_class[c] for c in classes], float)
+    col = np.array([base[v] for v in values]) * n.sum()
+    indep = np.outer(n, col / n.sum())
+    assoc, left = np.zeros_like(indep), col.copy()
+    for i, c in enumerate(classes):
+        j = values.index(majority[c]) if c in majority else None
+        if j is not None:
+            assoc[i, j] = min(n[i], left[j])
+            left[j] -= assoc[i, j]
+    for i in range(len(classes)):
+        need = n[i] - assoc[i].sum()
+        take = need * left / left.sum() if left.sum() > 0 else np.zeros_like(left)
+        assoc[i] += take
+        left = left - take
+    mix = (1.0 - strength) * indep + strength * assoc
+    return {c: _round_row(mix[i]) for i, c in enumerate(classes)}
+
+
 def confounded_indices(labels, confounder, strength: float, majority: dict, base: dict, n_per_class: dict,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, fixed_marginals: bool = False) -> np.ndarray:
     """A fixed-size design whose class-confounder association grows with ``strength``.
 
     Class ``c`` keeps ``n_per_class[c]`` rows; their confounder mix is
     ``(1 - strength) * base + strength * onehot(majority[c])``. Strength 0: the same mix in every
     class (confounder independent of the class); 1: each class from its majority value only. The
     class sizes and the total stay the same at every strength, so a dose-response compares designs
-    of equal size (only the association changes), unlike :func:`biased_indices`.
+    of equal size (only the association changes), unlike :func:`biased_indices`. With
+    ``fixed_marginals`` the confounder's own totals stay fixed too (``base`` shares of all rows,
+    :func:`design_table_fixed_marginals`): a rare value does not vanish as the strength grows.
 
     Args:
       labels, confounder: ``(N,)``.  majority: ``{class: confounder value}``.
@@ -98,12 +136,11 @@ def confounded_indices(labels, confounder, strength: float, majority: dict, base
     labels = np.asarray(labels)
     confounder = np.asarray(confounder)
     values = list(base)
+    table = (design_table_fixed_marginals(n_per_class, majority, base, strength) if fixed_marginals
+             else {c: _round_row(np.array([(1.0 - strength) * base[v] + strength * (v == majority[c]) for v in values])
+                                 * n_c) for c, n_c in n_per_class.items()})
     out = []
-    for c, n_c in n_per_class.items():
-        share = np.array([(1.0 - strength) * base[v] + strength * (v == majority[c]) for v in values])
-        counts = np.floor(share * n_c).astype(int)
-        rest = n_c - counts.sum()                       # largest remainders get the leftover rows
-        counts[np.argsort(-(share * n_c - counts))[:rest]] += 1
+    for c, counts in table.items():
         for v, m in zip(values, counts):
             ix = np.flatnonzero((labels == c) & (confounder == v))
             require(m <= len(ix), f"class {c} needs {m} rows with confounder {v!r} at strength {strength:g}, "
