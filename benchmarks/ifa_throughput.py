@@ -51,27 +51,39 @@ def measure(n: int, size: int, batch: int, loop_sample: int, method: str = "cam"
     t0 = time.perf_counter()
     jax.block_until_ready(one(0))                                                      # compile
     compile_loop = time.perf_counter() - t0
+    flops = _flops_per_image(split, images[:batch], method)
     m = min(loop_sample, n)
     t0 = time.perf_counter()
     loop_cams = [np.asarray(one(i)["cam"])[0] for i in range(m)]
     t_loop = (time.perf_counter() - t0) * n / m                                       # extrapolated to n
     err = float(np.max(np.abs(np.stack(loop_cams) - ours["cam"][:m])) / np.max(np.abs(ours["cam"][:m])))
-    return {"n": n, "size": size, "batch": batch, "method": method, "loop_sample": m,
+    return {"n": n, "size": size, "batch": batch, "method": method, "loop_sample": m, "flops_per_image": flops,
+            "ours_gflops": flops * n / t_ours / 1e9, "loop_gflops": flops * n / t_loop / 1e9,
             "ours_s": t_ours, "loop_s": t_loop, "ours_images_per_s": n / t_ours, "loop_images_per_s": n / t_loop,
             "ratio": t_loop / t_ours, "compile_batched_s": compile_batched, "compile_loop_s": compile_loop,
             "max_rel_diff": err, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "jax": jax.__version__, "device": str(jax.devices()[0])}
 
 
+def _flops_per_image(split, images, method) -> float:
+    """XLA's own FLOP count of one batch of :func:`ifa_batch`, per image."""
+    tg = jnp.full(len(images), -1, jnp.int32)
+    cost = ifa_batch.lower(split, jnp.asarray(images), tg, method).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan"))) / len(images)
+
+
 def section(rec: dict) -> str:
     return (f"Workload: {rec['n']:,} images of {rec['size']}x{rec['size']}, `wsca train`'s small CNN, method "
             f"`{rec['method']}` (maps, logits, the target's gradient by `jax.vjp`, CAM, importance). Machine: "
             f"{rec['machine']}, {rec['device']}, jax {rec['jax']}.\n\n"
-            "| path | images/s | time for the workload | compile |\n|---|---|---|---|\n"
+            f"XLA counts {rec['flops_per_image'] / 1e6:.1f} MFLOP per image (forward to the maps, head, vjp of the head).\n\n"
+            "| path | images/s | GFLOP/s | time for the workload | compile |\n|---|---|---|---|---|\n"
             f"| batched (`ifa_arrays`, batches of {rec['batch']}) | {rec['ours_images_per_s']:,.0f} | "
-            f"{rec['ours_s']:.1f} s | {rec['compile_batched_s']:.1f} s |\n"
+            f"{rec['ours_gflops']:.1f} | {rec['ours_s']:.1f} s | {rec['compile_batched_s']:.1f} s |\n"
             f"| one image at a time (same jitted function; {rec['loop_sample']} images timed, extrapolated) | "
-            f"{rec['loop_images_per_s']:,.0f} | {rec['loop_s']:.1f} s | {rec['compile_loop_s']:.1f} s |\n\n"
+            f"{rec['loop_images_per_s']:,.0f} | {rec['loop_gflops']:.1f} | {rec['loop_s']:.1f} s | "
+            f"{rec['compile_loop_s']:.1f} s |\n\n"
             f"Speed-up: **{rec['ratio']:.1f}x** (target >= 10x). Largest difference between the two paths' maps: "
             f"{rec['max_rel_diff']:.1e} of the largest value.\n")
 
