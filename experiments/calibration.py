@@ -515,7 +515,10 @@ def report(out: str) -> str:
                   f"datasets ({rec['seconds_mean']:.1f} s each on average, 2 CPU cores, several studies sharing them)"
                   + (f"; the basic and percentile cell intervals of {rec['cells_draws']} draws recorded before they were "
                      f"kept were recomputed from the same data and bootstrap rows (`--cells-only`, "
-                     f"{rec['cells_seconds_total'] / 60:.0f} minutes)" if rec.get("cells_draws") else "") + "."]
+                     f"{rec['cells_seconds_total'] / 60:.0f} minutes)" if rec.get("cells_draws") else "")
+                  + (f"; the jackknife supplement {sum(x['seconds'] * x['draws'] for x in rec['jackknife']) / 60:.0f} "
+                     f"minutes for {sum(x['draws'] for x in rec['jackknife'])} draws" if rec.get("jackknife") else "")
+                  + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@
   with its permutation p on the training embeddings. Do "where" (IFA) and "whether" (WSC) agree?
 * BUS-BRA malignancy, the full (natural) design: smallest sufficient channel fraction, consistency r
   (unscaled, common scale, per-image scale), the scanner channels' share of the decision; its CAMs on
-  the common scale are ``results/ifa_busbra_cams.png``.
+  the common scale are ``results/ifa_busbra_cams.png`` (git-ignored: it shows dataset images).
 
 One JSON line per network in ``results/ifa_runs.jsonl`` (a rerun skips networks already there);
 ``results/ifa.md`` is rendered from it.
@@ -258,7 +258,8 @@ def report(out: str) -> str:
                   + f". Scanner channels: {len(r.confounder['channels'])}, decision share {_f(r.confounder['decision_share'])} "
                   f"(random sets {_f(r.confounder['random_share_mean'])}, p {_f(r.confounder['p_value'])}); max |WSC| "
                   f"{_f(r.wsc['max_abs_wsc'])} (p {_f(r.wsc['p_value'])}). CAMs on the common vs the per-image scale: "
-                  "`ifa_busbra_cams.png`.", "", "| mode | fraction | channels | AUROC (random: median [min, max]) | accuracy | "
+                  "`ifa_busbra_cams.png`, written beside this file by the script and not committed (it shows "
+                  "dataset images).", "", "| mode | fraction | channels | AUROC (random: median [min, max]) | accuracy | "
                   "CAM similarity |", "|---|---|---|---|---|---|"]
         for d in r.decomposition:
             band = f" [{_f(d['auroc_low'])}, {_f(d['auroc_high'])}]" if "auroc_low" in d else ""

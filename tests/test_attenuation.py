@@ -144,7 +144,7 @@ def _analyze(z, meta, head, k, bootstrap, seed=0):
 def test_default_interval_covers_the_population_value_where_raw_intervals_miss():
     """A small fixed-seed version of the calibration study (experiments/calibration.py, setting
     'strong'): the raw estimate is attenuated and its percentile interval misses the population value;
-    the default (basic) interval covers it. Guarded BCa is never degenerate. (Percentile coverage is
+    the basic interval covers it. Guarded BCa is never degenerate. (Percentile coverage is
     recorded beside it; at this small size it is no worse, unlike the study's larger settings.)"""
     design = CalibrationDesign(d=32, shift=4.0, use=0.8)
     k = 20
@@ -166,17 +166,22 @@ def test_default_interval_covers_the_population_value_where_raw_intervals_miss()
     assert np.mean(hit_b) >= 0.75                                    # 6 or more of 8 draws
 
 
-def test_default_interval_is_basic_and_the_raw_and_corrected_values_stay():
+def test_default_interval_is_the_corrected_one_and_the_raw_values_stay():
     z, meta, head = calibration_data(CalibrationDesign(d=24, shift=3.0), 400, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=30, pca_min=10)
+        rb = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=30, pca_min=10,
+                          ci_method="basic")
     t = r.tasks["attr"]
     s = t.summary
-    assert s["ci_method"] == "basic" and s["ci"] == s["intervals"]["basic"]
-    lo, hi = t.cell_intervals["raw"]["low"], t.cell_intervals["raw"]["high"]
-    np.testing.assert_allclose(lo, 2 * t.wsc - np.percentile(t.boot, 97.5, axis=0))
-    np.testing.assert_allclose(hi, 2 * t.wsc - np.percentile(t.boot, 2.5, axis=0))
+    assert s["ci_method"] == "corrected" and s["ci"] == s["intervals"]["corrected"] and s["ci_fallback"] is None
+    np.testing.assert_allclose(t.ci_low, t.cell_intervals["corrected"]["low"])
+    tb = rb.tasks["attr"]
+    assert tb.summary["ci_method"] == "basic" and tb.summary["ci"] == tb.summary["intervals"]["basic"]
+    lo, hi = tb.cell_intervals["raw"]["low"], tb.cell_intervals["raw"]["high"]
+    np.testing.assert_allclose(lo, 2 * tb.wsc - np.percentile(tb.boot, 97.5, axis=0))
+    np.testing.assert_allclose(hi, 2 * tb.wsc - np.percentile(tb.boot, 2.5, axis=0))
     assert s["max_abs_wsc"] == pytest.approx(float(np.nanmax(np.abs(t.wsc))))
     assert s["ci_raw"] == s["intervals"]["percentile"] and s["ci_raw_method"] == "percentile"
     assert s["max_abs_wsc_corrected"] > s["max_abs_wsc"]

@@ -314,7 +314,7 @@ def _caveats(s: dict, probe: dict, source: str, settings: dict, fit: dict) -> li
         else:
             out.append("the interval of max |WSC| is biased upward near zero (a maximum of absolute values never "
                        "reaches 0): judge alignment by the permutation test, use the interval for spread")
-        if s.get("ci_fallback"):
+        if s.get("ci_fallback") and s["ci_fallback"] != "fixed_heads":     # fixed heads: basic by design
             z0 = "infinite" if s.get("ci_z0") is None else f"{s['ci_z0']:.2f}"
             why = {"extreme_z0": f"BCa's bias-corrected levels (z0 {z0}, with the acceleration) fall among the last "
                                  "few bootstrap replicates, so BCa would read an end from a handful of them",
@@ -496,9 +496,9 @@ def task_statistics(task, quality: dict, cells: np.ndarray, boot=None, jack=None
         any Holm step ``alpha / j`` (j = 1 .. n_tests), the thresholds that can decide it.
       corr: ``(cells (Ca, C), scale (Ca, C))`` attenuation-corrected WSC (:func:`~wsca_jax.wsc.disattenuate`).
       margin: equivalence margin of the population max |WSC| (:func:`sensitivity`).
-      ci_method: the default interval (``summary.ci``, ``ci_low``/``ci_high``): ``"basic"`` (default),
-        ``"corrected"`` (percentile interval of the raw replicates recentred on the corrected
-        estimate), ``"bca"`` (guarded) or ``"percentile"`` (of the raw statistic).
+      ci_method: the default interval (``summary.ci``, ``ci_low``/``ci_high``): ``"corrected"``
+        (percentile interval of the raw replicates recentred on the corrected estimate; basic where
+        there is none), ``"basic"``, ``"bca"`` (guarded) or ``"percentile"`` (of the raw statistic).
     """
     cell = np.unravel_index(int(np.nanargmax(np.abs(cells))), cells.shape)
     stat = float(np.abs(cells[cell]))
@@ -810,7 +810,7 @@ def analyze(
     probe: ProbeConfig | None = None,
     cv_folds: int = 5,
     confidence: float = 0.95,
-    ci_method: str = "basic",
+    ci_method: str = "corrected",
     equivalence_margin: float = 0.2,
     min_class_count: int = 5,
     correction_noise: str = "jackknife",
@@ -848,11 +848,11 @@ def analyze(
       cv_folds: folds for the held-out probe quality (cold-started fits).
       confidence: interval level.
       ci_method: the default interval (``summary.ci`` and the cell ``ci_low``/``ci_high``):
-        ``"basic"`` (default, chosen by coverage of the population value in
-        experiments/results/calibration.md: ``2 t - q``, the bootstrap's own bias correction),
-        ``"corrected"`` (the attenuation-corrected estimate, see ``correction_noise``, with the raw
-        replicates' spread stretched by the correction; the basic interval, with the reason, where a
-        direction is unreliable), ``"bca"`` (guarded: percentile where BCa is degenerate, with the
+        ``"corrected"`` (default, chosen by coverage of the population value in
+        experiments/results/calibration.md: the attenuation-corrected estimate, see
+        ``correction_noise``, with the raw replicates' spread stretched by the correction; the basic
+        interval, with the reason, where a direction is unreliable or the heads are fixed),
+        ``"basic"`` (``2 t - q``, the bootstrap's own bias correction), ``"bca"`` (guarded: percentile where BCa is degenerate, with the
         reason; 50 jackknife blocks) or ``"percentile"`` (of the raw statistic, which is attenuated
         toward 0: it misses the population value). The intervals of max |WSC| are all in
         ``summary.intervals`` (BCa only with ``ci_method="bca"``).

@@ -136,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--heads", default="centered", choices=["centered", "raw"], help="row centring (default centered)")
     a.add_argument("--C", type=float, default=1.0, dest="C", help="probe inverse L2 strength, scikit-learn convention (default 1)")
     a.add_argument("--solver", default="lbfgs", choices=["lbfgs", "ridge"], help="probe solver (default lbfgs)")
-    a.add_argument("--ci-method", default="basic", choices=["basic", "corrected", "bca", "percentile"],
-                   help="interval of max |WSC| and the cells: basic (default; best coverage of the population value "
-                        "in experiments/results/calibration.md), corrected (attenuation-corrected), bca, percentile")
+    a.add_argument("--ci-method", default="corrected", choices=["corrected", "basic", "bca", "percentile"],
+                   help="interval of max |WSC| and the cells: corrected (default; attenuation-corrected, the best "
+                        "coverage of the population value in experiments/results/calibration.md; basic where a "
+                        "direction is unreliable or the heads are fixed), basic, bca, percentile")
     a.add_argument("--correction-noise", default="jackknife", choices=["jackknife", "bootstrap"],
                    help="noise estimate of the attenuation correction: jackknife (default; delete-one-block refits) "
                         "or bootstrap (overstates the noise of well-separated probes)")
