@@ -103,7 +103,7 @@ def section(rec: dict) -> str:
             f"of it, the one-image loop {rec['loop_gflops'] / rec['gemm_peak_gflops']:.0%}. 10x would need "
             f"{10 * rec['loop_gflops']:.0f} GFLOP/s ({10 * rec['loop_gflops'] / rec['gemm_peak_gflops']:.0%} of the GEMM rate): "
             "a single image already keeps the cores busy, and batching raises the convolutions' throughput only to what "
-            "XLA's CPU convolution kernels reach for this small network (the same rate at batches of 32 to 256). "
+            "XLA's CPU convolution kernels reach for this small network. "
             "Where a call's launch costs more than its arithmetic (GPUs, small images) the ratio is expected to be "
             "larger (not measured: no GPU was lent to this session).\n")
 
