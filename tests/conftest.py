@@ -43,7 +43,7 @@ def demo_dir(tmp_path_factory):
     """One quick `wsca demo` run on the bundled digits (shared by the demo and browser tests)."""
     from wsca_jax.demo import run_demo
     out = tmp_path_factory.mktemp("demo") / "out"
-    record = run_demo(str(out), dataset="digits", epochs=2, bootstrap=10, permutations=10, seed=0, progress=False)
+    record = run_demo(str(out), dataset="digits", epochs=1, bootstrap=10, permutations=10, seed=0, progress=False)
     return out, record
 
 
