@@ -215,10 +215,14 @@ def _cover(lo, hi, truth) -> np.ndarray:
 def _corrected_valid(x) -> bool:
     """A corrected value over every cell: each compared row's reliability at least 0.1 (the rule of
     ``wsca_jax.analysis``; records written before that rule may hold a max over a subset of cells)."""
-    rel = x.get("reliability")
-    if not isinstance(x.get("intervals"), dict) or "corrected" not in x["intervals"] or not rel:
+    if not isinstance(x.get("intervals"), dict) or "corrected" not in x["intervals"]:
         return False
-    return min(rel["primary"] + rel["probe"]) >= 0.1
+    return _reliable(x.get("reliability"))
+
+
+def _reliable(rel) -> bool:
+    """Every compared row's reliability at least 0.1 (``disattenuate``'s ``min_reliability``)."""
+    return bool(rel) and min(rel["primary"] + rel["probe"]) >= 0.1
 
 
 def coverage_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
@@ -281,8 +285,7 @@ def load_jackknife(out: str) -> pd.DataFrame | None:
 
 
 def _jk_valid(x) -> bool:
-    rel = x.get("reliability")
-    return x.get("interval") is not None and bool(rel) and min(rel["primary"] + rel["probe"]) >= 0.1
+    return x.get("interval") is not None and _reliable(x.get("reliability"))
 
 
 def jackknife_table(runs: pd.DataFrame, jk: pd.DataFrame | None, pops: dict) -> pd.DataFrame:
@@ -359,25 +362,28 @@ def choose_default(cov: pd.DataFrame, jk: pd.DataFrame | None = None) -> tuple[d
     return score, min(choosable, key=score.get)
 
 
+def _coverage_line(c: pd.Series) -> str:
+    """``"mean coverage .. (min .., max ..) over n eligible settings; outside 0.93-0.97: .."`` of a
+    Series of coverages indexed by setting (NaN: not recorded)."""
+    rec = c.dropna().astype(float)
+    out = [f"{k} ({_f(v, 2)})" for k, v in rec.items() if not 0.93 <= v <= 0.97]
+    missing = [k for k, v in c.items() if not np.isfinite(v)]
+    return (f"mean coverage {_f(rec.mean(), 2)} (min {_f(rec.min(), 2)}, max {_f(rec.max(), 2)}) over {len(rec)} "
+            "eligible settings; outside 0.93-0.97: " + (", ".join(out) or "none")
+            + (f"; not recorded: {', '.join(missing)}" if missing else ""))
+
+
 def _cells_line(cov: pd.DataFrame, method: str) -> str:
     """Coverage of the population cells by ``method``'s cell intervals over the eligible settings."""
     col = f"cells_cov_{'raw' if method == 'bca' else method}"
     good = eligible(cov)
     if col not in good or good[col].isna().all():
         return "not recorded"
-    c = good[col].astype(float)
-    out = [x for _, x in good.iterrows() if np.isfinite(x[col]) and not 0.93 <= x[col] <= 0.97]
-    missing = [x.setting for _, x in good.iterrows() if not np.isfinite(x[col])]
-    return (f"mean coverage {_f(c.mean(), 2)} (min {_f(c.min(), 2)}, max {_f(c.max(), 2)}) over {c.notna().sum()} "
-            f"eligible settings; outside 0.93-0.97: " + (", ".join(f"{x.setting} ({_f(x[col], 2)})" for x in out) or "none")
-            + (f"; not recorded: {', '.join(missing)}" if missing else ""))
+    return _coverage_line(good.set_index("setting")[col].astype(float))
 
 
 def _jk_cells_line(jk: pd.DataFrame, good: pd.DataFrame) -> str:
-    c = jk.set_index("setting").loc[list(good.setting), "cells_cov"].astype(float)
-    out = [f"{k} ({_f(v, 2)})" for k, v in c.items() if not 0.93 <= v <= 0.97]
-    return (f"mean coverage {_f(c.mean(), 2)} (min {_f(c.min(), 2)}, max {_f(c.max(), 2)}) over {len(c)} eligible "
-            "settings; outside 0.93-0.97: " + (", ".join(out) or "none"))
+    return _coverage_line(jk.set_index("setting").loc[list(good.setting), "cells_cov"].astype(float))
 
 
 def _f(x, nd=3):
