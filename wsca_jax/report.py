@@ -630,8 +630,7 @@ profiles), {rec['channels']} channels, accuracy {rec['accuracy']:.3f}; common sc
 {rec['scale']['high']:.3g}] ({esc(rec['scale']['mapping'])}).</p>
 <h2>Does the map follow the logit?</h2><table><tr><th>scale</th>{chead}</tr>{crow}</table>
 <h2>How few channels suffice?</h2><p>Smallest fraction within {rec['tolerance']} AUROC of the full model: {ssf}.</p>
-<h2>Where the metadata live</h2><table><tr><th>column</th><th>channels</th><th>probe accuracy</th>
-<th>decision share</th><th>random sets</th><th>p</th></tr>{conf}</table>
+<h2>Where the metadata live</h2>{'<table><tr><th>column</th><th>channels</th><th>probe accuracy</th><th>decision share</th><th>random sets</th><th>p</th></tr>' + conf + '</table>' if conf else '<p>No metadata column with 2-20 classes in this split (<code>--tasks</code>).</p>'}
 {'<h2>Localisation</h2><table><tr><th>class</th><th>map mass in region</th><th>region area</th></tr>' + loc + '</table>' if loc else ''}
 <h2>Figures</h2>{imgs}
 <h2>Outliers</h2><table><tr><th>row</th><th>class</th><th>robust distance</th></tr>{outl}</table>
