@@ -14,6 +14,7 @@ Writes ``experiments/results/induced_shortcut.md`` and ``induced_shortcut_*.png`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -25,12 +26,16 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.experiment import (artefact_spec, busbra_spec, condition_dataset, restrict_busbra,  # noqa: E402
+from wsca_jax.experiment import (BUSBRA_SCANNERS, artefact_spec, busbra_spec, condition_dataset, restrict_busbra,  # noqa: E402
                                  run_condition, null_network_wsc, MT_TASK_WEIGHTS, EXPERIMENT_WIDTHS)
 from wsca_jax.train import TrainConfig  # noqa: E402
 from wsca_jax import __version__ as wsca_version  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+FIXED_RUNS = "induced_shortcut_fixed_runs.jsonl"
+# the largest class sizes (2:1, as busbra_spec) that every strength up to 0.9 allows with the scanners'
+# totals fixed: at 0.9 the benign class needs 35 Toshiba images, all the training folds have
+FIXED_N_PER_CLASS = {0: 240, 1: 120}
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 0.9)
 BIASED = 0.9
 PAPER = {  # max |WSC| plane x scanner read off the paper's heatmaps (+-0.02), METHOD.md 1.6
@@ -57,8 +62,20 @@ def load(dataset: str, data_dir: str | None, train_rows: int):
     return ds, artefact_spec(dataset)
 
 
+def runs_file(args) -> str:
+    """The records of the design: the per-class mixes, or (``--fixed-marginals``) fixed scanner totals."""
+    return os.path.join(args.out, FIXED_RUNS if args.fixed_marginals else "induced_shortcut_runs.jsonl")
+
+
+def design_counts(ds, spec) -> dict:
+    """Training rows per (class, confounder value) of a condition: ``{class: {value: n}}``."""
+    from wsca_jax.experiment import design_table
+    t = design_table(ds, spec)
+    return {str(c): {str(v): int(t.loc[c, v]) for v in t.columns} for c in t.index}
+
+
 def run_all(args) -> None:
-    path = os.path.join(args.out, "induced_shortcut_runs.jsonl")
+    path = runs_file(args)
     done = set()
     if os.path.exists(path):
         with open(path) as f:
@@ -67,8 +84,13 @@ def run_all(args) -> None:
     # covers every strength
     strengths = [float(x) for x in args.strengths.split(",")]
     jobs = [(d, False) for d in args.datasets.split(",")] + [("busbra", True)] * (args.full and "busbra" in args.datasets)
+    if args.fixed_marginals:
+        require_busbra_only(args)
+        jobs = [("busbra", False)]
     for dataset, full in jobs:
         ds, spec = load(dataset, args.data_dir, args.train_rows)
+        if args.fixed_marginals:
+            spec = dataclasses.replace(spec, fixed_marginals=True, n_per_class=FIXED_N_PER_CLASS)
         for seed in [int(s) for s in args.seeds.split(",")]:
             for cond, strength in conditions(dataset, full, strengths):
                 cd = None
@@ -88,6 +110,8 @@ def run_all(args) -> None:
                     m = r["metrics"]
                     row = {"dataset": dataset, "condition": cond, "strength": strength, "setting": setting,
                            "seed": seed, "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version,
+                           "design": "fixed_marginals" if spec.fixed_marginals else "class_mixes",
+                           "design_counts": design_counts(cd, spec),
                            "settings": {"epochs": args.epochs, "bootstrap": args.bootstrap,
                                         "permutations": 0 if setting == "multi_task" else args.permutations,
                                         "max_permutations": args.max_permutations, "train_rows": args.train_rows},
@@ -99,6 +123,11 @@ def run_all(args) -> None:
                           f"p {fmt(m['p_value'])} (cond {fmt(m['p_value_conditional'])}) primary AUROC "
                           f"{m['primary_auroc']:.3f} probe AUROC {m['confounder_probe_auroc']:.3f} "
                           f"[{row['seconds']:.0f} s]", flush=True)
+
+
+def require_busbra_only(args) -> None:
+    if args.datasets.split(",") != ["busbra"]:
+        sys.exit("--fixed-marginals applies to the BUS-BRA (discard) design only: pass --datasets busbra")
 
 
 def run_nulls(args) -> None:
@@ -429,10 +458,66 @@ def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame, 
                      seed_null_short=seed_null_short, ntrain=ntrain)
 
 
+def load_fixed(out: str) -> pd.DataFrame:
+    """The fixed-marginals runs (empty when none)."""
+    path = os.path.join(out, FIXED_RUNS)
+    if not os.path.exists(path):
+        return pd.DataFrame()
+    with open(path) as f:
+        return pd.DataFrame([json.loads(x) for x in f])
+
+
+def design_counts_table(fx: pd.DataFrame) -> str:
+    """Training rows per class and scanner at each strength (the first seed's draw)."""
+    lines = ["| strength | class | " + " | ".join(s.split(" @")[0] for s in BUSBRA_SCANNERS) + " | scanner totals |",
+             "|---|---|" + "---|" * (len(BUSBRA_SCANNERS) + 1)]
+    for strength, g in fx.sort_values("seed").groupby("strength", sort=True):
+        counts = g.design_counts.iloc[0]
+        tot = {s: sum(counts[c].get(s, 0) for c in counts) for s in BUSBRA_SCANNERS}
+        for c in sorted(counts):
+            lines.append(f"| {strength:g} | {'malignant' if c == '1' else 'benign'} | "
+                         + " | ".join(str(counts[c].get(s, 0)) for s in BUSBRA_SCANNERS) + " | "
+                         + ", ".join(f"{s.split(' @')[0]} {n}" for s, n in tot.items()) + " |")
+    return "\n".join(lines)
+
+
+def fixed_section(out: str) -> str:
+    """The dose-response with the scanners' own totals fixed across strengths (``--fixed-marginals``)."""
+    fx = load_fixed(out)
+    if fx.empty:
+        return ""
+    return f"""
+
+## Dose-response with the scanners' totals fixed (`--fixed-marginals`)
+
+Under the per-class mixes above a rare scanner shrinks as the strength grows (Toshiba: 48 training
+images at strength 0, 5 at 0.9), so strength and the confounder's own marginal change together. Here
+every strength keeps each scanner's share of the training rows (`ShortcutSpec(fixed_marginals=True)`,
+`design_table_fixed_marginals`); only its association with the class changes. The most associated
+table with these margins puts the rare scanner on the benign side too, and it needs 35 benign Toshiba
+images at strength 0.9 -- all the training folds have -- so the classes are smaller than above
+({FIXED_N_PER_CLASS[0]} benign, {FIXED_N_PER_CLASS[1]} malignant, against 320 and 160): compare the trend across strengths within
+this design, not its levels with the design above. Records:
+`{FIXED_RUNS}` (each run records its design and its training counts).
+
+Training rows (seed {int(fx.seed.min())}'s draw):
+
+{design_counts_table(fx)}
+
+{dose_trend(fx)}
+
+![busbra dose-response, fixed marginals](induced_shortcut_busbra_fixed.png)
+{tables(fx)}
+"""
+
+
 def report(args) -> None:
     runs, _, _ = load_records(args.out)
     for dataset in runs.dataset.unique():
         figure(runs, dataset, os.path.join(args.out, f"induced_shortcut_{dataset}.png"))
+    fx = load_fixed(args.out)
+    if not fx.empty:
+        figure(fx, "busbra", os.path.join(args.out, "induced_shortcut_busbra_fixed.png"))
     with open(os.path.join(args.out, "induced_shortcut.md"), "w") as f:
         f.write(markdown(args))
     print(f"wrote {args.out}/induced_shortcut.md")
@@ -484,7 +569,7 @@ full = all training images of the three scanners (natural design).
 {figs}
 
 ## All conditions
-{tables(runs)}
+{tables(runs)}{fixed_section(args.out)}
 
 {notes}
 """
@@ -509,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train this many null networks (confounder labels permuted) per --null-designs design")
     p.add_argument("--null-designs", default="busbra:s=0,busbra:s=0.9,busbra:s=0.9:within",
                    help="dataset:condition[:within] list; ':within' permutes the confounder within primary classes")
+    p.add_argument("--fixed-marginals", action="store_true",
+                   help="BUS-BRA with the scanners' own totals fixed at every strength (ShortcutSpec.fixed_marginals); "
+                        f"records in {FIXED_RUNS}")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     return p
