@@ -1,10 +1,29 @@
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 
 import numpy as np
 import pandas as pd
 import pytest
+
+
+def pytest_configure(config):
+    """One JAX compilation cache per test session, shared by the xdist workers and the subprocesses the
+    tests start (they inherit the environment): the many fits, trainings and CLI runs compile the same
+    programs, and XLA's compile time dominated the suite. Fresh per session, removed at its end, so a
+    run never depends on an earlier one; a cache the user set is left alone."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config._wsca_jax_cache = tempfile.mkdtemp(prefix="wsca-test-jax-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=config._wsca_jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_wsca_jax_cache", None):
+        shutil.rmtree(config._wsca_jax_cache, ignore_errors=True)
 
 
 def make_known_answer(n=800, d=24, seed=0, used=True, balanced=True):

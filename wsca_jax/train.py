@@ -17,6 +17,7 @@ checkpoint on disk has a digest; a resume continues from the newest checkpoint t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -149,14 +150,30 @@ def _class_weights(labels: np.ndarray, head_classes: Sequence[int], enabled: boo
     return w
 
 
+@functools.partial(jax.jit, static_argnames=("model", "keys"))
+def _apply_keys(params, x, model, keys):
+    out = model.apply({"params": params}, x)
+    return {k: out[k] for k in keys}
+
+
 def predict_batches(model: WscaModel, params, images: np.ndarray, batch_size: int = 256, keys=("logits",)):
-    """Run the model over ``images`` in batches; returns ``{key: (N, ...)}`` NumPy arrays."""
-    fn = jax.jit(lambda p, x: {k: v for k, v in model.apply({"params": p}, x).items() if k in keys})
+    """Run the model over ``images`` (N, H, W, C) in batches; returns ``{key: (N, ...)}`` NumPy arrays.
+
+    One compiled program per (model, batch shape): every batch, the last one zero-padded, has
+    ``min(batch_size, N)`` rows, and the program is cached across calls (``evaluate`` runs every
+    epoch)."""
+    n = len(images)
+    b = max(1, min(batch_size, n))
+    keys = tuple(keys)
     outs = {k: [] for k in keys}
-    for s in range(0, len(images), batch_size):
-        o = fn(params, jnp.asarray(images[s:s + batch_size]))
+    for s in range(0, n, b):
+        chunk = np.asarray(images[s:s + b])
+        m = len(chunk)
+        if m < b:
+            chunk = np.concatenate([chunk, np.zeros((b - m, *chunk.shape[1:]), chunk.dtype)])
+        o = _apply_keys(params, jnp.asarray(chunk), model=model, keys=keys)
         for k in keys:
-            outs[k].append(np.asarray(o[k]))
+            outs[k].append(np.asarray(o[k])[:m])
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
