@@ -1,0 +1,149 @@
+"""MID's pure pieces (issue 12): margins and the band, k-means (parity with scikit-learn), silhouette,
+enrichment (against scipy's exact tables), mislabel scores (against scikit-learn's neighbours)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
+
+from wsca_jax import WscaInputError
+from wsca_jax.mid import band, best_per_k, choose_k, enrichment, kmeans, lloyd, margins, mislabel_scores, silhouette
+
+
+def test_margins_binary_and_top_two():
+    np.testing.assert_allclose(margins(np.array([[0.0, 2.0], [1.0, -1.0]])), [2.0, -2.0])
+    np.testing.assert_allclose(margins(np.array([0.5, -3.0])), [0.5, -3.0])
+    np.testing.assert_allclose(margins(np.array([[1.0, 4.0, 3.5], [0.0, 0.0, -1.0]])), [0.5, 0.0])
+    with pytest.raises(WscaInputError, match="non-finite"):
+        margins(np.array([[0.0, np.nan]]))
+
+
+def test_band_takes_the_share_nearest_zero_per_predicted_class():
+    m = np.array([-3.0, -0.1, -2.0, -0.5, 0.2, 4.0, 0.05, 1.0, 3.0, 2.5])
+    pred = (m > 0).astype(int)                      # class 0: 4 rows, class 1: 6 rows
+    got = band(m, pred, quantile=0.5)
+    assert set(np.flatnonzero(got)) == {1, 3, 6, 4, 7}          # 2 of class 0 (|m| 0.1, 0.5), 3 of class 1
+    np.testing.assert_array_equal(band(m, threshold=0.3), np.abs(m) <= 0.3)
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(WscaInputError, match="--band must be in"):
+            band(m, pred, quantile=q)
+
+
+def test_lloyd_from_the_same_centres_matches_scikit_learn():
+    x, _ = make_blobs(n_samples=600, centers=5, n_features=8, cluster_std=2.5, random_state=0)
+    fit = kmeans(x, ks=[5], restarts=1, seed=3)
+    init = fit.centres[0, :5]
+    ours = lloyd(x, init)
+    sk = KMeans(5, init=init.astype(np.float64), n_init=1, algorithm="lloyd", tol=1e-4).fit(x)
+    assert ours.converged[0]
+    assert abs(ours.inertia[0] - sk.inertia_) <= 0.01 * sk.inertia_
+    assert adjusted_rand_score(ours.labels[0], sk.labels_) > 0.99
+    # the batched fit is Lloyd from the same seeding
+    assert abs(fit.inertia[0] - ours.inertia[0]) <= 1e-3 * ours.inertia[0]
+
+
+def test_batched_kmeans_over_k_and_restarts_is_as_good_as_scikit_learn_and_finds_the_planted_k():
+    x, truth = make_blobs(n_samples=900, centers=4, n_features=6, cluster_std=1.0, random_state=1)
+    fit = kmeans(x, ks=range(2, 8), restarts=5, seed=0)
+    assert fit.labels.shape == (6 * 5, 900) and list(fit.ks[:5]) == [2] * 5
+    best = best_per_k(fit)
+    for k, i in best.items():
+        sk = KMeans(k, n_init=10, random_state=0).fit(x)
+        assert fit.inertia[i] <= 1.01 * sk.inertia_, k
+    k, sil = choose_k(x, fit)
+    assert k == 4 and adjusted_rand_score(truth, fit.labels[best[4]]) > 0.99
+    again = kmeans(x, ks=range(2, 8), restarts=5, seed=0)          # seeded and deterministic
+    np.testing.assert_array_equal(again.labels, fit.labels)
+
+
+def test_silhouette_equals_scikit_learn_on_the_same_rows():
+    x, y = make_blobs(n_samples=300, centers=3, n_features=5, random_state=2)
+    assert silhouette(x, y, sample=None) == pytest.approx(silhouette_score(x, y), abs=1e-4)
+    idx = np.sort(np.random.default_rng(7).choice(300, 120, replace=False))
+    assert silhouette(x, y, sample=120, seed=7) == pytest.approx(silhouette_score(x[idx], y[idx]), abs=1e-4)
+
+
+def test_enrichment_matches_the_exact_two_by_two_tables():
+    rng = np.random.default_rng(0)
+    group = rng.choice(["a", "b", "c"], 400, p=[0.7, 0.2, 0.1])
+    subset = np.where(group == "c", rng.random(400) < 0.8, rng.random(400) < 0.1)   # enriched for c
+    cols = {"group": group, "age": np.where(rng.random(400) < 0.1, None, rng.choice(["old", "young"], 400))}
+    t = enrichment(subset, cols)
+    assert len(t) == 5 and t.p_holm.between(0, 1).all()
+    row = t[(t.column == "group") & (t.value == "c")].iloc[0]
+    hit = group == "c"
+    table = [[(hit & subset).sum(), (~hit & subset).sum()], [(hit & ~subset).sum(), (~hit & ~subset).sum()]]
+    ref = sps.contingency.odds_ratio(table, kind="conditional")
+    assert row.odds_ratio == pytest.approx(ref.statistic) and row.ci_low > 1
+    assert row.p_value == pytest.approx(sps.fisher_exact(table).pvalue)
+    assert row.share_subset == pytest.approx(table[0][0] / subset.sum()) and row.share_all == pytest.approx(hit.mean())
+    age = t[t.column == "age"]                                        # missing ages left out
+    assert age.share_all.sum() == pytest.approx(1.0) and age.p_holm.min() > 0.05
+    assert row.p_value == t.p_value.min() and row.p_holm == pytest.approx(min(1.0, 5 * row.p_value))  # Holm's first step
+
+
+def test_mislabel_scores_match_scikit_learn_neighbours_and_flag_flipped_labels():
+    x, y = make_blobs(n_samples=500, centers=2, n_features=4, cluster_std=1.0, random_state=3)
+    flipped = np.random.default_rng(1).choice(500, 15, replace=False)
+    y = y.copy()
+    y[flipped] = 1 - y[flipped]
+    s = mislabel_scores(x, y, k=8, batch=128)
+    nn = NearestNeighbors(n_neighbors=9).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+    np.testing.assert_allclose(s, (y[nn] != y[:, None]).mean(1), atol=1e-6)
+    assert set(np.argsort(-s)[:15]) == set(flipped)
+
+
+# ------------------------------------------------------------------------------ last-layer retraining
+
+def _sk_objective(coef, intercept, x, y, C, w):
+    """scikit-learn's L1 logistic objective ||W||_1 + C sum_i w_i loss_i, coef (K', D)."""
+    from scipy.special import logsumexp
+    z = x @ coef.T + intercept
+    if coef.shape[0] == 1:
+        loss = np.logaddexp(0, z[:, 0]) - y * z[:, 0]
+    else:
+        loss = logsumexp(z, 1) - z[np.arange(len(y)), y]
+    return np.abs(coef).sum() + C * np.sum(w * loss)
+
+
+@pytest.mark.parametrize("dataset", ["breast_cancer", "wine"])
+def test_l1_logistic_matches_scikit_learn_saga(dataset):
+    import warnings
+    from sklearn import datasets
+    from sklearn.linear_model import LogisticRegression
+    from wsca_jax.retrain import fit_l1_logistic, predict, standardise
+    x, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
+    x, = standardise(x)
+    Cs = np.array([0.01, 0.1, 0.5])          # saga needs minutes to converge tightly at larger C here
+    w = np.random.default_rng(0).integers(0, 3, len(y)).astype(float)       # refit-like row weights
+    fit = fit_l1_logistic(x, y, Cs, sample_weight=w)
+    assert fit.converged.all()
+    for r, C in enumerate(Cs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sk = LogisticRegression(penalty="l1", solver="saga", C=C, tol=1e-10, max_iter=50_000).fit(x, y, sample_weight=w)
+        ours = _sk_objective(fit.coef[r].T, fit.intercept[r], x, y, C, w)
+        ref = _sk_objective(sk.coef_, sk.intercept_, x, y, C, w)
+        assert ours <= ref * (1 + 1e-4) + 1e-6, (C, ours, ref)
+        assert np.mean(predict(fit, x, r) == sk.predict(x)) > 0.99
+        big = np.abs(sk.coef_.T) > 0.05 * np.abs(sk.coef_).max()            # same support where it matters
+        assert (np.abs(fit.coef[r])[big] > 0).all()
+    # batched = one by one
+    one = fit_l1_logistic(x, y, Cs[1], sample_weight=w)
+    np.testing.assert_allclose(one.coef[0], fit.coef[1], atol=1e-3)         # float32, stopped at tol 1e-5
+
+
+def test_group_metrics_by_hand():
+    from wsca_jax.retrain import group_accuracy, weighted_accuracy, worst_group_accuracy
+    y = np.array([1, 1, 0, 0, 1, 0, 1, 1])
+    pred = np.array([1, 0, 0, 0, 1, 1, 1, 1])
+    g = np.array(["a", "a", "a", "b", "b", "b", "c", "c"])
+    assert group_accuracy(y, pred, g) == {"a": 2 / 3, "b": 2 / 3, "c": 1.0}
+    assert worst_group_accuracy(y, pred, g) == 2 / 3
+    assert weighted_accuracy(y, pred, g, {"a": 0.5, "b": 0.25, "c": 0.25}) == pytest.approx(0.5 * 2 / 3 + 0.25 * 2 / 3 + 0.25)
+    with pytest.raises(WscaInputError, match="no evaluation rows"):
+        weighted_accuracy(y, pred, g, {"a": 0.5, "d": 0.5})

@@ -1,0 +1,287 @@
+"""Mid-range-logit mining (MID, O'Mahony et al., WACV 2025; METHOD.md section 3): the pure pieces.
+
+Rows whose logits sit near 0 (where the model is unsure) are enriched for minority groups,
+counterexamples to a spurious trend and mislabels. This module finds them, clusters them and
+measures what the band and every cluster hold:
+
+* :func:`margins` -- the decision margin of every row: binary, the logit difference; multiclass, the
+  top-two margin.  :func:`band` -- the rows nearest 0, per predicted class (a quantile band) or by an
+  |margin| threshold.
+* :func:`kmeans` -- k-means++ initialisation and Lloyd iterations, jit-compiled and vmapped over a
+  range of k x restarts in one call (seeded, deterministic); :func:`lloyd` from given centres (the
+  parity check against scikit-learn); :func:`silhouette` on a seeded sample of rows; :func:`choose_k`.
+* :func:`enrichment` -- per column value, the share in a subset against all rows, the odds ratio with
+  its exact (conditional maximum-likelihood, Fisher) interval and Fisher's p, Holm-adjusted.
+* :func:`mislabel_scores` -- the share of a row's k nearest neighbours (embedding space, batched)
+  whose label disagrees with its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .errors import require
+from .stats import holm
+
+
+# ----------------------------------------------------------------------------------------- margins
+
+def margins(logits: np.ndarray) -> np.ndarray:
+    """Decision margin per row. ``logits``: ``(N,)`` (one binary logit), ``(N, 2)`` or ``(N, C)``.
+
+    Returns ``(N,)``: the binary logit difference (class 1 minus class 0; the sign is the
+    prediction), or for C > 2 the top-two margin (>= 0; 0 = a tie between the two best classes).
+    """
+    z = np.asarray(logits, np.float64)
+    require(z.ndim in (1, 2) and len(z) > 0, f"logits: expected (N,) or (N, C) with N > 0, found shape {z.shape}")
+    require(np.isfinite(z).all(), "logits: non-finite values")
+    if z.ndim == 1:
+        return z
+    require(z.shape[1] >= 2, f"logits: expected at least 2 columns, found {z.shape[1]}")
+    if z.shape[1] == 2:
+        return z[:, 1] - z[:, 0]
+    top = np.sort(z, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def band(margin: np.ndarray, predicted: np.ndarray | None = None, quantile: float | None = 0.2,
+         threshold: float | None = None) -> np.ndarray:
+    """Rows in the mid-range band: ``(N,)`` bool.
+
+    Args:
+      margin: ``(N,)`` from :func:`margins`.
+      predicted: ``(N,)`` predicted class; with ``quantile`` the band is taken per class (each class
+        contributes its own ``quantile`` share of rows nearest 0), so a rare class is not crowded out.
+      quantile: share of rows nearest 0 (in (0, 1)).  threshold: instead, ``|margin| <= threshold``.
+    """
+    m = np.abs(np.asarray(margin, np.float64))
+    if threshold is not None:
+        require(threshold > 0, f"--band-threshold must be positive, found {threshold}")
+        return m <= threshold
+    require(quantile is not None and 0 < quantile < 1, f"--band must be in (0, 1), found {quantile}")
+    groups = np.zeros(len(m), int) if predicted is None else np.unique(np.asarray(predicted), return_inverse=True)[1].ravel()
+    out = np.zeros(len(m), bool)
+    for g in np.unique(groups):
+        ix = np.flatnonzero(groups == g)
+        take = max(1, int(round(quantile * len(ix))))
+        out[ix[np.argsort(m[ix], kind="stable")[:take]]] = True
+    return out
+
+
+# ------------------------------------------------------------------------------------------ k-means
+
+class KMeansFit(NamedTuple):
+    """k-means fits, one per (k, restart): ``ks`` ``(R,)``, ``centres`` ``(R, kmax, D)`` (rows >= k
+    unused), ``labels`` ``(R, N)``, ``inertia`` ``(R,)``, ``iterations`` ``(R,)``, ``converged`` ``(R,)``."""
+
+    ks: np.ndarray
+    centres: np.ndarray
+    labels: np.ndarray
+    inertia: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+
+
+def _sq_dist(x, c, active):
+    """``(N, K)`` squared distances of rows to centres; inactive centres at +inf."""
+    d2 = jnp.sum(x * x, 1)[:, None] - 2.0 * x @ c.T + jnp.sum(c * c, 1)[None, :]
+    return jnp.where(active[None, :], jnp.maximum(d2, 0.0), jnp.inf)
+
+
+def _kmeanspp(key, x, k, kmax: int):
+    """k-means++ seeding (D^2 sampling): ``(kmax, D)`` centres, rows >= k copies of the first."""
+    n = x.shape[0]
+    key, sub = jax.random.split(key)
+    first = x[jax.random.randint(sub, (), 0, n)]
+    c = jnp.broadcast_to(first, (kmax, x.shape[1]))
+    d2 = jnp.sum((x - first) ** 2, 1)
+
+    def body(i, carry):
+        c, d2, key = carry
+        key, sub = jax.random.split(key)
+        logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-30)), -jnp.inf)
+        new = x[jax.random.categorical(sub, logits)]
+        use = i < k
+        c = c.at[i].set(jnp.where(use, new, c[i]))
+        d2 = jnp.where(use, jnp.minimum(d2, jnp.sum((x - new) ** 2, 1)), d2)
+        return c, d2, key
+
+    c, _, _ = jax.lax.fori_loop(1, kmax, body, (c, d2, key))
+    return c
+
+
+def _lloyd(x, c, k, n_iter: int, tol):
+    """Lloyd iterations from ``c`` until the centres move less than ``tol`` (squared, summed) or
+    ``n_iter``; an empty cluster keeps its centre. Returns (centres, labels, inertia, iterations, converged)."""
+    kmax = c.shape[0]
+    active = jnp.arange(kmax) < k
+
+    def step(c):
+        a = jnp.argmin(_sq_dist(x, c, active), 1)
+        oh = jax.nn.one_hot(a, kmax, dtype=x.dtype)
+        cnt = oh.sum(0)
+        return jnp.where(cnt[:, None] > 0, (oh.T @ x) / jnp.maximum(cnt, 1)[:, None], c)
+
+    def cond(s):
+        _, it, shift = s
+        return (it < n_iter) & (shift > tol)
+
+    def body(s):
+        c, it, _ = s
+        new = step(c)
+        return new, it + 1, jnp.sum(jnp.where(active[:, None], (new - c) ** 2, 0.0))
+
+    c, it, shift = jax.lax.while_loop(cond, body, (c, jnp.asarray(0), jnp.asarray(jnp.inf, x.dtype)))
+    d2 = _sq_dist(x, c, active)
+    return c, jnp.argmin(d2, 1), jnp.sum(jnp.min(d2, 1)), it, shift <= tol
+
+
+@functools.partial(jax.jit, static_argnames=("kmax", "n_iter"))
+def _kmeans_batched(x, keys, ks, kmax: int, n_iter: int, tol):
+    def one(key, k):
+        return _lloyd(x, _kmeanspp(key, x, k, kmax), k, n_iter, tol)
+    return jax.vmap(one)(keys, ks)
+
+
+def kmeans(x: np.ndarray, ks=range(2, 11), restarts: int = 10, seed: int = 0, n_iter: int = 300,
+           tol: float = 1e-4) -> KMeansFit:
+    """k-means for every k in ``ks`` x ``restarts`` seeds in one compiled, vmapped call.
+
+    Args:
+      x: ``(N, D)`` rows (standardise first if the columns have different scales).
+      ks: cluster counts (each >= 2 and <= N).  restarts: k-means++ seedings per k.
+      tol: convergence when the summed squared centre shift is below ``tol`` x the mean per-column
+        variance (scikit-learn's relative tolerance).
+    Returns:
+      :class:`KMeansFit` over R = len(ks) x restarts fits (k-major); :func:`best_per_k` keeps the
+      lowest inertia per k.
+    """
+    x = np.asarray(x, np.float32)
+    ks = np.asarray(list(ks), np.int32)
+    require(x.ndim == 2 and len(x) > 0 and np.isfinite(x).all(), f"k-means: expected finite (N, D) rows, found shape {x.shape}")
+    require(len(ks) > 0 and ks.min() >= 2, f"--k must be at least 2, found {ks.min() if len(ks) else 'none'}")
+    require(ks.max() <= len(x), f"--k {ks.max()} exceeds the {len(x)} rows to cluster")
+    require(restarts >= 1, f"restarts must be at least 1, found {restarts}")
+    rk = np.repeat(ks, restarts)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(rk))
+    tol_abs = float(tol * np.mean(np.var(x, axis=0)))
+    c, lab, inertia, it, conv = _kmeans_batched(jnp.asarray(x), keys, jnp.asarray(rk), int(ks.max()), int(n_iter), tol_abs)
+    return KMeansFit(rk, np.asarray(c), np.asarray(lab), np.asarray(inertia, np.float64), np.asarray(it), np.asarray(conv))
+
+
+def lloyd(x: np.ndarray, centres: np.ndarray, n_iter: int = 300, tol: float = 1e-4) -> KMeansFit:
+    """Lloyd iterations from given ``(k, D)`` centres (one fit; the parity check with scikit-learn)."""
+    x = np.asarray(x, np.float32)
+    c0 = np.asarray(centres, np.float32)
+    tol_abs = float(tol * np.mean(np.var(x, axis=0)))
+    c, lab, inertia, it, conv = jax.jit(_lloyd, static_argnums=(3,))(jnp.asarray(x), jnp.asarray(c0), len(c0), n_iter, tol_abs)
+    return KMeansFit(np.array([len(c0)]), np.asarray(c)[None], np.asarray(lab)[None], np.array([float(inertia)]),
+                     np.array([int(it)]), np.array([bool(conv)]))
+
+
+def best_per_k(fit: KMeansFit) -> dict:
+    """``{k: index into the fit}`` of the lowest-inertia restart per k."""
+    return {int(k): int(np.flatnonzero(fit.ks == k)[np.argmin(fit.inertia[fit.ks == k])]) for k in np.unique(fit.ks)}
+
+
+@jax.jit
+def _silhouette(x, labels, kmax_onehot):
+    d = jnp.sqrt(jnp.maximum(jnp.sum(x * x, 1)[:, None] - 2.0 * x @ x.T + jnp.sum(x * x, 1)[None, :], 0.0))
+    d = d * (1.0 - jnp.eye(len(x), dtype=x.dtype))
+    oh = kmax_onehot                                                     # (n, K)
+    cnt = oh.sum(0)                                                      # (K,)
+    per = d @ oh                                                         # (n, K): summed distance to each cluster
+    own = jnp.sum(per * oh, 1)
+    n_own = jnp.sum(cnt[None, :] * oh, 1)
+    a = own / jnp.maximum(n_own - 1, 1)
+    mean_other = jnp.where((oh > 0) | (cnt[None, :] == 0), jnp.inf, per / jnp.maximum(cnt, 1)[None, :])
+    b = jnp.min(mean_other, 1)
+    s = (b - a) / jnp.maximum(jnp.maximum(a, b), 1e-30)
+    return jnp.where(n_own > 1, s, 0.0)
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray, sample: int | None = 2000, seed: int = 0) -> float:
+    """Mean silhouette (Euclidean) on a seeded sample of ``sample`` rows (all rows when fewer), as
+    scikit-learn's ``silhouette_score(x, labels, sample_size=...)`` computes it on those rows."""
+    x = np.asarray(x, np.float32)
+    labels = np.asarray(labels)
+    idx = np.arange(len(x)) if sample is None or sample >= len(x) else np.sort(
+        np.random.default_rng(seed).choice(len(x), sample, replace=False))
+    _, lab = np.unique(labels[idx], return_inverse=True)
+    if lab.max() < 1:
+        return float("nan")
+    oh = np.eye(lab.max() + 1, dtype=np.float32)[lab]
+    return float(np.mean(np.asarray(_silhouette(jnp.asarray(x[idx]), jnp.asarray(lab), jnp.asarray(oh)))))
+
+
+def choose_k(x: np.ndarray, fit: KMeansFit, sample: int = 2000, seed: int = 0) -> tuple[int, dict]:
+    """The k with the highest sampled silhouette among each k's best restart; ``(k, {k: silhouette})``."""
+    best = best_per_k(fit)
+    sil = {k: silhouette(x, fit.labels[i], sample, seed) for k, i in best.items()}
+    return max(sil, key=lambda k: (np.nan_to_num(sil[k], nan=-2.0), -k)), sil
+
+
+# --------------------------------------------------------------------------------------- enrichment
+
+def enrichment(subset: np.ndarray, columns: dict, alpha: float = 0.05) -> pd.DataFrame:
+    """Is a subset of rows (the band, a cluster) enriched for a column value?
+
+    Args:
+      subset: ``(N,)`` bool.  columns: ``{name: (N,) values}`` (missing values are left out per column).
+    Returns:
+      one row per (column, value): ``n_subset``, ``share_subset``, ``share_all`` (of rows with a value),
+      ``odds_ratio`` (conditional MLE), ``ci_low``/``ci_high`` (exact, 1 - alpha), ``p_value`` (Fisher,
+      two-sided) and ``p_holm`` (Holm over every row of the table).
+    """
+    subset = np.asarray(subset, bool)
+    rows = []
+    for name, vals in columns.items():
+        v = pd.Series(np.asarray(vals, dtype=object))
+        ok = v.notna().to_numpy()
+        for value in sorted(v[ok].unique(), key=str):
+            hit = (v == value).to_numpy() & ok
+            a, b = int((hit & subset).sum()), int((~hit & subset & ok).sum())
+            c, d = int((hit & ~subset).sum()), int((~hit & ~subset & ok).sum())
+            res = sps.contingency.odds_ratio([[a, b], [c, d]], kind="conditional")
+            ci = res.confidence_interval(1 - alpha)
+            rows.append({"column": name, "value": value, "n_subset": a,
+                         "share_subset": a / max(a + b, 1), "share_all": (a + c) / max(a + b + c + d, 1),
+                         "odds_ratio": float(res.statistic), "ci_low": float(ci.low), "ci_high": float(ci.high),
+                         "p_value": float(sps.fisher_exact([[a, b], [c, d]]).pvalue)})
+    out = pd.DataFrame(rows, columns=["column", "value", "n_subset", "share_subset", "share_all", "odds_ratio",
+                                      "ci_low", "ci_high", "p_value"])
+    out["p_holm"] = holm(out.p_value.to_numpy()) if len(out) else []
+    return out
+
+
+# ------------------------------------------------------------------------------------ mislabelling
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _knn_disagree(q, x, q_idx, y_q, y, k: int):
+    d2 = jnp.sum(q * q, 1)[:, None] - 2.0 * q @ x.T + jnp.sum(x * x, 1)[None, :]
+    d2 = d2.at[jnp.arange(len(q)), q_idx].set(jnp.inf)                  # not one's own neighbour
+    _, nn = jax.lax.top_k(-d2, k)
+    return jnp.mean(y[nn] != y_q[:, None], 1)
+
+
+def mislabel_scores(x: np.ndarray, labels: np.ndarray, k: int = 10, batch: int = 1024) -> np.ndarray:
+    """``(N,)`` share of each row's ``k`` nearest neighbours (Euclidean, itself excluded) whose label
+    differs from its own: 1 = every neighbour disagrees (a mislabel suspect)."""
+    x = np.asarray(x, np.float32)
+    y = np.asarray(pd.factorize(pd.Series(np.asarray(labels, dtype=object)))[0])
+    require(1 <= k < len(x), f"mislabel k must be in [1, {len(x) - 1}], found {k}")
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    out = []
+    for s in range(0, len(x), batch):
+        idx = np.arange(s, min(s + batch, len(x)))
+        pad = np.concatenate([idx, np.full(batch - len(idx), idx[-1])]) if len(idx) < batch and len(x) > batch else idx
+        r = _knn_disagree(xj[pad], xj, jnp.asarray(pad), yj[pad], yj, k)
+        out.append(np.asarray(r)[:len(idx)])
+    return np.concatenate(out)

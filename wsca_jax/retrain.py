@@ -1,0 +1,163 @@
+"""Last-layer retraining on fixed embeddings (DFR, JTT, MID; issue 12): the solver and the metrics.
+
+* :func:`standardise` -- column means and SDs of the training rows applied to every split.
+* :func:`fit_l1_logistic` -- L1-penalised logistic regression (binary: one logit; more classes:
+  multinomial), scikit-learn's objective ``||W||_1 + C sum_i s_i loss_i`` with an unpenalised
+  intercept (as ``solver="saga"``), by FISTA with adaptive restart in JAX; a grid of C values x
+  row-weight vectors (refits on resampled subsets) in one vmapped, jit-compiled call.
+* :func:`group_accuracy`, :func:`worst_group_accuracy`, :func:`weighted_accuracy` -- per-group and
+  worst-group accuracy, and the mean accuracy weighted by the training groups' shares (the Waterbirds
+  convention).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import require
+
+
+def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(train, *others)`` with the training rows' column means removed and SDs divided out
+    (constant columns keep SD 1). Shapes ``(N_i, D)`` in and out."""
+    train = np.asarray(train, np.float64)
+    mu, sd = train.mean(0), train.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return tuple((np.asarray(a, np.float64) - mu) / sd for a in (train, *others))
+
+
+class L1Fit(NamedTuple):
+    """``coef`` ``(R, D, K')`` (K' = 1 for two classes, else K), ``intercept`` ``(R, K')``,
+    ``objective`` ``(R,)`` (scikit-learn's, divided by C x the weight sum), ``iterations``, ``converged``."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    objective: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+
+
+def _smooth(theta, x, y, s, binary: bool):
+    """Mean weighted loss and its gradient. theta = (W (D, K'), b (K',)); y: (N,) int; s: (N,) sums to 1."""
+    W, b = theta
+    z = x @ W + b
+    if binary:
+        z = z[:, 0]
+        loss = jnp.sum(s * (jax.nn.softplus(z) - y * z))          # y in {0, 1}
+        r = (jax.nn.sigmoid(z) - y)[:, None]
+    else:
+        loss = jnp.sum(s * (jax.nn.logsumexp(z, 1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0]))
+        r = jax.nn.softmax(z, 1) - jax.nn.one_hot(y, W.shape[1], dtype=z.dtype)
+    return loss, (x.T @ (s[:, None] * r), jnp.sum(s[:, None] * r, 0))
+
+
+def _prox(W, t):
+    return jnp.sign(W) * jnp.maximum(jnp.abs(W) - t, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "binary", "n_iter"))
+def _fista(x, y, S, lam, L, k: int, binary: bool, n_iter: int, tol):
+    """Batched over R = rows of ``S`` (weights (R, N), each summing to 1), ``lam`` (R,), ``L`` (R,)."""
+    d = x.shape[1]
+
+    def one(s, lam, L):
+        def obj(th):
+            return _smooth(th, x, y, s, binary)[0] + lam * jnp.sum(jnp.abs(th[0]))
+
+        def body(st):
+            th, v, t, it, _, _ = st
+            _, (gW, gb) = _smooth(v, x, y, s, binary)
+            new = (_prox(v[0] - gW / L, lam / L), v[1] - gb / L)
+            # restart the momentum when it points uphill (O'Donoghue & Candes)
+            up = jnp.sum((v[0] - new[0]) * (new[0] - th[0])) + jnp.sum((v[1] - new[1]) * (new[1] - th[1])) > 0
+            t_new = jnp.where(up, 1.0, (1 + jnp.sqrt(1 + 4 * t * t)) / 2)
+            mom = jnp.where(up, 0.0, (t - 1) / t_new)
+            v_new = (new[0] + mom * (new[0] - th[0]), new[1] + mom * (new[1] - th[1]))
+            step = jnp.maximum(jnp.max(jnp.abs(new[0] - th[0])), jnp.max(jnp.abs(new[1] - th[1])))
+            scale = jnp.maximum(1.0, jnp.maximum(jnp.max(jnp.abs(new[0])), jnp.max(jnp.abs(new[1]))))
+            return new, v_new, t_new, it + 1, step / scale, up
+
+        def cond(st):
+            return (st[3] < n_iter) & (st[4] > tol)
+
+        th0 = (jnp.zeros((d, k), x.dtype), jnp.zeros((k,), x.dtype))
+        st = jax.lax.while_loop(cond, body, (th0, th0, jnp.asarray(1.0, x.dtype), jnp.asarray(0),
+                                             jnp.asarray(jnp.inf, x.dtype), jnp.asarray(False)))
+        th = st[0]
+        return th[0], th[1], obj(th), st[3], st[4] <= tol
+
+    return jax.vmap(one)(S, lam, L)
+
+
+def fit_l1_logistic(x: np.ndarray, y: np.ndarray, C, sample_weight: np.ndarray | None = None,
+                    n_iter: int = 5000, tol: float = 1e-5) -> L1Fit:
+    """L1 logistic regression for every C x weight vector in one call.
+
+    Args:
+      x: ``(N, D)`` (standardise first).  y: ``(N,)`` classes 0..K-1 (K >= 2).
+      C: scalar or ``(R,)`` inverse penalties (scikit-learn's C).
+      sample_weight: ``(N,)`` or ``(R, N)`` non-negative row weights (a refit on a subset: 0/1), one per C.
+      tol: stop when the largest parameter change is below ``tol`` x max(1, largest parameter).
+    Returns:
+      :class:`L1Fit`; ``converged`` False where ``n_iter`` ran out (the caller must flag it).
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y)
+    require(x.ndim == 2 and len(x) == len(y) and np.isfinite(x).all(), f"retraining: expected finite (N, D) rows and N labels, found {x.shape} and {y.shape}")
+    require(np.issubdtype(y.dtype, np.integer) and y.min() >= 0, "retraining: labels must be class indices 0..K-1")
+    K = int(y.max()) + 1
+    require(K >= 2, "retraining: the labels have one class")
+    C = np.atleast_1d(np.asarray(C, np.float64))
+    W = np.ones((1, len(x))) if sample_weight is None else np.atleast_2d(np.asarray(sample_weight, np.float64))
+    R = max(len(C), len(W))
+    C, W = np.broadcast_to(C, (R,)), np.broadcast_to(W, (R, len(x)))
+    require((C > 0).all(), "C must be positive")
+    require((W >= 0).all() and (W.sum(1) > 0).all(), "sample weights must be non-negative with a positive sum")
+    S = W / W.sum(1, keepdims=True)
+    lam = 1.0 / (C * W.sum(1))
+    xt = np.hstack([x, np.ones((len(x), 1))])
+    # Lipschitz constant of the mean loss: 1/4 (binary) or 1/2 (softmax) x the top eigenvalue of X~' diag(s) X~
+    top = np.array([np.linalg.eigvalsh(xt.T @ (s[:, None] * xt))[-1] for s in S])
+    L = (0.25 if K == 2 else 0.5) * top
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    coef, b, obj, it, conv = _fista(f32(x), jnp.asarray(y, jnp.int32), f32(S), f32(lam), f32(L),
+                                    1 if K == 2 else K, K == 2, int(n_iter), float(tol))
+    return L1Fit(np.asarray(coef, np.float64), np.asarray(b, np.float64), np.asarray(obj, np.float64),
+                 np.asarray(it), np.asarray(conv))
+
+
+def predict(fit: L1Fit, x: np.ndarray, r: int | None = None) -> np.ndarray:
+    """Class predictions ``(N,)`` of fit ``r``, or averaged coefficients over all fits (DFR's refits)
+    when ``r`` is None."""
+    W = fit.coef.mean(0) if r is None else fit.coef[r]
+    b = fit.intercept.mean(0) if r is None else fit.intercept[r]
+    z = np.asarray(x, np.float64) @ W + b
+    return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(1)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+def group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict:
+    """``{group: accuracy}`` over the groups present (sorted by name)."""
+    y, pred, groups = np.asarray(y), np.asarray(pred), np.asarray(groups)
+    return {g: float(np.mean(pred[groups == g] == y[groups == g])) for g in sorted(np.unique(groups), key=str)}
+
+
+def worst_group_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float:
+    """The lowest per-group accuracy."""
+    return min(group_accuracy(y, pred, groups).values())
+
+
+def weighted_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, weights: dict) -> float:
+    """Per-group accuracies averaged with ``weights`` ``{group: share}`` (the training groups' shares:
+    the Waterbirds "mean accuracy"); groups absent from ``groups`` are an error."""
+    acc = group_accuracy(y, pred, groups)
+    missing = set(weights) - set(acc)
+    require(not missing, f"groups {sorted(map(str, missing))} have no evaluation rows")
+    tot = sum(weights.values())
+    return float(sum(acc[g] * w for g, w in weights.items()) / tot)
