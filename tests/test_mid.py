@@ -147,3 +147,79 @@ def test_group_metrics_by_hand():
     assert weighted_accuracy(y, pred, g, {"a": 0.5, "b": 0.25, "c": 0.25}) == pytest.approx(0.5 * 2 / 3 + 0.25 * 2 / 3 + 0.25)
     with pytest.raises(WscaInputError, match="no evaluation rows"):
         weighted_accuracy(y, pred, g, {"a": 0.5, "d": 0.5})
+
+
+# ---------------------------------------------------------------------- methods on a planted shortcut
+
+def _planted(n, p_major, rng, d=20):
+    """Waterbirds-like embeddings: axis 0 the label (core), axis 1 the place (spurious, agreeing with
+    the label with probability ``p_major``); the ERM head leans on the place."""
+    y = rng.integers(0, 2, n)
+    a = np.where(rng.random(n) < p_major, y, 1 - y)
+    z = rng.normal(size=(n, d))
+    z[:, 0] += 1.5 * (2 * y - 1)
+    z[:, 1] += 2.0 * (2 * a - 1)
+    groups = np.char.add(np.char.add("y", y.astype(str)), np.char.add("_a", a.astype(str)))
+    return {"x": z, "y": y, "logits": 1.6 * z[:, 1] + 0.6 * z[:, 0], "groups": groups}
+
+
+def test_the_band_is_enriched_for_the_minority_and_mid_raises_worst_group_accuracy_without_group_labels():
+    from wsca_jax.mid import retrain_methods
+    rng = np.random.default_rng(0)
+    val, test = _planted(1200, 0.85, rng), _planted(4000, 0.5, rng)
+    shares = {"y0_a0": 0.45, "y1_a1": 0.45, "y0_a1": 0.05, "y1_a0": 0.05}
+    r = retrain_methods(val, test, shares, restarts=5)
+    m = r["methods"]
+    assert m["erm"]["worst_group"] < 0.2                                   # the shortcut hurts the minority
+    assert m["dfr"]["worst_group"] >= m["erm"]["worst_group"] + 0.15       # the issue's goals
+    assert m["mid"]["worst_group"] >= m["erm"]["worst_group"] + 0.10
+    assert m["mid_oracle"]["worst_group"] >= m["mid"]["worst_group"] - 0.05
+    for v in m.values():
+        lo, hi = v["worst_group_ci"]
+        assert lo <= v["worst_group"] <= hi and v["mean_ci"][0] <= v["mean"] <= v["mean_ci"][1]
+        assert v["converged"] in (None, True)
+    t = enrichment(r["mining"]["band"], {"group": val["groups"]}).set_index("value")
+    for minority in ("y0_a1", "y1_a0"):
+        assert t.loc[minority, "ci_low"] > 1 and t.loc[minority, "p_holm"] < 0.001
+    assert 2 <= r["mining"]["k"] <= 10 and r["mining"]["band"].mean() == pytest.approx(0.2, abs=0.01)
+
+
+def test_accuracy_intervals_cover_at_their_level():
+    """Simulation with known group accuracies: the worst-group interval (Bonferroni Clopper-Pearson,
+    conservative by construction) covers at least 95%; the stratified-bootstrap mean interval about 95%."""
+    from wsca_jax.retrain import accuracy_intervals, weighted_accuracy_interval
+    rng = np.random.default_rng(0)
+    p = {"a": 0.9, "b": 0.7, "c": 0.72, "d": 0.95}
+    n = {"a": 60, "b": 30, "c": 40, "d": 200}
+    w = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+    worst, mean = min(p.values()), sum(p[g] * w[g] for g in p)
+    hit_worst = hit_mean = 0
+    reps = 300
+    for r in range(reps):
+        groups = np.concatenate([[g] * n[g] for g in p])
+        y = np.ones(len(groups), int)
+        pred = np.concatenate([(rng.random(n[g]) < p[g]).astype(int) for g in p])
+        lo, hi = accuracy_intervals(y, pred, groups)["worst_group"]
+        hit_worst += lo <= worst <= hi
+        lo, hi = weighted_accuracy_interval(y, pred, groups, w, n_boot=1000, seed=r)
+        hit_mean += lo <= mean <= hi
+    assert hit_worst / reps >= 0.95
+    assert 0.91 <= hit_mean / reps <= 0.98
+
+
+def test_retraining_bad_input_is_one_clear_error():
+    from wsca_jax.mid import kmeans, retrain_methods
+    rng = np.random.default_rng(1)
+    val, test = _planted(300, 0.8, rng), _planted(300, 0.5, rng)
+    shares = {g: 0.25 for g in np.unique(test["groups"])}
+    with pytest.raises(WscaInputError, match="need the validation rows' groups"):
+        retrain_methods({**val, "groups": None}, test, shares, methods=("erm", "dfr"))
+    sparse = {**val, "groups": np.where(val["groups"] == "y0_a1", "y0_a0", val["groups"])}
+    with pytest.raises(WscaInputError, match="groups y0_a1 have no validation rows"):
+        retrain_methods(sparse, test, shares, methods=("dfr",))
+    with pytest.raises(WscaInputError, match="--methods: unknown gdro"):
+        retrain_methods(val, test, shares, methods=("gdro",))
+    with pytest.raises(WscaInputError, match="--band must be in"):
+        retrain_methods(val, test, shares, methods=("mid",), quantile=1.2)
+    with pytest.raises(WscaInputError, match="--k must be at least 2"):
+        kmeans(val["x"], ks=[1, 2])

@@ -28,6 +28,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from .errors import require
+from .retrain import (DFR_CS, accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
+                      weighted_accuracy, weighted_accuracy_interval)
 from .stats import holm
 
 
@@ -285,3 +287,103 @@ def mislabel_scores(x: np.ndarray, labels: np.ndarray, k: int = 10, batch: int =
         r = _knn_disagree(xj[pad], xj, jnp.asarray(pad), yj[pad], yj, k)
         out.append(np.asarray(r)[:len(idx)])
     return np.concatenate(out)
+
+
+# ------------------------------------------------------------------------------------------ methods
+
+METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
+
+
+def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, quantile: float = 0.2, ks=range(2, 11),
+                restarts: int = 10, seed: int = 0) -> dict:
+    """MID's pseudo-groups without group labels: the band (per predicted class) clustered by k-means
+    (k by silhouette); a band row's cell is ``band:<cluster>:<class>``, any other row's ``rest:<class>``.
+    ``x``: ``(N, D)`` standardised embeddings.  Returns ``{"cells", "band", "clusters" (N,; -1 off the
+    band), "k", "silhouette", "centres"}``."""
+    y = np.asarray(y)
+    m = margins(logits)
+    pred = (m > 0).astype(int) if np.ndim(logits) == 1 or np.shape(logits)[1] == 2 else np.asarray(logits).argmax(1)
+    in_band = band(m, pred, quantile)
+    xb = np.asarray(x, np.float32)[in_band]
+    ks = [k for k in ks if k <= len(xb)]
+    require(len(ks) > 0, f"the band holds {len(xb)} rows, too few to cluster (k >= 2); widen --band")
+    fit = kmeans(xb, ks, restarts, seed)
+    k, sil = choose_k(xb, fit, seed=seed)
+    i = best_per_k(fit)[k]
+    clusters = np.full(len(y), -1)
+    clusters[in_band] = fit.labels[i]
+    cells = np.where(in_band, np.char.add(np.char.add("band:", clusters.astype(str)), np.char.add(":", y.astype(str))),
+                     np.char.add("rest:", y.astype(str)))
+    return {"cells": cells, "band": in_band, "clusters": clusters, "k": int(k), "silhouette": sil,
+            "centres": fit.centres[i, :k]}
+
+
+def _erm_pred(logits) -> np.ndarray:
+    z = np.asarray(logits)
+    return (z > 0).astype(int) if z.ndim == 1 else z.argmax(1)
+
+
+def evaluate_predictions(y, pred, groups, train_shares: dict, alpha: float = 0.05, seed: int = 0) -> dict:
+    """``{worst_group, worst_group_ci, mean, mean_ci, per_group, per_group_ci}`` on evaluation rows; ``mean``
+    weights the per-group accuracies by ``train_shares`` (the Waterbirds convention)."""
+    ci = accuracy_intervals(y, pred, groups, alpha)
+    per = group_accuracy(y, pred, groups)
+    return {"worst_group": min(per.values()), "worst_group_ci": list(ci["worst_group"]),
+            "mean": weighted_accuracy(y, pred, groups, train_shares),
+            "mean_ci": list(weighted_accuracy_interval(y, pred, groups, train_shares, alpha=alpha, seed=seed)),
+            "per_group": {str(g): v for g, v in per.items()},
+            "per_group_ci": {str(g): list(v) for g, v in ci["per_group"].items()}}
+
+
+def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, quantile: float = 0.2,
+                    ks=range(2, 11), restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0,
+                    seed: int = 0, alpha: float = 0.05) -> dict:
+    """ERM, JTT, MID, MID-oracle and DFR heads from the same frozen embeddings, scored on ``test``.
+
+    Every retraining uses the validation rows (DFR's choice), standardised with their statistics:
+    DFR balances their true groups; JTT upweights ERM's errors ``jtt_up`` times; MID balances the
+    pseudo-groups of :func:`mined_cells` (no group labels; C by the worst pseudo-group); MID-oracle
+    balances the band's true groups against the rest. C: :func:`~wsca_jax.retrain.tune_and_refit`
+    (worst group on half the validation rows; MID: worst pseudo-group).
+
+    Args:
+      val, test: ``{"x": (N, D), "y": (N,) classes 0..K-1, "logits": (N,) or (N, K) ERM logits,
+        "groups": (N,) or None}`` (test needs groups to be scored).
+      train_shares: ``{group: share}`` of the training rows (for the weighted mean accuracy).
+    Returns:
+      ``{"methods": {name: {..., "C"}}, "mining": {"band", "k", "silhouette", "cells"}}``.
+    """
+    bad = sorted(set(methods) - set(METHODS))
+    require(not bad, f"--methods: unknown {', '.join(bad)} (choose from {', '.join(METHODS)})")
+    yv, yt = np.asarray(val["y"]), np.asarray(test["y"])
+    gv = None if val.get("groups") is None else np.asarray(val["groups"]).astype(str)
+    require(test.get("groups") is not None, "the test rows have no group column: worst-group accuracy needs one")
+    gt = np.asarray(test["groups"]).astype(str)
+    need = [m for m in methods if m in ("dfr", "jtt", "mid_oracle")]
+    require(gv is not None or not need, f"--methods {', '.join(need)} need the validation rows' groups (--groups)")
+    if gv is not None:
+        empty = sorted(set(gt) - set(gv))
+        require(not empty, f"groups {', '.join(empty)} have no validation rows")
+    xv, xt = standardise(val["x"], test["x"])
+    shares = {str(g): v for g, v in train_shares.items()}
+    mined = mined_cells(xv, yv, val["logits"], quantile, ks, restarts, seed) if {"mid", "mid_oracle"} & set(methods) else None
+    out = {"methods": {}, "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters")}}
+    for name in methods:
+        C = None
+        if name == "erm":
+            pred = _erm_pred(test["logits"])
+        else:
+            if name == "dfr":
+                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed)
+            elif name == "jtt":
+                w = np.where(_erm_pred(val["logits"]) != yv, jtt_up, 1.0)
+                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed, weights=w)
+            elif name == "mid":
+                head = tune_and_refit(xv, yv, mined["cells"], mined["cells"], Cs, n_refits, seed)
+            else:
+                cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))
+                head = tune_and_refit(xv, yv, cells, gv, Cs, n_refits, seed)
+            pred, C = predict_head(head, xt), head["C"]
+        out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, alpha, seed), "C": C,
+                                "converged": None if C is None else head["converged"]}
+    return out

@@ -161,3 +161,109 @@ def weighted_accuracy(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, weigh
     require(not missing, f"groups {sorted(map(str, missing))} have no evaluation rows")
     tot = sum(weights.values())
     return float(sum(acc[g] * w for g, w in weights.items()) / tot)
+
+
+def accuracy_intervals(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, alpha: float = 0.05) -> dict:
+    """Exact intervals for per-group and worst-group accuracy.
+
+    Per group: Clopper-Pearson at ``1 - alpha / G`` (Bonferroni over the G groups). When every
+    group's interval holds, the worst-group accuracy ``min_g p_g`` lies in ``[min_g low_g, min_g
+    high_g]``, so that interval has coverage at least ``1 - alpha`` whatever the groups' accuracies
+    (conservative; ``experiments`` and ``tests/test_mid.py`` measure it).
+    Returns ``{"per_group": {g: (low, high)}, "worst_group": (low, high)}``.
+    """
+    from scipy.stats import binomtest
+    y, pred, groups = np.asarray(y), np.asarray(pred), np.asarray(groups)
+    names = sorted(np.unique(groups), key=str)
+    level = 1 - alpha / len(names)
+    per = {}
+    for g in names:
+        m = groups == g
+        ci = binomtest(int((pred[m] == y[m]).sum()), int(m.sum())).proportion_ci(level, method="exact")
+        per[g] = (float(ci.low), float(ci.high))
+    return {"per_group": per, "worst_group": (min(v[0] for v in per.values()), min(v[1] for v in per.values()))}
+
+
+def weighted_accuracy_interval(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, weights: dict,
+                               n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of :func:`weighted_accuracy` from a bootstrap stratified by group (each
+    group's rows resampled within the group, so every group keeps its size)."""
+    y, pred, groups = np.asarray(y), np.asarray(pred), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    tot = sum(weights.values())
+    acc = np.zeros(n_boot)
+    for g, w in weights.items():
+        hit = (pred[groups == g] == y[groups == g]).astype(float)
+        require(len(hit) > 0, f"group {g!r} has no evaluation rows")
+        acc += w / tot * rng.binomial(len(hit), hit.mean(), n_boot) / len(hit)   # a resampled group's accuracy
+    lo, hi = np.quantile(acc, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+# -------------------------------------------------------------------------------------- protocols
+
+DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
+
+
+def balanced_subsets(cells: np.ndarray, n_refits: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> np.ndarray:
+    """``(n_refits, N)`` 0/1 weights: each refit keeps, from every cell, as many rows (drawn without
+    replacement) as the smallest cell has. ``rows``: ``(N,)`` bool, the rows eligible (default all)."""
+    cells = np.asarray(cells)
+    rows = np.ones(len(cells), bool) if rows is None else np.asarray(rows, bool)
+    names = np.unique(cells[rows])
+    require(len(names) > 0, "no rows to balance")
+    ix = [np.flatnonzero(rows & (cells == c)) for c in names]
+    m = min(len(i) for i in ix)
+    out = np.zeros((n_refits, len(cells)))
+    for r in range(n_refits):
+        for i in ix:
+            out[r, rng.choice(i, m, replace=False)] = 1.0
+    return out
+
+
+def _halves(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(N,)`` bool, a random half of every stratum (True = the fitting half)."""
+    fit_half = np.zeros(len(strata), bool)
+    for s in np.unique(strata):
+        i = rng.permutation(np.flatnonzero(strata == s))
+        fit_half[i[: (len(i) + 1) // 2]] = True
+    return fit_half
+
+
+def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS,
+                   n_refits: int = 20, seed: int = 0, weights: np.ndarray | None = None) -> dict:
+    """DFR's protocol on rows ``x`` ``(N, D)`` (standardised), labels ``y``.
+
+    C: on a random half of every cell, ``n_refits`` fits per C on cell-balanced subsets (or with the
+    fixed row ``weights``, e.g. JTT's upweighted errors), coefficients averaged per C, scored by the
+    worst ``eval_groups`` accuracy on the other half (ties: the higher mean accuracy, then the first C
+    of the grid). Final: ``n_refits`` fits at the chosen C on balanced subsets of
+    all rows, averaged.
+    Returns ``{"C", "coef" (D, K'), "intercept" (K',), "tuning": [{C, worst, mean}], "converged"}``.
+    """
+    rng = np.random.default_rng(seed)
+    Cs = np.asarray(Cs, float)
+    fit_half = _halves(cells, rng)
+    R = 1 if weights is not None else n_refits
+    if weights is not None:
+        Wt = (np.asarray(weights, float) * fit_half)[None]
+    else:
+        Wt = balanced_subsets(cells, R, rng, fit_half)
+    grid = fit_l1_logistic(x, y, np.repeat(Cs, R), sample_weight=np.tile(Wt, (len(Cs), 1)))
+    tuning = []
+    for j, C in enumerate(Cs):
+        sub = L1Fit(*(a[j * R:(j + 1) * R] for a in grid))
+        pred = predict(sub, x[~fit_half])
+        acc = group_accuracy(y[~fit_half], pred, eval_groups[~fit_half])
+        tuning.append({"C": float(C), "worst": min(acc.values()), "mean": float(np.mean(pred == y[~fit_half]))})
+    best = max(range(len(Cs)), key=lambda j: (tuning[j]["worst"], tuning[j]["mean"]))
+    Wf = np.asarray(weights, float)[None] if weights is not None else balanced_subsets(cells, n_refits, rng)
+    final = fit_l1_logistic(x, y, np.full(len(Wf), Cs[best]), sample_weight=Wf)
+    return {"C": float(Cs[best]), "coef": final.coef.mean(0), "intercept": final.intercept.mean(0), "tuning": tuning,
+            "converged": bool(grid.converged.all() and final.converged.all())}
+
+
+def predict_head(head: dict, x: np.ndarray) -> np.ndarray:
+    """Class predictions of a :func:`tune_and_refit` head."""
+    z = np.asarray(x, np.float64) @ head["coef"] + head["intercept"]
+    return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(1)
