@@ -63,6 +63,8 @@ def test_embed_heads_reproduce_logits_and_analyze_reads_them(runs):
     recon = np.concatenate([out["embeddings"] @ out["head_label"].T + out["bias_label"],
                             out["embeddings"] @ out["head_site"].T + out["bias_site"]], 1)
     np.testing.assert_allclose(recon, logits, atol=1e-4)
+    stored = np.concatenate([out["logits_label"], out["logits_site"]], 1)     # batched, the last batch padded
+    np.testing.assert_allclose(stored, logits, atol=1e-4)
     # the stored maps, head and bias are all a CAM analysis needs (wsca_jax.maps_split)
     from wsca_jax.ifa import ifa_arrays, maps_split
     r = ifa_arrays(maps_split(out["head_label"], out["bias_label"]), out["feature_maps"])

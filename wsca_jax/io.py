@@ -71,7 +71,7 @@ def load_embeddings(path: str) -> EmbeddingFile:
     n = emb.shape[0] if emb.ndim >= 1 else -1
     cols = {}
     for k, v in arrays.items():
-        if k == "embeddings" or k.startswith(("head_", "bias_")) or v.ndim != 1 or v.shape[0] != n:
+        if k == "embeddings" or k.startswith(("head_", "bias_", "logits_")) or v.ndim != 1 or v.shape[0] != n:
             continue
         if v.dtype.kind == "U":                     # "" marks a missing text value
             v = np.where(v == "", None, v.astype(object))
