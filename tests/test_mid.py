@@ -223,3 +223,80 @@ def test_retraining_bad_input_is_one_clear_error():
         retrain_methods(val, test, shares, methods=("mid",), quantile=1.2)
     with pytest.raises(WscaInputError, match="--k must be at least 2"):
         kmeans(val["x"], ks=[1, 2])
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+
+@pytest.fixture(scope="module")
+def mid_files(tmp_path_factory):
+    """wsca embed-like files of the planted shortcut: embeddings, head_/bias_/logits_label, label, place."""
+    d = tmp_path_factory.mktemp("mid")
+    rng = np.random.default_rng(0)
+    head = np.zeros((2, 20))
+    head[1, :2] = [0.6, 1.6]                                     # the ERM head leans on the place axis
+    for name, n, p in (("train", 2000, 0.95), ("val", 1200, 0.85), ("test", 3000, 0.5)):
+        s = _planted(n, p, rng)
+        a = np.array([g.split("_a")[1] for g in s["groups"]])
+        np.savez(d / f"{name}.npz", embeddings=s["x"].astype(np.float32), head_label=head, bias_label=np.zeros(2),
+                 logits_label=np.stack([np.zeros(n), s["logits"]], 1), label=s["y"], place=a)
+    return d
+
+
+def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, tmp_path, capsys, chromium):
+    import json
+    from test_report_browser import check_renders
+    from wsca_jax.cli import main
+    d, out = mid_files, tmp_path / "mid"
+    assert main(["mid", "--train", str(d / "train.npz"), "--val", str(d / "val.npz"), "--test", str(d / "test.npz"),
+                 "--primary", "label", "--groups", "label,place", "--k", "2:4", "--restarts", "3", "--refits", "5",
+                 "--verify", "place", "--bootstrap", "0", "--permutations", "0", "--out", str(out)]) == 0
+    rec = json.loads((out / "mid.json").read_text())
+    assert set(rec["methods"]) == {"erm", "jtt", "mid", "mid_oracle", "dfr"}
+    for r in rec["methods"].values():
+        assert {"worst_group", "worst_group_ci", "mean", "mean_ci", "per_group", "C", "wsc"} <= set(r)
+        assert set(r["per_group"]) == {"label=0,place=0", "label=0,place=1", "label=1,place=0", "label=1,place=1"}
+    m = rec["methods"]
+    assert m["mid"]["worst_group"] >= m["erm"]["worst_group"] + 0.10 and m["dfr"]["C"] in rec["settings"]["C_grid"]
+    # verify: the ERM head is aligned with the place probe, DFR's retrained head much less so
+    assert m["erm"]["wsc"]["place"]["max_abs_wsc"] > 0.8
+    assert m["dfr"]["wsc"]["place"]["max_abs_wsc"] < m["erm"]["wsc"]["place"]["max_abs_wsc"] - 0.3
+    assert rec["band"]["n"] == pytest.approx(0.2 * 1200, abs=2) and 2 <= rec["k"] <= 4
+    assert sorted(p.name for p in out.glob("*.png")) == ["mid_accuracy.png", "mid_clusters.png", "mid_logits.png"]
+    assert "worst-group" in capsys.readouterr().out
+    check_renders(chromium, out / "report.html", tmp_path, min_figures=3)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--groups", ""], "--groups: worst-group accuracy needs the group column"),
+    (["--band", "1.5"], "--band must be in (0, 1), found 1.5"),
+    (["--band", "0"], "--band must be in (0, 1), found 0.0"),
+    (["--k", "1:4"], "--k must be at least 2, found 1"),
+    (["--k", "x"], "--k 'x': expected K or LO:HI"),
+    (["--methods", "erm,gdro"], "--methods: unknown gdro"),
+    (["--groups", "label,hospital"], "--train: no column 'hospital'"),
+    (["--verify", "hospital"], "--verify: no column 'hospital' in the test split"),
+    (["--val", "{d}/val_onegroup.npz"], "groups label=0,place=1 have no validation rows"),
+    (["--test", "{d}/nologits.npz"], "--test: no logits_label array"),
+    (["--val", None], "wsca mid needs --run, or --train, --val and --test (missing --val)"),
+])
+def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, capsys, extra, message):
+    from wsca_jax.cli import main
+    d = mid_files
+    if not (d / "val_onegroup.npz").exists():
+        with np.load(d / "val.npz") as z:
+            a = dict(z)
+        keep = ~((a["label"] == 0) & (a["place"] == "1"))
+        np.savez(d / "val_onegroup.npz", **{k: v[keep] if len(v) == len(keep) else v for k, v in a.items()})
+        with np.load(d / "test.npz") as z:
+            np.savez(d / "nologits.npz", **{k: v for k, v in z.items() if not k.startswith("logits_")})
+    args = {"--train": str(d / "train.npz"), "--val": str(d / "val.npz"), "--test": str(d / "test.npz"),
+            "--primary": "label", "--groups": "label,place", "--k": "2:3", "--restarts": "2", "--refits": "2",
+            "--methods": "erm,mid,dfr"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        args[flag] = None if value is None else value.format(d=d)
+    argv = ["mid", *[x for k, v in args.items() if v is not None for x in (k, v)], "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()

@@ -25,6 +25,11 @@ from .analysis import TaskResult, WscaResult, analyze, fixed_head_wsc  # noqa: E
 from .runs import RunsResult, analyze_runs  # noqa: E402
 from .ifa import (Split, analyze_ifa, apply_scale, common_scale, confounder_channels, consistency,  # noqa: E402
                   decompose, ifa_arrays, ifa_batch, ifa_for_run, maps_split, split_at)
+from .mid import (band, best_per_k, choose_k, enrichment, kmeans, lloyd, margins, mined_cells,  # noqa: E402
+                  mislabel_scores, retrain_methods, silhouette)
+from .retrain import (accuracy_intervals, fit_l1_logistic, group_accuracy, tune_and_refit,  # noqa: E402
+                      weighted_accuracy, worst_group_accuracy)
+from .mitigate import analyze_mid, split_arrays  # noqa: E402
 from .simulate import MultitaskSim, multitask_networks  # noqa: E402
 from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dataset,  # noqa: E402
                          run_condition)
@@ -40,6 +45,9 @@ __all__ = [
     "classification_metrics", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc", "RunsResult", "analyze_runs",
     "Split", "analyze_ifa", "apply_scale", "common_scale", "confounder_channels", "consistency", "decompose",
     "ifa_arrays", "ifa_batch", "ifa_for_run", "maps_split", "split_at",
+    "band", "best_per_k", "choose_k", "enrichment", "kmeans", "lloyd", "margins", "mined_cells", "mislabel_scores",
+    "retrain_methods", "silhouette", "accuracy_intervals", "fit_l1_logistic", "group_accuracy", "tune_and_refit",
+    "weighted_accuracy", "worst_group_accuracy", "analyze_mid", "split_arrays",
     "MultitaskSim", "multitask_networks",
     "ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition", "run_demo",
 ]

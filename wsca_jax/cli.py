@@ -45,6 +45,21 @@ example:
 """
 
 
+MID_EXAMPLE = """\
+example:
+  wsca mid --train tr.npz --val va.npz --test te.npz --primary label --groups label,place \\
+      --verify place --out runs/wb_mid
+  wsca mid --run runs/wb --primary label --groups label,place --out runs/wb_mid
+
+  Mines the validation rows whose ERM logits sit near 0 (--band: the share nearest 0 per predicted
+  class), clusters them (k-means, k by silhouette over --k), reports what the band and each cluster
+  are enriched for, and retrains the last layer on the validation rows: ERM (the model's head), JTT
+  (ERM errors upweighted), MID (band clusters x class balanced against the rest; no group labels),
+  MID-oracle (the band's true groups) and DFR (true groups balanced). Worst-group and mean accuracy
+  on the test rows with intervals; WSC of every head against --verify columns. Writes mid.json,
+  report.html and figures. The .npz files are wsca embed outputs (with logits_<primary>).
+"""
+
 IFA_EXAMPLE = """\
 example:
   wsca ifa --run runs/busbra_mt --split test --method cam --region 0:8,0:64 --out runs/busbra_mt/ifa
@@ -212,6 +227,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output folder")
     f.set_defaults(func=cmd_ifa)
 
+    m = sub.add_parser("mid", help="find and fix a shortcut without group labels: mid-range mining, last-layer "
+                                   "retraining (ERM, JTT, MID, MID-oracle, DFR), worst-group accuracy, WSC after the fix",
+                       epilog=MID_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("--run", help="a wsca train run folder (embeds its train, val and test splits)")
+    m.add_argument("--train", help="wsca embed .npz of the training split (its group shares weight the mean accuracy)")
+    m.add_argument("--val", help="wsca embed .npz of the validation split (mining and retraining)")
+    m.add_argument("--test", help="wsca embed .npz of the test split (scoring)")
+    m.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    m.add_argument("--data-dir")
+    m.add_argument("--tfds-dir")
+    m.add_argument("--primary", required=True, help="the label column")
+    m.add_argument("--groups", help="column(s) whose joint value is the group, e.g. label,place (needed by jtt, "
+                                    "mid_oracle, dfr and to score worst-group accuracy)")
+    m.add_argument("--band", type=float, default=0.2, help="share of rows nearest 0 per predicted class (default 0.2)")
+    m.add_argument("--k", default="2:10", help="cluster counts: K or LO:HI (default 2:10; chosen by silhouette)")
+    m.add_argument("--restarts", type=int, default=10, help="k-means++ restarts per k (default 10)")
+    m.add_argument("--refits", type=int, default=20, help="balanced refits averaged per head (default 20, as DFR)")
+    m.add_argument("--methods", default="erm,jtt,mid,mid_oracle,dfr")
+    m.add_argument("--jtt-upweight", type=float, default=20.0, help="weight of ERM's errors for JTT (default 20)")
+    m.add_argument("--verify", help="metadata column(s) to run WSC against for every head, on the test rows")
+    m.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates of the WSC check (default 100)")
+    m.add_argument("--permutations", type=int, default=100, help="permutations of the WSC check (default 100)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--no-figures", action="store_true")
+    m.add_argument("--out", required=True, help="output folder")
+    m.set_defaults(func=cmd_mid)
+
     r = sub.add_parser("report", help="render report.html from a wsca.json folder",
                        epilog=REPORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--run", required=True, help="folder with wsca.json (an analyze or demo condition output)")
@@ -348,6 +390,77 @@ def cmd_ifa(args) -> int:
         print(f"{t}: {len(c['channels'])} channels carry it; decision share {c['decision_share']:.3f} "
               f"(random sets {c['random_share_mean']:.3f}, p = {c['p_value']:.3f})")
     print(f"wrote {args.out}/ifa.json and report.html")
+    return 0
+
+
+def _k_range(text: str) -> list[int]:
+    from .errors import require
+    try:
+        lo, _, hi = text.partition(":")
+        ks = list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        ks = []
+    require(ks, f"--k {text!r}: expected K or LO:HI with LO <= HI")
+    require(ks[0] >= 2, f"--k must be at least 2, found {ks[0]}")
+    return ks
+
+
+def _mid_splits(args) -> dict:
+    """``{split: EmbeddingFile}`` from --train/--val/--test or by embedding --run's splits."""
+    from .errors import require
+    from .io import embedding_file, load_embeddings
+    files = {k: getattr(args, k) for k in ("train", "val", "test")}
+    if args.run is None:
+        missing = [f"--{k}" for k, v in files.items() if v is None]
+        require(not missing, f"wsca mid needs --run, or --train, --val and --test (missing {', '.join(missing)})")
+        return {k: load_embeddings(v) for k, v in files.items()}
+    require(all(v is None for v in files.values()), "wsca mid: give --run or the three .npz files, not both")
+    from .embed import embed
+    from .train import load_run, read_run_json
+    rec = read_run_json(args.run)
+    loaded = load_run(args.run, args.checkpoint)
+    ds = _run_dataset(args, rec)
+    return {k: embedding_file(embed(args.run, ds, k, args.checkpoint, loaded=loaded)) for k in files}
+
+
+def cmd_mid(args) -> int:
+    from .errors import require
+    from .io import check_out_dir
+    from .mid import METHODS
+    from .mitigate import analyze_mid, split_arrays
+    from .report import write_mid_outputs
+
+    check_out_dir(args.out)
+    methods = _csv(args.methods)
+    bad = sorted(set(methods) - set(METHODS))
+    require(methods and not bad, f"--methods: unknown {', '.join(bad) or '(none given)'} (choose from {', '.join(METHODS)})")
+    require(0 < args.band < 1, f"--band must be in (0, 1), found {args.band}")
+    ks = _k_range(args.k)
+    require(args.restarts >= 1 and args.refits >= 1, "--restarts and --refits must be at least 1")
+    require(args.jtt_upweight > 0, f"--jtt-upweight must be positive, found {args.jtt_upweight}")
+    groups, verify = _csv(args.groups), _csv(args.verify)
+    require(groups, "--groups: worst-group accuracy needs the group column(s) of the test rows")
+    splits = _mid_splits(args)
+    tr = split_arrays(splits["train"], args.primary, groups, what="--train")
+    va = split_arrays(splits["val"], args.primary, groups, tr["classes"], what="--val")
+    te = split_arrays(splits["test"], args.primary, groups, tr["classes"], what="--test")
+    for t in verify:
+        require(t in te["meta"], f"--verify: no column {t!r} in the test split")
+    rec, arrays = analyze_mid(tr, va, te, methods=methods, band=args.band, ks=ks, restarts=args.restarts,
+                              n_refits=args.refits, jtt_up=args.jtt_upweight, verify=verify, bootstrap=args.bootstrap,
+                              permutations=args.permutations, seed=args.seed)
+    rec["settings"].update(primary=args.primary, groups=groups, verify=verify)
+    write_mid_outputs(rec, arrays, args.out, figures=not args.no_figures)
+    for name, r in rec["methods"].items():
+        print(f"{name:10s} worst-group {r['worst_group']:.3f} [{r['worst_group_ci'][0]:.3f}, {r['worst_group_ci'][1]:.3f}]"
+              f"  mean {r['mean']:.3f}" + ("" if not r["wsc"] else "  WSC " + ", ".join(
+                  f"{t} {w['max_abs_wsc']:.3f}" for t, w in r["wsc"].items())))
+    if "band" in rec:
+        top = max(rec["band"]["enrichment"], key=lambda e: e["odds_ratio"], default=None)
+        if top is not None:
+            print(f"band: {rec['band']['n']} rows, most enriched {top['column']}={top['value']} "
+                  f"(odds ratio {top['odds_ratio']:.2f}, Holm p {top['p_holm']:.3g}); k = {rec['k']}")
+    print(f"wrote {args.out}/mid.json and report.html")
     return 0
 
 

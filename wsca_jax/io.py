@@ -22,11 +22,13 @@ class EmbeddingFile(NamedTuple):
       embeddings: ``(N, D)``.
       heads: ``{task: (C, D) or (D,)}`` from ``head_<task>`` arrays (``wsca embed`` writes them).
       columns: ``{name: (N,)}`` other 1-D arrays of length N (labels, metadata).
+      logits: ``{task: (N, C)}`` from ``logits_<task>`` arrays (the model's outputs; None for ``.npy``).
     """
 
     embeddings: np.ndarray
     heads: dict
     columns: dict
+    logits: dict | None = None
 
 
 def first_line(e: BaseException, limit: int = 160) -> str:
@@ -66,8 +68,15 @@ def load_embeddings(path: str) -> EmbeddingFile:
             except Exception as e:                 # damaged member: zip CRC, header tokens, truncation ...
                 raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
                                      f"{first_line(e)})") from None
+    return embedding_file(arrays)
+
+
+def embedding_file(arrays: dict) -> EmbeddingFile:
+    """An :class:`EmbeddingFile` from ``wsca embed``'s arrays (``embeddings``, ``head_``/``bias_``/``logits_``
+    arrays, 1-D columns; ``meta_<name>`` restores a column whose name is reserved)."""
     emb = arrays["embeddings"]
     heads = {k[len("head_"):]: v for k, v in arrays.items() if k.startswith("head_")}
+    logits = {k[len("logits_"):]: v for k, v in arrays.items() if k.startswith("logits_")}
     n = emb.shape[0] if emb.ndim >= 1 else -1
     cols = {}
     for k, v in arrays.items():
@@ -76,7 +85,7 @@ def load_embeddings(path: str) -> EmbeddingFile:
         if v.dtype.kind == "U":                     # "" marks a missing text value
             v = np.where(v == "", None, v.astype(object))
         cols[k[len("meta_"):] if k.startswith("meta_") else k] = v
-    return EmbeddingFile(emb, heads, cols)
+    return EmbeddingFile(emb, heads, cols, logits)
 
 
 def load_metadata(path: str) -> pd.DataFrame:

@@ -351,7 +351,8 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
         "groups": (N,) or None}`` (test needs groups to be scored).
       train_shares: ``{group: share}`` of the training rows (for the weighted mean accuracy).
     Returns:
-      ``{"methods": {name: {..., "C"}}, "mining": {"band", "k", "silhouette", "cells"}}``.
+      ``{"methods": {name: {..., "C"}}, "heads": {name: head on the validation-standardised columns},
+      "mining": {"band", "k", "silhouette", "cells", "clusters"}}``.
     """
     bad = sorted(set(methods) - set(METHODS))
     require(not bad, f"--methods: unknown {', '.join(bad)} (choose from {', '.join(METHODS)})")
@@ -367,7 +368,8 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
     xv, xt = standardise(val["x"], test["x"])
     shares = {str(g): v for g, v in train_shares.items()}
     mined = mined_cells(xv, yv, val["logits"], quantile, ks, restarts, seed) if {"mid", "mid_oracle"} & set(methods) else None
-    out = {"methods": {}, "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters")}}
+    out = {"methods": {}, "heads": {},
+           "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters")}}
     for name in methods:
         C = None
         if name == "erm":
@@ -384,6 +386,7 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
                 cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))
                 head = tune_and_refit(xv, yv, cells, gv, Cs, n_refits, seed)
             pred, C = predict_head(head, xt), head["C"]
+            out["heads"][name] = head
         out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, alpha, seed), "C": C,
                                 "converged": None if C is None else head["converged"]}
     return out

@@ -1,0 +1,122 @@
+"""Mitigate and verify (issue 12): ERM / JTT / MID / MID-oracle / DFR heads from ``wsca embed`` files,
+scored by worst-group accuracy, and WSC of every head against the group attribute's probe.
+
+:func:`analyze_mid` is what ``wsca mid`` runs: the record it returns is ``mid.json`` (schema in
+DESIGN.md's spirit: documented in :func:`analyze_mid`), the arrays feed the figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .analysis import analyze
+from .errors import require
+from .io import EmbeddingFile
+from .mid import METHODS, enrichment, margins, mislabel_scores, retrain_methods
+from .retrain import DFR_CS
+
+
+def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=None, what: str = "--val") -> dict:
+    """One split as :func:`~wsca_jax.mid.retrain_methods` takes it.
+
+    ``ef``: a loaded ``wsca embed`` file (with ``logits_<primary>``, the model's outputs; their columns
+    follow the sorted class values, as ``wsca train`` orders them). ``groups``: columns whose joint
+    value is the group (e.g. ``label,place``). ``classes``: the primary classes in order (default:
+    this split's sorted values; pass the training split's).
+    """
+    cols = ef.columns
+    for c in [primary, *groups]:
+        require(c in cols, f"{what}: no column {c!r} (columns: {', '.join(sorted(cols)) or 'none'})")
+    raw = np.asarray(cols[primary], dtype=object)
+    require(all(v is not None for v in raw), f"{what}: column {primary!r} has missing values")
+    values = np.array([str(v) for v in raw])
+    classes = sorted(set(values)) if classes is None else list(classes)
+    unknown = sorted(set(values) - set(classes))
+    require(not unknown, f"{what}: primary classes {', '.join(unknown)} not among the training split's ({', '.join(classes)})")
+    y = np.searchsorted(np.array(classes), values)
+    logits = (ef.logits or {}).get(primary)
+    require(logits is not None, f"{what}: no logits_{primary} array (the model's outputs; wsca embed writes them "
+                                "from version 0.7 on: embed the split again)")
+    logits = np.asarray(logits, np.float64)
+    width = 1 if logits.ndim == 1 else logits.shape[1]
+    require(width in (1, len(classes)) and not (width == 1 and len(classes) != 2),
+            f"{what}: logits_{primary} has {width} columns for {len(classes)} classes")
+    require(len(logits) == len(y), f"{what}: logits_{primary} has {len(logits)} rows, embeddings {len(y)}")
+    g = None
+    if groups:
+        parts = [np.array([f"{c}={v}" for v in np.asarray(cols[c], dtype=object)]) for c in groups]
+        g = parts[0]
+        for p in parts[1:]:
+            g = np.char.add(np.char.add(g, ","), p)
+    return {"x": np.asarray(ef.embeddings, np.float64), "y": y, "logits": logits, "groups": g, "classes": classes,
+            "head": ef.heads.get(primary), "meta": cols}
+
+
+def _head_in_embedding_coords(coef: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """A head fitted on standardised columns, as ``(K', D)`` weights on the raw embedding."""
+    return (np.asarray(coef) / sd[:, None]).T
+
+
+def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: float = 0.2, ks=range(2, 11),
+                restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0, verify: list[str] = (),
+                bootstrap: int = 100, permutations: int = 100, seed: int = 0) -> tuple[dict, dict]:
+    """The mitigation record and the arrays behind its figures.
+
+    Args:
+      train, val, test: :func:`split_arrays` outputs (train: for the group shares only).
+      verify: metadata columns of the test split to run WSC against for every head, on the test rows
+        (``bootstrap`` / ``permutations`` as in ``analyze``).
+    Returns:
+      ``(record, arrays)``; record = ``{"methods": {name: {worst_group, worst_group_ci, mean, mean_ci,
+      per_group, per_group_ci, C, converged, wsc}}, "band": {share, n, enrichment: [...]},
+      "clusters": [{cluster, n, enrichment: [...]}], "k", "silhouette", "settings"}``.
+    """
+    require(train["groups"] is not None, "--groups: the training split has no group column")
+    names, counts = np.unique(train["groups"], return_counts=True)
+    shares = {str(g): float(c / counts.sum()) for g, c in zip(names, counts)}
+    r = retrain_methods(val, test, shares, methods, band, ks, restarts, n_refits, Cs, jtt_up, seed)
+    sd = val["x"].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    rec = {"methods": r["methods"], "settings": {"methods": list(methods), "band": band, "k": [int(k) for k in ks],
+                                                 "restarts": restarts, "refits": n_refits, "C_grid": [float(c) for c in Cs],
+                                                 "jtt_upweight": jtt_up, "seed": seed, "retrained_on": "validation rows",
+                                                 "group_shares_train": shares}}
+    arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
+    cols = {"label": np.array(val["classes"])[val["y"]]}
+    if val["groups"] is not None:
+        cols["group"] = val["groups"]
+    if r["mining"] is not None:
+        mi = r["mining"]
+        suspicion = mislabel_scores(val["x"], val["y"], k=min(10, len(val["y"]) - 1))
+        rec["band"] = {"share": band, "n": int(mi["band"].sum()), "enrichment": _records(enrichment(mi["band"], cols)),
+                       "mislabel_suspicion_mean": float(suspicion[mi["band"]].mean()),
+                       "mislabel_suspicion_mean_outside": float(suspicion[~mi["band"]].mean())}
+        rec["k"], rec["silhouette"] = mi["k"], {str(k): v for k, v in mi["silhouette"].items()}
+        rec["clusters"] = [{"cluster": c, "n": int((mi["clusters"] == c).sum()),
+                            "mislabel_suspicion_mean": float(suspicion[mi["clusters"] == c].mean()),
+                            "enrichment": _records(enrichment(mi["clusters"] == c, cols))}
+                           for c in range(mi["k"])]
+        arrays.update(band=mi["band"], clusters=mi["clusters"])
+        if val["groups"] is not None:
+            arrays["groups_val"] = val["groups"]
+    for name, m in rec["methods"].items():
+        head = test["head"] if name == "erm" else _head_in_embedding_coords(r["heads"][name]["coef"], sd)
+        m["wsc"] = {} if head is None else verify_head(test, head, verify, bootstrap, permutations, seed)
+    return rec, arrays
+
+
+def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutations: int, seed: int) -> dict:
+    """WSC of one head against each metadata column in ``tasks``, on ``split``'s rows (``analyze`` with
+    the head as the primary head): ``{task: {max_abs_wsc, ci, p_value}}``."""
+    if not tasks:
+        return {}
+    for t in tasks:
+        require(t in split["meta"], f"--verify: no column {t!r} in the test split")
+    meta = {"__primary": np.array(split["classes"])[split["y"]], **{t: split["meta"][t] for t in tasks}}
+    res = analyze(split["x"], meta, "__primary", primary_head=head, tasks=list(tasks), bootstrap=bootstrap,
+                  permutations=permutations, seed=seed)
+    return {t: {k: res.tasks[t].summary.get(k) for k in ("max_abs_wsc", "ci", "p_value")} for t in tasks}
+
+
+def _records(df) -> list[dict]:
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
