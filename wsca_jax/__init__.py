@@ -11,7 +11,7 @@ Public surface::
     result.to_json("wsca.json")
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 from .errors import WscaInputError, WscaWarning  # noqa: E402
 from .tasks import Task, TaskSet, build_tasks, bin_continuous  # noqa: E402
