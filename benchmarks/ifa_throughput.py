@@ -110,14 +110,8 @@ def section(rec: dict) -> str:
 
 def write_section(rec: dict) -> None:
     sys.path.insert(0, os.path.join(HERE, "..", "experiments"))
-    from prose import update_section
-    path = os.path.join(HERE, "RESULTS.md")
-    text = open(path).read()
-    if "<!-- generated:ifa -->" not in text:
-        text += ("\n## IFA throughput (`benchmarks/ifa_throughput.py`, issue 11)\n\n"
-                 "<!-- generated:ifa -->\n<!-- /generated:ifa -->\n")
-    with open(path, "w") as f:
-        f.write(update_section(text, "ifa", section(rec)))
+    from prose import write_section as write
+    write(os.path.join(HERE, "RESULTS.md"), "ifa", "## IFA throughput (`benchmarks/ifa_throughput.py`, issue 11)", section(rec))
 
 
 def main() -> None:

@@ -33,6 +33,16 @@ def update_section(text: str, name: str, body: str) -> str:
     return text[:i] + "\n" + body.strip("\n") + "\n" + text[j:]
 
 
+def write_section(path: str, name: str, heading: str, body: str) -> None:
+    """Rewrite the generated section ``name`` of the file ``path``; a new section (``heading`` and its
+    markers) is appended when the file has none yet."""
+    text = open(path).read()
+    if f"<!-- generated:{name} -->" not in text:
+        text += f"\n{heading}\n\n<!-- generated:{name} -->\n<!-- /generated:{name} -->\n"
+    with open(path, "w") as f:
+        f.write(update_section(text, name, body))
+
+
 # ---- formatting helpers shared by the templates
 
 
