@@ -8,7 +8,12 @@ the place probe. One JSON line per network in ``results/waterbirds_mid_runs.json
 networks already there); ``results/waterbirds_mid.md`` is rendered from it only.
 
     .venv/bin/python experiments/waterbirds_mid.py --backbones small_cnn --seeds 0,1,2
+    .venv/bin/python experiments/waterbirds_mid.py --dataset busbra --backbones small_cnn   # BUS-BRA, biased design
     .venv/bin/python experiments/waterbirds_mid.py --report-only
+
+``--dataset busbra``: the induced-shortcut BUS-BRA design of issue 4 at strength 0.9 (each class's
+training rows lean on its own scanner; validation and test rows natural), group = malignant x scanner,
+WSC against the scanner probe.
 """
 
 from __future__ import annotations
@@ -30,28 +35,43 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import wsca_jax as wsca  # noqa: E402
 from wsca_jax.data import load_dataset  # noqa: E402
 from wsca_jax.embed import embed, save_embeddings  # noqa: E402
+from wsca_jax.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
 from wsca_jax.io import load_embeddings  # noqa: E402
 from wsca_jax.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = "waterbirds_mid_runs.jsonl"
-MINORITY = ("y=0,place=1", "y=1,place=0")
+# per dataset: primary, group columns, the attribute to verify against, training epochs' default, minority groups
+DATASETS = {"waterbirds": {"primary": "y", "groups": ["y", "place"], "verify": "place", "widths": None,
+                           "minority": ("y=0,place=1", "y=1,place=0")},
+            "busbra": {"primary": "malignant", "groups": ["malignant", "device"], "verify": "device",
+                       "widths": EXPERIMENT_WIDTHS, "minority": None}}
+BUSBRA_STRENGTH = 0.9
 # published (ResNet-50, ImageNet-pretrained, full resolution; METHOD.md section 3) and the data README's
 # reference numbers on fixed pixel features: worst-group accuracy
 PUBLISHED = {"erm": "74.9 (ResNet-50) / 13-19 (pixel features)", "dfr": "92.9 (ResNet-50) / 52-54 (pixel features)",
              "jtt": "86.7 (ResNet-50, CelebA)", "mid": "30 (MID-like, pixel features)", "mid_oracle": ""}
 
 
-def embeddings_for(args, ds, backbone: str, seed: int) -> dict:
+def dataset_for(args, seed: int):
+    """The training dataset of one network (BUS-BRA: the seed's biased design)."""
+    if args.dataset == "waterbirds":
+        return load_dataset("waterbirds", args.data_dir)
+    return condition_dataset(restrict_busbra(load_dataset("busbra", args.data_dir)), busbra_spec(), BUSBRA_STRENGTH, seed)
+
+
+def embeddings_for(args, backbone: str, seed: int) -> dict:
     """Train the ERM network once and embed its three splits; ``{split: path}`` of the cached .npz."""
-    paths = {s: os.path.join(args.cache, f"waterbirds_{backbone}_e{args.epochs}_seed{seed}_{s}.npz") for s in ("train", "val", "test")}
+    paths = {s: os.path.join(args.cache, f"{args.dataset}_{backbone}_e{args.epochs}_seed{seed}_{s}.npz") for s in ("train", "val", "test")}
     if all(os.path.exists(p) for p in paths.values()):
         return paths
-    tmp = tempfile.mkdtemp(prefix="wsca-wb-")
+    ds = dataset_for(args, seed)
+    conf = DATASETS[args.dataset]
+    tmp = tempfile.mkdtemp(prefix="wsca-mid-")
     try:
         cfg = TrainConfig(setting="fine_tuned", backbone=backbone, epochs=args.epochs, batch_size=64,
-                          class_weights=False, seed=seed)
-        fit(ds, "y", (), cfg, run_dir=tmp, progress=False)
+                          widths=conf["widths"] if backbone == "small_cnn" else None, class_weights=False, seed=seed)
+        fit(ds, conf["primary"], (), cfg, run_dir=tmp, progress=False)
         for s, p in paths.items():
             save_embeddings(p, embed(tmp, ds, s))
     finally:
@@ -61,33 +81,34 @@ def embeddings_for(args, ds, backbone: str, seed: int) -> dict:
 
 def run(args) -> None:
     os.makedirs(args.cache, exist_ok=True)
-    ds = load_dataset("waterbirds", args.data_dir)
+    conf = DATASETS[args.dataset]
     path = os.path.join(args.out, RUNS)
     done = set()
     if os.path.exists(path):
         with open(path) as f:
-            done = {(r["backbone"], r["seed"], r["epochs"]) for r in map(json.loads, f)}
+            done = {(r.get("dataset", "waterbirds"), r["backbone"], r["seed"], r["epochs"]) for r in map(json.loads, f)}
     for backbone in args.backbones.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            if (backbone, seed, args.epochs) in done:
+            if (args.dataset, backbone, seed, args.epochs) in done:
                 continue
             t0 = time.time()
-            paths = embeddings_for(args, ds, backbone, seed)
+            paths = embeddings_for(args, backbone, seed)
             t_train = time.time() - t0
             splits = {s: load_embeddings(p) for s, p in paths.items()}
-            tr = wsca.split_arrays(splits["train"], "y", ["y", "place"], what="train")
-            va = wsca.split_arrays(splits["val"], "y", ["y", "place"], tr["classes"], what="val")
-            te = wsca.split_arrays(splits["test"], "y", ["y", "place"], tr["classes"], what="test")
+            p, g = conf["primary"], conf["groups"]
+            tr = wsca.split_arrays(splits["train"], p, g, what="train")
+            va = wsca.split_arrays(splits["val"], p, g, tr["classes"], what="val")
+            te = wsca.split_arrays(splits["test"], p, g, tr["classes"], what="test")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                rec, _ = wsca.analyze_mid(tr, va, te, band=args.band, verify=["place"], bootstrap=args.bootstrap,
+                rec, _ = wsca.analyze_mid(tr, va, te, band=args.band, verify=[conf["verify"]], bootstrap=args.bootstrap,
                                           permutations=args.permutations, seed=seed)
-            row = {"backbone": backbone, "seed": seed, "epochs": args.epochs, "wsca_version": wsca.__version__,
+            row = {"dataset": args.dataset, "backbone": backbone, "seed": seed, "epochs": args.epochs, "wsca_version": wsca.__version__,
                    "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **rec}
             with open(path, "a") as f:
                 f.write(json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")
             m = rec["methods"]
-            print(f"{backbone} seed {seed}: " + ", ".join(f"{k} {v['worst_group']:.3f}" for k, v in m.items())
+            print(f"{args.dataset} {backbone} seed {seed}: " + ", ".join(f"{k} {v['worst_group']:.3f}" for k, v in m.items())
                   + f" (worst group) [{row['seconds']:.0f} s]", flush=True)
 
 
@@ -101,23 +122,28 @@ def _ms(x) -> str:
 def report(out: str) -> str:
     with open(os.path.join(out, RUNS)) as f:
         runs = pd.DataFrame([json.loads(x) for x in f])
-    lines = ["# Mitigation on Waterbirds (rendered from `waterbirds_mid_runs.jsonl` by `experiments/waterbirds_mid.py`)", "",
-             "ERM networks trained on Waterbirds' training split at 32 px (no class or group weights), last layers "
-             "retrained on the validation rows (group = bird x place) and scored on the test rows. Worst-group "
+    if "dataset" not in runs:
+        runs["dataset"] = "waterbirds"
+    runs["dataset"] = runs["dataset"].fillna("waterbirds")
+    lines = ["# Mitigation on Waterbirds and BUS-BRA (rendered from `waterbirds_mid_runs.jsonl` by `experiments/waterbirds_mid.py`)", "",
+             "ERM networks trained on Waterbirds' training split at 32 px (no class or group weights; group = bird x "
+             f"place) and on BUS-BRA's biased design (strength {BUSBRA_STRENGTH:g}; group = malignant x scanner), last layers "
+             "retrained on the validation rows and scored on the test rows. Worst-group "
              "accuracy: the minimum over the four groups; mean accuracy: per-group accuracies weighted by the training "
              "groups' shares (the convention of this literature). Intervals per run: exact (Clopper-Pearson per group, "
              "Bonferroni) for the worst group, stratified bootstrap for the mean.", ""]
-    for (backbone, epochs), g in runs.groupby(["backbone", "epochs"], sort=False):
+    for (dataset, backbone, epochs), g in runs.groupby(["dataset", "backbone", "epochs"], sort=False):
         seeds = sorted(int(s) for s in g.seed)
-        lines += [f"## {backbone}, {epochs} epochs, seeds {', '.join(map(str, seeds))}", "",
+        conf = DATASETS[dataset]
+        lines += [f"## {dataset}: {backbone}, {epochs} epochs, seeds {', '.join(map(str, seeds))}", "",
                   "| method | worst-group accuracy, % (mean ± SD over seeds) | per run [95% interval] | mean accuracy, % | "
-                  "max \\|WSC\\| head x place (per run) | published worst-group |", "|---|---|---|---|---|---|"]
+                  f"max \\|WSC\\| head x {conf['verify']} (per run) | published worst-group |", "|---|---|---|---|---|---|"]
         for name in g.iloc[0]["methods"]:
             ms = [r[name] for r in g.methods]
             per_run = "; ".join(f"{100 * m['worst_group']:.1f} [{100 * m['worst_group_ci'][0]:.1f}, {100 * m['worst_group_ci'][1]:.1f}]" for m in ms)
-            w = "; ".join("" if not m["wsc"] else f"{m['wsc']['place']['max_abs_wsc']:.2f}" for m in ms)
+            w = "; ".join("" if not m["wsc"] else f"{m['wsc'][conf['verify']]['max_abs_wsc']:.2f}" for m in ms)
             lines.append(f"| {name} | {_ms([m['worst_group'] for m in ms])} | {per_run} | {_ms([m['mean'] for m in ms])} | {w} | "
-                         f"{PUBLISHED.get(name, '')} |")
+                         f"{PUBLISHED.get(name, '') if dataset == 'waterbirds' else ''} |")
         erm = np.array([r["erm"]["worst_group"] for r in g.methods])
         gains = {k: np.array([r[k]["worst_group"] for r in g.methods]) - erm for k in ("dfr", "mid") if k in g.iloc[0]["methods"]}
         lines += ["", "Goals (issue 12): DFR >= ERM + 15 worst-group points, MID >= ERM + 10 without group labels. "
@@ -127,7 +153,8 @@ def report(out: str) -> str:
         for _, r in g.iterrows():
             e = {x["value"]: x for x in r["band"]["enrichment"] if x["column"] == "group"}
             txt = "; ".join(f"{v}: share {e[v]['share_subset']:.2f} vs {e[v]['share_all']:.2f}, OR {e[v]['odds_ratio']:.1f} "
-                            f"[{e[v]['ci_low']:.1f}, {e[v]['ci_high']:.1f}], p {e[v]['p_holm']:.2g}" for v in MINORITY if v in e)
+                            f"[{e[v]['ci_low']:.1f}, {e[v]['ci_high']:.1f}], p {e[v]['p_holm']:.2g}"
+                            for v in (conf["minority"] or sorted(e)) if v in e)
             lines.append(f"- seed {r.seed}: band {r['band']['n']} rows, k = {r['k']}; {txt}")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -136,9 +163,10 @@ def report(out: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
+    p.add_argument("--dataset", default="waterbirds", choices=sorted(DATASETS))
     p.add_argument("--backbones", default="small_cnn,resnet18")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="10 on Waterbirds; the induced-shortcut runs used 20 on BUS-BRA")
     p.add_argument("--band", type=float, default=0.2)
     p.add_argument("--bootstrap", type=int, default=50)
     p.add_argument("--permutations", type=int, default=50)
