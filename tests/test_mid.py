@@ -260,6 +260,7 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     # verify: the ERM head is aligned with the place probe, DFR's retrained head much less so
     assert m["erm"]["wsc"]["place"]["max_abs_wsc"] > 0.8
     assert m["dfr"]["wsc"]["place"]["max_abs_wsc"] < m["erm"]["wsc"]["place"]["max_abs_wsc"] - 0.3
+    assert m["erm"]["wsc"]["place"]["within_class_eta"] > 0.6 > 0.3 > m["dfr"]["wsc"]["place"]["within_class_eta"]
     assert rec["band"]["n"] == pytest.approx(0.2 * 1200, abs=2) and 2 <= rec["k"] <= 4
     assert sorted(p.name for p in out.glob("*.png")) == ["mid_accuracy.png", "mid_clusters.png", "mid_logits.png"]
     assert "worst-group" in capsys.readouterr().out
@@ -300,3 +301,18 @@ def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_within_class_eta_known_answers():
+    from wsca_jax.mitigate import within_class_eta
+    y = np.repeat([0, 1], 6)
+    a = np.tile(["u", "v", "w"], 4)
+    assert within_class_eta(np.where(a == "u", 1.0, 0.0) + 5 * y, y, a) == pytest.approx(1.0)   # a function of a in-class
+    s = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+    # by hand: class 0 rows (1..6), a = u v w u v w: means u 2.5, v 3.5, w 4.5; overall 3.5
+    between0 = 2 * (1.0 + 0.0 + 1.0)
+    total0 = sum((v - 3.5) ** 2 for v in range(1, 7))
+    assert within_class_eta(s, y, a) == pytest.approx(np.sqrt(2 * between0 / (2 * total0)))
+    rng = np.random.default_rng(0)
+    yy, aa = rng.integers(0, 2, 20000), rng.integers(0, 2, 20000)           # independent: eta about sqrt(2 / N)
+    assert within_class_eta(rng.normal(size=20000) + 3 * yy, yy, aa) < 0.05

@@ -105,9 +105,33 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
     return rec, arrays
 
 
+def within_class_eta(score: np.ndarray, y: np.ndarray, attribute: np.ndarray) -> float:
+    """How much a head's output follows an attribute beyond the label: the correlation ratio of
+    ``score`` ``(N,)`` on the attribute's values within each class of ``y``, pooled (sqrt of the
+    between-value sum of squares over the total, both within class). 0: the output does not move with
+    the attribute once the class is known; 1: within a class it is a function of the attribute."""
+    score, y, a = np.asarray(score, float), np.asarray(y), np.asarray(attribute).astype(str)
+    between = total = 0.0
+    for c in np.unique(y):
+        s, v = score[y == c], a[y == c]
+        total += np.sum((s - s.mean()) ** 2)
+        between += sum(np.sum(v == u) * (s[v == u].mean() - s.mean()) ** 2 for u in np.unique(v))
+    return float(np.sqrt(between / total)) if total > 0 else float("nan")
+
+
+def _score(head: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A head's decision score on rows ``x``: the logit (one row) or the last row minus the first."""
+    h = np.atleast_2d(head)
+    z = x @ h.T
+    return z[:, 0] if h.shape[0] == 1 else z[:, -1] - z[:, 0]
+
+
 def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutations: int, seed: int) -> dict:
-    """WSC of one head against each metadata column in ``tasks``, on ``split``'s rows (``analyze`` with
-    the head as the primary head): ``{task: {max_abs_wsc, ci, p_value}}``."""
+    """Does a head still use each metadata column in ``tasks``? On ``split``'s rows: WSC of the head
+    against the column's probe (``analyze`` with the head as the primary head; the paper's weight-space
+    cosine) and the within-class correlation ratio of the head's score on the column
+    (:func:`within_class_eta`, an output-space check: two heads with similar weight cosines can
+    differ there). ``{task: {max_abs_wsc, ci, p_value, within_class_eta}}``."""
     if not tasks:
         return {}
     for t in tasks:
@@ -115,7 +139,10 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
     meta = {"__primary": np.array(split["classes"])[split["y"]], **{t: split["meta"][t] for t in tasks}}
     res = analyze(split["x"], meta, "__primary", primary_head=head, tasks=list(tasks), bootstrap=bootstrap,
                   permutations=permutations, seed=seed)
-    return {t: {k: res.tasks[t].summary.get(k) for k in ("max_abs_wsc", "ci", "p_value")} for t in tasks}
+    score = _score(head, split["x"])
+    return {t: {**{k: res.tasks[t].summary.get(k) for k in ("max_abs_wsc", "ci", "p_value")},
+                "within_class_eta": within_class_eta(score, split["y"], np.asarray(split["meta"][t], dtype=object))}
+            for t in tasks}
 
 
 def _records(df) -> list[dict]:

@@ -711,7 +711,7 @@ def _enrichment_rows(rows: list[dict]) -> str:
 def _wsc_text(wsc: dict) -> str:
     """``place 0.412 (p 0.005); ...`` for one head's WSC after the fix."""
     return "; ".join(f"{t} {w['max_abs_wsc']:.3f}" + ("" if w["p_value"] is None else f" (p {w['p_value']:.3f})")
-                     for t, w in wsc.items())
+                     + f", within-class eta {w['within_class_eta']:.3f}" for t, w in wsc.items())
 
 
 def render_mid_html(rec: dict, figures: dict[str, bytes]) -> str:
@@ -737,7 +737,11 @@ def render_mid_html(rec: dict, figures: dict[str, bytes]) -> str:
 <h1>Mitigation: last-layer retraining</h1>
 <p>Heads retrained on the {esc(rec['settings']['retrained_on'])}; scored on the test rows. Worst-group interval: exact
 (Clopper-Pearson per group, Bonferroni); mean accuracy weighted by the training groups' shares, stratified bootstrap.</p>
-<table><tr><th>method</th><th>worst-group accuracy [95%]</th><th>mean accuracy [95%]</th><th>C</th><th>converged</th><th>WSC after the fix</th></tr>{meth}</table>
+<table><tr><th>method</th><th>worst-group accuracy [95%]</th><th>mean accuracy [95%]</th><th>C</th><th>converged</th><th>after the fix: max |WSC| with the probe; within-class eta of the score</th></tr>{meth}</table>
+<p>WSC is the paper's weight-space cosine of the head with the attribute's probe on the top principal
+components; the within-class eta is how much the head's score moves with the attribute once the class is
+known (0: not at all). They can disagree: a retrained head can put weight on low-variance directions that
+the projection drops.</p>
 {band}
 <h2>Figures</h2>{imgs}
 </body></html>"""
