@@ -7,7 +7,8 @@ Sections (``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README
 templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md) and
 ``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists),
 ``calibration`` (readme_calibration.md, from the calibration study's records), ``runs``
-(readme_runs.md, from ``runs_combined.jsonl``), ``ifa`` (readme_ifa.md, from ``ifa_runs.jsonl``).
+(readme_runs.md, from ``runs_combined.jsonl``), ``ifa`` (readme_ifa.md, from ``ifa_runs.jsonl``), ``mid`` (``waterbirds_mid.readme_text``, from
+``waterbirds_mid_runs.jsonl``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def sections() -> dict[str, str]:
     if os.path.exists(os.path.join(HERE, "results", "ifa_runs.jsonl")):
         with open(os.path.join(HERE, "templates", "readme_ifa.md")) as f:
             out["ifa"] = render(f.read(), ifv.prose_namespace(os.path.join(HERE, "results")))
+    import waterbirds_mid as wm
+    if os.path.exists(os.path.join(HERE, "results", wm.RUNS)):
+        out["mid"] = wm.readme_text(os.path.join(HERE, "results"))
     return out
 
 

@@ -30,6 +30,12 @@ def test_fixed_head_null_results_file_matches_its_record():
     assert (EXP / "results" / "fixed_head_null.md").read_text() == fh.report(rec)
 
 
+def test_mitigation_results_file_matches_its_records():
+    wm = _module("waterbirds_mid")
+    if (EXP / "results" / wm.RUNS).exists():
+        assert (EXP / "results" / "waterbirds_mid.md").read_text() == wm.report(str(EXP / "results"))
+
+
 def test_readme_generated_sections_match_the_records():
     rt = _module("render_text")
     text = (ROOT / "README.md").read_text()
