@@ -316,3 +316,18 @@ def test_within_class_eta_known_answers():
     rng = np.random.default_rng(0)
     yy, aa = rng.integers(0, 2, 20000), rng.integers(0, 2, 20000)           # independent: eta about sqrt(2 / N)
     assert within_class_eta(rng.normal(size=20000) + 3 * yy, yy, aa) < 0.05
+
+
+def test_l2_logistic_matches_scikit_learn_lbfgs():
+    from sklearn import datasets
+    from sklearn.linear_model import LogisticRegression
+    from wsca_jax.retrain import fit_l1_logistic, standardise
+    for name in ("breast_cancer", "wine"):
+        x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+        x, = standardise(x)
+        fit = fit_l1_logistic(x, y, [0.05, 1.0], penalty="l2")
+        assert fit.converged.all()
+        for r, C in enumerate((0.05, 1.0)):
+            sk = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(x, y)
+            np.testing.assert_allclose(fit.coef[r].T if fit.coef.shape[2] > 1 else fit.coef[r][:, 0],
+                                       sk.coef_ if fit.coef.shape[2] > 1 else sk.coef_[0], atol=2e-3 * np.abs(sk.coef_).max())

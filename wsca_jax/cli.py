@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--refits", type=int, default=20, help="balanced refits averaged per head (default 20, as DFR)")
     m.add_argument("--methods", default="erm,jtt,mid,mid_oracle,dfr")
     m.add_argument("--jtt-upweight", type=float, default=20.0, help="weight of ERM's errors for JTT (default 20)")
+    m.add_argument("--penalty", default="l1", choices=["l1", "l2"], help="of every retrained head (default l1, as DFR)")
     m.add_argument("--verify", help="metadata column(s) to run WSC against for every head, on the test rows")
     m.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates of the WSC check (default 100)")
     m.add_argument("--permutations", type=int, default=100, help="permutations of the WSC check (default 100)")
@@ -448,7 +449,7 @@ def cmd_mid(args) -> int:
         require(t in te["meta"], f"--verify: no column {t!r} in the test split")
     rec, arrays = analyze_mid(tr, va, te, methods=methods, band=args.band, ks=ks, restarts=args.restarts,
                               n_refits=args.refits, jtt_up=args.jtt_upweight, verify=verify, bootstrap=args.bootstrap,
-                              permutations=args.permutations, seed=args.seed)
+                              permutations=args.permutations, seed=args.seed, penalty=args.penalty)
     rec["settings"].update(primary=args.primary, groups=groups, verify=verify)
     write_mid_outputs(rec, arrays, args.out, figures=not args.no_figures)
     for name, r in rec["methods"].items():

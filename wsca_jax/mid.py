@@ -337,7 +337,7 @@ def evaluate_predictions(y, pred, groups, train_shares: dict, alpha: float = 0.0
 
 def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, quantile: float = 0.2,
                     ks=range(2, 11), restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0,
-                    seed: int = 0, alpha: float = 0.05) -> dict:
+                    seed: int = 0, alpha: float = 0.05, penalty: str = "l1") -> dict:
     """ERM, JTT, MID, MID-oracle and DFR heads from the same frozen embeddings, scored on ``test``.
 
     Every retraining uses the validation rows (DFR's choice), standardised with their statistics:
@@ -350,6 +350,7 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
       val, test: ``{"x": (N, D), "y": (N,) classes 0..K-1, "logits": (N,) or (N, K) ERM logits,
         "groups": (N,) or None}`` (test needs groups to be scored).
       train_shares: ``{group: share}`` of the training rows (for the weighted mean accuracy).
+      penalty: ``l1`` (DFR's) or ``l2`` for every retrained head.
     Returns:
       ``{"methods": {name: {..., "C"}}, "heads": {name: head on the validation-standardised columns},
       "mining": {"band", "k", "silhouette", "cells", "clusters"}}``.
@@ -376,15 +377,15 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
             pred = _erm_pred(test["logits"])
         else:
             if name == "dfr":
-                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed)
+                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed, penalty=penalty)
             elif name == "jtt":
                 w = np.where(_erm_pred(val["logits"]) != yv, jtt_up, 1.0)
-                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed, weights=w)
+                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed, weights=w, penalty=penalty)
             elif name == "mid":
-                head = tune_and_refit(xv, yv, mined["cells"], mined["cells"], Cs, n_refits, seed)
+                head = tune_and_refit(xv, yv, mined["cells"], mined["cells"], Cs, n_refits, seed, penalty=penalty)
             else:
                 cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))
-                head = tune_and_refit(xv, yv, cells, gv, Cs, n_refits, seed)
+                head = tune_and_refit(xv, yv, cells, gv, Cs, n_refits, seed, penalty=penalty)
             pred, C = predict_head(head, xt), head["C"]
             out["heads"][name] = head
         out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, alpha, seed), "C": C,

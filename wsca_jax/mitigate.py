@@ -59,7 +59,7 @@ def _head_in_embedding_coords(coef: np.ndarray, sd: np.ndarray) -> np.ndarray:
 
 def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: float = 0.2, ks=range(2, 11),
                 restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0, verify: list[str] = (),
-                bootstrap: int = 100, permutations: int = 100, seed: int = 0) -> tuple[dict, dict]:
+                bootstrap: int = 100, permutations: int = 100, seed: int = 0, penalty: str = "l1") -> tuple[dict, dict]:
     """The mitigation record and the arrays behind its figures.
 
     Args:
@@ -74,12 +74,12 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
     require(train["groups"] is not None, "--groups: the training split has no group column")
     names, counts = np.unique(train["groups"], return_counts=True)
     shares = {str(g): float(c / counts.sum()) for g, c in zip(names, counts)}
-    r = retrain_methods(val, test, shares, methods, band, ks, restarts, n_refits, Cs, jtt_up, seed)
+    r = retrain_methods(val, test, shares, methods, band, ks, restarts, n_refits, Cs, jtt_up, seed, penalty=penalty)
     sd = val["x"].std(0)
     sd = np.where(sd > 0, sd, 1.0)
     rec = {"methods": r["methods"], "settings": {"methods": list(methods), "band": band, "k": [int(k) for k in ks],
                                                  "restarts": restarts, "refits": n_refits, "C_grid": [float(c) for c in Cs],
-                                                 "jtt_upweight": jtt_up, "seed": seed, "retrained_on": "validation rows",
+                                                 "jtt_upweight": jtt_up, "seed": seed, "penalty": penalty, "retrained_on": "validation rows",
                                                  "group_shares_train": shares}}
     arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
     cols = {"label": np.array(val["classes"])[val["y"]]}

@@ -56,23 +56,30 @@ def _smooth(theta, x, y, s, binary: bool):
     return loss, (x.T @ (s[:, None] * r), jnp.sum(s[:, None] * r, 0))
 
 
-def _prox(W, t):
-    return jnp.sign(W) * jnp.maximum(jnp.abs(W) - t, 0.0)
+def _prox(W, t, penalty: str):
+    """Proximal map of ``t * ||W||_1`` (soft threshold) or of ``t/2 * ||W||^2`` (shrinkage)."""
+    if penalty == "l1":
+        return jnp.sign(W) * jnp.maximum(jnp.abs(W) - t, 0.0)
+    return W / (1.0 + t)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "binary", "n_iter"))
-def _fista(x, y, S, lam, L, k: int, binary: bool, n_iter: int, tol):
+def _penalty(W, penalty: str):
+    return jnp.sum(jnp.abs(W)) if penalty == "l1" else 0.5 * jnp.sum(W * W)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "binary", "n_iter", "penalty"))
+def _fista(x, y, S, lam, L, k: int, binary: bool, n_iter: int, tol, penalty: str = "l1"):
     """Batched over R = rows of ``S`` (weights (R, N), each summing to 1), ``lam`` (R,), ``L`` (R,)."""
     d = x.shape[1]
 
     def one(s, lam, L):
         def obj(th):
-            return _smooth(th, x, y, s, binary)[0] + lam * jnp.sum(jnp.abs(th[0]))
+            return _smooth(th, x, y, s, binary)[0] + lam * _penalty(th[0], penalty)
 
         def body(st):
             th, v, t, it, _, _ = st
             _, (gW, gb) = _smooth(v, x, y, s, binary)
-            new = (_prox(v[0] - gW / L, lam / L), v[1] - gb / L)
+            new = (_prox(v[0] - gW / L, lam / L, penalty), v[1] - gb / L)
             # restart the momentum when it points uphill (O'Donoghue & Candes)
             up = jnp.sum((v[0] - new[0]) * (new[0] - th[0])) + jnp.sum((v[1] - new[1]) * (new[1] - th[1])) > 0
             t_new = jnp.where(up, 1.0, (1 + jnp.sqrt(1 + 4 * t * t)) / 2)
@@ -95,8 +102,11 @@ def _fista(x, y, S, lam, L, k: int, binary: bool, n_iter: int, tol):
 
 
 def fit_l1_logistic(x: np.ndarray, y: np.ndarray, C, sample_weight: np.ndarray | None = None,
-                    n_iter: int = 5000, tol: float = 1e-5) -> L1Fit:
-    """L1 logistic regression for every C x weight vector in one call.
+                    n_iter: int = 5000, tol: float = 1e-5, penalty: str = "l1") -> L1Fit:
+    """L1 (or, with ``penalty="l2"``, L2) logistic regression for every C x weight vector in one call.
+
+    scikit-learn's objectives: ``||W||_1 + C sum_i w_i loss_i`` (``saga``) or ``0.5 ||W||^2 + C sum_i
+    w_i loss_i`` (``lbfgs``), intercept unpenalised; reported divided by ``C sum_i w_i``.
 
     Args:
       x: ``(N, D)`` (standardise first).  y: ``(N,)`` classes 0..K-1 (K >= 2).
@@ -106,6 +116,7 @@ def fit_l1_logistic(x: np.ndarray, y: np.ndarray, C, sample_weight: np.ndarray |
     Returns:
       :class:`L1Fit`; ``converged`` False where ``n_iter`` ran out (the caller must flag it).
     """
+    require(penalty in ("l1", "l2"), f"penalty must be l1 or l2, found {penalty!r}")
     x = np.asarray(x, np.float64)
     y = np.asarray(y)
     require(x.ndim == 2 and len(x) == len(y) and np.isfinite(x).all(), f"retraining: expected finite (N, D) rows and N labels, found {x.shape} and {y.shape}")
@@ -121,12 +132,13 @@ def fit_l1_logistic(x: np.ndarray, y: np.ndarray, C, sample_weight: np.ndarray |
     S = W / W.sum(1, keepdims=True)
     lam = 1.0 / (C * W.sum(1))
     xt = np.hstack([x, np.ones((len(x), 1))])
-    # Lipschitz constant of the mean loss: 1/4 (binary) or 1/2 (softmax) x the top eigenvalue of X~' diag(s) X~
+    # Lipschitz constant of the mean loss (the prox takes the penalty): 1/4 (binary) or 1/2 (softmax)
+    # x the top eigenvalue of X~' diag(s) X~
     top = np.array([np.linalg.eigvalsh(xt.T @ (s[:, None] * xt))[-1] for s in S])
     L = (0.25 if K == 2 else 0.5) * top
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     coef, b, obj, it, conv = _fista(f32(x), jnp.asarray(y, jnp.int32), f32(S), f32(lam), f32(L),
-                                    1 if K == 2 else K, K == 2, int(n_iter), float(tol))
+                                    1 if K == 2 else K, K == 2, int(n_iter), float(tol), penalty)
     return L1Fit(np.asarray(coef, np.float64), np.asarray(b, np.float64), np.asarray(obj, np.float64),
                  np.asarray(it), np.asarray(conv))
 
@@ -231,7 +243,7 @@ def _halves(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS,
-                   n_refits: int = 20, seed: int = 0, weights: np.ndarray | None = None) -> dict:
+                   n_refits: int = 20, seed: int = 0, weights: np.ndarray | None = None, penalty: str = "l1") -> dict:
     """DFR's protocol on rows ``x`` ``(N, D)`` (standardised), labels ``y``.
 
     C: on a random half of every cell, ``n_refits`` fits per C on cell-balanced subsets (or with the
@@ -249,7 +261,7 @@ def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups:
         Wt = (np.asarray(weights, float) * fit_half)[None]
     else:
         Wt = balanced_subsets(cells, R, rng, fit_half)
-    grid = fit_l1_logistic(x, y, np.repeat(Cs, R), sample_weight=np.tile(Wt, (len(Cs), 1)))
+    grid = fit_l1_logistic(x, y, np.repeat(Cs, R), sample_weight=np.tile(Wt, (len(Cs), 1)), penalty=penalty)
     tuning = []
     for j, C in enumerate(Cs):
         sub = L1Fit(*(a[j * R:(j + 1) * R] for a in grid))
@@ -258,7 +270,7 @@ def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups:
         tuning.append({"C": float(C), "worst": min(acc.values()), "mean": float(np.mean(pred == y[~fit_half]))})
     best = max(range(len(Cs)), key=lambda j: (tuning[j]["worst"], tuning[j]["mean"]))
     Wf = np.asarray(weights, float)[None] if weights is not None else balanced_subsets(cells, n_refits, rng)
-    final = fit_l1_logistic(x, y, np.full(len(Wf), Cs[best]), sample_weight=Wf)
+    final = fit_l1_logistic(x, y, np.full(len(Wf), Cs[best]), sample_weight=Wf, penalty=penalty)
     return {"C": float(Cs[best]), "coef": final.coef.mean(0), "intercept": final.intercept.mean(0), "tuning": tuning,
             "converged": bool(grid.converged.all() and final.converged.all())}
 
