@@ -63,8 +63,12 @@ def test_embed_heads_reproduce_logits_and_analyze_reads_them(runs):
     recon = np.concatenate([out["embeddings"] @ out["head_label"].T + out["bias_label"],
                             out["embeddings"] @ out["head_site"].T + out["bias_site"]], 1)
     np.testing.assert_allclose(recon, logits, atol=1e-4)
-    stored = np.concatenate([out["logits_label"], out["logits_site"]], 1)     # batched, the last batch padded
+    stored = np.concatenate([out["logits_label"], out["logits_site"]], 1)
     np.testing.assert_allclose(stored, logits, atol=1e-4)
+    small = embed(str(d / "full"), ds, "train", which="latest", batch_size=48)    # 128 rows: the last batch padded
+    assert len(x) % 48 != 0
+    np.testing.assert_allclose(small["embeddings"], out["embeddings"], atol=1e-5)
+    np.testing.assert_allclose(small["logits_label"], out["logits_label"], atol=1e-5)
     # the stored maps, head and bias are all a CAM analysis needs (wsca_jax.maps_split)
     from wsca_jax.ifa import ifa_arrays, maps_split
     r = ifa_arrays(maps_split(out["head_label"], out["bias_label"]), out["feature_maps"])

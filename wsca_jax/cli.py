@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--groups", help="column(s) whose joint value is the group, e.g. label,place (needed by jtt, "
                                     "mid_oracle, dfr and to score worst-group accuracy)")
     m.add_argument("--band", type=float, default=0.2, help="share of rows nearest 0 per predicted class (default 0.2)")
+    m.add_argument("--band-threshold", type=float, help="instead of --band: the rows with |margin| <= this")
+    m.add_argument("--min-cell", type=int, default=5,
+                   help="MID pseudo-groups (band cluster x class) with fewer validation rows join their class's rest (default 5)")
     m.add_argument("--k", default="2:10", help="cluster counts: K or LO:HI (default 2:10; chosen by silhouette)")
     m.add_argument("--restarts", type=int, default=10, help="k-means++ restarts per k (default 10)")
     m.add_argument("--refits", type=int, default=20, help="balanced refits averaged per head (default 20, as DFR)")
@@ -419,9 +422,13 @@ def _mid_splits(args) -> dict:
     from .embed import embed
     from .train import load_run, read_run_json
     rec = read_run_json(args.run)
+    spec = [t for t in rec["tasks"] if t["name"] == args.primary]
+    require(spec, f"--primary {args.primary!r}: the run has no head for it (heads: {', '.join(t['name'] for t in rec['tasks'])})")
     loaded = load_run(args.run, args.checkpoint)
     ds = _run_dataset(args, rec)
-    return {k: embedding_file(embed(args.run, ds, k, args.checkpoint, loaded=loaded)) for k in files}
+    out = {k: embedding_file(embed(args.run, ds, k, args.checkpoint, loaded=loaded)) for k in files}
+    out["classes"] = list(spec[0]["classes"])             # the head's class order, from the run
+    return out
 
 
 def cmd_mid(args) -> int:
@@ -436,18 +443,22 @@ def cmd_mid(args) -> int:
     bad = sorted(set(methods) - set(METHODS))
     require(methods and not bad, f"--methods: unknown {', '.join(bad) or '(none given)'} (choose from {', '.join(METHODS)})")
     require(0 < args.band < 1, f"--band must be in (0, 1), found {args.band}")
+    require(args.band_threshold is None or args.band_threshold > 0,
+            f"--band-threshold must be positive, found {args.band_threshold}")
+    require(args.min_cell >= 1, f"--min-cell must be at least 1, found {args.min_cell}")
     ks = _k_range(args.k)
     require(args.restarts >= 1 and args.refits >= 1, "--restarts and --refits must be at least 1")
     require(args.jtt_upweight > 0, f"--jtt-upweight must be positive, found {args.jtt_upweight}")
     groups, verify = _csv(args.groups), _csv(args.verify)
     require(groups, "--groups: worst-group accuracy needs the group column(s) of the test rows")
     splits = _mid_splits(args)
-    tr = split_arrays(splits["train"], args.primary, groups, what="--train")
+    tr = split_arrays(splits["train"], args.primary, groups, splits.get("classes"), what="--train")
     va = split_arrays(splits["val"], args.primary, groups, tr["classes"], what="--val")
     te = split_arrays(splits["test"], args.primary, groups, tr["classes"], what="--test")
     for t in verify:
         require(t in te["meta"], f"--verify: no column {t!r} in the test split")
-    rec, arrays = analyze_mid(tr, va, te, methods=methods, band=args.band, ks=ks, restarts=args.restarts,
+    rec, arrays = analyze_mid(tr, va, te, methods=methods, band=args.band, band_threshold=args.band_threshold,
+                              min_cell=args.min_cell, ks=ks, restarts=args.restarts,
                               n_refits=args.refits, jtt_up=args.jtt_upweight, verify=verify, bootstrap=args.bootstrap,
                               permutations=args.permutations, seed=args.seed, penalty=args.penalty)
     rec["settings"].update(primary=args.primary, groups=groups, verify=verify)

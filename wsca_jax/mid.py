@@ -295,15 +295,18 @@ METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
 
 
 def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, quantile: float = 0.2, ks=range(2, 11),
-                restarts: int = 10, seed: int = 0) -> dict:
+                restarts: int = 10, seed: int = 0, threshold: float | None = None, min_cell: int = 5) -> dict:
     """MID's pseudo-groups without group labels: the band (per predicted class) clustered by k-means
-    (k by silhouette); a band row's cell is ``band:<cluster>:<class>``, any other row's ``rest:<class>``.
-    ``x``: ``(N, D)`` standardised embeddings.  Returns ``{"cells", "band", "clusters" (N,; -1 off the
-    band), "k", "silhouette", "centres"}``."""
+    (k by silhouette); a band row's cell is ``band:<cluster>:<class>``, any other row's ``rest:<class>``;
+    a band cell with fewer than ``min_cell`` rows joins its class's rest (a balanced refit keeps as
+    many rows per cell as the smallest cell has). ``x``: ``(N, D)`` standardised embeddings;
+    ``threshold``: the band as ``|margin| <= threshold`` instead of the ``quantile`` share.
+    Returns ``{"cells", "band", "clusters" (N,; -1 off the band), "k", "silhouette", "centres",
+    "cell_sizes", "merged"}``."""
     y = np.asarray(y)
     m = margins(logits)
     pred = (m > 0).astype(int) if np.ndim(logits) == 1 or np.shape(logits)[1] == 2 else np.asarray(logits).argmax(1)
-    in_band = band(m, pred, quantile)
+    in_band = band(m, pred, quantile, threshold)
     xb = np.asarray(x, np.float32)[in_band]
     ks = [k for k in ks if k <= len(xb)]
     require(len(ks) > 0, f"the band holds {len(xb)} rows, too few to cluster (k >= 2); widen --band")
@@ -312,10 +315,15 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, quantile: floa
     i = best_per_k(fit)[k]
     clusters = np.full(len(y), -1)
     clusters[in_band] = fit.labels[i]
-    cells = np.where(in_band, np.char.add(np.char.add("band:", clusters.astype(str)), np.char.add(":", y.astype(str))),
-                     np.char.add("rest:", y.astype(str)))
+    rest = np.char.add("rest:", y.astype(str))
+    cells = np.where(in_band, np.char.add(np.char.add("band:", clusters.astype(str)), np.char.add(":", y.astype(str))), rest)
+    names, counts = np.unique(cells, return_counts=True)
+    small = [n for n, c in zip(names, counts) if n.startswith("band:") and c < min_cell]
+    cells = np.where(np.isin(cells, small), rest, cells)
+    names, counts = np.unique(cells, return_counts=True)
     return {"cells": cells, "band": in_band, "clusters": clusters, "k": int(k), "silhouette": sil,
-            "centres": fit.centres[i, :k]}
+            "centres": fit.centres[i, :k], "cell_sizes": {str(n): int(c) for n, c in zip(names, counts)},
+            "merged": [str(n) for n in small]}
 
 
 def _erm_pred(logits) -> np.ndarray:
@@ -337,7 +345,8 @@ def evaluate_predictions(y, pred, groups, train_shares: dict, alpha: float = 0.0
 
 def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, quantile: float = 0.2,
                     ks=range(2, 11), restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0,
-                    seed: int = 0, alpha: float = 0.05, penalty: str = "l1") -> dict:
+                    seed: int = 0, alpha: float = 0.05, penalty: str = "l1", threshold: float | None = None,
+                    min_cell: int = 5) -> dict:
     """ERM, JTT, MID, MID-oracle and DFR heads from the same frozen embeddings, scored on ``test``.
 
     Every retraining uses the validation rows (DFR's choice), standardised with their statistics:
@@ -368,9 +377,11 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
         require(not empty, f"groups {', '.join(empty)} have no validation rows")
     xv, xt = standardise(val["x"], test["x"])
     shares = {str(g): v for g, v in train_shares.items()}
-    mined = mined_cells(xv, yv, val["logits"], quantile, ks, restarts, seed) if {"mid", "mid_oracle"} & set(methods) else None
+    mined = (mined_cells(xv, yv, val["logits"], quantile, ks, restarts, seed, threshold, min_cell)
+             if {"mid", "mid_oracle"} & set(methods) else None)
     out = {"methods": {}, "heads": {},
-           "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters")}}
+           "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters",
+                                                                        "cell_sizes", "merged")}}
     for name in methods:
         C = None
         if name == "erm":
@@ -389,5 +400,6 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
             pred, C = predict_head(head, xt), head["C"]
             out["heads"][name] = head
         out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, alpha, seed), "C": C,
-                                "converged": None if C is None else head["converged"]}
+                                "converged": None if C is None else head["converged"],
+                                "rows_per_refit": None if C is None else head["rows_per_refit"]}
     return out

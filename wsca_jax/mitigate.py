@@ -8,32 +8,34 @@ DESIGN.md's spirit: documented in :func:`analyze_mid`), the arrays feed the figu
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .analysis import analyze
 from .errors import require
 from .io import EmbeddingFile
 from .mid import METHODS, enrichment, margins, mislabel_scores, retrain_methods
-from .retrain import DFR_CS
+from .retrain import DFR_CS, standardise
+from .tasks import bin_continuous, encode_categorical
 
 
 def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=None, what: str = "--val") -> dict:
     """One split as :func:`~wsca_jax.mid.retrain_methods` takes it.
 
     ``ef``: a loaded ``wsca embed`` file (with ``logits_<primary>``, the model's outputs; their columns
-    follow the sorted class values, as ``wsca train`` orders them). ``groups``: columns whose joint
-    value is the group (e.g. ``label,place``). ``classes``: the primary classes in order (default:
-    this split's sorted values; pass the training split's).
+    follow the class order of ``wsca train``: numbers numerically, text alphabetically).
+    ``groups``: columns whose joint value is the group (e.g. ``label,place``). ``classes``: the
+    primary class names in the logits' order (default: this split's values in that order; pass the
+    training split's, or the run's).
     """
     cols = ef.columns
     for c in [primary, *groups]:
         require(c in cols, f"{what}: no column {c!r} (columns: {', '.join(sorted(cols)) or 'none'})")
-    raw = np.asarray(cols[primary], dtype=object)
-    require(all(v is not None for v in raw), f"{what}: column {primary!r} has missing values")
-    values = np.array([str(v) for v in raw])
-    classes = sorted(set(values)) if classes is None else list(classes)
-    unknown = sorted(set(values) - set(classes))
+    lab, names = encode_categorical(pd.Series(np.asarray(cols[primary], dtype=object)))
+    require((lab >= 0).all(), f"{what}: column {primary!r} has missing values")
+    classes = list(names) if classes is None else [str(c) for c in classes]
+    unknown = [n for n in names if n not in classes]
     require(not unknown, f"{what}: primary classes {', '.join(unknown)} not among the training split's ({', '.join(classes)})")
-    y = np.searchsorted(np.array(classes), values)
+    y = np.array([classes.index(names[i]) for i in lab], int)
     logits = (ef.logits or {}).get(primary)
     require(logits is not None, f"{what}: no logits_{primary} array (the model's outputs; wsca embed writes them "
                                 "from version 0.7 on: embed the split again)")
@@ -57,13 +59,16 @@ def _head_in_embedding_coords(coef: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return (np.asarray(coef) / sd[:, None]).T
 
 
-def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: float = 0.2, ks=range(2, 11),
-                restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0, verify: list[str] = (),
-                bootstrap: int = 100, permutations: int = 100, seed: int = 0, penalty: str = "l1") -> tuple[dict, dict]:
+def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: float = 0.2, band_threshold: float | None = None,
+                ks=range(2, 11), restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0,
+                verify: list[str] = (), bootstrap: int = 100, permutations: int = 100, seed: int = 0,
+                penalty: str = "l1", min_cell: int = 5) -> tuple[dict, dict]:
     """The mitigation record and the arrays behind its figures.
 
     Args:
       train, val, test: :func:`split_arrays` outputs (train: for the group shares only).
+      band / band_threshold: the share nearest 0 per predicted class, or instead ``|margin| <= threshold``.
+      min_cell: MID pseudo-groups (band cluster x class) with fewer validation rows join their class's rest.
       verify: metadata columns of the test split to run WSC against for every head, on the test rows
         (``bootstrap`` / ``permutations`` as in ``analyze``).
     Returns:
@@ -72,14 +77,22 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
       "clusters": [{cluster, n, enrichment: [...]}], "k", "silhouette", "settings"}``.
     """
     require(train["groups"] is not None, "--groups: the training split has no group column")
+    widths = {k: s["x"].shape[1] for k, s in (("--train", train), ("--val", val), ("--test", test))}
+    require(len(set(widths.values())) == 1, "the splits' embeddings differ in width ("
+            + ", ".join(f"{k} {v}" for k, v in widths.items()) + "): embed them with the same model")
     names, counts = np.unique(train["groups"], return_counts=True)
     shares = {str(g): float(c / counts.sum()) for g, c in zip(names, counts)}
-    r = retrain_methods(val, test, shares, methods, band, ks, restarts, n_refits, Cs, jtt_up, seed, penalty=penalty)
+    absent = sorted(set(np.asarray(test["groups"]).astype(str)) - set(shares)) if test["groups"] is not None else []
+    require(not absent, f"groups {', '.join(absent)} of the test rows have no training rows (the mean accuracy "
+                        "weights groups by their training shares)")
+    r = retrain_methods(val, test, shares, methods, band, ks, restarts, n_refits, Cs, jtt_up, seed, penalty=penalty,
+                        threshold=band_threshold, min_cell=min_cell)
     sd = val["x"].std(0)
     sd = np.where(sd > 0, sd, 1.0)
     rec = {"methods": r["methods"], "settings": {"methods": list(methods), "band": band, "k": [int(k) for k in ks],
                                                  "restarts": restarts, "refits": n_refits, "C_grid": [float(c) for c in Cs],
-                                                 "jtt_upweight": jtt_up, "seed": seed, "penalty": penalty, "retrained_on": "validation rows",
+                                                 "jtt_upweight": jtt_up, "seed": seed, "penalty": penalty, "band_threshold": band_threshold,
+                                                 "min_cell": min_cell, "retrained_on": "validation rows",
                                                  "group_shares_train": shares}}
     arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
     cols = {"label": np.array(val["classes"])[val["y"]]}
@@ -87,15 +100,15 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
         cols["group"] = val["groups"]
     if r["mining"] is not None:
         mi = r["mining"]
-        suspicion = mislabel_scores(val["x"], val["y"], k=min(10, len(val["y"]) - 1))
-        rec["band"] = {"share": band, "n": int(mi["band"].sum()), "enrichment": _records(enrichment(mi["band"], cols)),
+        suspicion = mislabel_scores(standardise(val["x"])[0], val["y"], k=min(10, len(val["y"]) - 1))
+        rec["band"] = {"share": band, "threshold": band_threshold, "n": int(mi["band"].sum()), "cells": mi["cell_sizes"], "enrichment": _records(enrichment(mi["band"], cols)),
                        "mislabel_suspicion_mean": float(suspicion[mi["band"]].mean()),
                        "mislabel_suspicion_mean_outside": float(suspicion[~mi["band"]].mean())}
         rec["k"], rec["silhouette"] = mi["k"], {str(k): v for k, v in mi["silhouette"].items()}
         rec["clusters"] = [{"cluster": c, "n": int((mi["clusters"] == c).sum()),
                             "mislabel_suspicion_mean": float(suspicion[mi["clusters"] == c].mean()),
                             "enrichment": _records(enrichment(mi["clusters"] == c, cols))}
-                           for c in range(mi["k"])]
+                           for c in range(mi["k"]) if (mi["clusters"] == c).any()]       # k-means may leave one empty
         arrays.update(band=mi["band"], clusters=mi["clusters"])
         if val["groups"] is not None:
             arrays["groups_val"] = val["groups"]
@@ -105,12 +118,17 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
     return rec, arrays
 
 
-def within_class_eta(score: np.ndarray, y: np.ndarray, attribute: np.ndarray) -> float:
-    """How much a head's output follows an attribute beyond the label: the correlation ratio of
-    ``score`` ``(N,)`` on the attribute's values within each class of ``y``, pooled (sqrt of the
-    between-value sum of squares over the total, both within class). 0: the output does not move with
-    the attribute once the class is known; 1: within a class it is a function of the attribute."""
-    score, y, a = np.asarray(score, float), np.asarray(y), np.asarray(attribute).astype(str)
+def _attribute_levels(values: np.ndarray, bins: int = 4) -> np.ndarray:
+    """``(N,)`` int levels, -1 missing: categories as ``analyze`` encodes them; a numeric column with more
+    than 20 values is cut into ``bins`` quantile bins (as ``analyze`` bins continuous columns)."""
+    v = pd.Series(np.asarray(values, dtype=object))
+    num = pd.to_numeric(v, errors="coerce")
+    if num.notna().sum() == v.notna().sum() and num.nunique() > 20:
+        return bin_continuous(num.to_numpy(float), bins)[0]
+    return encode_categorical(v)[0]
+
+
+def _eta(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> float:
     between = total = 0.0
     for c in np.unique(y):
         s, v = score[y == c], a[y == c]
@@ -119,11 +137,43 @@ def within_class_eta(score: np.ndarray, y: np.ndarray, attribute: np.ndarray) ->
     return float(np.sqrt(between / total)) if total > 0 else float("nan")
 
 
-def _score(head: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A head's decision score on rows ``x``: the logit (one row) or the last row minus the first."""
+def within_class_eta(score: np.ndarray, y: np.ndarray, attribute: np.ndarray, permutations: int = 200,
+                     seed: int = 0) -> dict:
+    """How much a head's output follows an attribute beyond the label.
+
+    The correlation ratio of ``score`` ``(N,)`` on the attribute's levels within each class of ``y``,
+    pooled (sqrt of the between-level sum of squares over the total, both within class): 0 = the output
+    does not move with the attribute once the class is known, 1 = within a class it is a function of
+    it. Rows with a missing attribute are left out; a numeric attribute with more than 20 values is
+    binned (:func:`_attribute_levels`). Chance is not 0 (more levels, fewer rows: larger), so the
+    attribute is also permuted within classes: ``{"eta", "null_q95", "p_value"}``.
+    """
+    a = _attribute_levels(attribute)
+    keep = a >= 0
+    score, y, a = np.asarray(score, float)[keep], np.asarray(y)[keep], a[keep]
+    eta = _eta(score, y, a)
+    rng = np.random.default_rng(seed)
+    null = np.empty(permutations)
+    for i in range(permutations):
+        b = a.copy()
+        for c in np.unique(y):
+            m = np.flatnonzero(y == c)
+            b[m] = a[rng.permutation(m)]
+        null[i] = _eta(score, y, b)
+    return {"eta": eta, "null_q95": float(np.quantile(null, 0.95)) if permutations else None,
+            "p_value": float((1 + np.sum(null >= eta)) / (permutations + 1)) if permutations else None}
+
+
+def _scores(head: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A head's decision scores ``(N, S)``: the logit (one row), the last row minus the first (two),
+    or each row minus the rows' mean (more classes)."""
     h = np.atleast_2d(head)
     z = x @ h.T
-    return z[:, 0] if h.shape[0] == 1 else z[:, -1] - z[:, 0]
+    if h.shape[0] == 1:
+        return z
+    if h.shape[0] == 2:
+        return z[:, 1:] - z[:, :1]
+    return z - z.mean(1, keepdims=True)
 
 
 def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutations: int, seed: int) -> dict:
@@ -131,7 +181,8 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
     against the column's probe (``analyze`` with the head as the primary head; the paper's weight-space
     cosine) and the within-class correlation ratio of the head's score on the column
     (:func:`within_class_eta`, an output-space check: two heads with similar weight cosines can
-    differ there). ``{task: {max_abs_wsc, ci, p_value, within_class_eta}}``."""
+    differ there; with more than two classes the largest over the class scores).
+    ``{task: {max_abs_wsc, ci, p_value, within_class_eta, within_class_eta_null_q95, within_class_eta_p}}``."""
     if not tasks:
         return {}
     for t in tasks:
@@ -139,10 +190,15 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
     meta = {"__primary": np.array(split["classes"])[split["y"]], **{t: split["meta"][t] for t in tasks}}
     res = analyze(split["x"], meta, "__primary", primary_head=head, tasks=list(tasks), bootstrap=bootstrap,
                   permutations=permutations, seed=seed)
-    score = _score(head, split["x"])
-    return {t: {**{k: res.tasks[t].summary.get(k) for k in ("max_abs_wsc", "ci", "p_value")},
-                "within_class_eta": within_class_eta(score, split["y"], np.asarray(split["meta"][t], dtype=object))}
-            for t in tasks}
+    scores = _scores(head, split["x"])
+    out = {}
+    for t in tasks:
+        etas = [within_class_eta(sc, split["y"], split["meta"][t], seed=seed) for sc in scores.T]
+        e = max(etas, key=lambda d: d["eta"])                     # the class score that follows it most
+        out[t] = {**{k: res.tasks[t].summary.get(k) for k in ("max_abs_wsc", "ci", "p_value")},
+                  "within_class_eta": e["eta"], "within_class_eta_null_q95": e["null_q95"],
+                  "within_class_eta_p": e["p_value"]}
+    return out
 
 
 def _records(df) -> list[dict]:

@@ -31,6 +31,21 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...
     return tuple((np.asarray(a, np.float64) - mu) / sd for a in (train, *others))
 
 
+def _top_eigenvalues(xt: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """``(R,)`` largest eigenvalue of ``xt' diag(s) xt`` per weight row (Lanczos, without forming the
+    Gram matrix; computed once per distinct weight vector: a C grid repeats them)."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    uniq, inv = np.unique(S, axis=0, return_inverse=True)
+    top = np.empty(len(uniq))
+    for i, s in enumerate(uniq):
+        if xt.shape[1] <= 64:
+            top[i] = np.linalg.eigvalsh(xt.T @ (s[:, None] * xt))[-1]
+            continue
+        op = LinearOperator((xt.shape[1],) * 2, matvec=lambda v, s=s: xt.T @ (s * (xt @ v)), dtype=np.float64)
+        top[i] = eigsh(op, k=1, which="LA", tol=1e-6, v0=np.ones(xt.shape[1]))[0][0] * (1 + 1e-4)
+    return top[np.ravel(inv)]
+
+
 class L1Fit(NamedTuple):
     """``coef`` ``(R, D, K')`` (K' = 1 for two classes, else K), ``intercept`` ``(R, K')``,
     ``objective`` ``(R,)`` (scikit-learn's, divided by C x the weight sum), ``iterations``, ``converged``."""
@@ -134,8 +149,7 @@ def fit_l1_logistic(x: np.ndarray, y: np.ndarray, C, sample_weight: np.ndarray |
     xt = np.hstack([x, np.ones((len(x), 1))])
     # Lipschitz constant of the mean loss (the prox takes the penalty): 1/4 (binary) or 1/2 (softmax)
     # x the top eigenvalue of X~' diag(s) X~
-    top = np.array([np.linalg.eigvalsh(xt.T @ (s[:, None] * xt))[-1] for s in S])
-    L = (0.25 if K == 2 else 0.5) * top
+    L = (0.25 if K == 2 else 0.5) * _top_eigenvalues(xt, S)
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     coef, b, obj, it, conv = _fista(f32(x), jnp.asarray(y, jnp.int32), f32(S), f32(lam), f32(L),
                                     1 if K == 2 else K, K == 2, int(n_iter), float(tol), penalty)
@@ -272,7 +286,8 @@ def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups:
     Wf = np.asarray(weights, float)[None] if weights is not None else balanced_subsets(cells, n_refits, rng)
     final = fit_l1_logistic(x, y, np.full(len(Wf), Cs[best]), sample_weight=Wf, penalty=penalty)
     return {"C": float(Cs[best]), "coef": final.coef.mean(0), "intercept": final.intercept.mean(0), "tuning": tuning,
-            "converged": bool(grid.converged.all() and final.converged.all())}
+            "converged": bool(grid.converged.all() and final.converged.all()),
+            "rows_per_refit": int(np.count_nonzero(Wf[0]))}
 
 
 def predict_head(head: dict, x: np.ndarray) -> np.ndarray:
