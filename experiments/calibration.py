@@ -517,6 +517,17 @@ def report(out: str) -> str:
                       "permuted freely; `grouped`: patients are exchanged whole. `confounded`: the label depends "
                       "on the attribute outside the head, the primary is a probe; `within` permutes within "
                       "primary classes."]
+    short = cov[cov.draws < 200] if len(cov) else cov
+    if len(short):
+        lines += ["", "Incomplete settings (fewer than 200 draws, so not eligible for the choice of the default): " + "; ".join(
+            f"{x.setting} (N {pops[x.setting]['setting']['n']:,}, k {pops[x.setting]['setting']['k']}): {x.draws} draws, raw max |WSC| "
+            f"{_f(x.raw_mean)} ± {_f(x.raw_sd)} against a population value of {_f(x.population)}, coverage of the percentile / "
+            f"basic / BCa / corrected intervals {_f(x.cov_percentile, 2)} / {_f(x.cov_basic, 2)} / {_f(x.cov_bca, 2)} / "
+            f"{_f(x.cov_corrected, 2)}, a corrected value in {_f(x.corrected_available, 2)} of them" for _, x in short.iterrows())
+            + ". Where the raw estimate sits this far below the population value in every draw, more draws would not "
+              "change the conclusion: with this many components for this many rows the probe direction is mostly noise, "
+              "no interval built around the estimate covers, and a user sees it as reliabilities below 0.1 (no corrected "
+              "value) and the basic-interval fallback."]
     lines += ["", f"Run time: {rec['seconds_total'] / 60:.0f} minutes of `wsca.analyze` for {rec['draws']} analysed "
                   f"datasets ({rec['seconds_mean']:.1f} s each on average, 2 CPU cores, several studies sharing them)"
                   + (f"; the basic and percentile cell intervals of {rec['cells_draws']} draws recorded before they were "
