@@ -264,6 +264,7 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     assert m["erm"]["wsc"]["place"]["within_class_eta"] > 0.6 > 0.3 > m["dfr"]["wsc"]["place"]["within_class_eta"]
     assert m["erm"]["wsc"]["place"]["within_class_eta_p"] < 0.01
     assert rec["band"]["n"] == pytest.approx(0.2 * 1200, abs=2) and 2 <= rec["k"] <= 4
+    assert {e["column"] for e in rec["band"]["enrichment"]} == {"label", "group", "place"}    # every metadata column
     assert sorted(p.name for p in out.glob("*.png")) == ["mid_accuracy.png", "mid_clusters.png", "mid_logits.png"]
     assert "worst-group" in capsys.readouterr().out
     check_renders(chromium, out / "report.html", tmp_path, min_figures=3)

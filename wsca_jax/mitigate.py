@@ -54,6 +54,21 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
             "head": ef.heads.get(primary), "meta": cols}
 
 
+def enrichment_columns(split: dict, max_levels: int = 20) -> dict:
+    """What the band and the clusters are tested for: the label, the group, and every other metadata
+    column with 2 to ``max_levels`` values (a patient id or a continuous column is left out)."""
+    cols = {"label": np.array(split["classes"])[split["y"]]}
+    if split["groups"] is not None:
+        cols["group"] = split["groups"]
+    for name, v in sorted(split.get("meta", {}).items()):
+        if name in cols or name == "group":
+            continue
+        levels = pd.Series(np.asarray(v, dtype=object)).dropna().nunique()
+        if 2 <= levels <= max_levels:
+            cols[name] = np.asarray(v, dtype=object)
+    return cols
+
+
 def _head_in_embedding_coords(coef: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """A head fitted on standardised columns, as ``(K', D)`` weights on the raw embedding."""
     return (np.asarray(coef) / sd[:, None]).T
@@ -95,9 +110,7 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
                                                  "min_cell": min_cell, "retrained_on": "validation rows",
                                                  "group_shares_train": shares}}
     arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
-    cols = {"label": np.array(val["classes"])[val["y"]]}
-    if val["groups"] is not None:
-        cols["group"] = val["groups"]
+    cols = enrichment_columns(val)
     if r["mining"] is not None:
         mi = r["mining"]
         suspicion = mislabel_scores(standardise(val["x"])[0], val["y"], k=min(10, len(val["y"]) - 1))
