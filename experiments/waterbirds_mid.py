@@ -138,7 +138,8 @@ def readme_text(out: str) -> str:
         gain = lambda k: 100 * (np.mean(wg[k]) - np.mean(wg["erm"]))  # noqa: E731
         verify = DATASETS[dataset]["verify"]
         eta = {k: np.mean([r[k]["wsc"][verify]["within_class_eta"] for r in g.methods
-                           if r[k]["wsc"] and "within_class_eta" in r[k]["wsc"][verify]] or [np.nan]) for k in ("erm", "dfr", "mid")}
+                           if r[k]["wsc"] and r[k]["wsc"][verify].get("within_class_eta") is not None] or [np.nan])
+               for k in ("erm", "dfr", "mid")}
         parts.append(f"{dataset}, {backbone} ({len(g)} seeds, {epochs} epochs): worst-group accuracy "
                      + ", ".join(f"{k} {_ms(wg[k])}" for k in names)
                      + f" %; DFR {gain('dfr'):+.1f} and MID {gain('mid'):+.1f} points over ERM (goals +15 and +10: "
@@ -165,11 +166,13 @@ def report(out: str) -> str:
         conf = DATASETS[dataset]
         lines += [f"## {dataset}: {backbone}, {epochs} epochs, seeds {', '.join(map(str, seeds))}", "",
                   "| method | worst-group accuracy, % (mean ± SD over seeds) | per run [95% interval] | mean accuracy, % | "
-                  f"max \\|WSC\\| head x {conf['verify']} (per run) | published worst-group |", "|---|---|---|---|---|---|"]
+                  f"max \\|WSC\\| head x {conf['verify']} (within-class eta; per run) | published worst-group |", "|---|---|---|---|---|---|"]
         for name in g.iloc[0]["methods"]:
             ms = [r[name] for r in g.methods]
             per_run = "; ".join(f"{100 * m['worst_group']:.1f} [{100 * m['worst_group_ci'][0]:.1f}, {100 * m['worst_group_ci'][1]:.1f}]" for m in ms)
-            w = "; ".join("" if not m["wsc"] else f"{m['wsc'][conf['verify']]['max_abs_wsc']:.2f}" for m in ms)
+            w = "; ".join("" if not m["wsc"] else "all-zero head" if m["wsc"][conf["verify"]]["max_abs_wsc"] is None
+                          else f"{m['wsc'][conf['verify']]['max_abs_wsc']:.2f} (eta {m['wsc'][conf['verify']]['within_class_eta']:.2f})"
+                          for m in ms)
             lines.append(f"| {name} | {_ms([m['worst_group'] for m in ms])} | {per_run} | {_ms([m['mean'] for m in ms])} | {w} | "
                          f"{PUBLISHED.get(name, '') if dataset == 'waterbirds' else ''} |")
         erm = np.array([r["erm"]["worst_group"] for r in g.methods])

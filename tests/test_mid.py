@@ -361,3 +361,12 @@ def test_numeric_classes_keep_the_order_of_the_logits():
     s = split_arrays(embedding_file({"embeddings": np.eye(5), "lab": y, "logits_lab": logits}), "lab", [])
     assert s["classes"] == ["2", "10"] and np.array_equal(s["y"], (y == 10).astype(int))
     assert np.array_equal(s["logits"].argmax(1), s["y"])
+
+
+def test_an_all_zero_retrained_head_is_flagged_not_compared():
+    from wsca_jax.mitigate import verify_head
+    rng = np.random.default_rng(0)
+    split = {"x": rng.normal(size=(50, 4)), "y": rng.integers(0, 2, 50), "classes": ["0", "1"],
+             "meta": {"place": rng.integers(0, 2, 50)}}
+    out = verify_head(split, np.zeros((1, 4)), ["place"], 0, 0, 0)
+    assert out["place"]["max_abs_wsc"] is None and "all-zero head" in out["place"]["note"]

@@ -466,7 +466,8 @@ def cmd_mid(args) -> int:
     for name, r in rec["methods"].items():
         print(f"{name:10s} worst-group {r['worst_group']:.3f} [{r['worst_group_ci'][0]:.3f}, {r['worst_group_ci'][1]:.3f}]"
               f"  mean {r['mean']:.3f}" + ("" if not r["wsc"] else "  WSC " + ", ".join(
-                  f"{t} {w['max_abs_wsc']:.3f}" for t, w in r["wsc"].items())))
+                  f"{t} {'n/a (all-zero head)' if w['max_abs_wsc'] is None else format(w['max_abs_wsc'], '.3f')}"
+                  for t, w in r["wsc"].items())))
     if "band" in rec:
         top = max(rec["band"]["enrichment"], key=lambda e: e["odds_ratio"], default=None)
         if top is not None:

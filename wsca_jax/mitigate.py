@@ -200,6 +200,10 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
         return {}
     for t in tasks:
         require(t in split["meta"], f"--verify: no column {t!r} in the test split")
+    if not np.abs(head).sum() > 0:             # the chosen penalty removed every feature: a constant model
+        return {t: {"max_abs_wsc": None, "ci": None, "p_value": None, "within_class_eta": None,
+                    "within_class_eta_null_q95": None, "within_class_eta_p": None,
+                    "note": "all-zero head (the chosen C removed every feature): no direction to compare"} for t in tasks}
     meta = {"__primary": np.array(split["classes"])[split["y"]], **{t: split["meta"][t] for t in tasks}}
     res = analyze(split["x"], meta, "__primary", primary_head=head, tasks=list(tasks), bootstrap=bootstrap,
                   permutations=permutations, seed=seed)

@@ -710,7 +710,8 @@ def _enrichment_rows(rows: list[dict]) -> str:
 
 def _wsc_text(wsc: dict) -> str:
     """``place 0.412 (p 0.005); ...`` for one head's WSC after the fix."""
-    return "; ".join(f"{t} {w['max_abs_wsc']:.3f}" + ("" if w["p_value"] is None else f" (p {w['p_value']:.3f})")
+    return "; ".join(f"{t}: {w['note']}" if w.get("note") else
+                     f"{t} {w['max_abs_wsc']:.3f}" + ("" if w["p_value"] is None else f" (p {w['p_value']:.3f})")
                      + f", within-class eta {w['within_class_eta']:.3f}" for t, w in wsc.items())
 
 
