@@ -109,7 +109,11 @@ def section(rec: dict) -> str:
             f"k-means over k = 2..10 x 10 restarts ({rec['kmeans_fits']} fits): scikit-learn {k['sklearn_s']:.1f} s, ours "
             f"{k['ours_first_s']:.1f} s with compilation (**{k['ratio_first']:.1f}x**), {k['ours_warm_s']:.2f} s warm "
             f"({k['ratio_warm']:.1f}x); our best inertia per k at most {k['inertia_ratio_max']:.4f} x scikit-learn's. "
-            "Target (issue 12): >= 10x.\n")
+            f"Target (issue 12): >= 10x, whole calls: DFR {'met' if a['ratio_first'] >= 10 else 'not met'}, k-means "
+            f"{'met' if k['ratio_first'] >= 10 else 'not met'}"
+            + ("" if k["ratio_first"] >= 10 else
+               f" (compilation, about {k['ours_first_s'] - k['ours_warm_s']:.1f} s of the first call, dominates at this size; "
+               "a second call in the same process, e.g. another seed or band, runs at the warm ratio)") + ".\n")
 
 
 def write_section(rec: dict) -> None:
@@ -123,7 +127,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1200)
     p.add_argument("--d", type=int, default=256)
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--render-only", action="store_true", help="rewrite the section from retrain_throughput.json")
     args = p.parse_args()
+    if args.render_only:
+        with open(os.path.join(HERE, "retrain_throughput.json")) as f:
+            write_section(json.load(f))
+        return
     rec = measure(args.n, args.d)
     print(section(rec))
     if not args.no_write:
