@@ -563,7 +563,7 @@ def test_mid_cli_embeds_the_splits_of_a_run(prepared, tmp_path, capsys):
     """`wsca mid --run`: the run's train/val/test splits embedded in one go (logits_ from the model), every method scored."""
     d, out = prepared, tmp_path / "mid"
     assert main(["mid", "--run", str(d / "run"), "--tfds-dir", str(d / "tfds"), "--primary", "label", "--groups", "label,site",
-                 "--k", "2:3", "--restarts", "2", "--refits", "3", "--no-figures", "--out", str(out)]) == 0
+                 "--k", "2:2", "--restarts", "2", "--refits", "2", "--no-figures", "--out", str(out)]) == 0
     rec = json.loads((out / "mid.json").read_text())
     assert set(rec["methods"]) == {"erm", "jtt", "mid", "mid_oracle", "dfr"}
     assert len(rec["methods"]["erm"]["per_group"]) == 6 and rec["band"]["n"] >= 4
