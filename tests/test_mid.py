@@ -371,3 +371,17 @@ def test_an_all_zero_retrained_head_is_flagged_not_compared():
              "meta": {"place": rng.integers(0, 2, 50)}}
     out = verify_head(split, np.zeros((1, 4)), ["place"], 0, 0, 0)
     assert out["place"]["max_abs_wsc"] is None and "all-zero head" in out["place"]["note"]
+
+
+def test_within_class_eta_permutation_p_has_its_level():
+    """Score independent of the attribute within classes (the attribute does depend on the class):
+    p <= 0.05 in about 5% of 300 null datasets."""
+    from wsca_jax.mitigate import within_class_eta
+    rng = np.random.default_rng(1)
+    p = []
+    for _ in range(300):
+        y = rng.integers(0, 2, 80)
+        a = np.where(rng.random(80) < 0.7, y, rng.integers(0, 3, 80))          # confounded with the class
+        p.append(within_class_eta(rng.normal(size=80) + 2 * y, y, a, permutations=40, seed=int(rng.integers(1e9)))["p_value"])
+    rate = np.mean(np.array(p) <= 0.05)
+    assert 0.02 <= rate <= 0.09, rate

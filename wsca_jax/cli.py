@@ -467,6 +467,7 @@ def cmd_mid(args) -> int:
         print(f"{name:10s} worst-group {r['worst_group']:.3f} [{r['worst_group_ci'][0]:.3f}, {r['worst_group_ci'][1]:.3f}]"
               f"  mean {r['mean']:.3f}" + ("" if not r["wsc"] else "  WSC " + ", ".join(
                   f"{t} {'n/a (all-zero head)' if w['max_abs_wsc'] is None else format(w['max_abs_wsc'], '.3f')}"
+                  + ("" if w["within_class_eta"] is None else f" (within-class eta {w['within_class_eta']:.2f})")
                   for t, w in r["wsc"].items())))
     if "band" in rec:
         top = max(rec["band"]["enrichment"], key=lambda e: e["odds_ratio"], default=None)
