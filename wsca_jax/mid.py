@@ -305,7 +305,7 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, quantile: floa
     "cell_sizes", "merged"}``."""
     y = np.asarray(y)
     m = margins(logits)
-    pred = (m > 0).astype(int) if np.ndim(logits) == 1 or np.shape(logits)[1] == 2 else np.asarray(logits).argmax(1)
+    pred = _erm_pred(logits)
     in_band = band(m, pred, quantile, threshold)
     xb = np.asarray(x, np.float32)[in_band]
     ks = [k for k in ks if k <= len(xb)]

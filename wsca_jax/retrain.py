@@ -162,7 +162,11 @@ def predict(fit: L1Fit, x: np.ndarray, r: int | None = None) -> np.ndarray:
     when ``r`` is None."""
     W = fit.coef.mean(0) if r is None else fit.coef[r]
     b = fit.intercept.mean(0) if r is None else fit.intercept[r]
-    z = np.asarray(x, np.float64) @ W + b
+    return _classes(np.asarray(x, np.float64) @ W + b)
+
+
+def _classes(z: np.ndarray) -> np.ndarray:
+    """``(N, K')`` decision values -> classes: one column is a binary logit, more are per-class scores."""
     return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(1)
 
 
@@ -292,5 +296,4 @@ def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups:
 
 def predict_head(head: dict, x: np.ndarray) -> np.ndarray:
     """Class predictions of a :func:`tune_and_refit` head."""
-    z = np.asarray(x, np.float64) @ head["coef"] + head["intercept"]
-    return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(1)
+    return _classes(np.asarray(x, np.float64) @ head["coef"] + head["intercept"])
