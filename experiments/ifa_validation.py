@@ -40,7 +40,8 @@ import wsca_jax as wsca  # noqa: E402
 from wsca_jax.data import load_dataset  # noqa: E402
 from wsca_jax.embed import embed  # noqa: E402
 from wsca_jax.experiment import (EXPERIMENT_WIDTHS, artefact_spec, condition_dataset, restrict_busbra)  # noqa: E402
-from wsca_jax.ifa import ifa_arrays, ifa_for_run, region_mass, resize_maps, split_at  # noqa: E402
+from wsca_jax.ifa import (apply_scale, common_scale, ifa_arrays, ifa_for_run, region_mass, resize_maps,  # noqa: E402
+                          split_at)
 from wsca_jax.train import TrainConfig, fit, load_run  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,8 +72,33 @@ def known_answers(run_dir: str, images: np.ndarray, rec: dict) -> dict:
             "auroc_at_fraction_1": {r["mode"]: r["auroc"] for r in full}}
 
 
+def layer_masses(run_dir: str, images: np.ndarray, stamped: np.ndarray, region: tuple, layers) -> dict:
+    """Stamp mass of class-1 maps at other layers: ``{layer: {method: {stamped, unstamped, map_shape}}}``.
+
+    Grad-CAM and gradient x activation of the predicted class at each named backbone submodule
+    (``backbone``: the last maps), on the common scale of that layer and method, resized to the image;
+    the share of positive mass inside the stamp for images predicted class 1, stamped and unstamped."""
+    model, params, run = load_run(run_dir, "best")
+    n_cls = len(run["tasks"][0]["classes"])
+    out = {}
+    for layer in layers:
+        split = split_at(model, params, layer, columns=(0, n_cls))
+        out[layer] = {}
+        for method in ("gradcam", "gradxact"):
+            r = ifa_arrays(split, images, None, method)
+            low, high = common_scale(r["cam_max"], r["cam_min"])
+            scaled = resize_maps(apply_scale(r["cam"], low, high), images.shape[1:3])
+            t = r["target"]
+            ms = region_mass(scaled[stamped], region, t[stamped])
+            mu = region_mass(scaled[~stamped], region, t[~stamped])
+            out[layer][method] = {"stamped": ms.get(1, {}).get("mass_in_region"),
+                                  "unstamped": mu.get(1, {}).get("mass_in_region"),
+                                  "map_shape": list(r["cam"].shape[1:])}
+    return out
+
+
 def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tuple | None, seed: int,
-                    permutations: int, cam_figure: str | None = None) -> dict:
+                    permutations: int, cam_figure: str | None = None, layers=()) -> dict:
     """IFA on the test split, WSC on the training embeddings, for one trained network (and its CAM
     figure on the common vs the per-image scale to ``cam_figure``)."""
     rec, arrays, images = ifa_for_run(run_dir, ds, "test", "best", tasks=[spec_conf], region=region, seed=seed)
@@ -93,6 +119,8 @@ def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tupl
         out["mass_unstamped"] = {str(c): v["mass_in_region"] for c, v in
                                  region_mass(scaled[~stamped], region, t[~stamped]).items()}
         out["area_share"] = (region[1] - region[0]) * (region[3] - region[2]) / float(np.prod(images.shape[1:3]))
+        if layers:
+            out["layers"] = layer_masses(run_dir, images, stamped, region, layers)
     arr = embed(run_dir, ds, "train")
     meta = pd.DataFrame({primary: arr[primary], spec_conf: arr[spec_conf], "group": arr["group"]})
     with warnings.catch_warnings():
@@ -105,7 +133,7 @@ def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tupl
 
 
 def run(args) -> None:
-    path = os.path.join(args.out, "ifa_runs.jsonl")
+    path = os.path.join(args.out, args.records)
     done = set()
     if os.path.exists(path):
         with open(path) as f:
@@ -140,7 +168,8 @@ def run(args) -> None:
             row = {"dataset": dataset, "strength": strength, "seed": seed, "wsca_version": wsca.__version__,
                    "epochs": args.epochs, "primary_auroc": record.get("test", {}).get(primary, {}).get("auroc"),
                    **analyse_network(tmp, cd, conf, primary, region, seed, args.permutations,
-                                     os.path.join(args.out, "ifa_busbra_cams.png") if dataset == "busbra" else None)}
+                                     os.path.join(args.out, "ifa_busbra_cams.png") if dataset == "busbra" else None,
+                                     layers=args.layers)}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         row["seconds"] = round(time.time() - t0, 1)
@@ -310,6 +339,10 @@ def main() -> None:
     p.add_argument("--train-rows", type=int, default=1200)
     p.add_argument("--permutations", type=int, default=200)
     p.add_argument("--no-busbra", dest="busbra", action="store_false")
+    p.add_argument("--layers", type=lambda s: [v for v in s.split(",") if v], default=[],
+                   help="also localise with Grad-CAM and gradient x activation at these backbone submodules "
+                        "(e.g. conv0b,conv1b,backbone)")
+    p.add_argument("--records", default="ifa_runs.jsonl", help="the JSON-lines file the runs go to")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args()

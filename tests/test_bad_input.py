@@ -568,3 +568,34 @@ def test_mid_cli_embeds_the_splits_of_a_run(prepared, tmp_path, capsys):
     assert set(rec["methods"]) == {"erm", "jtt", "mid", "mid_oracle", "dfr"}
     assert len(rec["methods"]["erm"]["per_group"]) == 6 and rec["band"]["n"] >= 4
     assert sorted(os.listdir(out)) == ["mid.json", "report.html"]
+
+
+def test_ifa_cli_from_stored_feature_maps_equals_the_network_path(prepared, tmp_path, capsys):
+    """`wsca ifa --embeddings` on a `wsca embed --feature-maps` file: CAM only, the same importance,
+    decomposition and confounder channels as `--run`; what needs the network is one line, exit 2."""
+    d = prepared
+    e = tmp_path / "maps.npz"
+    assert main(["embed", "--run", str(d / "run"), "--tfds-dir", str(d / "tfds"), "--split", "test",
+                 "--feature-maps", "--out", str(e)]) == 0
+    common = ["--random-masks", "3", "--tasks", "site"]
+    assert main(["ifa", "--run", str(d / "run"), "--tfds-dir", str(d / "tfds"), *common, "--no-figures",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["ifa", "--embeddings", str(e), "--primary", "label", *common, "--out", str(tmp_path / "b")]) == 0
+    assert len(list((tmp_path / "b").glob("*.png"))) == 4                 # maps without the image rows
+    ra, rb = (json.loads((tmp_path / x / "ifa.json").read_text()) for x in "ab")
+    assert rb["stored_maps"] and rb["n"] == ra["n"] and rb["classes"] == ra["classes"]
+    assert rb["confounders"]["site"]["channels"] == ra["confounders"]["site"]["channels"]
+    for x, y in zip(ra["decomposition"], rb["decomposition"]):
+        assert (x["mode"], x["channels"]) == (y["mode"], y["channels"]) and x["auroc"] == pytest.approx(y["auroc"], abs=1e-6)
+    with np.load(tmp_path / "a" / "ifa_importance.npz") as za, np.load(tmp_path / "b" / "ifa_importance.npz") as zb:
+        np.testing.assert_allclose(zb["importance"], za["importance"], rtol=1e-4, atol=1e-5)
+    capsys.readouterr()
+    for extra, msg in ((["--method", "gradcam"], "support CAM only"), (["--region", "0:2,0:4"], "not at image resolution"),
+                       (["--layer", "conv1b"], "other layers need --run"), ([], "--primary needed (heads: label, site)"),
+                       (["--primary", "scanner"], "no head_scanner"),
+                       (["--run", str(d / "run")], "--run or --embeddings (one of them)")):
+        out = tmp_path / "bad"
+        assert main(["ifa", "--embeddings", str(e), *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+        assert not out.exists()

@@ -100,6 +100,43 @@ def test_unknown_layer_and_method_are_one_line_errors(tiny):
         ifa.ifa_arrays(ifa.split_at(model, params), x[:2], method="lrp")
 
 
+def test_an_earlier_layer_by_name_or_path_reproduces_the_model_and_gradients(tiny):
+    """A backbone submodule (``conv1a`` sits under ``backbone``): the split's head on its maps is the
+    whole model; gradient x activation there (batched vjp) equals ``jax.grad`` of the summed logit; a
+    name used by several submodules is refused, its path accepted."""
+    model, params, x = tiny
+    out = np.asarray(model.apply({"params": params}, jnp.asarray(x))["logits"])[:, :2]
+    for layer in ("conv1a", "backbone/conv1a"):
+        sp = ifa.split_at(model, params, layer=layer, columns=(0, 2))
+        maps = ifa.feature_maps(sp, x)
+        assert maps.shape[1:] == (4, 4, 8)                                   # 16 -> stem 8 -> pool 4
+        np.testing.assert_allclose(np.asarray(sp.head(jnp.asarray(maps), jnp.asarray(x))), out, atol=1e-5)
+    r = ifa.ifa_arrays(sp, x, target=1, method="gradxact", batch_size=16)
+    g = jax.grad(lambda a: sp.head(a, jnp.asarray(x))[:, 1].sum())(jnp.asarray(maps))   # rows do not mix
+    ref = np.asarray((g * maps).sum(-1))
+    np.testing.assert_allclose(r["cam"], ref, atol=1e-4 * np.abs(ref).max())
+    m = WscaModel(head_classes=(2,), backbone="resnet18", widths=(8, 8, 8, 8))
+    p = m.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
+    with pytest.raises(ifa.WscaInputError, match=r"names 9 submodules \(backbone/Conv_0, .*give its path"):
+        ifa.feature_maps(ifa.split_at(m, p, layer="Conv_0"), x[:2])
+    assert ifa.feature_maps(ifa.split_at(m, p, layer="stage1a/Conv_0"), x[:2]).shape[-1] == 8
+
+
+def test_pooling_setting_cam_is_the_evidence_map(tiny):
+    """``--setting pooling``: the 1x1 evidence convolution then the global average is a GAP + linear
+    head, so the class-1 CAM is half the evidence map less its bias (the logits are ``[-z/2, z/2]``)."""
+    _, _, x = tiny
+    model = WscaModel(head_classes=(2,), setting="pooling", widths=(4, 8))
+    params = model.init(jax.random.PRNGKey(1), jnp.asarray(x[:1]))["params"]
+    r = ifa.ifa_arrays(ifa.split_at(model, params, columns=(0, 2)), x, target=1, method="cam")
+    out = model.apply({"params": params}, jnp.asarray(x))
+    b = float(np.asarray(params["evidence"]["bias"])[0])
+    evidence = np.asarray(out["embedding"]).reshape(r["cam"].shape)
+    np.testing.assert_allclose(r["cam"], (evidence - b) / 2, atol=1e-5)
+    for v in ifa.consistency(r["cam"], r["logits"], r["target"]).values():
+        assert v is None or v >= 0.999
+
+
 def test_decomposition_at_full_fraction_reproduces_the_model(tiny):
     model, params, x = tiny
     sp = ifa.split_at(model, params, columns=(0, 2))

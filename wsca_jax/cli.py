@@ -207,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("ifa", help="integrated feature analysis of a trained run: where the decision and the metadata live",
                        epilog=IFA_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    f.add_argument("--run", required=True, help="a wsca train run folder")
+    f.add_argument("--run", help="a wsca train run folder")
+    f.add_argument("--embeddings", help="instead of --run: a wsca embed --feature-maps .npz (CAM only: no network, "
+                                        "so no gradients, earlier layers or --region)")
+    f.add_argument("--primary", help="with --embeddings: the analysed head (default: the file's only head_ array)")
     f.add_argument("--split", default="test", choices=["train", "val", "test"])
     f.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     f.add_argument("--layer", default="last", help="'last' (the maps before pooling) or a backbone submodule name")
@@ -357,13 +360,14 @@ def cmd_embed(args) -> int:
 
 def cmd_ifa(args) -> int:
     from .errors import require
-    from .ifa import check_region, ifa_for_run, parse_region
+    from .ifa import check_region, ifa_for_maps, ifa_for_run, parse_region
     from .io import check_out_dir
     from .report import write_ifa_outputs
     from .train import read_run_json
 
     check_out_dir(args.out)
-    rec = read_run_json(args.run)
+    require((args.run is None) != (args.embeddings is None), "wsca ifa needs --run or --embeddings (one of them)")
+    rec = read_run_json(args.run) if args.run else None
     try:
         fractions = [float(v) for v in args.fractions.split(",")]
     except ValueError:
@@ -375,17 +379,21 @@ def cmd_ifa(args) -> int:
     if args.target not in ("predicted", "true"):
         require(args.target.lstrip("-").isdigit(), f"--target {args.target!r}: expected predicted, true or a class index")
         target = int(args.target)
-        n_cls = len(rec["tasks"][0]["classes"])
-        require(0 <= target < n_cls, f"--target {target}: the primary head has classes 0..{n_cls - 1}")
+        if rec is not None:
+            n_cls = len(rec["tasks"][0]["classes"])
+            require(0 <= target < n_cls, f"--target {target}: the primary head has classes 0..{n_cls - 1}")
     region = parse_region(args.region)
-    if region is not None:
-        check_region(region, *rec["image_shape"][:2])
-    ds = _run_dataset(args, rec)
-    out, arrays, images = ifa_for_run(args.run, ds, args.split, args.checkpoint, args.layer,
-                                      tasks=_csv(args.tasks) or None, method=args.method, target=target,
-                                      fractions=fractions, n_random=args.random_masks,
-                                      correct_only=not args.all_samples, region=region, mapping=args.mapping,
-                                      seed=args.seed)
+    kw = dict(tasks=_csv(args.tasks) or None, method=args.method, target=target, fractions=fractions,
+              n_random=args.random_masks, correct_only=not args.all_samples, region=region, mapping=args.mapping,
+              seed=args.seed)
+    if rec is None:
+        out, arrays, images = ifa_for_maps(args.embeddings, args.primary, layer=args.layer, **kw)
+    else:
+        require(args.primary is None, "--primary goes with --embeddings (a run's analysed head is its primary task)")
+        if region is not None:
+            check_region(region, *rec["image_shape"][:2])
+        ds = _run_dataset(args, rec)
+        out, arrays, images = ifa_for_run(args.run, ds, args.split, args.checkpoint, args.layer, **kw)
     write_ifa_outputs(out, arrays, images, args.out, figures=not args.no_figures)
     for c, r in out["consistency"]["unscaled"]["pearson_r"].items():
         print(f"CAM-logit consistency, class {c}: r = {'n/a' if r is None else f'{r:.4f}'}")

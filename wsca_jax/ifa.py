@@ -43,7 +43,8 @@ class Split(NamedTuple):
 
 
 def split_at(model: nn.Module, params, layer: str = "backbone", columns: tuple | None = None) -> Split:
-    """Cut a Flax model at the submodule named ``layer`` (its ``__call__`` output are the maps).
+    """Cut a Flax model at the submodule named ``layer`` (its ``__call__`` output are the maps): a
+    name that occurs once at any depth (``conv1b``) or a path (``backbone/stage1a/Conv_0``).
 
     ``columns``: ``(start, stop)`` of the logits that form the analysed head (one task of a
     multi-head model; default all).
@@ -59,22 +60,39 @@ def split_at(model: nn.Module, params, layer: str = "backbone", columns: tuple |
         lg = out["logits"] if isinstance(out, dict) else out
         return lg if columns is None else lg[:, columns[0]:columns[1]]
 
+    def matches(module) -> bool:
+        path = "/".join(module.scope.path)
+        return path == layer or path.endswith("/" + layer)
+
     def features(images):
-        _, state = model.apply(variables, images, capture_intermediates=lambda m, name: m.name == layer
-                               and name == "__call__", mutable=["intermediates"])
-        found = state.get("intermediates", {}).get(layer, {}).get("__call__")
-        require(found is not None, f"--layer {layer!r}: no submodule of that name in the model")
-        return found[0]
+        _, state = model.apply(variables, images, capture_intermediates=lambda m, name: name == "__call__"
+                               and matches(m), mutable=["intermediates"])
+        found = _captured(state.get("intermediates", {}))
+        require(found, f"--layer {layer!r}: no submodule of that name in the model")
+        require(len(found) == 1, f"--layer {layer!r} names {len(found)} submodules "
+                f"({', '.join(p for p, _ in found[:4])}{', ...' if len(found) > 4 else ''}): give its path")
+        return found[0][1][0]
 
     def head(maps, images):
         def intercept(next_fun, args, kwargs, context):
-            if context.module.name == layer and context.method_name == "__call__":
+            if context.method_name == "__call__" and matches(context.module):
                 return maps
             return next_fun(*args, **kwargs)
         with nn.intercept_methods(intercept):
             return _logits(model.apply(variables, images))
 
     return Split(features, head)
+
+
+def _captured(tree, prefix: str = "") -> list:
+    """``[(path, outputs)]`` of every captured ``__call__`` in an intermediates tree."""
+    out = []
+    for k, v in tree.items():
+        if k == "__call__":
+            out.append((prefix, v))
+        elif hasattr(v, "items"):
+            out += _captured(v, f"{prefix}/{k}" if prefix else k)
+    return out
 
 
 def maps_split(head, bias=None) -> Split:
@@ -574,8 +592,6 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     from .train import encode_labels, load_run
 
     model, params, rec = load_run(run_dir, which)
-    require(rec["config"]["setting"] != "pooling", "IFA needs feature maps followed by pooling and a linear head; "
-                                                   "a --setting pooling run has its own evidence map (not supported yet)")
     sub = dataset.select_split(split_name)
     require(len(sub) > 0, f"--split {split_name}: the dataset has no {split_name} rows")
     primary = rec["primary"]
@@ -599,3 +615,67 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
                n_split=int(len(sub)))
     return out, arrays, images
 
+
+
+def ifa_for_maps(path: str, primary: str | None = None, tasks=None, method: str = "cam", region=None,
+                 layer: str = "last", **kw) -> tuple[dict, dict, None]:
+    """:func:`analyze_ifa` of stored feature maps (a ``wsca embed --feature-maps`` file), no network.
+
+    CAM only: the file holds the last maps and the GAP + linear head (``head_<primary>``,
+    ``bias_<primary>``), not the network, so there are no gradients (Grad-CAM, gradient x activation),
+    no earlier layer and no image-resolution maps for ``region``. When the file has
+    ``logits_<primary>``, the maps and head must reproduce them (a check that they belong together).
+
+    Args:
+      primary: the analysed head (default: the file's only ``head_`` array).
+      tasks: metadata columns to locate (default: every other column with 2-20 classes).
+    Returns: ``(record, arrays, None)`` like :func:`ifa_for_run` (``None``: no images).
+    """
+    import pandas as pd
+
+    from .io import load_embeddings
+    from .tasks import encode_categorical
+
+    require(method == "cam", f"--method {method}: stored feature maps support CAM only (gradients need the "
+                             "network: use --run)")
+    require(layer == "last", f"--layer {layer}: stored feature maps are the last layer's (other layers need --run)")
+    require(region is None, "--region: stored feature maps are not at image resolution (use --run)")
+    ef = load_embeddings(path)
+    with np.load(path, allow_pickle=False) as data:
+        require("feature_maps" in data.files, f"--embeddings {path}: no feature_maps array (write it with "
+                                              "wsca embed --feature-maps)")
+        maps = np.asarray(data["feature_maps"], np.float32)
+        if primary is None:
+            require(len(ef.heads) == 1, f"--embeddings {path}: --primary needed (heads: {', '.join(ef.heads) or 'none'})")
+            primary = next(iter(ef.heads))
+        require(primary in ef.heads, f"--primary {primary!r}: no head_{primary} in {path} "
+                                     f"(heads: {', '.join(ef.heads) or 'none'})")
+        bias = np.asarray(data[f"bias_{primary}"]) if f"bias_{primary}" in data.files else None
+    head = np.atleast_2d(np.asarray(ef.heads[primary], np.float32))
+    require(maps.ndim == 4 and len(maps) == len(ef.embeddings),
+            f"--embeddings {path}: feature_maps must be (N, h, w, K) with N = {len(ef.embeddings)}, found {maps.shape}")
+    require(head.shape[1] == maps.shape[-1], f"--embeddings {path}: head_{primary} has {head.shape[1]} columns but the "
+            f"maps {maps.shape[-1]} channels (a --setting pooling run's head is on its evidence map: use --run)")
+    require(primary in ef.columns, f"--embeddings {path}: no column {primary!r} with the labels")
+    lab, names = encode_categorical(pd.Series(np.asarray(ef.columns[primary], dtype=object)))
+    require(len(names) == head.shape[0], f"--embeddings {path}: column {primary!r} has {len(names)} classes, "
+                                         f"head_{primary} {head.shape[0]} rows")
+    keep = lab >= 0
+    split = maps_split(head, bias)
+    logits = (ef.logits or {}).get(primary)
+    if logits is not None:
+        mine = np.asarray(split.head(jnp.asarray(maps[:256]), None))
+        ref = np.asarray(logits, np.float32)[:256].reshape(len(mine), -1)
+        require(np.allclose(mine, ref, atol=1e-3 * max(1.0, np.abs(ref).max())),
+                f"--embeddings {path}: feature_maps with head_{primary} do not reproduce logits_{primary}")
+    meta = {}
+    for c in (tasks if tasks is not None else [c for c in ef.columns if c not in (primary, "group")]):
+        require(c in ef.columns, f"--tasks: column {c!r} not in {path} (columns: {', '.join(ef.columns)})")
+        ml, cl = encode_categorical(pd.Series(np.asarray(ef.columns[c], dtype=object)[keep]))
+        if 2 <= len(cl) <= 20:
+            meta[c] = ml
+    out, arrays = analyze_ifa(split, maps[keep], lab[keep], meta, class_names=[str(c) for c in names],
+                              method="cam", **kw)
+    arrays["rows"] = np.flatnonzero(keep)
+    out.update(layer="last", embeddings=path, primary=primary, n_split=int(len(maps)), stored_maps=True)
+    return out, arrays, None

@@ -538,11 +538,12 @@ def write_runs_outputs(result, out_dir: str, figures: bool = True) -> list[str]:
 # integrated feature analysis (wsca ifa)
 
 
-def ifa_figures(rec: dict, arrays: dict, images: np.ndarray, n_examples: int = 6) -> dict[str, bytes]:
+def ifa_figures(rec: dict, arrays: dict, images: np.ndarray | None, n_examples: int = 6) -> dict[str, bytes]:
     """``ifa_importance.png`` (mean channel importance, overall and class minus overall),
     ``ifa_decomposition.png`` (AUROC against the channel fraction, random band) and
     ``ifa_cams.png`` (maps on the common vs the per-image scale) and ``ifa_outliers.png`` (the samples
-    whose importance profile is farthest from their class's, with their maps)."""
+    whose importance profile is farthest from their class's, with their maps). ``images`` None (stored
+    feature maps without the images): the image rows are left out."""
     figs = {}
     overall = np.asarray(rec["profile"]["overall"])
     order = np.argsort(-overall)
@@ -575,15 +576,18 @@ def ifa_figures(rec: dict, arrays: dict, images: np.ndarray, n_examples: int = 6
     cams = arrays["cams_common"]
     k = min(n_examples, len(cams))
     idx = np.linspace(0, len(cams) - 1, k).astype(int)
-    fig, axes = plt.subplots(3, k, figsize=(1.4 * k, 4.4), squeeze=False)
+    first = 0 if images is not None else 1                   # row 0 shows the image when there is one
+    fig, axes = plt.subplots(3 - first, k, figsize=(1.4 * k, 1.5 * (3 - first) - 0.1), squeeze=False)
     raw = arrays.get("cams", cams)                           # per-image min-max of the unscaled maps (IFA's)
     lo = raw.min(axis=(1, 2), keepdims=True)
     hi = raw.max(axis=(1, 2), keepdims=True)
     per = (raw - lo) / np.where(hi > lo, hi - lo, 1)
     for j, i in enumerate(idx):
-        img = images[i][..., 0] if images.shape[-1] == 1 else images[i]
+        img = None if images is None else images[i][..., 0] if images.shape[-1] == 1 else images[i]
         for row, (pic, title) in enumerate(((img, "image"), (cams[i], "common scale"), (per[i], "per image"))):
-            a = axes[row, j]
+            if row < first:
+                continue
+            a = axes[row - first, j]
             a.imshow(pic, cmap="gray" if row == 0 else "jet", vmin=None if row == 0 else 0, vmax=None if row == 0 else 1)
             a.set_xticks([])
             a.set_yticks([])
@@ -593,16 +597,17 @@ def ifa_figures(rec: dict, arrays: dict, images: np.ndarray, n_examples: int = 6
     figs["ifa_cams.png"] = _png(fig)
     out = rec.get("outliers", [])[:n_examples]
     if out:
-        fig, axes = plt.subplots(2, len(out), figsize=(1.5 * len(out), 3.2), squeeze=False)
+        first = 0 if images is not None else 1
+        fig, axes = plt.subplots(2 - first, len(out), figsize=(1.5 * len(out), 1.6 * (2 - first)), squeeze=False)
         for j, o in enumerate(out):
-            img = images[o["row"]][..., 0] if images.shape[-1] == 1 else images[o["row"]]
-            axes[0, j].imshow(img, cmap="gray")
+            if images is not None:
+                axes[0, j].imshow(images[o["row"]][..., 0] if images.shape[-1] == 1 else images[o["row"]], cmap="gray")
             axes[0, j].set_title(f"row {o['row']}\n{o['class']}, d {o['distance']:.1f}", fontsize=6)
-            axes[1, j].imshow(cams[o["row"]], cmap="jet", vmin=0, vmax=1)
+            axes[1 - first, j].imshow(cams[o["row"]], cmap="jet", vmin=0, vmax=1)
             for a in axes[:, j]:
                 a.set_xticks([])
                 a.set_yticks([])
-        axes[1, 0].set_ylabel("common scale", fontsize=7)
+        axes[1 - first, 0].set_ylabel("common scale", fontsize=7)
         fig.tight_layout()
         figs["ifa_outliers.png"] = _png(fig)
     return figs
@@ -637,7 +642,7 @@ profiles), {rec['channels']} channels, accuracy {rec['accuracy']:.3f}; common sc
 </body></html>"""
 
 
-def write_ifa_outputs(rec: dict, arrays: dict, images: np.ndarray, out_dir: str, figures: bool = True) -> list[str]:
+def write_ifa_outputs(rec: dict, arrays: dict, images: np.ndarray | None, out_dir: str, figures: bool = True) -> list[str]:
     """``ifa.json``, ``ifa_importance.npz``, ``report.html`` and the figures, written atomically."""
     def fill(tmp):
         figs = ifa_figures(rec, arrays, images) if figures else {}
