@@ -296,7 +296,77 @@ def report(out: str) -> str:
                          f"{_f(d['accuracy'])} | {_f(d.get('cam_similarity'))} |")
     lines += ["", f"Run time: {runs.seconds.sum() / 60:.0f} minutes for {len(runs)} networks (training, IFA and WSC; "
                   "2 CPU cores)."]
+    lines += layers_section(out)
     return "\n".join(lines) + "\n"
+
+
+LAYERS_RECORDS = "ifa_layers_runs.jsonl"
+
+
+def layer_table(out: str) -> pd.DataFrame:
+    """One row per network x layer x method of the supplementary run (``--layers``)."""
+    path = os.path.join(out, LAYERS_RECORDS)
+    if not os.path.exists(path):
+        return pd.DataFrame()
+    rows = []
+    with open(path) as f:
+        for r in map(json.loads, f):
+            for layer, d in r.get("layers", {}).items():
+                for method, v in d.items():
+                    rows.append({"strength": r["strength"], "seed": r["seed"], "layer": layer, "method": method,
+                                 "shape": "x".join(map(str, v["map_shape"])), "stamped": v["stamped"],
+                                 "unstamped": v["unstamped"], "auroc": r["primary_auroc"], "wsc": r["wsc"]["max_abs_wsc"],
+                                 "wsc_p": r["wsc"]["p_value"], "share": r["confounder"]["decision_share"],
+                                 "share_p": r["confounder"]["p_value"]})
+    t = pd.DataFrame(rows)
+    if len(t):
+        t["contrast"] = t.stamped - t.unstamped
+    return t
+
+
+def layers_section(out: str) -> list[str]:
+    t = layer_table(out)
+    if not len(t):
+        return []
+    nets = t.drop_duplicates(["strength", "seed"])
+    lines = ["", "## Localisation at earlier layers (supplementary run, `" + LAYERS_RECORDS + "`)", "",
+             "The last maps of these networks are 3x3 for a 28x28 image, coarser than the 2-row stamp. The same "
+             "design trained again (strengths " + ", ".join(f"{s:g}" for s in sorted(nets.strength.unique()))
+             + f"; {len(nets)} networks; strength 1: every pneumonia training image stamped, no normal one) and "
+             "localised with Grad-CAM and gradient x activation at two earlier backbone layers as well as the last: "
+             "the share of positive class-1 map mass inside the stamp (common scale of that layer and method, "
+             "resized to the image) on stamped test images, and the contrast with the same network's unstamped "
+             "class-1 images (the contrast was chosen after the first run's results; labelled so).", "",
+             "| layer (map) | method | " + " | ".join(f"s={s:g}: stamp mass / contrast" for s in sorted(nets.strength.unique()))
+             + " | Spearman with strength (mass, contrast) |", "|---|---|" + "---|" * (nets.strength.nunique() + 1)]
+    for (layer, method), g in t.groupby(["layer", "method"], sort=False):
+        m = g.groupby("strength")[["stamped", "contrast"]].mean()
+        cells = " | ".join(f"{_f(m.stamped[s])} / {_f(m.contrast[s])}" for s in m.index)
+        lines.append(f"| {layer} ({g['shape'].iloc[0]}) | {method} | {cells} | "
+                     f"{_f(_spearman(g.strength, g.stamped), 2)}, {_f(_spearman(g.strength, g.contrast), 2)} |")
+    rising = [f"{layer} {method}" for (layer, method), g in t.groupby(["layer", "method"], sort=False)
+              if np.all(np.diff(g.groupby("strength").stamped.mean().to_numpy()) > 0)]
+    best = max(((layer, method, _spearman(g.strength, g.stamped)) for (layer, method), g in
+                t.groupby(["layer", "method"], sort=False)), key=lambda v: v[2])
+    lines += ["", "Stamp mass (mean over seeds) rising with every step of strength: "
+              + (", ".join(rising) if rising else "none") + f"; the strongest rank correlation with strength over "
+              f"the {len(nets)} networks: {best[0]} {best[1]} ({best[2]:.2f}). At the last layer Grad-CAM and gradient "
+              "x activation give the same maps on the common scale (the gradient is the head's weights / hw there)."]
+    n = nets.groupby("strength")
+    main = load(out)
+    same = [(r.strength, r.seed) for _, r in nets.iterrows() if ((main.dataset == "pneumoniamnist")
+            & (main.strength == r.strength) & (main.seed == r.seed) & (main.primary_auroc == r.auroc)).any()]
+    if same:
+        lines += ["", f"{len(same)} of these networks reproduce a network of the main table exactly (same strength "
+                  "and seed, identical test AUROC: training is deterministic), so the rows at those strengths are the "
+                  "same networks seen at more layers."]
+    lines += ["", "The same networks (mean over seeds): primary test AUROC "
+              + " / ".join(f"{x.auroc.mean():.3f}" for _, x in n) + "; max |WSC| "
+              + " / ".join(f"{x.wsc.mean():.3f}" for _, x in n) + " (p <= 0.05 in "
+              + ", ".join(f"{int((x.wsc_p <= 0.05).sum())}/{len(x)}" for _, x in n) + "); artefact channels' "
+              "decision share at the last layer " + " / ".join(f"{x.share.mean():.3f}" for _, x in n)
+              + " (p <= 0.05 in " + ", ".join(f"{int((x.share_p <= 0.05).sum())}/{len(x)}" for _, x in n) + ")."]
+    return lines
 
 
 def prose_namespace(out: str) -> dict:
@@ -319,7 +389,7 @@ def prose_namespace(out: str) -> dict:
               rho_contrast=_spearman(dose.strength, dose.contrast), rho_contrast_wsc=_spearman(dose.contrast, dose.wsc),
               trend={k: ("rising with every step" if len(g) > 1 and np.all(np.diff(g[k].mean().to_numpy()) > 0)
                          else "not rising with every step") for k in ("mass_1", "contrast", "share", "wsc")},
-              busbra_ssf="n/a", busbra_share="n/a")
+              busbra_ssf="n/a", busbra_share="n/a", layers=_layers_namespace(out))
     if len(bb):
         r = bb.iloc[0]
         ns["busbra_ssf"] = ", ".join(f"{v:g} ({k})" if v is not None else f"none ({k})"
@@ -328,6 +398,22 @@ def prose_namespace(out: str) -> dict:
         ns["busbra_share"] = (f"{c['decision_share']:.3f} (random channel sets {c['random_share_mean']:.3f}, "
                               f"p {c['p_value']:.3f})")
     return namespace(**ns)
+
+
+def _layers_namespace(out: str) -> dict | None:
+    """The finest layer's gradient x activation dose response and strength 1's WSC, for the README."""
+    t = layer_table(out)
+    if not len(t):
+        return None
+    g = t[t.method == "gradxact"]
+    layer = min(g.layer.unique(), key=lambda name: -int(g[g.layer == name]["shape"].iloc[0].split("x")[0]))
+    g = g[g.layer == layer]
+    m = g.groupby("strength").stamped.mean()
+    top = g[g.strength == g.strength.max()]
+    return {"n": int(len(g)), "strengths": " / ".join(f"{s:g}" for s in m.index), "layer": layer,
+            "shape": g["shape"].iloc[0], "mass": " / ".join(f"{v:.3f}" for v in m), "rho": _spearman(g.strength, g.stamped),
+            "wsc1": float(top.wsc.mean()), "wsc1_sig": f"{int((top.wsc_p <= 0.05).sum())} of {len(top)}",
+            "share1": float(top.share.mean()), "share1_sig": f"{int((top.share_p <= 0.05).sum())} of {len(top)}"}
 
 
 def main() -> None:
