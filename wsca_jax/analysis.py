@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
@@ -890,11 +891,13 @@ def analyze(
             f"correction noise must be 'jackknife' or 'bootstrap', found {correction_noise!r}")
     require(0 < equivalence_margin <= 1, f"equivalence margin must be in (0, 1], found {equivalence_margin}")
     head_null = _check_head_null(head_null, task_heads)
+    clock = _Clock()
     x = check_embeddings(embeddings)
     meta = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(dict(metadata))
     require(len(meta) == x.shape[0], f"metadata has {len(meta)} rows, embeddings have {x.shape[0]}; "
                                      "expected one metadata row per embedding, in the same order")
     prep = prepare(x, meta, primary, primary_head, task_heads, cfg)
+    clock.lap("prepare")
     n, T, centered = x.shape[0], prep.T, heads == "centered"
     rng = np.random.default_rng(seed)
     folds = fold_ids(n, cv_folds, prep.groups, seed)
@@ -915,10 +918,12 @@ def analyze(
     probe_hat = wsc_hat.copy()
     if prep.fixed:
         wsc_hat[prep.fixed] = wsc.fixed_heads()
+    clock.lap("point")
     # quality: cross-validated predictions from cold-started fits (a warm start from the full-data
     # fit would have seen the held-out fold)
     stages["cv"] = fit_replicates(prep.basis, prep.labels, fold_weights(folds), prep.cmask, probe, progress=bar.update)
     quality = heldout_quality(prep.basis, prep.probe_tasks, folds, stages["cv"], prep.cmask)
+    clock.lap("cv")
     # resample: bootstrap and jackknife
     boot = jk = corr = None
     if bootstrap > 0:
@@ -927,6 +932,7 @@ def analyze(
         boot = wsc.probes(stages["bootstrap"])
         if prep.fixed:
             boot[:, prep.fixed] = wsc.fixed_resampled(bw)
+        clock.lap("bootstrap")
         if jack is not None:
             stages["jackknife"] = fit_replicates(prep.basis, prep.labels, jack, prep.cmask, probe, init=init,
                                                  progress=bar.update)
@@ -938,13 +944,16 @@ def analyze(
         a_hat, b_hat = (v[0] for v in wsc.compared_rows(point))
         a_rep, b_rep = wsc.compared_rows(noise_fit)
         corr = disattenuate(a_hat, a_rep, b_hat, b_rep, noise=correction_noise)   # corrected cells (T, Ca, K)
+        clock.lap("jackknife" if jack is not None else "correction")
     # null: permutations (adaptive when max_permutations > permutations)
     null = None
     if permutations > 0:
         null, stages["permutation"] = _null_stage(prep, wsc, {**cfg, "_observed": wsc_hat,
                                                              "_n_head_null": len(head_null or {})}, rng, bar)
+        clock.lap("permutation")
     bar.close()
     ksens = k_sensitivity(prep, wsc, stages, seed)
+    clock.lap("k_sensitivity")
     rot = prep.basis.rotation
     heads_out = {"primary": np.asarray(wsc.rows, float) @ rot.T, "axes": rot[:, :prep.k],
                  "tasks": {t.name: np.asarray(point.coef[0, i, :t.n_classes], float) @ rot.T
@@ -952,11 +961,27 @@ def analyze(
     for j, i in enumerate(prep.fixed):
         t = prep.taskset.tasks[i]
         heads_out["tasks"][t.name] = np.asarray(prep.f_rows[j, :t.n_classes], float) @ rot.T
-    return _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
-                      dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
-                           correction_noise=correction_noise,
-                           centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null,
-                           corr=corr, k_sensitivity=ksens, head_rows=heads_out))
+    result = _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, folds, jack, x.shape,
+                        dict(heads=heads, seed=seed, bootstrap=bootstrap, ci_method=ci_method, confidence=confidence,
+                             correction_noise=correction_noise,
+                             centered=centered, primary=primary, Ca=wsc.rows.shape[0], head_null=head_null,
+                             corr=corr, k_sensitivity=ksens, head_rows=heads_out))
+    clock.lap("statistics")
+    result.diagnostics["stage_seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
+    result.diagnostics["stage_fits"] = {k: int(v.grad_max.size) for k, v in stages.items()}
+    return result
+
+
+class _Clock:
+    """Wall seconds per stage: ``lap(name)`` adds the time since the previous lap to ``name``."""
+
+    def __init__(self):
+        self.t, self.seconds = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
+        self.t = now
 
 
 def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.99, pca_min: int = 50,

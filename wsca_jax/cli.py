@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
+    a.add_argument("--distributed", action="store_true",
+                   help="join JAX's distributed runtime (one command per host or process; SLURM and TPU pods are "
+                        "detected, else --coordinator/--num-processes/--process-id or WSCA_* variables): the "
+                        "replicates are shared out over every process's devices, process 0 writes --out")
+    a.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0")
+    a.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+    a.add_argument("--process-id", type=int, help="with --distributed: this process's rank (0 .. n-1)")
     a.add_argument("--out", required=True, help="output folder")
     a.set_defaults(func=cmd_analyze)
 
@@ -517,8 +524,18 @@ def cmd_analyze(args) -> int:
     import os
 
     check_out_dir(args.out)
+    main_process = True
+    if args.distributed:
+        from .sharding import initialize, is_main
+        initialize(args.coordinator, args.num_processes, args.process_id)
+        main_process = is_main()
+        args.quiet = args.quiet or not main_process
+    else:
+        require(args.coordinator is None and args.num_processes is None and args.process_id is None,
+                "--coordinator, --num-processes and --process-id go with --distributed")
     if args.runs:
         require(not args.embeddings, "give --embeddings or --runs, not both")
+        require(not args.distributed, "--distributed analyses one --embeddings file (not --runs)")
         return _cmd_runs(args)
     require(bool(args.embeddings), "--embeddings is required (or --runs with two or more .npz files)")
     ef = load_embeddings(args.embeddings)
@@ -547,6 +564,8 @@ def cmd_analyze(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
         result = _analyze(analyze, args, ef, meta, head, task_heads)
+    if not main_process:                                   # process 0 writes the outputs
+        return 0
     write_outputs(result, args.out, figures=not args.no_figures)
     _print_summary(result, args, time.time() - t0)
     for line in result.warnings:

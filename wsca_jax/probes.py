@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import sharding
 from .errors import require
 
 
@@ -647,17 +648,20 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
     if config.solver == "lbfgs":
         base = labels[0] if labels_batched else labels
         precond = kfac_precond(basis.x, jnp.asarray(base >= 0, jnp.float32), cm, c0, bb0)
+    mesh = sharding.mesh()                      # None on one device: everything below as before
+    x, precond, cm, c0, bb0 = sharding.put_tree((basis.x, precond, cm, c0, bb0), mesh, sharded=False)
     outs = []
-    chunk = max(1, int(config.chunk))
+    chunk = sharding.chunk_size(max(1, int(config.chunk)), mesh)
     for start in range(0, R, chunk):
         stop = min(R, start + chunk)
         idx = np.minimum(np.arange(start, start + chunk), R - 1)        # pad with the last replicate
         lab = labels[idx] if labels_batched else np.broadcast_to(labels, (chunk,) + labels.shape)
-        w_task = weights[idx][:, None, :] * (lab >= 0)
-        fit = fit_batched(basis.x, precond, jnp.asarray(lab), jnp.asarray(w_task, jnp.float32), cm,
-                          c0, bb0, jnp.float32(config.C), jnp.int32(n_iter), jnp.float32(config.tol),
-                          history=int(config.history), solver=config.solver, patience=int(config.patience))
-        fit = jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], fit)
+        w_task = (weights[idx][:, None, :] * (lab >= 0)).astype(np.float32)
+        lab_d, w_d = sharding.put_tree((np.ascontiguousarray(lab), w_task), mesh, sharded=True)
+        fit = fit_batched(x, precond, lab_d, w_d, cm, c0, bb0, np.float32(config.C), np.int32(n_iter),
+                          np.float32(config.tol), history=int(config.history), solver=config.solver,
+                          patience=int(config.patience))
+        fit = jax.tree_util.tree_map(lambda a: a[: stop - start], sharding.gather(fit))
         if config.solver == "lbfgs":
             fit = recheck_stalled(np.asarray(basis.x), lab[: stop - start], w_task[: stop - start], class_mask,
                                   config.C, config.tol, fit)
