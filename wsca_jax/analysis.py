@@ -27,7 +27,7 @@ from .stats import (basic_interval, bootstrap_weights, exchangeable_fraction, gu
                     near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
                     random_cosine_quantile, random_direction_null, recentred_replicates)
 from .tasks import build_tasks, class_mask
-from .wsc import choose_components, disattenuate, prepare_head, wsc_by_k_jit, wsc_jit, wsc_reweighted_basis_jit
+from .wsc import choose_components, disattenuate, prepare_head_jit, wsc_by_k_jit, wsc_jit, wsc_reweighted_basis_jit
 
 
 @dataclass(frozen=True)
@@ -656,8 +656,8 @@ class _Wsc:
         prep, T, Ca = self.prep, self.prep.T, self.rows.shape[0]
         R = fit.coef.shape[0]
         prim = fit.coef[:, T, :Ca] if prep.p_rows is None else np.broadcast_to(self.rows, (R,) + self.rows.shape)
-        a = prepare_head(jnp.asarray(prim), self.mask, prep.k, self.centered)
-        b = prepare_head(jnp.asarray(fit.coef[:, :T]), prep.cmask[:T], prep.k, self.centered)
+        a = prepare_head_jit(jnp.asarray(prim), self.mask, k=prep.k, centered=self.centered)
+        b = prepare_head_jit(jnp.asarray(fit.coef[:, :T]), prep.cmask[:T], k=prep.k, centered=self.centered)
         return np.asarray(a), np.asarray(b)
 
     def by_k(self, fit, ks, refit_primary: bool = True) -> np.ndarray:

@@ -102,6 +102,7 @@ def wsc(primary_rows, primary_mask, task_rows, task_mask, k: int, centered: bool
 
 
 wsc_jit = jax.jit(wsc, static_argnames=("k", "centered"))
+prepare_head_jit = jax.jit(prepare_head, static_argnames=("k", "centered"))
 
 
 def _top_axes(x, w, k: int):
@@ -156,7 +157,7 @@ class Disattenuated(NamedTuple):
 def _noise_power(hat, reps, factor):
     """|row|^2 and the noise power ``factor * sum_r |rep_r - mean|^2`` of each row. hat (..., k), reps (R, ..., k)."""
     dev = reps - reps.mean(0)
-    return jnp.sum(hat * hat, -1), factor * jnp.sum(jnp.sum(dev * dev, -1), 0)
+    return np.sum(hat * hat, -1), factor * np.sum(np.sum(dev * dev, -1), 0)
 
 
 NOISE_ESTIMATES = ("jackknife", "bootstrap")
@@ -188,21 +189,21 @@ def disattenuate(a_hat, a_rep, b_hat, b_rep, min_reliability: float = 0.1, noise
     """
     if noise not in NOISE_ESTIMATES:
         raise ValueError(f"noise must be one of {NOISE_ESTIMATES}, found {noise!r}")
-    a_hat, a_rep, b_hat, b_rep = (jnp.asarray(v, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-                                  for v in (a_hat, a_rep, b_hat, b_rep))
+    # small arrays: NumPy in float64 (eager JAX would compile every operation for every shape)
+    a_hat, a_rep, b_hat, b_rep = (np.asarray(v, np.float64) for v in (a_hat, a_rep, b_hat, b_rep))
     R = a_rep.shape[0]
     factor = (R - 1) / R if noise == "jackknife" else 1.0 / R
     pa, na = _noise_power(a_hat, a_rep, factor)                            # (Ca,)
     pb, nb = _noise_power(b_hat, b_rep, factor)                            # (T, K)
     da, db = a_rep - a_rep.mean(0), b_rep - b_rep.mean(0)
-    cross = factor * jnp.einsum("bik,btjk->tij", da, db)                   # (T, Ca, K)
-    dots = jnp.einsum("ik,tjk->tij", a_hat, b_hat)
-    rel_a = jnp.where(pa > 0, 1 - na / jnp.where(pa > 0, pa, 1), 0.0)
-    rel_b = jnp.where(pb > 0, 1 - nb / jnp.where(pb > 0, pb, 1), 0.0)
+    cross = factor * np.einsum("bik,btjk->tij", da, db)                   # (T, Ca, K)
+    dots = np.einsum("ik,tjk->tij", a_hat, b_hat)
+    rel_a = np.where(pa > 0, 1 - na / np.where(pa > 0, pa, 1), 0.0)
+    rel_b = np.where(pb > 0, 1 - nb / np.where(pb > 0, pb, 1), 0.0)
     ok = (rel_a[None, :, None] >= min_reliability) & (rel_b[:, None, :] >= min_reliability)
-    den = jnp.sqrt(jnp.clip(pa - na, 1e-30)[None, :, None] * jnp.clip(pb - nb, 1e-30)[:, None, :])
-    cells = jnp.where(ok, jnp.clip((dots - cross) / den, -1.0, 1.0), jnp.nan)
-    scale = jnp.where(ok, 1 / jnp.sqrt(jnp.clip(rel_a[None, :, None] * rel_b[:, None, :], 1e-30)), jnp.nan)
+    den = np.sqrt(np.maximum(pa - na, 1e-30)[None, :, None] * np.maximum(pb - nb, 1e-30)[:, None, :])
+    cells = np.where(ok, np.clip((dots - cross) / den, -1.0, 1.0), np.nan)
+    scale = np.where(ok, 1 / np.sqrt(np.maximum(rel_a[None, :, None] * rel_b[:, None, :], 1e-30)), np.nan)
     return Disattenuated(*(np.asarray(v, float) for v in (cells, scale, rel_a, rel_b)))
 
 
