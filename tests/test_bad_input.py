@@ -186,6 +186,8 @@ T = ["--dataset", "{d}/toy.npz", *TRAIN, "--tfds-dir", "{d}/tfds"]
 CASES = {
     # ---- analyze: files
     "analyze missing file": ("analyze", a("--embeddings", "{d}/none.npy"), "file not found"),
+    "analyze memory zero": ("analyze", a("--memory-gb", "0"), "--memory-gb must be positive, found 0.0"),
+    "analyze distributed options alone": ("analyze", a("--process-id", "1"), "go with --distributed"),
     "analyze embeddings folder": ("analyze", a("--embeddings", "{d}/folder.npy"), "not a file"),
     "analyze embeddings extension": ("analyze", a("--embeddings", "{d}/meta.txt"), "expected a .npy or .npz"),
     "analyze npz without embeddings": ("analyze", a("--embeddings", "{d}/noemb.npz"), "no array named 'embeddings'"),

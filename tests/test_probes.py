@@ -1,5 +1,8 @@
 """Parity of the batched probe engine with scikit-learn on real data (bundled datasets)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
@@ -158,3 +161,34 @@ def test_a_stall_counts_as_converged_only_at_the_measured_float32_floor():
     assert at_floor["grad_max"][0] <= at_floor["grad_floor"][0] < 1e-6          # measured, far below tol 1e-5
     early = fit_probes(X, y, config=ProbeConfig(C=100.0, tol=1e-12, patience=5, max_iter=3000))
     assert not bool(early["converged"][0]) and early["grad_max"][0] > early["grad_floor"][0]
+
+
+_MEMORY_SCRIPT = """
+import resource, sys, numpy as np
+from wsca_jax.probes import ProbeConfig, chunk_for_memory, fit_replicates, make_basis
+n, d, t, budget = 40000, 128, 9, float(sys.argv[1])
+rng = np.random.default_rng(0)
+x = rng.standard_normal((n, d)).astype(np.float32)
+labels = rng.integers(0, 4, (t, n)).astype(np.int32)
+mask = np.ones((t, 4), bool)
+basis = make_basis(x)
+chunk = chunk_for_memory(budget, n, d, t, 4, 8)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+fit_replicates(basis, labels, np.ones((chunk, n), np.float32), mask, ProbeConfig(max_iter=3, memory_gb=budget))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(chunk, after - before)
+"""
+
+
+def test_a_memory_budget_bounds_the_solver():
+    """``memory_gb``: the replicates per compiled call shrink to the budget, and the peak memory the
+    call adds (measured in a fresh process, compilation included) stays within it."""
+    from wsca_jax.probes import REPLICATE_BYTES, SOLVER_OVERHEAD, chunk_for_memory
+    assert chunk_for_memory(100.0, 1000, 64, 5, 4, 8) == 8                  # the cap
+    assert chunk_for_memory(1e-6, 1000, 64, 5, 4, 8) == 1                   # the floor
+    per_rep = REPLICATE_BYTES * 9 * 4 * 40000
+    budget = (SOLVER_OVERHEAD + 2 * 40000 * 128 * 4 + 3.5 * per_rep) / 1e9  # room for 3 replicates
+    r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(budget)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    chunk, added = (float(v) for v in r.stdout.split())
+    assert chunk == 3 and added <= budget * 1e9, (chunk, added / 1e9, budget)

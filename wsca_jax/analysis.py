@@ -21,7 +21,7 @@ from . import __version__
 from .errors import WscaInputError, require
 from .io import atomic_write_text
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
-from .probes import Basis, ProbeConfig, fit_replicates, make_basis
+from .probes import ROW_BLOCK, Basis, ProbeConfig, fit_replicates, make_basis
 from .progress import progress_bar
 from .stats import (basic_interval, bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
                     near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
@@ -189,31 +189,36 @@ def _mat(a):
 
 
 def check_embeddings(embeddings) -> np.ndarray:
-    """Validate ``(N, D)`` finite real numbers that vary; returns float64 array."""
+    """Validate ``(N, D)`` finite real numbers that vary; returns the array as given (float32 and
+    memory-mapped arrays are not copied: the checks run over blocks of rows), other dtypes as float64."""
     try:
-        arr = np.asarray(embeddings)
+        arr = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
     except (TypeError, ValueError) as e:
         raise WscaInputError(f"embeddings: expected a numeric (N, D) array ({e})") from None
     require(arr.dtype.kind != "c", "embeddings: complex numbers; expected real values (take .real or the magnitude first)")
     require(arr.dtype.kind in "biuf", f"embeddings: array of {arr.dtype} values; expected numbers")
-    try:
-        x = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise WscaInputError(f"embeddings: expected a numeric (N, D) array ({e})") from None
+    x = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
     require(x.ndim == 2, f"embeddings: expected a 2-D (N, D) array, found shape {x.shape}")
     require(x.shape[0] >= 4 and x.shape[1] >= 1, f"embeddings: expected at least 4 rows and 1 column, found {x.shape}")
-    bad = ~np.isfinite(x).all(1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise WscaInputError(f"embeddings: row {rows[0]} contains NaN or inf ({len(rows)} such rows); "
-                             "expected finite values")
-    big = np.abs(x).max()
-    if big > _MAX_ABS:
-        r, c = np.unravel_index(int(np.abs(x).argmax()), x.shape)
-        raise WscaInputError(f"embeddings: |value| {big:.3g} at row {r}, column {c}; expected at most {_MAX_ABS:.0e} "
-                             "(the probes run in float32, whose squares overflow beyond that): rescale the embeddings")
-    require(bool((x.max(0) > x.min(0)).any()), f"embeddings: every one of the {x.shape[1]} columns is constant "
-                                               "(no direction to probe); expected varying values")
+    lo, hi = np.full(x.shape[1], np.inf), np.full(x.shape[1], -np.inf)
+    for s in range(0, x.shape[0], ROW_BLOCK):
+        block = np.asarray(x[s:s + ROW_BLOCK], np.float64)
+        bad = ~np.isfinite(block).all(1)
+        if bad.any():
+            rows = s + np.flatnonzero(bad)
+            n_bad = int(sum((~np.isfinite(np.asarray(x[a:a + ROW_BLOCK]))).any(1).sum()
+                            for a in range(s, x.shape[0], ROW_BLOCK)))
+            raise WscaInputError(f"embeddings: row {rows[0]} contains NaN or inf ({n_bad} such rows); "
+                                 "expected finite values")
+        big = np.abs(block).max()
+        if big > _MAX_ABS:
+            r, c = np.unravel_index(int(np.abs(block).argmax()), block.shape)
+            raise WscaInputError(f"embeddings: |value| {big:.3g} at row {s + r}, column {c}; expected at most "
+                                 f"{_MAX_ABS:.0e} (the probes run in float32, whose squares overflow beyond that): "
+                                 "rescale the embeddings")
+        lo, hi = np.minimum(lo, block.min(0)), np.maximum(hi, block.max(0))
+    require(bool((hi > lo).any()), f"embeddings: every one of the {x.shape[1]} columns is constant "
+                                   "(no direction to probe); expected varying values")
     return x
 
 

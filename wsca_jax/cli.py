@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
+    a.add_argument("--memory-gb", type=float, help="memory the probe solver may use (GB): replicates per compiled "
+                                                   "call shrink to fit (default: half of the available memory)")
     a.add_argument("--distributed", action="store_true",
                    help="join JAX's distributed runtime (one command per host or process; SLURM and TPU pods are "
                         "detected, else --coordinator/--num-processes/--process-id or WSCA_* variables): the "
@@ -524,6 +526,7 @@ def cmd_analyze(args) -> int:
     import os
 
     check_out_dir(args.out)
+    require(args.memory_gb is None or args.memory_gb > 0, f"--memory-gb must be positive, found {args.memory_gb}")
     main_process = True
     if args.distributed:
         from .sharding import initialize, is_main
@@ -646,7 +649,8 @@ def _analysis_options(args) -> dict:
                 binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
                 permutations=args.permutations, max_permutations=args.max_permutations,
                 pca_variance=args.pca_variance, pca_min=args.pca_min, heads=args.heads, seed=args.seed,
-                probe=ProbeConfig(C=args.C, solver=args.solver), ci_method=args.ci_method, correction_noise=args.correction_noise,
+                probe=ProbeConfig(C=args.C, solver=args.solver, memory_gb=args.memory_gb), ci_method=args.ci_method,
+                correction_noise=args.correction_noise,
                 equivalence_margin=args.equivalence_margin)
 
 

@@ -46,12 +46,12 @@ def load_embeddings(path: str) -> EmbeddingFile:
     _exists(path, "--embeddings")
     ext = os.path.splitext(path)[1].lower()
     require(ext in (".npy", ".npz"), f"--embeddings {path}: expected a .npy or .npz file, found {ext or 'no extension'}")
-    try:
-        data = np.load(path, allow_pickle=False)
+    try:                                   # .npy memory-mapped: read in blocks of rows, never copied whole
+        data = np.load(path, allow_pickle=False, mmap_mode="r" if ext == ".npy" else None)
     except Exception as e:  # corrupt or not a NumPy file
         raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {first_line(e)})") from None
     if ext == ".npy":
-        return EmbeddingFile(np.asarray(data), {}, {})
+        return EmbeddingFile(data, {}, {})
     with data:
         keys = list(data.keys())
         require("embeddings" in keys, f"--embeddings {path}: no array named 'embeddings' (found: {', '.join(keys) or 'none'})")

@@ -34,6 +34,7 @@ Numerical design:
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import NamedTuple
 
@@ -60,8 +61,10 @@ class ProbeConfig(NamedTuple):
         floor, or max |gradient| down by 10%) after which a problem counts as stalled; a stalled
         fit is converged only if its gradient is at its float32 floor.
       solver: ``"lbfgs"`` (logistic, the paper's probe) or ``"ridge"`` (closed form, one-hot targets).
-      chunk: replicates per compiled call; every call is padded to this many so that one
-        compilation serves them all (memory ~ 6 * chunk * T * N * K * 4 bytes).
+      chunk: most replicates per compiled call; every call is padded to the chunk so that one
+        compilation serves them all (memory about ``REPLICATE_BYTES * T * K * N`` bytes per replicate).
+      memory_gb: memory the solver may use; the chunk shrinks to fit it (:func:`chunk_for_memory`).
+        None: half of the memory available when the fit starts.
     """
 
     C: float = 1.0
@@ -72,12 +75,13 @@ class ProbeConfig(NamedTuple):
     patience: int = 100
     solver: str = "lbfgs"
     chunk: int = 8
+    memory_gb: float | None = None
 
     def to_dict(self) -> dict:
         return {"model": "multinomial_logistic_l2" if self.solver == "lbfgs" else "ridge_one_hot",
                 "C": self.C, "solver": self.solver, "tol": self.tol, "max_iter": self.max_iter,
                 "warm_iter": self.warm_iter, "history": self.history,
-                "patience": self.patience,
+                "patience": self.patience, "chunk": self.chunk, "memory_gb": self.memory_gb,
                 "objective": "mean weighted cross-entropy + ||W||^2 / (2 C n)"}
 
 
@@ -124,12 +128,51 @@ class ProbeFit(NamedTuple):
     grad_floor: jax.Array
 
 
+# Measured peak of one compiled call (tests/test_probes.py checks the bound): about 15 float32 arrays
+# of shape (T, K, N) per replicate -- logits, probabilities, the search direction's logits, the line
+# search's trial probabilities and their temporaries -- plus labels and weights.
+REPLICATE_BYTES = 64
+SOLVER_OVERHEAD = 400e6
+ROW_BLOCK = 16384
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (``MemAvailable``; physical memory where that is unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def chunk_for_memory(memory_gb: float | None, n: int, d: int, t: int, k: int, max_chunk: int) -> int:
+    """Replicates per compiled call that fit in ``memory_gb`` (None: half the available memory).
+
+    The budget pays for compiling and running the solver (``SOLVER_OVERHEAD`` bytes, measured), the
+    embeddings on the device and their absolute values (``2 N D`` floats), then
+    ``REPLICATE_BYTES * T * K * N + 8 T N`` bytes per replicate; at least 1, at most ``max_chunk``.
+    """
+    budget = 0.5 * available_memory() if memory_gb is None else memory_gb * 1e9
+    per_rep = REPLICATE_BYTES * t * k * n + 8 * t * n
+    return int(np.clip((budget - SOLVER_OVERHEAD - 8.0 * n * d) // per_rep, 1, max_chunk))
+
+
 def make_basis(embeddings: np.ndarray) -> Basis:
-    """Centre and rotate ``(N, D)`` embeddings into their principal axes (float64 eigh)."""
-    x = np.asarray(embeddings, np.float64)
-    mean = x.mean(0)
-    xc = x - mean
-    cov = xc.T @ xc / x.shape[0]
+    """Centre and rotate ``(N, D)`` embeddings into their principal axes (float64 eigh).
+
+    Works through blocks of rows, so a memory-mapped ``.npy`` is read, never copied whole: the
+    mean and covariance are accumulated in float64, the rotated embeddings written in float32."""
+    n, d = embeddings.shape
+    blocks = [(s, min(n, s + ROW_BLOCK)) for s in range(0, n, ROW_BLOCK)]
+    mean = sum(np.asarray(embeddings[a:b], np.float64).sum(0) for a, b in blocks) / n
+    cov = np.zeros((d, d))
+    for a, b in blocks:
+        xc = np.asarray(embeddings[a:b], np.float64) - mean
+        cov += xc.T @ xc
+    cov /= n
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1]
     evals = np.clip(evals[order], 0.0, None)
@@ -138,8 +181,10 @@ def make_basis(embeddings: np.ndarray) -> Basis:
     signs = np.sign(evecs[np.argmax(np.abs(evecs), axis=0), np.arange(evecs.shape[1])])
     signs[signs == 0] = 1.0
     evecs = evecs * signs
-    return Basis(mean=mean, rotation=evecs, variances=evals,
-                 x=jnp.asarray((xc @ evecs).astype(np.float32)))
+    x = np.empty((n, d), np.float32)
+    for a, b in blocks:
+        x[a:b] = (np.asarray(embeddings[a:b], np.float64) - mean) @ evecs
+    return Basis(mean=mean, rotation=evecs, variances=evals, x=jnp.asarray(x))
 
 
 def to_original(fit_coef: np.ndarray, fit_intercept: np.ndarray, basis: Basis) -> tuple[np.ndarray, np.ndarray]:
@@ -574,20 +619,25 @@ def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, t
 
 
 def _host_gradient(x, labels, weights, class_mask, C, W, b, dtype):
-    """The gradient of one task's objective, ``(K, D + 1)``, computed in ``dtype`` on the host. x ``(N, D)``, labels and
+    """The gradient of one task's objective, ``(K, D + 1)``, computed in ``dtype`` on the host, in
+    blocks of ``ROW_BLOCK`` rows (no float64 copy of all embeddings). x ``(N, D)``, labels and
     weights ``(N,)``, class_mask ``(K,)``, W ``(K, D)``, b ``(K,)``."""
-    x, W, b = (np.asarray(a, dtype) for a in (x, W, b))
+    W, b = (np.asarray(a, dtype) for a in (W, b))
     n = max(float(weights.sum()), 1e-12)
-    wn = (weights / n).astype(dtype)
-    z = np.where(class_mask, x @ W.T + b, -np.inf)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    p = e / e.sum(axis=1, keepdims=True)
-    r = p - np.eye(len(class_mask), dtype=dtype)[np.maximum(labels, 0)]
-    r = r * (wn * (labels >= 0))[:, None]
-    gW = (r.T @ x + dtype(1.0 / (C * n)) * W) * class_mask[:, None]
-    gb = r.sum(axis=0) * class_mask
-    return np.concatenate([gW, gb[:, None]], axis=1).astype(np.float64)
+    gW = np.zeros(W.shape, dtype)
+    gb = np.zeros(b.shape, dtype)
+    eye = np.eye(len(class_mask), dtype=dtype)
+    for s in range(0, len(labels), ROW_BLOCK):
+        xs, ls = np.asarray(x[s:s + ROW_BLOCK], dtype), labels[s:s + ROW_BLOCK]
+        wn = (weights[s:s + ROW_BLOCK] / n).astype(dtype)
+        z = np.where(class_mask, xs @ W.T + b, -np.inf)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        r = (e / e.sum(axis=1, keepdims=True) - eye[np.maximum(ls, 0)]) * (wn * (ls >= 0))[:, None]
+        gW += r.T @ xs
+        gb += r.sum(axis=0)
+    gW = (gW + dtype(1.0 / (C * n)) * W) * class_mask[:, None]
+    return np.concatenate([gW, (gb * class_mask)[:, None]], axis=1).astype(np.float64)
 
 
 def recheck_stalled(x, labels, weights, class_mask, C, tol, fit: ProbeFit) -> ProbeFit:
@@ -657,7 +707,8 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
     mesh = sharding.mesh()                      # None on one device: everything below as before
     x, precond, cm, c0, bb0 = sharding.put_tree((basis.x, precond, cm, c0, bb0), mesh, sharded=False)
     outs = []
-    chunk = sharding.chunk_size(max(1, int(config.chunk)), mesh)
+    per_call = chunk_for_memory(config.memory_gb, *basis.x.shape, *class_mask.shape, max(1, int(config.chunk)))
+    chunk = sharding.chunk_size(per_call, mesh)
     for start in range(0, R, chunk):
         stop = min(R, start + chunk)
         idx = np.minimum(np.arange(start, start + chunk), R - 1)        # pad with the last replicate
