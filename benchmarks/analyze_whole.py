@@ -154,7 +154,9 @@ def main() -> None:
     base = run_baseline(z, labels, kinds, fits, args)
     import jax
     import sklearn
-    rec = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    rec = {"when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit or None,
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores",
            "jax": jax.__version__, "sklearn": sklearn.__version__, "data": args.data, "n": args.n, "d": args.d,
            "tasks": len(kinds), "kinds": kinds, "boot": args.boot, "permutations": args.permutations,
            "figures": not args.no_figures, "ours": ours, "baseline": base, "ratio": base["total_s"] / ours["wall_s"]}

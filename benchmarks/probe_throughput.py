@@ -128,6 +128,15 @@ def main():
     print(f"agreement on the sampled fits: min row cosine {min(cosines):.6f} (median {np.median(cosines):.6f}); "
           f"objective ours vs scikit-learn: max relative gap {max(gaps):+.1e} (negative = ours lower)")
     print(f"SPEEDUP: {base / ours:.1f}x  (baseline {base:.0f} s / ours {ours:.1f} s)")
+    import json
+    import sklearn
+    rec = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "jax": jax.__version__, "sklearn": sklearn.__version__, "data": args.data, "n": n, "d": args.d, "tasks": T,
+           "boot": args.boot, "ours_s": ours, "point_s": t_point, "boot_s": t_boot, "iterations_median": int(np.median(it_boot)),
+           "baseline_s": base, "baseline_iterations_median": int(np.median(sk_iters)), "min_cosine": min(cosines),
+           "max_objective_gap": max(gaps), "ratio": base / ours}
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_throughput.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def _objective_gap(z, y, w, c1, b1, c2, b2, C):

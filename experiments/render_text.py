@@ -8,7 +8,8 @@ templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md
 ``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists),
 ``calibration`` (readme_calibration.md, from the calibration study's records), ``runs``
 (readme_runs.md, from ``runs_combined.jsonl``), ``ifa`` (readme_ifa.md, from ``ifa_runs.jsonl``), ``mid`` (``waterbirds_mid.readme_text``, from
-``waterbirds_mid_runs.jsonl``).
+``waterbirds_mid_runs.jsonl``), ``speed`` (``benchmarks/render_results.readme_speed``, from the
+benchmark records).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def sections() -> dict[str, str]:
     import waterbirds_mid as wm
     if os.path.exists(os.path.join(HERE, "results", wm.RUNS)):
         out["mid"] = wm.readme_text(os.path.join(HERE, "results"))
+    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+    import render_results
+    speed = render_results.readme_speed()
+    if speed:
+        out["speed"] = speed
     return out
 
 

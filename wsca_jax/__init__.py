@@ -11,43 +11,50 @@ Public surface::
     result.to_json("wsca.json")
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
-from .errors import WscaInputError, WscaWarning  # noqa: E402
-from .tasks import Task, TaskSet, build_tasks, bin_continuous  # noqa: E402
-from .probes import Basis, ProbeConfig, ProbeFit, fit_probes, fit_replicates, make_basis, to_original  # noqa: E402
-from .wsc import Projection, choose_components, cosine_matrix, wsc  # noqa: E402
-from .stats import (bca_interval, bootstrap_weights, guarded_bca_interval, holm, jackknife_weights,  # noqa: E402
-                    near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
-                    random_cosine_quantile, random_direction_null)
-from .metrics import classification_metrics  # noqa: E402
-from .analysis import TaskResult, WscaResult, analyze, fixed_head_wsc  # noqa: E402
-from .runs import RunsResult, analyze_runs  # noqa: E402
-from .ifa import (Split, analyze_ifa, apply_scale, common_scale, confounder_channels, consistency,  # noqa: E402
-                  decompose, ifa_arrays, ifa_batch, ifa_for_run, maps_split, split_at)
-from .mid import (band, best_per_k, choose_k, enrichment, kmeans, lloyd, margins, mined_cells,  # noqa: E402
-                  mislabel_scores, retrain_methods, silhouette)
-from .retrain import (accuracy_intervals, fit_l1_logistic, group_accuracy, tune_and_refit,  # noqa: E402
-                      weighted_accuracy, worst_group_accuracy)
-from .mitigate import analyze_mid, split_arrays  # noqa: E402
-from .simulate import MultitaskSim, multitask_networks  # noqa: E402
-from .experiment import (ShortcutSpec, artefact_spec, busbra_spec, condition_dataset,  # noqa: E402
-                         run_condition)
-from .demo import run_demo  # noqa: E402
+# Names are imported from their modules on first use (PEP 562): `wsca analyze` does not pay for
+# Flax, the IFA and MID modules or the datasets it never touches.
+_MODULES = {
+    "errors": ("WscaInputError", "WscaWarning"),
+    "tasks": ("Task", "TaskSet", "build_tasks", "bin_continuous"),
+    "probes": ("Basis", "ProbeConfig", "ProbeFit", "chunk_for_memory", "fit_probes", "fit_replicates", "make_basis",
+               "to_original"),
+    "wsc": ("Projection", "choose_components", "cosine_matrix", "wsc"),
+    "stats": ("bca_interval", "bootstrap_weights", "guarded_bca_interval", "holm", "jackknife_weights",
+              "near_threshold", "percentile_interval", "permutation_indices", "permutation_pvalue", "pvalue_mcse",
+              "random_cosine_quantile", "random_direction_null"),
+    "metrics": ("classification_metrics",),
+    "analysis": ("TaskResult", "WscaResult", "analyze", "fixed_head_wsc"),
+    "runs": ("RunsResult", "analyze_runs"),
+    "ifa": ("Split", "analyze_ifa", "apply_scale", "common_scale", "confounder_channels", "consistency", "decompose",
+            "ifa_arrays", "ifa_batch", "ifa_for_maps", "ifa_for_run", "maps_split", "split_at"),
+    "mid": ("band", "best_per_k", "choose_k", "enrichment", "kmeans", "lloyd", "margins", "mined_cells",
+            "mislabel_scores", "retrain_methods", "silhouette"),
+    "retrain": ("accuracy_intervals", "fit_l1_logistic", "group_accuracy", "tune_and_refit", "weighted_accuracy",
+                "worst_group_accuracy"),
+    "mitigate": ("analyze_mid", "split_arrays"),
+    "sharding": ("init_distributed",),
+    "simulate": ("MultitaskSim", "multitask_networks"),
+    "experiment": ("ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition"),
+    "demo": ("run_demo",),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+_ALIASES = {"init_distributed": "initialize"}
 
-__all__ = [
-    "__version__", "WscaInputError", "WscaWarning", "Task", "TaskSet", "build_tasks", "bin_continuous",
-    "Basis", "ProbeConfig", "ProbeFit", "fit_probes", "fit_replicates", "make_basis", "to_original",
-    "Projection", "choose_components", "cosine_matrix", "wsc",
-    "bca_interval", "bootstrap_weights", "guarded_bca_interval", "holm", "jackknife_weights", "near_threshold",
-    "percentile_interval", "permutation_indices", "permutation_pvalue", "pvalue_mcse",
-    "random_cosine_quantile", "random_direction_null",
-    "classification_metrics", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc", "RunsResult", "analyze_runs",
-    "Split", "analyze_ifa", "apply_scale", "common_scale", "confounder_channels", "consistency", "decompose",
-    "ifa_arrays", "ifa_batch", "ifa_for_run", "maps_split", "split_at",
-    "band", "best_per_k", "choose_k", "enrichment", "kmeans", "lloyd", "margins", "mined_cells", "mislabel_scores",
-    "retrain_methods", "silhouette", "accuracy_intervals", "fit_l1_logistic", "group_accuracy", "tune_and_refit",
-    "weighted_accuracy", "worst_group_accuracy", "analyze_mid", "split_arrays",
-    "MultitaskSim", "multitask_networks",
-    "ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition", "run_demo",
-]
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wsca_jax' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), _ALIASES.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_WHERE))
+
+
+__all__ = ["__version__", *_WHERE]
