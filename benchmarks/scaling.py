@@ -4,8 +4,8 @@ Every point runs ``wsca_jax.analyze`` in a fresh process (compilation included, 
 cache) on correlated Gaussian embeddings (``analyze_whole.make_data``; tasks alternate binary and
 4-class), with every probe fit timed and its L-BFGS iterations recorded, and the peak resident memory
 of that process. From the iterations the script counts the floating-point work of the two matrix
-products per iteration (``u = X dW`` and the gradient ``R^T X``: ``4 N D K`` per fit-iteration, plus one
-more product per refresh every 10 iterations), and reports the achieved GFLOP/s of the fits against
+products per iteration (``u = X dW`` and the gradient ``R^T X``: ``4 N D K`` per fit-iteration, plus the
+refresh's two every 10 iterations: x 1.1; the preconditioner's Gram matrices are not counted), and reports the achieved GFLOP/s of the fits against
 this machine's float32 GEMM rate measured in the same run (the roofline fraction). Log-log slopes of
 the fit time against each swept variable are fitted; the cost model says about 1 for N, T and B.
 
@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = dict(n=4000, d=256, t=9, b=20)
-SWEEPS = {"n": [1000, 4000, 16000, 64000], "d": [64, 256, 1024, 2048], "t": [1, 4, 16, 64], "b": [10, 100, 1000]}
+SWEEPS = {"n": [1000, 4000, 16000, 64000], "d": [64, 256, 1024, 2048], "t": [2, 4, 16, 64], "b": [10, 100, 1000]}
 
 _POINT = r"""
 import json, resource, sys, time
@@ -42,7 +42,7 @@ from analyze_whole import make_data
 import wsca_jax as wsca
 from wsca_jax import analysis
 n, d, t, b = {n}, {d}, {t}, {b}
-n_bin = max(0, (t - 1 + 1) // 2); n_multi = t - 1 - n_bin
+n_bin = max(1, t // 2); n_multi = t - 1 - n_bin   # t tasks: the binary primary, then binary and 4-class
 z, labels, kinds = make_data("correlated", n, d, n_bin, n_multi)
 meta = pd.DataFrame({{"primary": labels[0], **{{f"task{{i}}": labels[i] for i in range(1, len(kinds))}}}})
 calls = []
@@ -77,7 +77,7 @@ def gemm_rate(n: int = 4000, d: int = 256, cols: int = 288, reps: int = 20) -> f
 
 def fit_flops(call: dict, n: int, d: int) -> float:
     """Matrix-product FLOPs of one ``fit_replicates`` call: per chunk, every replicate x task runs the
-    chunk's iterations; 2 products of ``2 N D K`` per iteration, 1 more per refresh (every 10)."""
+    chunk's iterations; 2 products of ``2 N D K`` per iteration, 2 more per refresh (every 10)."""
     its = np.asarray(call["iterations"], float)         # per replicate (the chunk's count, repeated)
     per_iter = 2 * 2.0 * n * d * call["k_pad"] * call["tasks"]
     return float(np.sum(its * per_iter * 1.1))
@@ -171,6 +171,8 @@ def main() -> None:
                 p = {**BASE, var: v}
                 row = {"sweep": var, **run_point(p["n"], p["d"], p["t"], p["b"]), **meta}
                 rows.append(row)
+                with open(args.record, "a") as f:                # kept as soon as measured
+                    f.write(json.dumps(row) + "\n")
                 print(f"{var}={v:>6}: wall {row['wall_s']:7.1f} s, fits {row['fit_s']:7.1f} s ({row['fits']} fits, "
                       f"{row['gflop']:.0f} GFLOP), after compilation {row['warm_fit_s']:.1f} s at "
                       f"{row['warm_gflops_per_s']:.1f} GFLOP/s = {row['warm_gflops_per_s'] / rate:.0%} of GEMM; "
@@ -182,12 +184,10 @@ def main() -> None:
                       f"wall {slope(xs, [r['wall_s'] for r in sw]):.2f}")
     if args.large or args.large_only:
         big = {"sweep": "large", **large_run(args.large_boot, args.memory_gb), **meta}
-        rows.append(big)
+        with open(args.record, "a") as f:
+            f.write(json.dumps(big) + "\n")
         print(f"large: N={big['n']} D={big['d']} tasks={big['tasks']} B={big['b']}: wall {big['wall_s']:.0f} s, peak RSS "
               f"{big['peak_rss_gb']:.2f} GB (--memory-gb {args.memory_gb}); stages {big['stages']}")
-    with open(args.record, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
 
 
 if __name__ == "__main__":

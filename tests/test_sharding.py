@@ -66,6 +66,8 @@ def _same(a: dict, b: dict) -> None:
 def test_eight_host_devices_give_the_one_device_result(inputs, tmp_path):
     d, args, single = inputs
     sharded = _run(args + ["--out", str(tmp_path / "eight")], devices=8)
+    assert single["diagnostics"]["devices"]["devices"] == 1
+    assert sharded["diagnostics"]["devices"] == {**single["diagnostics"]["devices"], "devices": 8}   # chunk 8 / 8
     _same(single, sharded)
 
 
@@ -87,5 +89,7 @@ def test_two_processes_on_the_distributed_runtime_give_the_one_process_result(in
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     with open(out / "wsca.json") as f:
-        _same(single, json.load(f))
+        two = json.load(f)
+    assert two["diagnostics"]["devices"] == {**single["diagnostics"]["devices"], "devices": 2, "processes": 2}
+    _same(single, two)
     assert sorted(os.listdir(out)) == sorted(os.listdir(d / "single"))   # written once, by process 0

@@ -44,13 +44,21 @@ _ALIASES = {"init_distributed": "initialize"}
 
 
 def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wsca_jax' has no attribute {name!r}")
     import importlib
+    module = _WHERE.get(name)
+    if module is None:                                   # a submodule: wsca_jax.probes, wsca_jax.io ...
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'wsca_jax' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(f".{module}", __name__), _ALIASES.get(name, name))
     globals()[name] = value
     return value
+
+
+# `wsc` is both a function and the submodule that defines it: importing the submodule would bind the
+# name to the module, so the function is bound now (the module needs only jax and numpy).
+from .wsc import wsc  # noqa: E402
 
 
 def __dir__():

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -21,7 +22,8 @@ from . import __version__
 from .errors import WscaInputError, require
 from .io import atomic_write_text
 from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
-from .probes import ROW_BLOCK, Basis, ProbeConfig, fit_replicates, make_basis
+from . import sharding
+from .probes import ROW_BLOCK, Basis, ProbeConfig, fit_replicates, make_basis, resolve_memory
 from .progress import progress_bar
 from .stats import (basic_interval, bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
                     near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
@@ -902,6 +904,7 @@ def analyze(
     require(len(meta) == x.shape[0], f"metadata has {len(meta)} rows, embeddings have {x.shape[0]}; "
                                      "expected one metadata row per embedding, in the same order")
     prep = prepare(x, meta, primary, primary_head, task_heads, cfg)
+    probe = cfg["probe"] = resolve_memory(probe, x.shape[0], prep.basis.x.shape[1], *prep.cmask.shape)
     clock.lap("prepare")
     n, T, centered = x.shape[0], prep.T, heads == "centered"
     rng = np.random.default_rng(seed)
@@ -974,6 +977,9 @@ def analyze(
     clock.lap("statistics")
     result.diagnostics["stage_seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
     result.diagnostics["stage_fits"] = {k: int(v.grad_max.size) for k, v in stages.items()}
+    result.diagnostics["devices"] = {"devices": jax.device_count(), "processes": jax.process_count(),
+                                     "platform": jax.devices()[0].platform, "replicates_per_call":
+                                     sharding.chunk_size(probe.chunk, sharding.mesh())}
     return result
 
 

@@ -160,11 +160,23 @@ def chunk_for_memory(memory_gb: float | None, n: int, d: int, t: int, k: int, ma
     return int(np.clip((budget - SOLVER_OVERHEAD - 8.0 * n * d) // per_rep, 1, max_chunk))
 
 
+def resolve_memory(config: ProbeConfig, n: int, d: int, t: int, k: int) -> ProbeConfig:
+    """``config`` with the memory budget fixed once (``memory_gb``: the given one, or half the memory
+    available now, the smallest over all processes) and ``chunk`` the replicates per compiled call
+    it allows: every later fit uses the same chunk (results depend on which problems iterate
+    together), every process the same shapes, and the settings record what was used."""
+    gb = config.memory_gb if config.memory_gb is not None else 0.5 * available_memory() / 1e9
+    gb = sharding.agree_min(gb)
+    return config._replace(memory_gb=float(gb), chunk=chunk_for_memory(gb, n, d, t, k, max(1, int(config.chunk))))
+
+
 def make_basis(embeddings: np.ndarray) -> Basis:
     """Centre and rotate ``(N, D)`` embeddings into their principal axes (float64 eigh).
 
     Works through blocks of rows, so a memory-mapped ``.npy`` is read, never copied whole: the
     mean and covariance are accumulated in float64, the rotated embeddings written in float32."""
+    if not isinstance(embeddings, np.ndarray):
+        embeddings = np.asarray(embeddings, np.float64)
     n, d = embeddings.shape
     blocks = [(s, min(n, s + ROW_BLOCK)) for s in range(0, n, ROW_BLOCK)]
     mean = sum(np.asarray(embeddings[a:b], np.float64).sum(0) for a, b in blocks) / n

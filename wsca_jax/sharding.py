@@ -96,6 +96,14 @@ def put_tree(tree, m: Mesh | None, sharded: bool):
     return jax.tree_util.tree_map(lambda a: put(a, m, sharded), tree)
 
 
+def agree_min(value: float) -> float:
+    """The smallest ``value`` over all processes (the value itself in one process)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+    return float(np.min(multihost_utils.process_allgather(np.float64(value))))
+
+
 def gather(tree):
     """Every leaf as a NumPy array holding the global value, on every process."""
     def one(a):
