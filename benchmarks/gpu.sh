@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU benchmark for issue 13, ready to run on a machine with an NVIDIA GPU (CUDA 12 driver):
 #   bash benchmarks/gpu.sh [OUT_DIR]
-# 1. a virtual environment with the CUDA build of jax (pip wheels; no system CUDA toolkit needed),
+# 1. a virtual environment with the CUDA build of jax (pip wheels from the package index, or from a
+#    local wheel folder given by PIP_FIND_LINKS on a machine without network; no CUDA toolkit needed),
 # 2. the whole-process benchmark against the scikit-learn loop (the CPU-side baseline is
 #    extrapolated from sampled fits, as on CPU),
 # 3. the scaling sweeps (N, D, T, B),
-# 4. the large point: N = 1,000,000, D = 2,048, 32 tasks, B = 1,000 (fits only; embeddings 8 GB),
+# 4. the large point: N = 1,000,000, D = 2,048, 33 tasks (the binary primary + 16 binary + 16
+#    four-class), B = 1,000 (fits only; embeddings 8 GB),
 # writing JSON lines with achieved TFLOP/s and the fraction of the device's float32 peak measured
 # in the same run (a large matmul), the device named in every record.
 set -euo pipefail
@@ -24,7 +26,7 @@ assert jax.devices()[0].platform == "gpu", f"no GPU visible to JAX: {jax.devices
 print("devices:", jax.devices())
 PYEOF
 $PY benchmarks/analyze_whole.py --n 5000 --d 256 --boot 100 --no-figures --record "$OUT/analyze_whole.jsonl" | tee "$OUT/analyze_whole.log"
-$PY benchmarks/probe_throughput.py | tee "$OUT/probe_realistic.log"
+$PY benchmarks/probe_throughput.py --record "$OUT/probe_throughput.jsonl" | tee "$OUT/probe_realistic.log"
 $PY benchmarks/scaling.py --record "$OUT/scaling.jsonl" | tee "$OUT/scaling.log"
 $PY - "$OUT" <<'PYEOF'
 # The large point: fits only (replicate chunks sized to the device memory), achieved TFLOP/s

@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--chunk", type=int, default=8)
+    ap.add_argument("--record", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_throughput.jsonl"))
     args = ap.parse_args()
 
     import jax
@@ -135,7 +136,8 @@ def main():
            "boot": args.boot, "ours_s": ours, "point_s": t_point, "boot_s": t_boot, "iterations_median": int(np.median(it_boot)),
            "baseline_s": base, "baseline_iterations_median": int(np.median(sk_iters)), "min_cosine": min(cosines),
            "max_objective_gap": max(gaps), "ratio": base / ours}
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_throughput.jsonl"), "a") as f:
+    rec["device"] = str(jax.devices()[0].device_kind)
+    with open(args.record, "a") as f:
         f.write(json.dumps(rec) + "\n")
 
 

@@ -43,8 +43,8 @@ def whole_section(recs: list[dict]) -> str:
              f"median {b['iterations_median']} iterations): **{b['total_s']:.0f} s**.",
              f"- **ratio: {r['ratio']:.1f}x** (target 20x).", "",
              "Stage profile (`diagnostics.stage_seconds`; the rest is imports, reading the files, figures and the "
-             f"report), this run against the first record of this script ({recs[0]['when']}, before the issue-13 "
-             "changes):", "",
+             f"report), this run against the first record of this script ({recs[0]['when']}: the solver before the "
+             "issue-13 speed changes):", "",
              f"| stage | seconds | seconds, first record | fits | baseline seconds (scikit-learn) |",
              "|---|---|---|---|---|"]
     first = recs[0]["ours"]
@@ -59,7 +59,9 @@ def whole_section(recs: list[dict]) -> str:
     if len(recs) > 1:
         lines += ["", "Earlier records of this script on the same workload (the issue-13 changes landing one by one: the "
                   "first is the solver before them), oldest first: "
-                  + "; ".join(f"{x['when']}: {x['ours']['wall_s']:.1f} s, {x['ratio']:.1f}x" for x in recs[:-1]) + "."]
+                  + "; ".join(f"{x['when']}: {x['ours']['wall_s']:.1f} s" for x in recs[:-1])
+                  + ". (Their baselines drew the timed scikit-learn fits' tasks at random, which moved the "
+                  "extrapolation by up to a third between runs; the baseline now times every task equally often.)"]
     return "\n".join(lines)
 
 
@@ -69,11 +71,14 @@ def solver_section(recs: list[dict]) -> str:
     r = recs[-1]
     return (f"One L-BFGS iteration for a chunk of {r['replicates_per_call']} replicates x {r['tasks']} tasks x "
             f"{r['classes_padded']} (padded) classes on N = {r['n']:,}, D = {r['d']} ({r['machine']}, measured {r['when']}): "
-            f"**{r['iteration_ms']:.1f} ms** ({r['iterations']} iterations timed). Its two matrix products alone "
+            f"**{r['iteration_ms']:.1f} ms** (the `fit_replicates` time of {r['iterations']} iterations divided by "
+            "them: host-side work per call -- the float64 recheck of stalled fits, transfers, the final "
+            "refresh -- included). Its two matrix products alone "
             f"({r['flops_pair'] / 1e9:.2f} GFLOP) take {r['gemm_pair_ms']:.1f} ms ({r['gemm_gflops']:.0f} GFLOP/s): "
-            f"{r['gemm_share']:.0%} of the iteration; the rest is the passes over the (tasks, classes, rows) "
+            f"{r['gemm_share']:.0%} of it. Most of the rest are the passes over the (tasks, classes, rows) "
             "arrays -- softmax and cross-entropy at the two trial steps of the line search, their slopes and "
-            "curvatures, the residual -- and the two-loop recursion. The layout of those arrays decides their "
+            "curvatures, the residual -- and the two-loop recursion with the preconditioner. The layout of "
+            "those arrays decides their "
             f"cost: one softmax over the classes takes {r['softmax_ms_classes_last']:.2f} ms with the class axis "
             f"last (the layout before issue 13) and {r['softmax_ms_classes_before_rows']:.2f} ms with it before the "
             "rows (now: the reductions over 2-4 classes become elementwise operations over rows). Reaching the "
@@ -138,13 +143,15 @@ def scaling_section(recs: list[dict]) -> str:
         g = large[-1]
         lines += ["", f"**Large run** (`scaling.py --large-only`, the CLI under `/usr/bin/time -v`, memory-mapped "
                   f"`.npy`): N = {g['n']:,}, D = {g['d']:,}, {g['tasks']} tasks (16 metadata + primary), B = {g['b']}, "
-                  f"`--memory-gb {g['memory_gb']:g}`: peak RSS **{g['peak_rss_gb']:.2f} GB** (limit 8 GB), wall "
+                  f"`--memory-gb {g['memory_gb']:g}`: peak RSS **{g['peak_rss_gb']:.2f} GB** (the issue's limit: 8 GB), wall "
                   f"{g['wall_s'] / 60:.1f} min; stages (s): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in g["stages"].items())
-                  + f". B = 200 was not run: at the measured {g['bootstrap_s_per_replicate']:.0f} s per bootstrap "
-                  f"replicate it would take about {g['estimated_wall_s_at_b200'] / 3600:.1f} h on these 2 cores (memory "
-                  "does not grow with B: replicates are fitted in chunks sized to the budget; the bootstrap "
-                  f"weights add {200 * g['n'] * 4 / 1e9:.2f} GB)."]
+                  + "."]
+        if g["b"] < 200:
+            lines[-1] += (f" B = 200 was not run: at the measured {g['bootstrap_s_per_replicate']:.0f} s per bootstrap "
+                          f"replicate it would take about {g['estimated_wall_s_at_b200'] / 3600:.1f} h on these 2 cores "
+                          "(memory does not grow with B: replicates are fitted in chunks sized to the budget; the "
+                          f"bootstrap weights add {200 * g['n'] * 4 / 1e9:.2f} GB).")
     return "\n".join(lines)
 
 
@@ -192,7 +199,7 @@ def readme_speed() -> str | None:
             parts.append(f"The probe engine alone, {r['tasks'] * r['boot'] + r['tasks']:,} fits (N = {r['n']:,}, "
                          f"D = {r['d']}, {r['tasks']} tasks, B = {r['boot']}) on {label}: {r['ours_s']:.0f} s against "
                          f"{r['baseline_s']:,.0f} s, **{r['ratio']:.1f}x** (weight rows agree to cosine >= "
-                         f"{r['min_cosine']:.4f}).")
+                         f"{np.floor(r['min_cosine'] * 1e5) / 1e5:.5f}).")
     return " ".join(parts)
 
 

@@ -63,8 +63,10 @@ class ProbeConfig(NamedTuple):
       solver: ``"lbfgs"`` (logistic, the paper's probe) or ``"ridge"`` (closed form, one-hot targets).
       chunk: most replicates per compiled call; every call is padded to the chunk so that one
         compilation serves them all (memory about ``REPLICATE_BYTES * T * K * N`` bytes per replicate).
-      memory_gb: memory the solver may use; the chunk shrinks to fit it (:func:`chunk_for_memory`).
-        None: half of the memory available when the fit starts.
+      memory_gb: memory the solver may use, per device; the chunk shrinks to fit it
+        (:func:`chunk_for_memory`). None: half of the memory available when the analysis starts
+        (the accelerator's memory limit on a GPU or TPU). The logistic solver only: the ridge
+        solver's (T, N, D) centred copies are not counted.
     """
 
     C: float = 1.0
@@ -148,6 +150,17 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def _device_memory() -> int:
+    """Bytes the solver's arrays can use: the accelerator's memory limit, or the host's available memory."""
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        try:
+            return int((dev.memory_stats() or {}).get("bytes_limit") or available_memory())
+        except Exception:  # noqa: BLE001 -- a backend without memory statistics
+            pass
+    return available_memory()
+
+
 def chunk_for_memory(memory_gb: float | None, n: int, d: int, t: int, k: int, max_chunk: int) -> int:
     """Replicates per compiled call that fit in ``memory_gb`` (None: half the available memory).
 
@@ -165,7 +178,7 @@ def resolve_memory(config: ProbeConfig, n: int, d: int, t: int, k: int) -> Probe
     available now, the smallest over all processes) and ``chunk`` the replicates per compiled call
     it allows: every later fit uses the same chunk (results depend on which problems iterate
     together), every process the same shapes, and the settings record what was used."""
-    gb = config.memory_gb if config.memory_gb is not None else 0.5 * available_memory() / 1e9
+    gb = config.memory_gb if config.memory_gb is not None else 0.5 * _device_memory() / 1e9
     gb = sharding.agree_min(gb)
     return config._replace(memory_gb=float(gb), chunk=chunk_for_memory(gb, n, d, t, k, max(1, int(config.chunk))))
 

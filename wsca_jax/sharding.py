@@ -7,7 +7,9 @@ the local devices of this process, or, after :func:`initialize` (JAX's distribut
 devices of every process -- while the embeddings and the preconditioner are replicated. ``jax.jit``
 partitions the vmapped solver along that axis; its lock-step loop condition ("every problem done")
 becomes a cross-device reduction, so a sharded run iterates exactly like a single-device one and
-gives the same fits (to float32 rounding of differently blocked matrix products).
+gives the same fits (to float32 rounding of differently blocked matrix products) -- when the device
+count divides the chunk; otherwise :func:`chunk_size` rounds the chunk up and the replicates are
+grouped differently (fits then agree to the solver tolerance).
 
 Multi-process: every process runs the same program on the same inputs (seeds make the replicate
 weights identical everywhere) and builds each global array from its own shards
