@@ -13,7 +13,8 @@ Writes ``scaling.jsonl`` (one line per point), ``scaling.png`` and prints a tabl
 
 Usage: python benchmarks/scaling.py [--quick] [--points N,D,T,B] [--large]
   --large   also N = 200,000, D = 1,024, 16 tasks (+ primary), B = --large-boot, memory-mapped .npy,
-            through the CLI under /usr/bin/time -v with --memory-gb 6 (peak RSS must stay under 8 GB)
+            through the CLI under /usr/bin/time -v with --memory-gb 6 (peak RSS must stay under 8 GB);
+            --large-max-iter 3 --large-boot 4 --large-cv-folds 2 makes it a memory check of minutes
 """
 
 from __future__ import annotations
@@ -104,8 +105,12 @@ def slope(xs, ys) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def large_run(boot: int, memory_gb: float) -> dict:
-    """N = 200,000, D = 1,024, 16 metadata tasks + primary through the CLI, memory-mapped .npy."""
+def large_run(boot: int, memory_gb: float, max_iter: int, cv_folds: int) -> dict:
+    """N = 200,000, D = 1,024, 16 metadata tasks + primary through the CLI, memory-mapped .npy.
+
+    With ``max_iter`` small this is a memory check (every compiled call has the shape a full run's
+    calls have, so the peak is the same), and the time per replicate-iteration it measures
+    extrapolates the full run (30 iterations per fit, B = 200, 50 jackknife blocks, 5 folds)."""
     import pandas as pd
     sys.path.insert(0, HERE)
     n, d = 200_000, 1024
@@ -130,7 +135,8 @@ def large_run(boot: int, memory_gb: float) -> dict:
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "wsca_jax.cli", "analyze", "--embeddings",
                os.path.join(tmp, "emb.npy"), "--metadata", os.path.join(tmp, "meta.csv"), "--primary", "primary",
                "--categorical", ",".join(c for c in cols if c != "primary"), "--bootstrap", str(boot),
-               "--permutations", "0", "--memory-gb", str(memory_gb), "--quiet", "--no-figures", "--out", out]
+               "--permutations", "0", "--memory-gb", str(memory_gb), "--max-iter", str(max_iter),
+               "--cv-folds", str(cv_folds), "--quiet", "--no-figures", "--out", out]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -140,12 +146,17 @@ def large_run(boot: int, memory_gb: float) -> dict:
         with open(os.path.join(out, "wsca.json")) as f:
             rec = json.load(f)
     st = rec["diagnostics"]["stage_seconds"]
-    per_boot = st.get("bootstrap", 0.0) / max(1, boot)
-    return {"n": n, "d": d, "tasks": len(kinds), "b": boot, "memory_gb": memory_gb, "wall_s": wall,
-            "peak_rss_gb": peak_kb * 1024 / 1e9, "stages": st, "fits": rec["diagnostics"]["stage_fits"],
-            "bootstrap_s_per_replicate": per_boot,
-            "estimated_wall_s_at_b200": wall + per_boot * (200 - boot)
-            + st.get("jackknife", 0.0) * (50 / max(1, rec["settings"]["jackknife_blocks"] or 1) - 1)}
+    chunk = rec["diagnostics"]["devices"]["replicates_per_call"]
+    fits_s = sum(st.get(k, 0.0) for k in ("point", "cv", "bootstrap", "jackknife"))
+    calls = sum(-(-v // len(kinds) // chunk) for v in rec["diagnostics"]["stage_fits"].values())
+    per_call_iter = fits_s / (calls * max_iter)                # seconds per compiled call and iteration
+    full_calls = 1 + 1 + -(-200 // chunk) + -(-50 // chunk)    # point, 5 folds, B = 200, 50 blocks
+    return {"n": n, "d": d, "tasks": len(kinds), "b": boot, "memory_gb": memory_gb, "max_iter": max_iter,
+            "cv_folds": cv_folds, "wall_s": wall, "peak_rss_gb": peak_kb * 1024 / 1e9, "stages": st,
+            "fits": rec["diagnostics"]["stage_fits"], "probe": rec["settings"]["probe"],
+            "devices": rec["diagnostics"].get("devices"), "not_converged": rec["diagnostics"]["fits_not_converged"],
+            "seconds_per_call_iteration": per_call_iter,
+            "estimated_fit_s_at_b200": per_call_iter * 30 * (full_calls + -(-5 // chunk) - 1)}
 
 
 def main() -> None:
@@ -156,6 +167,8 @@ def main() -> None:
     ap.add_argument("--large-only", action="store_true")
     ap.add_argument("--large-boot", type=int, default=200)
     ap.add_argument("--memory-gb", type=float, default=6.0)
+    ap.add_argument("--large-max-iter", type=int, default=1000, help="iteration cap of the large run (small: a memory check)")
+    ap.add_argument("--large-cv-folds", type=int, default=5)
     ap.add_argument("--record", default=os.path.join(HERE, "scaling.jsonl"))
     args = ap.parse_args()
     import jax
@@ -183,7 +196,8 @@ def main() -> None:
                 print(f"  log-log slope vs {var}: fits after compilation {slope(xs, [r['warm_fit_s'] for r in sw]):.2f}, "
                       f"wall {slope(xs, [r['wall_s'] for r in sw]):.2f}")
     if args.large or args.large_only:
-        big = {"sweep": "large", **large_run(args.large_boot, args.memory_gb), **meta}
+        big = {"sweep": "large", **large_run(args.large_boot, args.memory_gb, args.large_max_iter, args.large_cv_folds),
+               **meta}
         with open(args.record, "a") as f:
             f.write(json.dumps(big) + "\n")
         print(f"large: N={big['n']} D={big['d']} tasks={big['tasks']} B={big['b']}: wall {big['wall_s']:.0f} s, peak RSS "

@@ -187,6 +187,8 @@ CASES = {
     # ---- analyze: files
     "analyze missing file": ("analyze", a("--embeddings", "{d}/none.npy"), "file not found"),
     "analyze memory zero": ("analyze", a("--memory-gb", "0"), "--memory-gb must be positive, found 0.0"),
+    "analyze max iter zero": ("analyze", a("--max-iter", "0"), "--max-iter must be at least 1, found 0"),
+    "analyze one fold": ("analyze", a("--cv-folds", "1"), "cv_folds must be at least 2, found 1"),
     "analyze distributed options alone": ("analyze", a("--process-id", "1"), "go with --distributed"),
     "analyze embeddings folder": ("analyze", a("--embeddings", "{d}/folder.npy"), "not a file"),
     "analyze embeddings extension": ("analyze", a("--embeddings", "{d}/meta.txt"), "expected a .npy or .npz"),

@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
+    a.add_argument("--max-iter", type=int, default=1000, help="probe solver's iteration cap (default 1000 from a cold "
+                                                               "start; warm starts at most 500): fits that reach it "
+                                                               "are flagged not converged")
+    a.add_argument("--cv-folds", type=int, default=5, help="folds of the held-out probe quality (default 5)")
     a.add_argument("--memory-gb", type=float, help="memory the probe solver may use (GB): replicates per compiled "
                                                    "call shrink to fit (default: half of the available memory)")
     a.add_argument("--distributed", action="store_true",
@@ -527,6 +531,7 @@ def cmd_analyze(args) -> int:
 
     check_out_dir(args.out)
     require(args.memory_gb is None or args.memory_gb > 0, f"--memory-gb must be positive, found {args.memory_gb}")
+    require(args.max_iter >= 1, f"--max-iter must be at least 1, found {args.max_iter}")
     main_process = True
     if args.distributed:
         from .sharding import initialize, is_main
@@ -649,8 +654,9 @@ def _analysis_options(args) -> dict:
                 binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
                 permutations=args.permutations, max_permutations=args.max_permutations,
                 pca_variance=args.pca_variance, pca_min=args.pca_min, heads=args.heads, seed=args.seed,
-                probe=ProbeConfig(C=args.C, solver=args.solver, memory_gb=args.memory_gb), ci_method=args.ci_method,
-                correction_noise=args.correction_noise,
+                probe=ProbeConfig(C=args.C, solver=args.solver, memory_gb=args.memory_gb, max_iter=args.max_iter,
+                                  warm_iter=min(500, args.max_iter)), ci_method=args.ci_method,
+                correction_noise=args.correction_noise, cv_folds=args.cv_folds,
                 equivalence_margin=args.equivalence_margin)
 
 
