@@ -179,10 +179,12 @@ def scaling_section(recs: list[dict]) -> str:
                   "have that one shape, so a full run peaks at the same memory (the bootstrap weights add "
                   f"{200 * g['n'] * 4 / 1e9:.2f} GB at B = 200)."]
         if capped or g["b"] < 200:
-            lines[-1] += (f" One compiled call's iteration took {g['seconds_per_call_iteration']:.1f} s, so the full "
-                          "analysis (B = 200, 50 jackknife blocks, 5 folds, about 30 iterations per call) would take "
-                          f"about {g['estimated_fit_s_at_b200'] / 3600:.1f} h of fitting on these 2 cores: not run "
-                          "here (a GPU is the place for it: `benchmarks/gpu.sh`).")
+            lines[-1] += (f" The fits took {g['seconds_per_call_iteration']:.1f} s per compiled call and iteration "
+                          "(an overestimate: with so few iterations each call's fixed work -- the first and last "
+                          "passes, the preconditioner -- is counted as iterations), so the full analysis (B = 200, 50 "
+                          "jackknife blocks, 5 folds, about 30 iterations per call) would take at most about "
+                          f"{g['estimated_fit_s_at_b200'] / 3600:.1f} h of fitting on these 2 cores: not run here (a GPU "
+                          "is the place for it: `benchmarks/gpu.sh`).")
     return "\n".join(lines)
 
 
