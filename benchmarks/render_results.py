@@ -62,10 +62,10 @@ def whole_section(recs: list[dict]) -> str:
               "compiled every small operation for every shape: most of the old jackknife stage); the compared rows "
               "go through one jitted projection; `wsca_jax` loads its modules on first use, so `wsca analyze` does "
               "not import Flax, IFA, MID or the datasets. Not changed: binary tasks are still padded to the widest "
-              "class count (grouping tasks by class count costs a second compilation, which this workload would "
-              "not win back), the cross-validation refits stay cold-started (a warm start from the full-data fit "
-              "would have seen the held-out fold), every replicate chunk is padded to one shape (one compilation, "
-              "measured: no recompilation across stages), and the figures are drawn as before."]
+              "class count (grouping tasks by class count would cost a second compilation; not tried), the "
+              "cross-validation refits stay cold-started (a warm start from the full-data fit would have seen the "
+              "held-out fold), every replicate chunk of every stage is padded to one shape (so one compilation "
+              "serves them all), and the figures are drawn as before."]
     if len(recs) > 1:
         lines += ["", "Earlier records of this script on the same workload (the issue-13 changes landing one by one: the "
                   "first is the solver before them), oldest first: "
