@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--primary", help="with --embeddings: the analysed head (default: the file's only head_ array)")
     f.add_argument("--split", default="test", choices=["train", "val", "test"])
     f.add_argument("--checkpoint", default="best", choices=["best", "latest"])
-    f.add_argument("--layer", default="last", help="'last' (the maps before pooling) or a backbone submodule name")
+    f.add_argument("--layer", default="last", help="'last' (the maps before pooling), or a submodule: a name used "
+                                                   "once (conv1b) or its path (backbone/stage1a/Conv_0)")
     f.add_argument("--method", default="cam", choices=["cam", "gradcam", "gradxact"])
     f.add_argument("--target", default="predicted", help="predicted (default), true, or a class index")
     f.add_argument("--fractions", default="0.05,0.1,0.15,0.25,0.5,1", help="channel fractions for the decomposition")
