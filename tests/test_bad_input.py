@@ -597,6 +597,7 @@ def test_ifa_cli_from_stored_feature_maps_equals_the_network_path(prepared, tmp_
     for extra, msg in ((["--method", "gradcam"], "support CAM only"), (["--region", "0:2,0:4"], "not at image resolution"),
                        (["--layer", "conv1b"], "other layers need --run"), ([], "--primary needed (heads: label, site)"),
                        (["--primary", "scanner"], "no head_scanner"),
+                       (["--split", "train"], "--split: go with --run"),
                        (["--run", str(d / "run")], "--run or --embeddings (one of them)")):
         out = tmp_path / "bad"
         assert main(["ifa", "--embeddings", str(e), *extra, "--out", str(out)]) == 2

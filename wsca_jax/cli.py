@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--embeddings", help="instead of --run: a wsca embed --feature-maps .npz (CAM only: no network, "
                                         "so no gradients, earlier layers or --region)")
     f.add_argument("--primary", help="with --embeddings: the analysed head (default: the file's only head_ array)")
-    f.add_argument("--split", default="test", choices=["train", "val", "test"])
-    f.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    f.add_argument("--split", choices=["train", "val", "test"], help="with --run: the split analysed (default test)")
+    f.add_argument("--checkpoint", choices=["best", "latest"], help="with --run: the checkpoint (default best)")
     f.add_argument("--layer", default="last", help="'last' (the maps before pooling), or a submodule: a name used "
                                                    "once (conv1b) or its path (backbone/stage1a/Conv_0)")
     f.add_argument("--method", default="cam", choices=["cam", "gradcam", "gradxact"])
@@ -401,13 +401,16 @@ def cmd_ifa(args) -> int:
               n_random=args.random_masks, correct_only=not args.all_samples, region=region, mapping=args.mapping,
               seed=args.seed)
     if rec is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("split", "checkpoint", "data_dir", "tfds_dir")
+                 if getattr(args, k) is not None]
+        require(not given, f"{', '.join(given)}: go with --run (an --embeddings file is one split of one checkpoint)")
         out, arrays, images = ifa_for_maps(args.embeddings, args.primary, layer=args.layer, **kw)
     else:
         require(args.primary is None, "--primary goes with --embeddings (a run's analysed head is its primary task)")
         if region is not None:
             check_region(region, *rec["image_shape"][:2])
         ds = _run_dataset(args, rec)
-        out, arrays, images = ifa_for_run(args.run, ds, args.split, args.checkpoint, args.layer, **kw)
+        out, arrays, images = ifa_for_run(args.run, ds, args.split or "test", args.checkpoint or "best", args.layer, **kw)
     write_ifa_outputs(out, arrays, images, args.out, figures=not args.no_figures)
     for c, r in out["consistency"]["unscaled"]["pearson_r"].items():
         print(f"CAM-logit consistency, class {c}: r = {'n/a' if r is None else f'{r:.4f}'}")
