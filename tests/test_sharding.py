@@ -1,8 +1,8 @@
 """Probes sharded over devices and processes give the single-device results.
 
-Both checks run `wsca analyze` in fresh processes (the device count and the distributed runtime are
-fixed when JAX starts): once on one CPU device, once on 8 forced host devices (the replicate axis
-laid out on a mesh), and once as 2 processes joined by JAX's distributed runtime (gloo collectives
+The sharded runs are fresh processes (the device count and the distributed runtime are fixed when
+JAX starts), compared with `wsca analyze` on this process's one CPU device: on 8 forced host devices
+(the replicate axis laid out on a mesh), and as 2 processes joined by JAX's distributed runtime (gloo collectives
 on 127.0.0.1), each computing its share of the replicates, process 0 writing the outputs.
 The fits are float32 and the devices multiply differently blocked matrices, so values agree to
 rounding: cosines (at most 1 in size) within 1e-6, p-values and verdicts exactly.
@@ -32,7 +32,12 @@ def inputs(tmp_path_factory):
     args = ["--embeddings", str(d / "z.npy"), "--metadata", str(d / "meta.csv"), "--primary", "label",
             "--categorical", "site,sex", "--bootstrap", "12", "--permutations", "12", "--pca-min", "8",
             "--no-figures", "--quiet"]
-    single = _run(args + ["--out", str(d / "single")], devices=1)
+    from wsca_jax.cli import main                  # the reference in this (one-device) process: no new start-up
+    import jax
+    assert jax.device_count() == 1
+    assert main(["analyze", *args, "--out", str(d / "single")]) == 0
+    with open(d / "single" / "wsca.json") as f:
+        single = json.load(f)
     return d, args, single
 
 
