@@ -1,6 +1,6 @@
 """Rewrite the generated sections of ``benchmarks/RESULTS.md`` for issue 13 from the records the
 benchmark scripts wrote (``analyze_whole.jsonl``, ``probe_throughput.jsonl``, ``scaling.jsonl``),
-and draw ``scaling.png``. Every number in those sections comes from a record.
+and draw ``docs/figures/scaling.png``. Every number in those sections comes from a record.
 
     .venv/bin/python benchmarks/render_results.py
 """
@@ -163,7 +163,7 @@ def scaling_section(recs: list[dict]) -> str:
               f"{big_n['warm_gflops_per_s']:.0f} GFLOP/s at N = {big_n['n']:,}, where each (replicates, tasks, "
               "classes, rows) array of a chunk outgrows the caches and the elementwise passes run at memory "
               "bandwidth: fewer passes per iteration is the next gain on CPUs, and GPUs (`gpu.sh`) are where "
-              "large N belongs.", "", "![scaling](scaling.png)"]
+              "large N belongs.", "", "![scaling](../docs/figures/scaling.png)"]
     large = [r for r in recs if r.get("sweep") == "large"]
     if large:
         g = large[-1]
@@ -207,7 +207,7 @@ def scaling_figure(recs: list[dict]) -> None:
         ax.set_ylabel("seconds")
     axes[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    fig.savefig(os.path.join(HERE, "scaling.png"))
+    fig.savefig(os.path.join(HERE, "..", "docs", "figures", "scaling.png"))
 
 
 def readme_speed() -> str | None:

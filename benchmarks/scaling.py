@@ -9,7 +9,7 @@ refresh's two every 10 iterations: x 1.1; the preconditioner's Gram matrices are
 this machine's float32 GEMM rate measured in the same run (the roofline fraction). Log-log slopes of
 the fit time against each swept variable are fitted; the cost model says about 1 for N, T and B.
 
-Writes ``scaling.jsonl`` (one line per point), ``scaling.png`` and prints a table.
+Writes ``scaling.jsonl`` (one line per point) and prints a table; ``render_results.py`` draws the figure.
 
 Usage: python benchmarks/scaling.py [--quick] [--points N,D,T,B] [--large]
   --large   also N = 200,000, D = 1,024, 16 tasks (+ primary), B = --large-boot, memory-mapped .npy,
