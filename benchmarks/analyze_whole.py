@@ -39,21 +39,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def make_data(kind: str, n: int, d: int, n_bin: int, n_multi: int, seed: int = 0):
     """Embeddings ``(N, D)`` float32, labels ``(T, N)`` (primary first) and class counts per task.
 
-    ``correlated``: Gaussian with a power-law covariance spectrum in a random rotation;
-    ``isotropic``: white Gaussian; ``realistic``: ReLU features of a power-law latent (CNN-like)."""
+    ``correlated``: Gaussian with a power-law covariance spectrum in a random rotation; ``isotropic``
+    and ``realistic``: ``probe_throughput.make_data``'s (white Gaussian; ReLU features of a
+    power-law latent, CNN-like)."""
+    if kind != "correlated":
+        from probe_throughput import make_data as probe_data
+        return probe_data(kind, n, d, n_bin, n_multi, seed)
     rng = np.random.default_rng(seed)
     spec = 1.0 / np.arange(1, d + 1)
     latent = rng.standard_normal((n, d)) * np.sqrt(spec)
-    if kind == "isotropic":
-        spec = np.ones(d)
-        latent = rng.standard_normal((n, d))
-        z = latent
-    elif kind == "correlated":
-        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-        z = 3.0 * latent @ q.T
-    else:
-        mix = rng.standard_normal((d, d)) / np.sqrt(d)
-        z = 3.0 * np.maximum(latent @ mix + 0.1, 0.0)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    z = 3.0 * latent @ q.T
     kinds = [2] * (1 + n_bin) + [4] * n_multi
     labels = []
     for t, k in enumerate(kinds):
