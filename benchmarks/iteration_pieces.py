@@ -1,0 +1,104 @@
+"""One solver iteration taken apart (issue 13, isotropic target): milliseconds per piece.
+
+For a chunk of 8 bootstrap replicates x the probe-throughput tasks (default: the isotropic
+benchmark, N 10,000, D 512, 17 tasks padded to 4 classes), warm-started at the full-data fits,
+each piece of ``probes._step`` is jit-compiled alone (vmapped over the replicates, as in
+``fit_batched``) and timed after compilation: the whole step, the L-BFGS direction, the direction's
+logits ``u = X d`` (one matrix product), the line search (two trial objectives and their
+derivatives), one objective (``_loss_terms``: softmax and cross-entropy), the gradient (residual
+and the second matrix product), the periodic refresh, one application of the preconditioner; and,
+for scale, the two bare matrix products, a bare softmax and a bare ``exp`` on arrays of the same
+shape. Writes one line to ``iteration_pieces.jsonl``.
+
+    .venv/bin/python benchmarks/iteration_pieces.py [--data isotropic|realistic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from functools import partial
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def _ms(f, *args, reps: int = 30) -> float:
+    import jax
+    jax.block_until_ready(f(*args))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        jax.block_until_ready(f(*args))
+    return 1000.0 * (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="isotropic", choices=["isotropic", "realistic"])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--d", type=int, default=512)
+    args = ap.parse_args()
+    import jax
+    import jax.numpy as jnp
+
+    import wsca_jax.probes as pr
+    from probe_throughput import make_data
+    from wsca_jax import ProbeConfig, fit_replicates, make_basis
+    from wsca_jax.stats import bootstrap_weights
+
+    R = 8
+    z, labels, kinds = make_data(args.data, args.n, args.d, 8, 8)
+    T, n = labels.shape
+    mask = np.zeros((T, 4), bool)
+    for t, k in enumerate(kinds):
+        mask[t, :k] = True
+    basis = make_basis(z)
+    x = basis.x
+    full = fit_replicates(basis, labels, np.ones((1, n), np.float32), mask, ProbeConfig(chunk=R))
+    w = bootstrap_weights(np.random.default_rng(1), n, R)
+    lab = jnp.asarray(np.broadcast_to(labels, (R,) + labels.shape))
+    wt = jnp.asarray((w[:, None, :] * (labels >= 0)).astype(np.float32))
+    cm, c0, b0 = jnp.asarray(mask), jnp.asarray(full.coef[0]), jnp.asarray(full.intercept[0])
+    P = pr.kfac_precond(x, jnp.asarray(labels >= 0, jnp.float32), cm, c0, b0)
+    cs = jax.jit(jax.vmap(pr._consts, in_axes=(0, 0, None, None)))(lab, wt, cm, 1.0)
+    st = jax.vmap(pr._init, in_axes=(None, 0, None, None, None))(x, cs, c0, b0, 10)
+    step = jax.jit(jax.vmap(pr._step, in_axes=(None, None, 0, 0, None)))
+    for i in range(1, 4):                                     # a few iterations in: a real memory
+        st = step(x, P, cs, st, i)
+    direction = jax.jit(jax.vmap(pr._direction, in_axes=(None, 0, 0, None)))
+    dW, db = direction(P, cs, st, 4)
+    logits_u = jax.jit(jax.vmap(lambda dW, db: jnp.einsum("nd,tkd->tkn", x, dW) + db[:, :, None]))
+    u = logits_u(dW, db)
+    K = mask.shape[1]
+    W = jnp.asarray(np.random.default_rng(2).standard_normal((R, T, K, args.d)), jnp.float32)
+    zz = jnp.einsum("nd,rtkd->rtkn", x, W)
+    ms = {
+        "step": _ms(step, x, P, cs, st, 4),
+        "direction": _ms(direction, P, cs, st, 4),
+        "direction_logits_matmul": _ms(logits_u, dW, db),
+        "line_search": _ms(jax.jit(jax.vmap(pr._line_search)), cs, st, dW, db, u),
+        "objective": _ms(jax.jit(jax.vmap(pr._objective)), cs, st.W, st.z),
+        "gradient": _ms(jax.jit(jax.vmap(pr._grad_from_p, in_axes=(None, 0, 0, 0))), x, cs, st.W, st.p),
+        "refresh": _ms(jax.jit(jax.vmap(partial(pr._refresh, x))), cs, st),
+        "precond_apply": _ms(jax.jit(jax.vmap(pr._apply_precond, in_axes=(None, 0, 0, 0))), P, cs.reg, st.gW, st.gb),
+        "bare_matmul_pair": _ms(jax.jit(lambda W: jnp.einsum("rtkn,nd->rtkd", jnp.einsum("nd,rtkd->rtkn", x, W), x)), W),
+        "bare_softmax": _ms(jax.jit(lambda a: jax.nn.softmax(a, axis=-2)), zz),
+        "bare_exp": _ms(jax.jit(jnp.exp), zz),
+    }
+    rec = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "jax": jax.__version__, "data": args.data, "n": n, "d": args.d, "replicates_per_call": R,
+           "tasks": T, "classes_padded": K, "ms": {k: round(v, 2) for k, v in ms.items()},
+           "flops_pair": 4.0 * n * args.d * K * R * T}
+    with open(os.path.join(HERE, "iteration_pieces.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec, indent=1))
+
+
+if __name__ == "__main__":
+    main()
