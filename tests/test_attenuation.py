@@ -134,36 +134,45 @@ def _population(design, k):
     return _analyze(z, meta, head, k, bootstrap=0).tasks["attr"]
 
 
-def _analyze(z, meta, head, k, bootstrap, seed=0):
+def _analyze(z, meta, head, k, bootstrap, seed=0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=bootstrap,
-                            pca_variance=1e-9, pca_min=k, cv_folds=2, seed=seed, ci_method="bca")
+                            pca_variance=1e-9, pca_min=k, cv_folds=2, seed=seed, **kw)
+
+
+# A miniature of experiments/calibration.py's setting 'base' (N 3,000, k 50, B 100; its records: default
+# interval 0.93, basic 0.90, percentile 0.26 over 200 draws). A pilot of 200 other draws of this very
+# test (seeds 1100-1299, population from 50,000 rows) gave default 0.93, basic 0.92, percentile 0.30 and
+# a raw mean of 0.576 against a population value of 0.613. The thresholds below are binomial: with the
+# default's coverage at 0.93, 40 draws fall under 31 hits with probability 3e-4 (a numerically
+# equivalent change of the solver cannot flip the test), while an interval covering 60% of the time
+# passes with probability 0.016; the percentile interval at 0.30 exceeds 24 hits with probability 2e-5.
+COVERAGE_DRAWS, DEFAULT_MIN_HITS, PERCENTILE_MAX_HITS = 40, 31, 24
 
 
 def test_default_interval_covers_the_population_value_where_raw_intervals_miss():
-    """A small fixed-seed version of the calibration study (experiments/calibration.py, setting
-    'strong'): the raw estimate is attenuated and its percentile interval misses the population value;
-    the basic interval covers it. Guarded BCa is never degenerate. (Percentile coverage is
-    recorded beside it; at this small size it is no worse, unlike the study's larger settings.)"""
-    design = CalibrationDesign(d=32, shift=4.0, use=0.8)
-    k = 20
-    pop = _population(design, k)
-    truth = pop.summary["max_abs_wsc"]
-    raw, hit_b, hit_p = [], [], []
-    for rep in range(8):
-        z, meta, head = calibration_data(design, 600, seed=100 + rep)
-        t = _analyze(z, meta, head, k, bootstrap=50, seed=rep).tasks["attr"]
+    """Coverage by simulation with a known truth: over 40 draws the raw max |WSC| is attenuated and its
+    percentile interval misses the population value most of the time, while the default
+    (attenuation-corrected) interval covers it at close to its nominal 95%. (The earlier version of this test asked 6 of 8 draws of a 600-row design of the basic
+    interval, whose coverage there is about 0.65-0.8: a coin flip on any change of the arithmetic.)"""
+    design, k = CalibrationDesign(), 50
+    truth = _population(design, k).summary["max_abs_wsc"]
+    raw, hits = [], {"default": 0, "basic": 0, "percentile": 0}
+    for rep in range(COVERAGE_DRAWS):
+        z, meta, head = calibration_data(design, 3000, seed=100 + rep)
+        t = _analyze(z, meta, head, k, bootstrap=100, seed=rep).tasks["attr"]
         s = t.summary
+        assert s["ci_method"] == "corrected"
         raw.append(s["max_abs_wsc"])
-        hit_b.append(s["intervals"]["basic"][0] <= truth <= s["intervals"]["basic"][1])
-        hit_p.append(s["intervals"]["percentile"][0] <= truth <= s["intervals"]["percentile"][1])
-        assert s["ci_method"] == "bca" or s["ci_fallback"] is not None
-        boot = np.nanmax(np.abs(t.boot), axis=(-2, -1))
+        for name, (lo, hi) in (("default", s["ci"]), ("basic", s["intervals"]["basic"]),
+                               ("percentile", s["intervals"]["percentile"])):
+            hits[name] += lo <= truth <= hi
         lo, hi = s["ci"]
-        assert lo <= np.median(boot) <= hi and hi - lo >= 0.25 * boot.std()   # never degenerate
-    assert np.mean(raw) < truth - 0.03                                # attenuated
-    assert np.mean(hit_b) >= 0.75                                    # 6 or more of 8 draws
+        assert lo <= s["max_abs_wsc_corrected"] <= hi and hi - lo > 0.02       # around its estimate, not degenerate
+    assert np.mean(raw) < truth - 0.02, (np.mean(raw), truth)                # attenuated
+    assert hits["default"] >= DEFAULT_MIN_HITS, hits
+    assert hits["percentile"] <= PERCENTILE_MAX_HITS, hits
 
 
 def test_default_interval_is_the_corrected_one_and_the_raw_values_stay():
