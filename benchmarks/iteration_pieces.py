@@ -1,7 +1,8 @@
 """One solver iteration taken apart (issue 13, isotropic target): milliseconds per piece.
 
 For a chunk of 8 bootstrap replicates x the probe-throughput tasks (default: the isotropic
-benchmark, N 10,000, D 512, 17 tasks padded to 4 classes), warm-started at the full-data fits,
+benchmark, N 10,000, D 512, 17 tasks padded to 4 classes; ``--group binary|multi``: one width
+group as ``fit_replicates`` now fits it), warm-started at the full-data fits,
 each piece of ``probes._step`` is jit-compiled alone (vmapped over the replicates, as in
 ``fit_batched``) and timed after compilation: the whole step, the L-BFGS direction, the direction's
 logits ``u = X d`` (one matrix product), the line search (two trial objectives and their
@@ -10,7 +11,7 @@ and the second matrix product), the periodic refresh, one application of the pre
 for scale, the two bare matrix products, a bare softmax and a bare ``exp`` on arrays of the same
 shape. Writes one line to ``iteration_pieces.jsonl``.
 
-    .venv/bin/python benchmarks/iteration_pieces.py [--data isotropic|realistic]
+    .venv/bin/python benchmarks/iteration_pieces.py [--data isotropic|realistic] [--group all|binary|multi]
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     ap.add_argument("--data", default="isotropic", choices=["isotropic", "realistic"])
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--group", default="all", choices=["all", "binary", "multi"],
+                    help="all tasks padded to 4 classes (as before issue 13 grouped them), or one width group")
     args = ap.parse_args()
     import jax
     import jax.numpy as jnp
@@ -54,8 +57,12 @@ def main() -> None:
 
     R = 8
     z, labels, kinds = make_data(args.data, args.n, args.d, 8, 8)
+    if args.group != "all":
+        keep = [t for t, k in enumerate(kinds) if (k == 2) == (args.group == "binary")]
+        labels, kinds = labels[keep], [kinds[t] for t in keep]
     T, n = labels.shape
-    mask = np.zeros((T, 4), bool)
+    width = 2 if args.group == "binary" else 4
+    mask = np.zeros((T, width), bool)
     for t, k in enumerate(kinds):
         mask[t, :k] = True
     basis = make_basis(z)
@@ -92,7 +99,7 @@ def main() -> None:
         "bare_exp": _ms(jax.jit(jnp.exp), zz),
     }
     rec = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-           "jax": jax.__version__, "data": args.data, "n": n, "d": args.d, "replicates_per_call": R,
+           "jax": jax.__version__, "data": args.data, "group": args.group, "n": n, "d": args.d, "replicates_per_call": R,
            "tasks": T, "classes_padded": K, "ms": {k: round(v, 2) for k, v in ms.items()},
            "flops_pair": 4.0 * n * args.d * K * R * T}
     with open(os.path.join(HERE, "iteration_pieces.jsonl"), "a") as f:
