@@ -192,3 +192,25 @@ def test_a_memory_budget_bounds_the_solver():
     assert r.returncode == 0, r.stderr
     chunk, added = (float(v) for v in r.stdout.split())
     assert chunk == 3 and added <= budget * 1e9, (chunk, added / 1e9, budget)
+
+
+def test_tasks_are_fitted_in_groups_of_one_class_width():
+    """Binary, 3- and 10-class tasks in one call: grouped by width (highest class + 1), each group
+    fitted at its own width, padded back to the widest in the result; every task equals its fit
+    alone (so no task depends on which others share its call)."""
+    from wsca_jax.probes import width_groups
+    mask = np.zeros((5, 10), bool)
+    mask[0, :2] = mask[1, :10] = mask[2, :2] = mask[3, [0, 2]] = mask[4, :3] = True   # task 3: classes 0, 2
+    groups = width_groups(mask)
+    assert [(t.tolist(), w) for t, w in groups] == [([0, 2], 2), ([3, 4], 3), ([1], 10)]
+    X, y10 = data("digits")
+    labels = np.stack([(y10 >= 5), y10, (y10 % 2 == 0), 2 * (y10 >= 5), y10 % 3]).astype(np.int32)
+    basis = make_basis(X)
+    cfg = ProbeConfig(C=1.0)
+    both = fit_replicates(basis, labels, np.ones((1, len(y10)), np.float32), mask, cfg)
+    assert both.coef.shape == (1, 5, 10, X.shape[1]) and bool(both.converged.all())
+    for t in range(5):
+        alone = fit_replicates(basis, labels[t:t + 1], np.ones((1, len(y10)), np.float32), mask[t:t + 1], cfg)
+        k = mask[t].nonzero()[0]
+        assert row_cosines(both.coef[0, t, k], alone.coef[0, 0, k]).min() >= 0.99999
+        assert np.all(both.coef[0, t, ~mask[t]] == 0)
