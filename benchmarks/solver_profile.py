@@ -75,7 +75,7 @@ def main() -> None:
         t0 = time.perf_counter()
         boot = fit_replicates(basis, lab, w, m, cfg, init=init)
         el = time.perf_counter() - t0
-        iters = int(boot.iterations[::R].sum())
+        iters = int(boot.iterations[::R, 0].sum())                               # one group here
         Tg = len(tidx)
         W = jnp.asarray(np.random.default_rng(2).standard_normal((R, Tg, width, d)), jnp.float32)
         pair = jax.jit(lambda x, W: jnp.einsum("rtkn,nd->rtkd", jnp.einsum("nd,rtkd->rtkn", x, W), x))

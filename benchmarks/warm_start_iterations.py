@@ -9,8 +9,8 @@ counts the iterations to ``max |gradient| <= 1e-5`` of
 * **ours**: ``fit_replicates`` warm-started at the full-data fit (one replicate per call, float32,
   the K-FAC preconditioner at the full-data fit -- exact there for a binary task);
 * **L-BFGS-B (float64)**: SciPy's L-BFGS-B on the same objective, warm-started at the same point,
-  in coordinates whitened by the exact float64 Hessian at the full-data fit (the best fixed
-  preconditioner there is);
+  in coordinates whitened by the exact float64 Hessian at the full-data fit (the natural fixed
+  preconditioner: the one ours approximates);
 * **Newton (float64)**: exact Newton steps with each replicate's own Hessian (what a fixed
   preconditioner cannot do);
 
@@ -106,14 +106,14 @@ def main() -> None:
                      options=dict(gtol=0, ftol=0, maxiter=60, maxcor=10))
             evals_at = _first_below(gs, args.tol)
             # the iteration whose accepted point is that evaluation (iters: evaluations so far after each)
-            lbfgs_it = None if evals_at is None else next((k + 1 for k, e in enumerate(iters) if e > evals_at), None)
+            lbfgs_it = None if evals_at is None else 0 if evals_at == 0 else next((k + 1 for k, e in enumerate(iters) if e > evals_at), None)
             v, newton = v0.copy(), []
             for _ in range(8):
                 f, g = fg(v, w)
                 newton.append(float(np.abs(g).max()))
                 v = v - np.linalg.solve(hess(v, w), g)
             ev = np.linalg.eigvalsh(Linv @ hess(v0, w) @ Linv.T)
-            rows.append({"task": t, "replicate": r, "start_grad_max": gs[0], "ours_iterations": int(ours.iterations[0]),
+            rows.append({"task": t, "replicate": r, "start_grad_max": gs[0], "ours_iterations": int(ours.iterations[0, 0]),
                          "ours_converged": bool(ours.converged.all()), "lbfgs64_iterations": lbfgs_it,
                          "newton_iterations": _first_below(newton, args.tol),
                          "whitened_hessian_eig_min": float(ev.min()), "whitened_hessian_eig_max": float(ev.max())})

@@ -146,7 +146,7 @@ def _analyze(z, meta, head, k, bootstrap, seed=0, **kw):
 # test (seeds 1100-1299, population from 50,000 rows) gave default 0.93, basic 0.92, percentile 0.30 and
 # a raw mean of 0.576 against a population value of 0.613. The thresholds below are binomial: with the
 # default's coverage at 0.93, 40 draws fall under 31 hits with probability 3e-4 (a numerically
-# equivalent change of the solver cannot flip the test), while an interval covering 60% of the time
+# equivalent change of the solver flips the test with probability 3e-4), while an interval covering 60% of the time
 # passes with probability 0.016; the percentile interval at 0.30 exceeds 24 hits with probability 2e-5.
 COVERAGE_DRAWS, DEFAULT_MIN_HITS, PERCENTILE_MAX_HITS = 40, 31, 24
 
@@ -154,23 +154,23 @@ COVERAGE_DRAWS, DEFAULT_MIN_HITS, PERCENTILE_MAX_HITS = 40, 31, 24
 def test_default_interval_covers_the_population_value_where_raw_intervals_miss():
     """Coverage by simulation with a known truth: over 40 draws the raw max |WSC| is attenuated and its
     percentile interval misses the population value most of the time, while the default
-    (attenuation-corrected) interval covers it at close to its nominal 95%. (The earlier version of this test asked 6 of 8 draws of a 600-row design of the basic
+    (attenuation-corrected) interval covers it at close to its nominal 95%. (The basic interval's hits
+    are counted for the failure message; it covers about as often as the default here.) (The earlier version of this test asked 6 of 8 draws of a 600-row design of the basic
     interval, whose coverage there is about 0.65-0.8: a coin flip on any change of the arithmetic.)"""
     design, k = CalibrationDesign(), 50
     truth = _population(design, k).summary["max_abs_wsc"]
-    raw, hits = [], {"default": 0, "basic": 0, "percentile": 0}
+    raw, corrected, hits = [], 0, {"default": 0, "basic": 0, "percentile": 0}
     for rep in range(COVERAGE_DRAWS):
         z, meta, head = calibration_data(design, 3000, seed=100 + rep)
         t = _analyze(z, meta, head, k, bootstrap=100, seed=rep).tasks["attr"]
         s = t.summary
-        assert s["ci_method"] == "corrected"
+        corrected += s["ci_method"] == "corrected"          # else the basic fallback (no reliable direction)
         raw.append(s["max_abs_wsc"])
         for name, (lo, hi) in (("default", s["ci"]), ("basic", s["intervals"]["basic"]),
                                ("percentile", s["intervals"]["percentile"])):
             hits[name] += lo <= truth <= hi
-        lo, hi = s["ci"]
-        assert lo <= s["max_abs_wsc_corrected"] <= hi and hi - lo > 0.02       # around its estimate, not degenerate
     assert np.mean(raw) < truth - 0.02, (np.mean(raw), truth)                # attenuated
+    assert corrected >= COVERAGE_DRAWS - 2, corrected                         # the study: corrected in 100% of draws
     assert hits["default"] >= DEFAULT_MIN_HITS, hits
     assert hits["percentile"] <= PERCENTILE_MAX_HITS, hits
 

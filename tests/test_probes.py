@@ -213,4 +213,9 @@ def test_tasks_are_fitted_in_groups_of_one_class_width():
         alone = fit_replicates(basis, labels[t:t + 1], np.ones((1, len(y10)), np.float32), mask[t:t + 1], cfg)
         k = mask[t].nonzero()[0]
         assert row_cosines(both.coef[0, t, k], alone.coef[0, 0, k]).min() >= 0.99999
-        assert np.all(both.coef[0, t, ~mask[t]] == 0)
+        assert np.all(both.coef[0, t, ~mask[t]] == 0) and np.all(both.intercept[0, t, ~mask[t]] == 0)
+        np.testing.assert_allclose(both.intercept[0, t, k], alone.intercept[0, 0, k], atol=1e-3)
+        assert both.objective[0, t] == pytest.approx(float(alone.objective[0, 0]), rel=1e-5)
+        assert both.converged[0, t] and both.grad_max[0, t] <= cfg.tol
+    # iterations are per task: those of the task's group (binary, 3- and 10-class fits stop apart)
+    assert len({int(both.iterations[0, t]) for t in (0, 3, 1)}) > 1 and both.iterations[0, 0] == both.iterations[0, 2]

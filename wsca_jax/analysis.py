@@ -748,7 +748,7 @@ def _fit_summary(stages: dict, i: int, max_iter: int, primary_index: int | None 
     point = stages["point"]
     out = {"converged": bool(point.converged[0, i]), "grad_max": float(point.grad_max[0, i]),
            "grad_floor": float(point.grad_floor[0, i]), "objective": float(point.objective[0, i]),
-           "iterations": int(point.iterations[0]), "at_cap": bool(int(point.iterations[0]) >= max_iter)}
+           "iterations": int(point.iterations[0, i]), "at_cap": bool(int(point.iterations[0, i]) >= max_iter)}
     # the primary probe's permutation refits are not used (the null keeps the observed primary)
     unused = {"permutation"} if i == primary_index else set()
     out["replicates_not_converged"] = {name: int((~np.asarray(f.converged[:, i])).sum())
@@ -1090,7 +1090,7 @@ def _summarise(prep, cfg, stages, quality, wsc_hat, probe_hat, boot, jk, null, f
                                      "note": "cosines between random directions in the projected space; "
                                              "per-task max |cos| quantiles are in each task's summary"}}
     all_fits = list(stages.values())
-    diagnostics = {"point_iterations": int(stages["point"].iterations[0]),
+    diagnostics = {"point_iterations": int(stages["point"].iterations[0].max()),
                    "replicate_iterations_max": int(max(int(f.iterations.max()) for f in all_fits)),
                    "replicate_grad_max": float(max(float(f.grad_max.max()) for f in all_fits)),
                    "fits_not_converged": int(sum(int((~np.asarray(f.converged)).sum()) for f in all_fits)),

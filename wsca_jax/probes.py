@@ -15,8 +15,8 @@ Numerical design:
   * Embeddings are centred and rotated once into their principal axes (``Basis``). Rotation is
     exact (the L2 penalty is rotation invariant; centring is absorbed by the unpenalised intercept)
     and makes a diagonal preconditioner ``1 / (c * var_d + reg)`` nearly exact for the data term.
-  * L-BFGS with a Kronecker-factored preconditioner for all problems in lock-step inside one
-    ``lax.while_loop``, and a Newton line search along the direction (the logits move by
+  * L-BFGS with a Kronecker-factored preconditioner for all problems of one class width in lock-step
+    inside one ``lax.while_loop``, and a Newton line search along the direction (the logits move by
     ``alpha * X d``, so a line search costs one matmul; a second Newton step where the first is
     poor) with an Armijo test and backtracking where the Newton steps fail. The loop stops when
     every problem has met the gradient tolerance or
@@ -115,7 +115,8 @@ class ProbeFit(NamedTuple):
       intercept: ``(..., T, K)``.
       objective: ``(..., T)`` final objective value.
       grad_max: ``(..., T)`` max |gradient| at the end (scikit-learn's stopping criterion).
-      iterations: ``(...)`` L-BFGS iterations run (shared by the replicates of one compiled call).
+      iterations: ``(..., T)`` L-BFGS iterations the task's compiled call ran (shared by the replicates
+        of one call and by the tasks of one class width, which are fitted together).
       converged: ``(..., T)`` bool: ``max |gradient| <= tol``, or stalled with the float64 gradient
         at the measured float32 floor (:func:`recheck_stalled`). False: the fit is not to be trusted
         (iteration cap, or a stall above the floor).
@@ -506,9 +507,10 @@ def _line_search(cs: _Consts, st: _State, dW, db, u):
     current probabilities); a second Newton step from there where the first failed the Armijo
     condition ``phi(alpha) <= phi(0) + 1e-4 alpha phi'(0) + floor`` (floor: float32 rounding of
     ``phi``) or left more than ``_SECOND_STEP`` of the starting slope (``phi`` far from quadratic, as
-    in near-separable problems), kept where it is acceptable and lower; then backtracking by
+    in near-separable problems), kept where it is acceptable and either the first was not or it is
+    lower; then backtracking by
     safeguarded quadratic interpolation where neither step is acceptable. The second trial is
-    evaluated only when some task needs it (a ``while_loop`` of at most one pass): on well-conditioned
+    evaluated (for every task, then selected per task) only when some task needs it (a ``while_loop`` of at most one pass): on well-conditioned
     problems the first step is nearly always enough, and always evaluating the second (as before
     issue 13) cost 10-20% of an iteration; never evaluating it left a near-separable fit (C = 100,
     3 classes, ``tests/test_probes.py``) stalled above its float32 floor. Returns
@@ -761,19 +763,19 @@ def width_groups(class_mask: np.ndarray) -> list[tuple[np.ndarray, int]]:
 
 def _scatter(parts: list, groups: list, t: int, k: int) -> ProbeFit:
     """Per-group fits (leading axis r, the group's tasks and width) -> one :class:`ProbeFit` over all
-    ``t`` tasks padded to ``k`` classes (zeros beyond a group's width); iterations: the most any
-    group ran."""
+    ``t`` tasks padded to ``k`` classes (zeros beyond a group's width); iterations ``(r, t)``: those
+    of each task's group."""
     r, _, _, d = parts[0].coef.shape
     coef = np.zeros((r, t, k, d), np.float32)
     icpt = np.zeros((r, t, k), np.float32)
-    per_task = [np.zeros((r, t), dt) for dt in (np.float32, np.float32, bool, np.float32)]
+    per_task = [np.zeros((r, t), dt) for dt in (np.float32, np.float32, bool, np.float32, np.int32)]
     for fit, (tidx, w) in zip(parts, groups):
         coef[:, tidx, :w] = fit.coef
         icpt[:, tidx, :w] = fit.intercept
-        for out, a in zip(per_task, (fit.objective, fit.grad_max, fit.converged, fit.grad_floor)):
+        its = np.broadcast_to(np.asarray(fit.iterations).reshape(r, 1), (r, len(tidx)))
+        for out, a in zip(per_task, (fit.objective, fit.grad_max, fit.converged, fit.grad_floor, its)):
             out[:, tidx] = a
-    iterations = np.max(np.stack([np.asarray(fit.iterations) for fit in parts]), axis=0)
-    obj, gmax, conv, floor = per_task
+    obj, gmax, conv, floor, iterations = per_task
     return ProbeFit(coef, icpt, obj, gmax, iterations, conv, floor)
 
 
@@ -877,4 +879,4 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
     fit = fit_replicates(basis, labels, w, class_mask, config)
     coef, intercept = to_original(fit.coef[0], fit.intercept[0], basis)
     return {"coef": coef, "intercept": intercept, "objective": fit.objective[0], "grad_max": fit.grad_max[0],
-            "iterations": int(fit.iterations[0]), "converged": fit.converged[0], "grad_floor": fit.grad_floor[0]}
+            "iterations": int(fit.iterations[0].max()), "converged": fit.converged[0], "grad_floor": fit.grad_floor[0]}

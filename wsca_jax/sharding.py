@@ -1,7 +1,7 @@
 """Replicate-axis sharding over devices and processes (issue 13).
 
 The probe engine's unit of work is a chunk of ``R`` replicates (bootstrap draws, permutations,
-folds) x ``T`` tasks, fitted in one compiled call (:func:`wsca_jax.probes.fit_batched`). Here that
+folds) x the ``T`` tasks of one class width, fitted in one compiled call (:func:`wsca_jax.probes.fit_batched`). Here that
 replicate axis is laid out on a one-axis :class:`jax.sharding.Mesh` over every device JAX sees --
 the local devices of this process, or, after :func:`initialize` (JAX's distributed runtime), the
 devices of every process -- while the embeddings and the preconditioner are replicated. ``jax.jit``
