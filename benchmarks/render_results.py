@@ -25,7 +25,7 @@ def _load(name: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def whole_section(recs: list[dict]) -> str:
+def whole_section(recs: list[dict], profiles: list[dict] = ()) -> str:
     if not recs:
         return "No record yet: run `benchmarks/analyze_whole.py`."
     r = recs[-1]
@@ -68,6 +68,13 @@ def whole_section(recs: list[dict]) -> str:
               "warm start from the full-data fit would have seen the held-out fold), every replicate chunk of every "
               "stage is padded to one shape (so one compilation per width serves them all), and the figures are "
               "drawn as before."]
+    if profiles and profiles[0]["when"][:10] != profiles[-1]["when"][:10] and r["when"][:10] != recs[0]["when"][:10]:
+        a, b = profiles[0], profiles[-1]
+        lines += ["", "The first record's column is not a like-for-like comparison of the code: it was measured on "
+                  f"another day, and this machine's speed differs between days (the unchanged softmax micro-benchmark "
+                  f"of `solver_profile.py` took {a['softmax_ms_classes_before_rows']:.2f} ms on {a['when'][:10]} and "
+                  f"{b['softmax_ms_classes_before_rows']:.2f} ms on {b['when'][:10]}). The ratio against scikit-learn, "
+                  "measured in the same run, is the comparable number."]
     if len(recs) > 1:
         lines += ["", "Earlier records of this script on the same workload (the issue-13 changes landing one by one: the "
                   "first is the solver before them), oldest first: "
@@ -89,7 +96,10 @@ def solver_section(recs: list[dict]) -> str:
                     f"{g['gemm_share']:.0%} |")
     old = next((x for x in recs if "iteration_ms" in x), None)
     before = (f" Before the tasks were grouped by class width, one iteration of all {old['tasks']} tasks padded to "
-              f"{old['classes_padded']} classes took {old['iteration_ms']:.1f} ms ({old['when']})." if old else "")
+              f"{old['classes_padded']} classes took {old['iteration_ms']:.1f} ms ({old['when']}), but that is not a "
+              "like-for-like comparison: the same softmax micro-benchmark (below) took "
+              f"{old['softmax_ms_classes_before_rows']:.2f} ms then and {r['softmax_ms_classes_before_rows']:.2f} ms now, "
+              "with no change to its code -- this machine's speed differs between days." if old else "")
     return "\n".join([
         f"One L-BFGS iteration of `fit_replicates` on the whole-process workload (N = {r['n']:,}, D = {r['d']}, "
         f"{r['boot']} bootstrap replicates warm-started, {r['machine']}, measured {r['when']}), for each group of "
@@ -109,7 +119,7 @@ def probe_section(recs: list[dict]) -> str:
     latest = {}
     for r in recs:
         latest[r["data"]] = r
-    lines = ["| data | ours | baseline (extrapolated) | ratio | target | ours: iterations per chunk (median) | "
+    lines = ["| data | ours | baseline (extrapolated) | ratio | target | ours: iterations per chunk, slowest group (median) | "
              "scikit-learn iterations (median) | min row cosine | objective gap |", "|---|---|---|---|---|---|---|---|---|"]
     for data, r in latest.items():
         target = "100x" if data == "realistic" else "20x"
@@ -129,8 +139,10 @@ def warm_section(recs: list[dict], probes: list[dict]) -> str:
     rows = r["rows"]
     med = lambda k: float(np.median([x[k] for x in rows if x[k] is not None]))  # noqa: E731
     iso = [p for p in probes if p["data"] == "isotropic"]
-    lines = [f"Binary tasks of the isotropic benchmark (N = {r['n']:,}, D = {r['d']} white Gaussian features), "
-             f"{len(rows)} bootstrap replicates in all, each fit warm-started at the full-data fit; iterations to "
+    n_tasks, n_reps = len({x["task"] for x in rows}), len({x["replicate"] for x in rows})
+    lines = [f"Binary tasks of the isotropic benchmark (N = {r['n']:,}, D = {r['d']} white Gaussian features): "
+             f"{len(rows)} fits ({n_tasks} tasks x the same {n_reps} bootstrap replicates), each warm-started at the "
+             "full-data fit; iterations to "
              f"max |gradient| <= {r['tol']:g} ({r['machine']}, measured {r['when']}):", "",
              "| solver | iterations (median, range) |", "|---|---|"]
     for key, name in (("ours_iterations", "ours (`fit_replicates`, float32, K-FAC preconditioner at the full-data fit)"),
@@ -140,17 +152,17 @@ def warm_section(recs: list[dict], probes: list[dict]) -> str:
         lines.append(f"| {name} | {med(key):.0f} ({min(vals)}-{max(vals)}) |")
     lines += ["", f"The replicate's Hessian, whitened by the full-data Hessian, has eigenvalues from "
               f"{min(x['whitened_hessian_eig_min'] for x in rows):.2f} to {max(x['whitened_hessian_eig_max'] for x in rows):.2f}: "
-              "resampling the rows moves the curvature, which a strongly predictive task concentrates on the few rows "
-              f"near its boundary, by up to a factor of {1 / min(x['whitened_hessian_eig_min'] for x in rows):.0f} in some "
-              "directions. No fixed preconditioner removes that: float64 L-BFGS with the best fixed one needs "
-              f"{med('lbfgs64_iterations'):.0f} iterations where ours needs {med('ours_iterations'):.0f}; only a new Hessian "
-              f"per replicate (Newton, O(N D^2) per fit) converges in {med('newton_iterations'):.0f}. The iterations are therefore at the method's limit, "
-              "and the isotropic benchmark's ratio is set by the cost of one batched iteration against one "
-              "scikit-learn iteration."]
+              "resampling the rows changes the curvature by up to a factor of "
+              f"{1 / min(x['whitened_hessian_eig_min'] for x in rows):.0f} in some directions. Float64 L-BFGS whitened by the "
+              f"full-data Hessian (the preconditioner ours approximates) needs {med('lbfgs64_iterations'):.0f} iterations where "
+              f"ours needs {med('ours_iterations'):.0f}; a new Hessian per replicate (Newton, O(N D^2) per fit) needs "
+              f"{med('newton_iterations'):.0f}. On these fits, then, our iteration count is that of a first-order method "
+              "with this preconditioner, and the isotropic benchmark's ratio is set by the cost of one batched "
+              "iteration against one scikit-learn iteration."]
     if iso:
         p = iso[-1]
         lines[-1] += (f" Latest isotropic record: {p['ours_s']:.1f} s against {p['baseline_s']:,.0f} s, "
-                      f"{p['ratio']:.1f}x (target 20x, not met).")
+                      f"{p['ratio']:.1f}x (target 20x, {'met' if p['ratio'] >= 20 else 'not met'}).")
     return "\n".join(lines)
 
 
@@ -169,9 +181,10 @@ def scaling_section(recs: list[dict]) -> str:
              f"solver's product shape measured in the same run: {rate:.0f} GFLOP/s; measured {when}. Base point "
              "N = 4,000, D = 256, 9 tasks (binary and four-class), B = 20 (so 1 + 5 + 20 + 10 fits per task: "
              "full data, folds, bootstrap, jackknife); one variable swept at a time; each point a fresh process "
-             "(compilation included). FLOPs: the solver's two matrix products per iteration (4 N D K per "
-             "fit-iteration, K the classes padded to the widest task: 2 at T = 2, where every task is binary, "
-             "else 4) plus the refresh's two every 10 iterations.", "",
+             "(compilation included; every compiled call -- one chunk of one group of tasks of one class width -- "
+             "timed). FLOPs: the solver's two matrix products per iteration (4 N D K per fit-iteration, K the class "
+             "width of the task's group: 2 for binary tasks, 4 for four-class ones) plus the refresh's two every 10 "
+             "iterations.", "",
              "| sweep | value | wall s | fits s | after compilation s | GFLOP | GFLOP/s after compilation | "
              "of GEMM rate | peak RSS GB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in pts:
@@ -191,18 +204,21 @@ def scaling_section(recs: list[dict]) -> str:
     best = max(pts, key=lambda r: r["warm_gflops_per_s"])
     ns = sorted((r for r in pts if r["sweep"] == "n"), key=lambda r: r["n"])
     growth = ns[-1]["warm_fit_s"] / ns[-2]["warm_fit_s"]
+    ratio_n = ns[-1]["n"] / ns[-2]["n"]
+    bandwidth = big_n["warm_gflops_per_s"] < 0.7 * best["warm_gflops_per_s"]
     lines += ["", "Reading: slopes below 1 come from fixed costs at the small end (per-call and per-iteration "
               "overheads -- the two-loop recursion, the preconditioner, host-side checks -- weigh more than the "
-              "matrix products there); T's slope is inflated by its first point, whose binary-only tasks are "
-              f"padded to 2 classes instead of 4. The cost is not linear in N at the large end: from N = "
-              f"{ns[-2]['n']:,} to {ns[-1]['n']:,} the fit time grew {growth:.1f}x for {ns[-1]['n'] / ns[-2]['n']:.0f}x "
-              "the rows. The "
-              f"achieved rate peaks at {best['warm_gflops_per_s']:.0f} GFLOP/s ({best['warm_gflops_per_s'] / rate:.0%} of "
-              f"the GEMM rate, {best['sweep'].upper()} = {best[best['sweep']]:,}) and falls to "
-              f"{big_n['warm_gflops_per_s']:.0f} GFLOP/s at N = {big_n['n']:,}, where each (replicates, tasks, "
-              "classes, rows) array of a chunk outgrows the caches and the elementwise passes run at memory "
-              "bandwidth: fewer passes per iteration is the next gain on CPUs, and GPUs (`gpu.sh`) are where "
-              "large N belongs.", "", "![scaling](../docs/figures/scaling.png)"]
+              "matrix products there). T = 2 has binary tasks only (one width group, one compilation); from T = 4 "
+              f"on there are two groups. From N = {ns[-2]['n']:,} to {ns[-1]['n']:,} the fit time after compilation grew "
+              f"{growth:.1f}x for {ratio_n:.0f}x the rows ({'more' if growth > 1.2 * ratio_n else 'no more'} than "
+              f"linear). The achieved rate peaks at {best['warm_gflops_per_s']:.0f} GFLOP/s "
+              f"({best['warm_gflops_per_s'] / rate:.0%} of the GEMM rate, {best['sweep'].upper()} = {best[best['sweep']]:,}) "
+              f"and is {big_n['warm_gflops_per_s']:.0f} GFLOP/s at N = {big_n['n']:,}"
+              + (": there each (replicates, tasks, classes, rows) array of a chunk outgrows the caches and the "
+                 "elementwise passes run at memory bandwidth." if bandwidth else ".")
+              + " The rest of an iteration is elementwise passes over the (replicates, tasks, classes, rows) arrays "
+              "(see the solver section); GPUs "
+              "(`gpu.sh`) are where large N belongs.", "", "![scaling](../docs/figures/scaling.png)"]
     large = [r for r in recs if r.get("sweep") == "large"]
     if large:
         g = large[-1]
@@ -215,10 +231,10 @@ def scaling_section(recs: list[dict]) -> str:
                   + f": peak RSS **{g['peak_rss_gb']:.2f} GB** (the issue's limit: 8 GB), wall {g['wall_s'] / 60:.1f} min; "
                   f"stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in g["stages"].items())
                   + f". The budget allowed {g['probe']['chunk']} replicates per compiled call, and every stage's calls "
-                  "have that one shape, so a full run peaks at the same memory (the bootstrap weights add "
+                  "for one width group have that group's one shape, so a full run peaks at the same memory (the bootstrap weights add "
                   f"{200 * g['n'] * 4 / 1e9:.2f} GB at B = 200)."]
         if capped or g["b"] < 200:
-            lines[-1] += (f" The fits took {g['seconds_per_call_iteration']:.1f} s per compiled call and iteration "
+            lines[-1] += (f" The fits took {g['seconds_per_call_iteration']:.1f} s per chunk of replicates (all width groups' calls) and iteration "
                           "(an overestimate: with so few iterations each call's fixed work -- the first and last "
                           "passes, the preconditioner -- is counted as iterations), so the full analysis (B = 200, 50 "
                           "jackknife blocks, 5 folds, about 30 iterations per call) would take at most about "
@@ -288,7 +304,7 @@ def main() -> None:
     path = os.path.join(HERE, "RESULTS.md")
     whole, probes, scaling = _load("analyze_whole.jsonl"), _load("probe_throughput.jsonl"), _load("scaling.jsonl")
     write_section(path, "whole", "## Whole-process `wsca analyze` vs the scikit-learn loop (`benchmarks/analyze_whole.py`, issue 13)",
-                  whole_section(whole))
+                  whole_section(whole, _load("solver_profile.jsonl")))
     write_section(path, "solver", "## One solver iteration against its floor (`benchmarks/solver_profile.py`, issue 13)",
                   solver_section(_load("solver_profile.jsonl")))
     write_section(path, "probes", "## Probe throughput after issue 13 (`benchmarks/probe_throughput.py`)",

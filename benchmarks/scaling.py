@@ -2,9 +2,11 @@
 
 Every point runs ``wsca_jax.analyze`` in a fresh process (compilation included, no compilation
 cache) on correlated Gaussian embeddings (``analyze_whole.make_data``; tasks alternate binary and
-4-class), with every probe fit timed and its L-BFGS iterations recorded, and the peak resident memory
+4-class), with every compiled solver call (one chunk of one group of tasks of one class width)
+timed and its L-BFGS iterations recorded, and the peak resident memory
 of that process. From the iterations the script counts the floating-point work of the two matrix
-products per iteration (``u = X dW`` and the gradient ``R^T X``: ``4 N D K`` per fit-iteration, plus the
+products per iteration (``u = X dW`` and the gradient ``R^T X``: ``4 N D K`` per fit-iteration, ``K`` the
+group's class width, plus the
 refresh's two every 10 iterations: x 1.1; the preconditioner's Gram matrices are not counted), and reports the achieved GFLOP/s of the fits against
 this machine's float32 GEMM rate measured in the same run (the roofline fraction). Log-log slopes of
 the fit time against each swept variable are fitted; the cost model says about 1 for N, T and B.
@@ -47,17 +49,19 @@ n_bin = max(1, t // 2); n_multi = t - 1 - n_bin   # t tasks: the binary primary,
 z, labels, kinds = make_data("correlated", n, d, n_bin, n_multi)
 meta = pd.DataFrame({{"primary": labels[0], **{{f"task{{i}}": labels[i] for i in range(1, len(kinds))}}}})
 calls = []
-orig = analysis.fit_replicates
-def timed(*a, **k):
-    s = time.perf_counter(); f = orig(*a, **k); e = time.perf_counter() - s
-    calls.append({{"replicates": int(f.iterations.shape[0]), "iterations": f.iterations.tolist(), "seconds": e,
-                  "k_pad": int(f.coef.shape[-2]), "tasks": int(f.coef.shape[-3])}})
+from wsca_jax import probes
+orig = probes.fit_batched
+def timed(*a, **k):                 # one compiled call: one chunk of one group of tasks of one class width
+    s = time.perf_counter(); f = orig(*a, **k); f.iterations.block_until_ready(); e = time.perf_counter() - s
+    calls.append({{"replicates": int(f.iterations.shape[0]), "iterations": np.asarray(f.iterations).tolist(),
+                  "seconds": e, "k_pad": int(f.coef.shape[-2]), "tasks": int(f.coef.shape[-3])}})
     return f
-analysis.fit_replicates = timed
+probes.fit_batched = timed
 t0 = time.perf_counter()
 r = wsca.analyze(z, meta, "primary", categorical=[c for c in meta.columns if c != "primary"], bootstrap=b, permutations=0)
 wall = time.perf_counter() - t0
 print(json.dumps({{"wall": wall, "stages": r.diagnostics["stage_seconds"], "calls": calls,
+                  "fits": int(sum(r.diagnostics["stage_fits"].values())),
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}}))
 """
 
@@ -77,8 +81,9 @@ def gemm_rate(n: int = 4000, d: int = 256, cols: int = 288, reps: int = 20) -> f
 
 
 def fit_flops(call: dict, n: int, d: int) -> float:
-    """Matrix-product FLOPs of one ``fit_replicates`` call: per chunk, every replicate x task runs the
-    chunk's iterations; 2 products of ``2 N D K`` per iteration, 2 more per refresh (every 10)."""
+    """Matrix-product FLOPs of one compiled solver call (one chunk of one group of tasks of one class
+    width ``K``): every replicate x task runs the call's iterations; 2 products of ``2 N D K`` per
+    iteration, 2 more per refresh (every 10)."""
     its = np.asarray(call["iterations"], float)         # per replicate (the chunk's count, repeated)
     per_iter = 2 * 2.0 * n * d * call["k_pad"] * call["tasks"]
     return float(np.sum(its * per_iter * 1.1))
@@ -93,12 +98,16 @@ def run_point(n: int, d: int, t: int, b: int) -> dict:
     out = json.loads(r.stdout.strip().splitlines()[-1])
     fit_s = sum(c["seconds"] for c in out["calls"])
     flops = sum(fit_flops(c, n, d) for c in out["calls"])
-    warm = out["calls"][1:]                              # the first call compiles; the others reuse it
+    seen, warm = set(), []                               # a shape's first call compiles; the others reuse it
+    for c in out["calls"]:
+        key = (c["replicates"], c["tasks"], c["k_pad"])
+        warm += [c] if key in seen else []
+        seen.add(key)
     warm_s, warm_flops = sum(c["seconds"] for c in warm), sum(fit_flops(c, n, d) for c in warm)
     return {"n": n, "d": d, "t": t, "b": b, "wall_s": out["wall"], "fit_s": fit_s, "stages": out["stages"],
             "gflop": flops / 1e9, "gflops_per_s": flops / 1e9 / fit_s, "peak_rss_gb": out["peak_rss_gb"],
             "warm_fit_s": warm_s, "warm_gflops_per_s": warm_flops / 1e9 / max(warm_s, 1e-9),
-            "fits": int(sum(c["replicates"] * c["tasks"] for c in out["calls"]))}
+            "fits": out["fits"]}
 
 
 def slope(xs, ys) -> float:
@@ -149,7 +158,7 @@ def large_run(boot: int, memory_gb: float, max_iter: int, cv_folds: int) -> dict
     chunk = rec["diagnostics"]["devices"]["replicates_per_call"]
     fits_s = sum(st.get(k, 0.0) for k in ("point", "cv", "bootstrap", "jackknife"))
     calls = sum(-(-v // len(kinds) // chunk) for v in rec["diagnostics"]["stage_fits"].values())
-    per_call_iter = fits_s / (calls * max_iter)                # seconds per compiled call and iteration
+    per_call_iter = fits_s / (calls * max_iter)                # seconds per chunk (all width groups) and iteration
     full_calls = 1 + 1 + -(-200 // chunk) + -(-50 // chunk)    # point, 5 folds, B = 200, 50 blocks
     return {"n": n, "d": d, "tasks": len(kinds), "b": boot, "memory_gb": memory_gb, "max_iter": max_iter,
             "cv_folds": cv_folds, "wall_s": wall, "peak_rss_gb": peak_kb * 1024 / 1e9, "stages": st,
