@@ -247,6 +247,7 @@ def scaling_figure(recs: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     pts = [r for r in recs if r.get("sweep") in ("n", "d", "t", "b")]
     if not pts:
         return
@@ -260,6 +261,12 @@ def scaling_figure(recs: list[dict]) -> None:
         ax.loglog(xs, [r["warm_fit_s"] for r in sw], "s-", label="fits after compilation")
         ax.set_xlabel(var.upper())
         ax.set_ylabel("seconds")
+        ax.set_xticks(xs, [f"{x:g}" if x < 1e4 else f"{x / 1e3:g}k" for x in xs], fontsize=8)   # the swept values
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ys = [r[k] for r in sw for k in ("wall_s", "warm_fit_s")]
+        ticks = [v for v in (0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000) if min(ys) / 1.5 <= v <= max(ys) * 1.5]
+        ax.set_yticks(ticks, [f"{v:g}" for v in ticks], fontsize=8)
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(os.path.join(HERE, "..", "docs", "figures", "scaling.png"))
