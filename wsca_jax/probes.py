@@ -19,8 +19,8 @@ Numerical design:
     inside one ``lax.while_loop``, and a Newton line search along the direction (the logits move by
     ``alpha * X d``, so a line search costs one matmul; a second Newton step where the first is
     poor) with an Armijo test and backtracking where the Newton steps fail. The loop stops when
-    every problem has met the gradient tolerance or
-    stalled (no progress beyond float32 rounding for ``patience`` iterations), or at the cap. Each
+    every problem has met the gradient tolerance or stalled (no progress beyond float32 rounding for
+    ``patience`` iterations), or at the cap. Each
     fit carries ``converged``: False at the cap, or when it stalled with a float64 gradient above
     ten times the measured float32 error of its gradient -- such a fit is flagged, never reported
     as converged.
@@ -506,14 +506,14 @@ def _line_search(cs: _Consts, st: _State, dW, db, u):
     A Newton step on ``phi(alpha)`` from 0 (slope and curvature known from the gradient and the
     current probabilities); a second Newton step from there where the first failed the Armijo
     condition ``phi(alpha) <= phi(0) + 1e-4 alpha phi'(0) + floor`` (floor: float32 rounding of
-    ``phi``) or left more than ``_SECOND_STEP`` of the starting slope (``phi`` far from quadratic, as
-    in near-separable problems), kept where it is acceptable and either the first was not or it is
-    lower; then backtracking by
-    safeguarded quadratic interpolation where neither step is acceptable. The second trial is
-    evaluated (for every task, then selected per task) only when some task needs it (a ``while_loop`` of at most one pass): on well-conditioned
-    problems the first step is nearly always enough, and always evaluating the second (as before
-    issue 13) cost 10-20% of an iteration; never evaluating it left a near-separable fit (C = 100,
-    3 classes, ``tests/test_probes.py``) stalled above its float32 floor. Returns
+    ``phi``) or left more than ``_SECOND_STEP`` of the starting slope (``phi`` far from quadratic,
+    as in near-separable problems), kept where it is acceptable and either the first was not or it
+    is lower; then backtracking by safeguarded quadratic interpolation where neither step is
+    acceptable. The second trial is evaluated (for every task, then selected per task) only when
+    some task needs it (a ``while_loop`` of at most one pass): on well-conditioned problems the
+    first step is nearly always enough, and always evaluating the second (as before issue 13) cost
+    10-20% of an iteration; never evaluating it left a near-separable fit (C = 100, 3 classes,
+    ``tests/test_probes.py``) stalled above its float32 floor. Returns
     ``alpha, f, fl, p, ok`` per task; ``ok`` False means no acceptable step was found.
     """
     slope = _pdot((st.gW, st.gb), (dW, db))                               # (T,) < 0
@@ -779,6 +779,17 @@ def _scatter(parts: list, groups: list, t: int, k: int) -> ProbeFit:
     return ProbeFit(coef, icpt, obj, gmax, iterations, conv, floor)
 
 
+def _group_consts(x, labels, class_mask, coef0, b0, tidx, w, solver, mesh) -> tuple:
+    """The loop-invariant inputs of one width group's calls, replicated over the mesh: the
+    preconditioner at the start (None for the ridge solver), class mask ``(Tg, w)``, start
+    ``(Tg, w, D)``, ``(Tg, w)``. labels ``(T, N)`` (the unpermuted ones), class_mask ``(T, K)``."""
+    cm, c0, bb0 = jnp.asarray(class_mask[tidx, :w]), jnp.asarray(coef0[tidx, :w]), jnp.asarray(b0[tidx, :w])
+    precond = None
+    if solver == "lbfgs":
+        precond = kfac_precond(x, jnp.asarray(labels[tidx] >= 0, jnp.float32), cm, c0, bb0)
+    return sharding.put_tree((precond, cm, c0, bb0), mesh, sharded=False)
+
+
 def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_mask: np.ndarray,
                    config: ProbeConfig, init: tuple | None = None, labels_batched: bool = False,
                    progress=None) -> ProbeFit:
@@ -811,14 +822,9 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
         n_iter = config.warm_iter
     mesh = sharding.mesh()                      # None on one device: everything below as before
     groups = width_groups(class_mask)
-    consts = []
-    for tidx, w in groups:
-        cm, c0, bb0 = jnp.asarray(class_mask[tidx, :w]), jnp.asarray(coef0[tidx, :w]), jnp.asarray(b0[tidx, :w])
-        precond = None
-        if config.solver == "lbfgs":
-            precond = kfac_precond(basis.x, jnp.asarray(base[tidx] >= 0, jnp.float32), cm, c0, bb0)
-        consts.append(sharding.put_tree((precond, cm, c0, bb0), mesh, sharded=False))
+    consts = [_group_consts(basis.x, base, class_mask, coef0, b0, tidx, w, config.solver, mesh) for tidx, w in groups]
     x = sharding.put(basis.x, mesh, sharded=False)
+    x_host = np.asarray(basis.x) if config.solver == "lbfgs" else None    # the stall recheck's float64 gradient
     per_call = chunk_for_memory(config.memory_gb, *basis.x.shape, *class_mask.shape, max(1, int(config.chunk)))
     chunk = sharding.chunk_size(per_call, mesh)   # every call one shape (one compilation per group)
     outs = []
@@ -836,7 +842,7 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
                               patience=int(config.patience))
             fit = jax.tree_util.tree_map(lambda a: a[: stop - start], sharding.gather(fit))
             if config.solver == "lbfgs":
-                fit = recheck_stalled(np.asarray(basis.x), lab_g[: stop - start], w_g[: stop - start],
+                fit = recheck_stalled(x_host, lab_g[: stop - start], w_g[: stop - start],
                                       class_mask[tidx, :w], config.C, config.tol, fit)
             parts.append(fit)
         outs.append(_scatter(parts, groups, *class_mask.shape))

@@ -1,15 +1,16 @@
 """Replicate-axis sharding over devices and processes (issue 13).
 
 The probe engine's unit of work is a chunk of ``R`` replicates (bootstrap draws, permutations,
-folds) x the ``T`` tasks of one class width, fitted in one compiled call (:func:`wsca_jax.probes.fit_batched`). Here that
-replicate axis is laid out on a one-axis :class:`jax.sharding.Mesh` over every device JAX sees --
-the local devices of this process, or, after :func:`initialize` (JAX's distributed runtime), the
-devices of every process -- while the embeddings and the preconditioner are replicated. ``jax.jit``
-partitions the vmapped solver along that axis; its lock-step loop condition ("every problem done")
-becomes a cross-device reduction, so a sharded run iterates exactly like a single-device one and
-gives the same fits (to float32 rounding of differently blocked matrix products) -- when the device
-count divides the chunk; otherwise :func:`chunk_size` rounds the chunk up and the replicates are
-grouped differently (fits then agree to the solver tolerance).
+folds) x the ``T`` tasks of one class width, fitted in one compiled call
+(:func:`wsca_jax.probes.fit_batched`). Here that replicate axis is laid out on a one-axis
+:class:`jax.sharding.Mesh` over every device JAX sees -- the local devices of this process, or,
+after :func:`initialize` (JAX's distributed runtime), the devices of every process -- while the
+embeddings and the preconditioner are replicated. ``jax.jit`` partitions the vmapped solver along
+that axis; its lock-step loop condition ("every problem done") becomes a cross-device reduction, so
+a sharded run iterates exactly like a single-device one and gives the same fits (to float32 rounding
+of differently blocked matrix products) -- when the device count divides the chunk; otherwise
+:func:`chunk_size` rounds the chunk up and the replicates are grouped differently (fits then agree
+to the solver tolerance).
 
 Multi-process: every process runs the same program on the same inputs (seeds make the replicate
 weights identical everywhere) and builds each global array from its own shards
