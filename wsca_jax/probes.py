@@ -361,23 +361,47 @@ def kfac_precond(x, weights, class_mask, W, b) -> Precond:
     return Precond(UA, jnp.maximum(lA, 0.0), UB, jnp.maximum(lB, 0.0))
 
 
+def _rotate(P: Precond, gW, gb):
+    """``[gW, gb]`` in the eigenbasis of each task's A: ``(T, K, D)``, ``(T, K)`` -> ``(T, K, D+1)``.
+
+    The L-BFGS memory and direction live in these coordinates, where the preconditioner is cheap
+    (:func:`_precond_rotated`): an iteration then rotates the gradient in and the direction out
+    (two ``(K, D+1) x (D+1, D+1)`` products per task) instead of four for every application. Inner
+    products, which are all L-BFGS needs of its vectors, are the same in either basis."""
+    return jnp.einsum("tkd,tde->tke", jnp.concatenate([gW, gb[..., None]], axis=-1), P.UA)
+
+
+def _unrotate(P: Precond, h):
+    """Inverse of :func:`_rotate`: ``(T, K, D+1)`` -> ``(T, K, D)``, ``(T, K)``."""
+    G = jnp.einsum("tke,tde->tkd", h, P.UA)
+    return G[..., :-1], G[..., -1]
+
+
+def _precond_rotated(P: Precond, reg, h):
+    """``(A (x) B + reg I)^-1`` applied to ``h (T, K, D+1)`` given in A's eigenbasis; reg ``(T,)``."""
+    G = jnp.einsum("tke,tkl->tle", h, P.UB)
+    G = G / (P.lB[:, :, None] * P.lA[:, None, :] + reg[:, None, None])
+    return jnp.einsum("tle,tkl->tke", G, P.UB)
+
+
 def _apply_precond(P: Precond, reg, gW, gb):
     """``(A (x) B + reg I)^-1 g`` per task; gW ``(T, K, D)``, gb ``(T, K)``, reg ``(T,)``."""
-    d = gW.shape[-1]
-    G = jnp.concatenate([gW, gb[..., None]], axis=-1)                      # (T, K, D+1)
-    G = jnp.einsum("tkd,tde->tke", G, P.UA)
-    G = jnp.einsum("tke,tkl->tle", G, P.UB)
-    G = G / (P.lB[:, :, None] * P.lA[:, None, :] + reg[:, None, None])
-    G = jnp.einsum("tle,tkl->tke", G, P.UB)
-    G = jnp.einsum("tke,tde->tkd", G, P.UA)
-    return G[..., :d], G[..., d]
+    return _unrotate(P, _precond_rotated(P, reg, _rotate(P, gW, gb)))
 
 
 class _State(NamedTuple):
+    """Solver state of one replicate. ``gh``, ``S``, ``Y``: the gradient and the L-BFGS pairs
+    ``(m, T, K, D+1)`` in the rotated coordinates of :func:`_rotate`."""
+
     W: jax.Array; b: jax.Array; z: jax.Array; p: jax.Array; f: jax.Array   # noqa: E702
     fl: jax.Array                                             # (T,) float32 rounding floor of f
-    gW: jax.Array; gb: jax.Array                              # noqa: E702
-    SW: jax.Array; Sb: jax.Array; YW: jax.Array; Yb: jax.Array; rho: jax.Array  # noqa: E702
+    gW: jax.Array; gb: jax.Array; gh: jax.Array               # noqa: E702
+    S: jax.Array; Y: jax.Array; rho: jax.Array                # noqa: E702
+
+
+def _hdot(a, b):
+    """Per-task inner product of ``(..., T, K, E)`` arrays -> ``(..., T)``."""
+    return jnp.sum(a * b, axis=(-2, -1))
 
 
 def _round_factor(cs: _Consts):
@@ -392,15 +416,40 @@ def _objective(cs: _Consts, W, z):
     return ce + pen, _round_factor(cs) * (scale + pen), p
 
 
-def _grad_from_p(x, cs: _Consts, W, p):
+_ALIGN = 16
+
+
+def _with_ones(x):
+    """``(N, D)`` -> ``(N, E)``: a column of ones after the D columns, then zeros up to ``E``, the
+    next multiple of ``_ALIGN``. The solver's matrix products then carry the intercepts (logits
+    ``x1 [W, b, 0]^T``; the gradient's ``r^T x1`` holds its W and b parts); the zero padding keeps
+    them at an aligned width (a width of D + 1 = 513 made the matrix products 15-35% slower)."""
+    n, d = x.shape
+    e = -(-(d + 1) // _ALIGN) * _ALIGN
+    return jnp.concatenate([x, jnp.ones((n, 1), x.dtype), jnp.zeros((n, e - d - 1), x.dtype)], axis=1)
+
+
+def _logits(x1, W, b):
+    """Logits ``(T, K, N)`` of ``W (T, K, D)``, ``b (T, K)`` at ``x1 (N, E)`` (:func:`_with_ones`)."""
+    pad = jnp.zeros(W.shape[:-1] + (x1.shape[1] - W.shape[-1] - 1,), W.dtype)
+    return jnp.einsum("ne,tke->tkn", x1, jnp.concatenate([W, b[..., None], pad], axis=-1))
+
+
+def _xt(r, x1, d):
+    """``r (T, K, N)`` against ``x1 (N, E)``: ``(sum_n r x, sum_n r)`` as ``((T, K, d), (T, K))``."""
+    G = jnp.einsum("tkn,ne->tke", r, x1)
+    return G[..., :d], G[..., d]
+
+
+def _grad_from_p(x1, cs: _Consts, W, p):
+    """Gradient ``((T, K, D), (T, K))`` at weights W with probabilities ``p (T, K, N)``; x1 ``(N, D+1)``."""
     r = _residual(p, cs.y1) * cs.wn[:, None, :]                           # (T, K, N)
-    maskf = cs.class_mask.astype(x.dtype)
-    gW = (jnp.einsum("tkn,nd->tkd", r, x) + cs.reg[:, None, None] * W) * maskf[..., None]
-    gb = jnp.sum(r, axis=-1) * maskf
-    return gW, gb
+    maskf = cs.class_mask.astype(x1.dtype)
+    gW, gb = _xt(r, x1, W.shape[-1])
+    return (gW + cs.reg[:, None, None] * W) * maskf[..., None], gb * maskf
 
 
-def _grad_floor(x, cs: _Consts, W, b, p):
+def _grad_floor(x1, cs: _Consts, W, b, p):
     """Entrywise float32 rounding floor of the gradient ``((T,K,D), (T,K))``: the rounding factor
     times the sum of the absolute values of the terms it adds up, plus what the rounding error of
     the logits themselves (``eps (2 + sqrt(D)) (|x| |W| + |b|)`` per logit) moves the residuals by
@@ -408,91 +457,90 @@ def _grad_floor(x, cs: _Consts, W, b, p):
     order). Computed once, after the loop."""
     r = jnp.abs(_residual(p, cs.y1)) * cs.wn[:, None, :]
     fac = _round_factor(cs)
-    d = x.shape[1]
-    zerr = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(d))) * (
-        jnp.einsum("nd,tkd->tkn", jnp.abs(x), jnp.abs(W)) + jnp.abs(b)[:, :, None])
+    ax1 = jnp.abs(x1)
+    d = W.shape[-1]
+    zerr = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(d))) * _logits(ax1, jnp.abs(W), jnp.abs(b))
     dr = 2.0 * p * (1.0 - p) * jnp.max(zerr, axis=-2, keepdims=True) * cs.wn[:, None, :]
-    fW = ((jnp.einsum("tkn,nd->tkd", r, jnp.abs(x)) + cs.reg[:, None, None] * jnp.abs(W)) * fac[:, None, None]
-          + jnp.einsum("tkn,nd->tkd", dr, jnp.abs(x)))
-    fb = jnp.sum(r, axis=-1) * fac[:, None] + jnp.sum(dr, axis=-1)
-    return fW, fb
+    rW, rb = _xt(r, ax1, W.shape[-1])
+    dW, db = _xt(dr, ax1, W.shape[-1])
+    return (rW + cs.reg[:, None, None] * jnp.abs(W)) * fac[:, None, None] + dW, rb * fac[:, None] + db
 
 
-def _init(x, cs: _Consts, W0, b0, history) -> _State:
-    z = jnp.einsum("nd,tkd->tkn", x, W0) + b0[:, :, None]
+def _init(x1, P: Precond, cs: _Consts, W0, b0, history) -> _State:
+    z = _logits(x1, W0, b0)
     f, fl, p = _objective(cs, W0, z)
-    gW, gb = _grad_from_p(x, cs, W0, p)
-    SW = jnp.zeros((history,) + W0.shape, x.dtype)
-    Sb = jnp.zeros((history,) + b0.shape, x.dtype)
-    return _State(W0, b0, z, p, f, fl, gW, gb, SW, Sb, jnp.zeros_like(SW), jnp.zeros_like(Sb),
-                  jnp.zeros((history, W0.shape[0]), x.dtype))
+    gW, gb = _grad_from_p(x1, cs, W0, p)
+    gh = _rotate(P, gW, gb)
+    S = jnp.zeros((history,) + gh.shape, x1.dtype)
+    return _State(W0, b0, z, p, f, fl, gW, gb, gh, S, jnp.zeros_like(S), jnp.zeros((history, W0.shape[0]), x1.dtype))
 
 
 _REFRESH = 10
 
 
-def _refresh(x, cs: _Consts, st: _State) -> _State:
+def _refresh(x1, P: Precond, cs: _Consts, st: _State) -> _State:
     """Recompute logits, objective, probabilities and gradient exactly from ``(W, b)``."""
-    z = jnp.einsum("nd,tkd->tkn", x, st.W) + st.b[:, :, None]
+    z = _logits(x1, st.W, st.b)
     f, fl, p = _objective(cs, st.W, z)
-    gW, gb = _grad_from_p(x, cs, st.W, p)
-    return st._replace(z=z, f=f, fl=fl, p=p, gW=gW, gb=gb)
+    gW, gb = _grad_from_p(x1, cs, st.W, p)
+    return st._replace(z=z, f=f, fl=fl, p=p, gW=gW, gb=gb, gh=_rotate(P, gW, gb))
 
 
 def _grad_max(st: _State):
     return jnp.maximum(jnp.max(jnp.abs(st.gW), axis=(-2, -1)), jnp.max(jnp.abs(st.gb), axis=-1))
 
 
-def _if_any(pred, fn, operand):
-    """``fn(operand)`` if any entry of ``pred`` is True, else ``operand``: a ``while_loop`` of at most
-    one pass, so that under ``vmap`` (the replicates) the work is skipped when no replicate needs it
-    (a ``lax.cond`` there becomes a select that always evaluates both branches)."""
-    out, _ = jax.lax.while_loop(lambda c: jnp.any(pred) & (c[1] < 1), lambda c: (fn(c[0]), c[1] + 1),
-                                (operand, jnp.asarray(0)))
+def _if_any(pred, fn, operand, *args):
+    """``fn(operand, *args)`` (same structure as ``operand``) if any entry of ``pred`` is True, else
+    ``operand``: a ``while_loop`` of at most one pass, so that under ``vmap`` (the replicates) the
+    work is skipped when no replicate needs it (a ``lax.cond`` there becomes a select that always
+    evaluates both branches).
+
+    ``fn`` must compute its expensive values from its arguments, not from values it closes over:
+    XLA's loop-invariant code motion hoists out of the loop (always evaluates) whatever depends only
+    on values that do not change in it. The arguments pass an optimization barrier together with
+    the loop counter, which makes them loop-variant."""
+    def body(c):
+        x, a, i = jax.lax.optimization_barrier(c)
+        return fn(x, *a), a, i + 1
+
+    out, _, _ = jax.lax.while_loop(lambda c: jnp.any(pred) & (c[2] < 1), body, (operand, args, jnp.asarray(0)))
     return out
 
 
 def _direction(P: Precond, cs: _Consts, st: _State, it):
-    """L-BFGS two-loop direction ``(dW (T,K,D), db (T,K))`` with the K-FAC preconditioner as the
-    initial Hessian; the preconditioned gradient where that is not a descent direction."""
-    maskf = cs.class_mask.astype(st.W.dtype)
+    """L-BFGS two-loop direction with the K-FAC preconditioner as the initial Hessian, computed in
+    the rotated coordinates (:func:`_rotate`); the preconditioned gradient where that is not a
+    descent direction. Returns ``dW (T,K,D), db (T,K)`` and the rotated direction ``(T,K,D+1)``."""
+    maskf = cs.class_mask.astype(st.W.dtype)[..., None]
     m = st.rho.shape[0]
 
-    def precond(g):
-        out = _apply_precond(P, cs.reg, g[0], g[1])
-        return (out[0] * maskf[..., None], out[1] * maskf)
+    def precond(h):
+        return _precond_rotated(P, cs.reg, h) * maskf
 
     newest = (it - 1) % m                                     # circular buffer, newest pair first
     order = (newest - jnp.arange(m)) % m
-    g = (st.gW, st.gb)
 
     def first(q, i):
-        s = (st.SW[i], st.Sb[i]); yv = (st.YW[i], st.Yb[i])   # noqa: E702
-        a = st.rho[i] * _pdot(s, q)
-        return (q[0] - a[:, None, None] * yv[0], q[1] - a[:, None] * yv[1]), a
+        a = st.rho[i] * _hdot(st.S[i], q)
+        return q - a[:, None, None] * st.Y[i], a
 
-    q, alphas = jax.lax.scan(first, g, order)
-    sN = (st.SW[newest], st.Sb[newest]); yN = (st.YW[newest], st.Yb[newest])   # noqa: E702
-    yHy = _pdot(yN, precond(yN))
-    gamma = jnp.where((st.rho[newest] > 0) & (yHy > 0), _pdot(sN, yN) / jnp.maximum(yHy, 1e-30), 1.0)
-    r = precond(q)
-    r = (r[0] * gamma[:, None, None], r[1] * gamma[:, None])
+    q, alphas = jax.lax.scan(first, st.gh, order)
+    sN, yN = st.S[newest], st.Y[newest]
+    yHy = _hdot(yN, precond(yN))
+    gamma = jnp.where((st.rho[newest] > 0) & (yHy > 0), _hdot(sN, yN) / jnp.maximum(yHy, 1e-30), 1.0)
+    r = precond(q) * gamma[:, None, None]
 
     def second(r, ia):
         i, a = ia
-        s = (st.SW[i], st.Sb[i]); yv = (st.YW[i], st.Yb[i])   # noqa: E702
-        coeff = a - st.rho[i] * _pdot(yv, r)
-        return (r[0] + coeff[:, None, None] * s[0], r[1] + coeff[:, None] * s[1]), None
+        coeff = a - st.rho[i] * _hdot(st.Y[i], r)
+        return r + coeff[:, None, None] * st.S[i], None
 
     r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
-    bad = ~(_pdot(g, (-r[0], -r[1])) < 0)
-
-    def fallback(d):
-        pg = precond(g)
-        return jnp.where(bad[:, None, None], -pg[0], d[0]), jnp.where(bad[:, None], -pg[1], d[1])
-
-    dW, db = _if_any(bad, fallback, (-r[0], -r[1]))
-    return dW * maskf[..., None], db * maskf
+    bad = ~(_hdot(st.gh, -r) < 0)
+    dh = jnp.where(bad[:, None, None], -precond(st.gh), -r) * maskf
+    dW, db = _unrotate(P, dh)
+    return dW * maskf, db * maskf[..., 0], dh
 
 
 _ARMIJO = 1e-4
@@ -500,51 +548,68 @@ _SECOND_STEP = 0.1      # a second Newton step where |phi'(alpha_1)| > 0.1 |phi'
 _MAX_BACKTRACK = 40
 
 
-def _line_search(cs: _Consts, st: _State, dW, db, u):
+def _curvature(cs: _Consts, p, u, dW):
+    """``phi''(alpha)`` along the direction at probabilities ``p``: ``sum_i w_i u_i^T S_i u_i / n +
+    reg |dW|^2`` with ``S_i = diag(p_i) - p_i p_i^T``. p, u ``(T, K, N)``; dW ``(T, K, D)`` -> ``(T,)``."""
+    pu = [a * b for a, b in zip(_classes(p), _classes(u))]
+    quad = reduce(jnp.add, [a * b for a, b in zip(pu, _classes(u))]) - jnp.square(reduce(jnp.add, pu))
+    return jnp.sum(cs.wn * quad, axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
+
+
+class _Trial(NamedTuple):
+    """The line search's outcome per task: step ``alpha``, objective ``f`` and its floor ``fl``,
+    probabilities ``p``, ``ok`` (an acceptable step was found) and ``first`` (the step is the first
+    trial, whose logits ``z1`` and gradient ``gW1``, ``gb1`` are then those at the step)."""
+
+    alpha: jax.Array; f: jax.Array; fl: jax.Array; p: jax.Array; ok: jax.Array    # noqa: E702
+    first: jax.Array; z1: jax.Array; gW1: jax.Array; gb1: jax.Array              # noqa: E702
+
+
+def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
     """Step length along ``(dW, db)`` (logits move by ``alpha * u``) for every task.
 
-    A Newton step on ``phi(alpha)`` from 0 (slope and curvature known from the gradient and the
-    current probabilities); a second Newton step from there where the first failed the Armijo
-    condition ``phi(alpha) <= phi(0) + 1e-4 alpha phi'(0) + floor`` (floor: float32 rounding of
-    ``phi``) or left more than ``_SECOND_STEP`` of the starting slope (``phi`` far from quadratic,
-    as in near-separable problems), kept where it is acceptable and either the first was not or it
-    is lower; then backtracking by safeguarded quadratic interpolation where neither step is
-    acceptable. The second trial is evaluated (for every task, then selected per task) only when
-    some task needs it (a ``while_loop`` of at most one pass): on well-conditioned problems the
-    first step is nearly always enough, and always evaluating the second (as before issue 13) cost
-    10-20% of an iteration; never evaluating it left a near-separable fit (C = 100, 3 classes,
-    ``tests/test_probes.py``) stalled above its float32 floor. Returns
-    ``alpha, f, fl, p, ok`` per task; ``ok`` False means no acceptable step was found.
+    A Newton step on ``phi(alpha)`` from 0 (slope from the gradient, curvature from the current
+    probabilities); the gradient at that trial (one matrix product, needed anyway when the step is
+    taken) gives ``phi'(alpha_1)``. A second Newton step from there where the first failed the
+    Armijo condition ``phi(alpha) <= phi(0) + 1e-4 alpha phi'(0) + floor`` (floor: float32 rounding
+    of ``phi``) or left more than ``_SECOND_STEP`` of the starting slope (``phi`` far from
+    quadratic, as in near-separable problems), kept where it is acceptable and either the first was
+    not or it is lower; then backtracking by safeguarded quadratic interpolation where neither step
+    is acceptable. The second trial is evaluated (for every task, then selected per task) only when
+    some task needs it (a ``while_loop`` of at most one pass, :func:`_if_any`): on well-conditioned
+    problems the first step is nearly always enough; never evaluating it left a near-separable fit
+    (C = 100, 3 classes, ``tests/test_probes.py``) stalled above its float32 floor.
+
+    The logits move incrementally (``z + alpha u``); where ``exact`` (a scalar, every
+    ``_REFRESH``-th iteration) the first trial's logits are recomputed from its weights instead (one
+    matrix product), so that float32 drift cannot leave the gradient inconsistent with the weights.
     """
     slope = _pdot((st.gW, st.gb), (dW, db))                               # (T,) < 0
 
     def phi(alpha):
         W = st.W + alpha[:, None, None] * dW
-        return _objective(cs, W, st.z + alpha[:, None, None] * u)
-
-    def derivs(p, alpha):
-        Wa = st.W + alpha[:, None, None] * dW
-        pu = _ksum(p * u)
-        d1 = jnp.sum(cs.wn * _ksum(_residual(p, cs.y1) * u), axis=1) + cs.reg * jnp.sum(Wa * dW, axis=(1, 2))
-        d2 = jnp.sum(cs.wn * (_ksum(p * u * u) - pu * pu), axis=1) + cs.reg * jnp.sum(dW * dW, axis=(1, 2))
-        return d1, d2
+        z = st.z + alpha[:, None, None] * u
+        return _objective(cs, W, z) + (z,)
 
     def armijo(alpha, f):
         return jnp.isfinite(f) & (f <= st.f + _ARMIJO * alpha * slope + st.fl)
 
-    d2_0 = derivs(st.p, jnp.zeros_like(slope))[1]
-    a1 = jnp.clip(-slope / jnp.maximum(d2_0, 1e-30), 0.0, 1e6)
-    f1, fl1, p1 = phi(a1)
+    a1 = jnp.clip(-slope / jnp.maximum(_curvature(cs, st.p, u, dW), 1e-30), 0.0, 1e6)
+    W1 = st.W + a1[:, None, None] * dW
+    z1 = jax.lax.cond(exact, lambda: _logits(x1, W1, st.b + a1[:, None] * db),
+                      lambda: st.z + a1[:, None, None] * u)
+    f1, fl1, p1 = _objective(cs, W1, z1)
     ok1 = armijo(a1, f1)
-
-    d1b, d2b = derivs(p1, a1)
+    gW1, gb1 = _grad_from_p(x1, cs, W1, p1)
+    d1b = _pdot((gW1, gb1), (dW, db))                                     # phi'(a1)
     # the second Newton step: where the first failed Armijo, or left the slope above _SECOND_STEP of
     # its start (phi far from quadratic: near-separable problems)
     need2 = ~ok1 | (jnp.abs(d1b) > _SECOND_STEP * jnp.abs(slope))
 
     def second(c):                       # evaluated only when some task needs it
-        a2 = jnp.clip(a1 - d1b / jnp.maximum(d2b, 1e-30), 0.0, 1e6)
-        f2, fl2, p2 = phi(a2)
+        a1, f1, fl1, p1, ok1 = c         # (all derived from the carried a1: nothing is hoisted)
+        a2 = jnp.clip(a1 - d1b / jnp.maximum(_curvature(cs, p1, u, dW), 1e-30), 0.0, 1e6)
+        f2, fl2, p2, _ = phi(a2)
         ok2 = armijo(a2, f2)
         use2 = need2 & ok2 & (~ok1 | (f2 < f1))
         pick = lambda a, b: jnp.where(use2.reshape(use2.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
@@ -561,40 +626,49 @@ def _line_search(cs: _Consts, st: _State, dW, db, u):
         interp = -slope * alpha * alpha / (2.0 * jnp.maximum(excess, 1e-30))
         interp = jnp.where(jnp.isfinite(f) & (excess > 0), interp, 0.1 * alpha)
         trial = jnp.where(ok, alpha, jnp.clip(interp, 0.1 * alpha, 0.5 * alpha))
-        ft, flt, pt = phi(trial)
+        ft, flt, pt, _ = phi(trial)
         okt = ok | armijo(trial, ft)
         keep = lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), old, new)  # noqa: E731
         return trial, keep(ft, f), keep(flt, fl), keep(pt, p), okt, j + 1
 
     alpha, f, fl, p, ok, _ = jax.lax.while_loop(cond, body, start)
-    return alpha, f, fl, p, ok
+    return _Trial(alpha, f, fl, p, ok, ok & (alpha == a1), z1, gW1, gb1)
 
 
-def _step(x, P: Precond, cs: _Consts, st: _State, it) -> _State:
-    """One L-BFGS iteration (two-loop direction, Newton line search with Armijo backtracking)."""
-    maskf = cs.class_mask.astype(x.dtype)
+def _step(x1, P: Precond, cs: _Consts, st: _State, it, exact) -> _State:
+    """One L-BFGS iteration (two-loop direction, Newton line search with Armijo backtracking).
+    x1 ``(N, E)`` (:func:`_with_ones`); ``exact``: recompute the logits (:func:`_line_search`)."""
+    maskf = cs.class_mask.astype(x1.dtype)
     m = st.rho.shape[0]
-    dW, db = _direction(P, cs, st, it)
-    u = jnp.einsum("nd,tkd->tkn", x, dW) + db[:, :, None]          # 0 for absent classes (dW, db are)
-    alpha, fa, fla, pa, ok = _line_search(cs, st, dW, db, u)
+    dW, db, dh = _direction(P, cs, st, it)
+    u = _logits(x1, dW, db)                                         # 0 for absent classes (dW, db are)
+    tr = _line_search(x1, cs, st, dW, db, u, exact)
     # no acceptable step: stay, and restart the memory from the preconditioned gradient
-    alpha = jnp.where(ok, alpha, 0.0)
-    okb = ok[:, None, None]
-    f = jnp.where(ok, fa, st.f)
-    fl = jnp.where(ok, fla, st.fl)
-    p = jnp.where(okb, pa, st.p)
+    ok = tr.ok
+    alpha = jnp.where(ok, tr.alpha, 0.0)
+    f = jnp.where(ok, tr.f, st.f)
+    fl = jnp.where(ok, tr.fl, st.fl)
     W = st.W + alpha[:, None, None] * dW
     b = st.b + alpha[:, None] * db * maskf
-    z = st.z + alpha[:, None, None] * u
-    gW, gb = _grad_from_p(x, cs, W, p)
-    s = (W - st.W, b - st.b)
-    yv = (gW - st.gW, gb - st.gb)
-    sy = _pdot(s, yv)
-    good = sy > 1e-10 * jnp.sqrt(jnp.maximum(_pdot(yv, yv), 1e-30) * jnp.maximum(_pdot(s, s), 1e-30))
+
+    def other_step(c, alpha, W):
+        """Logits, probabilities and gradient where the step is not the first trial (rare)."""
+        z, p, gW, gb = c
+        first = tr.first
+        pr = jnp.where(ok[:, None, None], p, st.p)
+        gWr, gbr = _grad_from_p(x1, cs, W, pr)
+        return (jnp.where(first[:, None, None], z, st.z + alpha[:, None, None] * u),
+                jnp.where(first[:, None, None], p, pr),
+                jnp.where(first[:, None, None], gW, gWr), jnp.where(first[:, None], gb, gbr))
+
+    z, p, gW, gb = _if_any(~tr.first, other_step, (tr.z1, tr.p, tr.gW1, tr.gb1), alpha, W)
+    gh = _rotate(P, gW, gb)
+    s = alpha[:, None, None] * dh                                  # the step, rotated
+    yv = gh - st.gh
+    sy = _hdot(s, yv)
+    good = sy > 1e-10 * jnp.sqrt(jnp.maximum(_hdot(yv, yv), 1e-30) * jnp.maximum(_hdot(s, s), 1e-30))
     slot = it % m
-    return _State(W, b, z, p, f, fl, gW, gb,
-                  st.SW.at[slot].set(s[0]), st.Sb.at[slot].set(s[1]),
-                  st.YW.at[slot].set(yv[0]), st.Yb.at[slot].set(yv[1]),
+    return _State(W, b, z, p, f, fl, gW, gb, gh, st.S.at[slot].set(s), st.Y.at[slot].set(yv),
                   jnp.where(ok[None, :], st.rho, 0.0).at[slot].set(
                       jnp.where(good & ok, 1.0 / jnp.where(good, sy, 1.0), 0.0)))
 
@@ -653,38 +727,36 @@ def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, t
     if solver == "ridge":
         return jax.vmap(lambda lab, w: _ridge_fit(x, lab, w, class_mask, C))(labels, weights)
     init_ax = 0 if init_batched else None
+    x1 = _with_ones(x)
     cs = jax.vmap(_consts, in_axes=(0, 0, None, None))(labels, weights, class_mask, C)
-    st = jax.vmap(_init, in_axes=(None, 0, init_ax, init_ax, None))(x, cs, coef0, b0, history)
-    step = jax.vmap(_step, in_axes=(None, None, 0, 0, None))
-    refresh = jax.vmap(partial(_refresh, x), in_axes=(0, 0))
+    st = jax.vmap(_init, in_axes=(None, None, 0, init_ax, init_ax, None))(x1, precond, cs, coef0, b0, history)
+    step = jax.vmap(_step, in_axes=(None, None, 0, 0, None, None))
+    refresh = jax.vmap(partial(_refresh, x1, precond), in_axes=(0, 0))
 
     def cond(carry):
-        it, st, f_best, g_best, since, _ = carry
+        it, st, f_best, g_best, since = carry
         done = (_grad_max(st) <= tol) | (since >= patience)
         return (it <= n_iter) & ~jnp.all(done)
 
     def body(carry):
-        it, st, f_best, g_best, since, _ = carry
-        st = step(x, precond, cs, st, it)
-        # the logits are updated incrementally (z += alpha u); recompute them from (W, b) now and
-        # then, so float32 drift cannot leave the gradient inconsistent with the weights -- and
-        # whenever the loop would stop, so that the stop is decided on exact gradients
-        would_stop = jnp.all((_grad_max(st) <= tol) | (since + 1 >= patience))
-        fresh = (it % _REFRESH == 0) | would_stop
-        st = jax.lax.cond(fresh, lambda s: refresh(cs, s), lambda s: s, st)
+        it, st, f_best, g_best, since = carry
+        st = step(x1, precond, cs, st, it, it % _REFRESH == 0)
+        # whenever the loop would stop (all converged or stalled, or the iteration cap), recompute
+        # logits, objective and gradient from (W, b), so that the stop -- and the convergence
+        # reported -- are decided on exact gradients, not on incrementally updated logits
+        would_stop = jnp.all((_grad_max(st) <= tol) | (since + 1 >= patience)) | (it >= n_iter)
+        st = jax.lax.cond(would_stop, lambda s: refresh(cs, s), lambda s: s, st)
         g = _grad_max(st)
         f_down = st.f < f_best - st.fl
         g_down = g < 0.9 * g_best
         return (it + 1, st, jnp.where(f_down, st.f, f_best), jnp.where(g_down, g, g_best),
-                jnp.where(f_down | g_down, 0, since + 1), fresh)
+                jnp.where(f_down | g_down, 0, since + 1))
 
     g0 = _grad_max(st)
-    it, st, _, _, since, fresh = jax.lax.while_loop(
-        cond, body, (jnp.asarray(1), st, st.f, g0, jnp.zeros_like(g0, jnp.int32), jnp.asarray(True)))
-    # judge convergence on logits recomputed from (W, b): already done where the loop stopped on a
-    # refreshed state (every stop but the iteration cap)
-    st = jax.lax.cond(fresh, lambda s: s, lambda s: refresh(cs, s), st)
-    fW, fb = jax.vmap(_grad_floor, in_axes=(None, 0, 0, 0, 0))(x, cs, st.W, st.b, st.p)
+    # the loop ends on a refreshed state: after a body that would stop, or on the exact start
+    it, st, _, _, since = jax.lax.while_loop(
+        cond, body, (jnp.asarray(1), st, st.f, g0, jnp.zeros_like(g0, jnp.int32)))
+    fW, fb = jax.vmap(_grad_floor, in_axes=(None, 0, 0, 0, 0))(x1, cs, st.W, st.b, st.p)
     g = _grad_max(st)
     has_rows = jnp.any(weights > 0, axis=-1)                  # (R, T): a problem without rows has no fit
     # a stalled fit is only provisionally converged here: recheck_stalled judges it on the host
