@@ -424,7 +424,8 @@ def _with_ones(x):
     """``(N, D)`` -> ``(N, E)``: a column of ones after the D columns, then zeros up to ``E``, the
     next multiple of ``_ALIGN``. The solver's matrix products then carry the intercepts (logits
     ``x1 [W, b, 0]^T``; the gradient's ``r^T x1`` holds its W and b parts); the zero padding keeps
-    them at an aligned width (a width of D + 1 = 513 made the matrix products 15-35% slower)."""
+    them at an aligned width (in one profile the gradient's product took 22 ms at D + 1 = 513
+    columns and 17.5 ms at 528)."""
     n, d = x.shape
     e = -(-(d + 1) // _ALIGN) * _ALIGN
     return jnp.concatenate([x, jnp.ones((n, 1), x.dtype), jnp.zeros((n, e - d - 1), x.dtype)], axis=1)
@@ -560,18 +561,20 @@ def _curvature(cs: _Consts, p, u, dW):
 class _Trial(NamedTuple):
     """The line search's outcome per task: step ``alpha``, objective ``f`` and its floor ``fl``,
     probabilities ``p``, ``ok`` (an acceptable step was found) and ``first`` (the step is the first
-    trial, whose logits ``z1`` and gradient ``gW1``, ``gb1`` are then those at the step)."""
+    trial, whose logits ``z1`` are then those at the step)."""
 
     alpha: jax.Array; f: jax.Array; fl: jax.Array; p: jax.Array; ok: jax.Array    # noqa: E702
-    first: jax.Array; z1: jax.Array; gW1: jax.Array; gb1: jax.Array              # noqa: E702
+    first: jax.Array; z1: jax.Array                                               # noqa: E702
 
 
 def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
     """Step length along ``(dW, db)`` (logits move by ``alpha * u``) for every task.
 
     A Newton step on ``phi(alpha)`` from 0 (slope from the gradient, curvature from the current
-    probabilities); the gradient at that trial (one matrix product, needed anyway when the step is
-    taken) gives ``phi'(alpha_1)``. A second Newton step from there where the first failed the
+    probabilities); ``phi'(alpha_1)`` from a pass over the trial's probabilities (taking it from the
+    trial's gradient instead saves that pass but costs a third matrix product in every iteration
+    where some problem takes another step: the realistic benchmark's bootstrap of 24 replicates
+    took 9.4 and 8.9 s that way against 8.4 and 8.0 s this way). A second Newton step from there where the first failed the
     Armijo condition ``phi(alpha) <= phi(0) + 1e-4 alpha phi'(0) + floor`` (floor: float32 rounding
     of ``phi``) or left more than ``_SECOND_STEP`` of the starting slope (``phi`` far from
     quadratic, as in near-separable problems), kept where it is acceptable and either the first was
@@ -601,8 +604,8 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
                       lambda: st.z + a1[:, None, None] * u)
     f1, fl1, p1 = _objective(cs, W1, z1)
     ok1 = armijo(a1, f1)
-    gW1, gb1 = _grad_from_p(x1, cs, W1, p1)
-    d1b = _pdot((gW1, gb1), (dW, db))                                     # phi'(a1)
+    d1b = (jnp.sum(cs.wn * _ksum(_residual(p1, cs.y1) * u), axis=1)      # phi'(a1)
+           + cs.reg * jnp.sum(W1 * dW, axis=(1, 2)))
     # the second Newton step: where the first failed Armijo, or left the slope above _SECOND_STEP of
     # its start (phi far from quadratic: near-separable problems)
     need2 = ~ok1 | (jnp.abs(d1b) > _SECOND_STEP * jnp.abs(slope))
@@ -633,7 +636,7 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
         return trial, keep(ft, f), keep(flt, fl), keep(pt, p), okt, j + 1
 
     alpha, f, fl, p, ok, _ = jax.lax.while_loop(cond, body, start)
-    return _Trial(alpha, f, fl, p, ok, ok & (alpha == a1), z1, gW1, gb1)
+    return _Trial(alpha, f, fl, p, ok, ok & (alpha == a1), z1)
 
 
 def _step(x1, P: Precond, cs: _Consts, st: _State, it, exact) -> tuple[_State, jax.Array]:
@@ -654,17 +657,15 @@ def _step(x1, P: Precond, cs: _Consts, st: _State, it, exact) -> tuple[_State, j
     W = st.W + alpha[:, None, None] * dW
     b = st.b + alpha[:, None] * db * maskf
 
-    def other_step(c, alpha, W):
-        """Logits, probabilities and gradient where the step is not the first trial (rare)."""
-        z, p, gW, gb = c
-        first = tr.first
-        pr = jnp.where(ok[:, None, None], p, st.p)
-        gWr, gbr = _grad_from_p(x1, cs, W, pr)
-        return (jnp.where(first[:, None, None], z, st.z + alpha[:, None, None] * u),
-                jnp.where(first[:, None, None], p, pr),
-                jnp.where(first[:, None, None], gW, gWr), jnp.where(first[:, None], gb, gbr))
+    def other_step(c, alpha):
+        """Logits and probabilities where the step is not the first trial."""
+        z, p = c
+        first = tr.first[:, None, None]
+        return (jnp.where(first, z, st.z + alpha[:, None, None] * u),
+                jnp.where(first | ok[:, None, None], p, st.p))
 
-    z, p, gW, gb = _if_any(~tr.first, other_step, (tr.z1, tr.p, tr.gW1, tr.gb1), alpha, W)
+    z, p = _if_any(~tr.first, other_step, (tr.z1, tr.p), alpha)
+    gW, gb = _grad_from_p(x1, cs, W, p)
     gh = _rotate(P, gW, gb)
     s = alpha[:, None, None] * dh                                  # the step, rotated
     yv = gh - st.gh
