@@ -74,25 +74,26 @@ def main() -> None:
     cm, c0, b0 = jnp.asarray(mask), jnp.asarray(full.coef[0]), jnp.asarray(full.intercept[0])
     P = pr.kfac_precond(x, jnp.asarray(labels >= 0, jnp.float32), cm, c0, b0)
     cs = jax.jit(jax.vmap(pr._consts, in_axes=(0, 0, None, None)))(lab, wt, cm, 1.0)
-    st = jax.vmap(pr._init, in_axes=(None, 0, None, None, None))(x, cs, c0, b0, 10)
-    step = jax.jit(jax.vmap(pr._step, in_axes=(None, None, 0, 0, None)))
+    x1 = pr._with_ones(x)
+    st = jax.vmap(pr._init, in_axes=(None, None, 0, None, None, None))(x1, P, cs, c0, b0, 10)
+    step = jax.jit(jax.vmap(pr._step, in_axes=(None, None, 0, 0, None, None)))
     for i in range(1, 4):                                     # a few iterations in: a real memory
-        st = step(x, P, cs, st, i)
+        st, _ = step(x1, P, cs, st, i, False)
     direction = jax.jit(jax.vmap(pr._direction, in_axes=(None, 0, 0, None)))
-    dW, db = direction(P, cs, st, 4)
-    logits_u = jax.jit(jax.vmap(lambda dW, db: jnp.einsum("nd,tkd->tkn", x, dW) + db[:, :, None]))
+    dW, db, _ = direction(P, cs, st, 4)
+    logits_u = jax.jit(jax.vmap(lambda dW, db: pr._logits(x1, dW, db)))
     u = logits_u(dW, db)
     K = mask.shape[1]
     W = jnp.asarray(np.random.default_rng(2).standard_normal((R, T, K, args.d)), jnp.float32)
     zz = jnp.einsum("nd,rtkd->rtkn", x, W)
     ms = {
-        "step": _ms(step, x, P, cs, st, 4),
+        "step": _ms(lambda *a: step(*a)[0], x1, P, cs, st, 4, False),
         "direction": _ms(direction, P, cs, st, 4),
         "direction_logits_matmul": _ms(logits_u, dW, db),
-        "line_search": _ms(jax.jit(jax.vmap(pr._line_search)), cs, st, dW, db, u),
+        "line_search": _ms(jax.jit(jax.vmap(pr._line_search, in_axes=(None, 0, 0, 0, 0, 0, None))), x1, cs, st, dW, db, u, False),
         "objective": _ms(jax.jit(jax.vmap(pr._objective)), cs, st.W, st.z),
-        "gradient": _ms(jax.jit(jax.vmap(pr._grad_from_p, in_axes=(None, 0, 0, 0))), x, cs, st.W, st.p),
-        "refresh": _ms(jax.jit(jax.vmap(partial(pr._refresh, x))), cs, st),
+        "gradient": _ms(jax.jit(jax.vmap(pr._grad_from_p, in_axes=(None, 0, 0, 0))), x1, cs, st.W, st.p),
+        "refresh": _ms(jax.jit(jax.vmap(partial(pr._refresh, x1, P))), cs, st),
         "precond_apply": _ms(jax.jit(jax.vmap(pr._apply_precond, in_axes=(None, 0, 0, 0))), P, cs.reg, st.gW, st.gb),
         "bare_matmul_pair": _ms(jax.jit(lambda W: jnp.einsum("rtkn,nd->rtkd", jnp.einsum("nd,rtkd->rtkn", x, W), x)), W),
         "bare_softmax": _ms(jax.jit(lambda a: jax.nn.softmax(a, axis=-2)), zz),

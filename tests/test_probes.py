@@ -128,7 +128,8 @@ def test_parity_on_unstandardised_ill_conditioned_features(C, n_classes):
     float64) within 1e-6 of scikit-learn's optimum (tol 1e-10) or closer to it than scikit-learn
     gets with the same gradient tolerance. At C = 100 a stop at max |grad| <= 1e-6 lands about 1e-6
     from the optimum (measured 0.6-1.1e-6 across solver versions), while scikit-learn at tol 1e-6
-    stops 5.8e-6 (3 classes) and 3.2e-5 (binary) from it: a bare 1e-6 would test luck."""
+    stops 5.8e-6 (3 classes) and 3.2e-5 (binary) from it: a bare 1e-6 would test luck (capped at
+    5e-6 so that a regression cannot hide behind scikit-learn's own gap)."""
     X, y = cnn_like(n_classes=n_classes)
     assert np.linalg.cond(X) > 1e3 and X.min() >= 0
     out = fit_probes(X, y, config=ProbeConfig(C=C, tol=1e-6, max_iter=3000))
@@ -142,7 +143,7 @@ def test_parity_on_unstandardised_ill_conditioned_features(C, n_classes):
         sk = LogisticRegression(C=sklearn_equivalent_C(C, k), tol=1e-6, max_iter=20000).fit(X, y)
         sk_c, sk_b = (np.stack([-sk.coef_[0], sk.coef_[0]]) / 2, np.array([-sk.intercept_[0], sk.intercept_[0]]) / 2) \
             if k == 2 else (sk.coef_, sk.intercept_)
-        assert gap <= (objective(sk_c, sk_b, X, y, C) - theirs) / theirs
+        assert gap <= min(5e-6, (objective(sk_c, sk_b, X, y, C) - theirs) / theirs)
 
 
 def test_a_fit_that_cannot_converge_is_flagged():

@@ -28,8 +28,10 @@ Numerical design:
     ``log1p(sum of the other classes)`` of max-shifted logits, the label's residual is
     ``-sum of the other probabilities``, and the logits are recomputed from the weights every few
     iterations (no drift of the incremental update).
-  * Two GEMMs per iteration over all tasks and replicates at once:
-    ``(N, D) @ (D, R*T*K)`` and its transpose. Convergence diagnostics come back as arrays.
+  * Two GEMMs per iteration over all tasks and replicates at once: ``(N, E) @ (E, R*T*K)`` and its
+    transpose, ``E`` = D + 1 (a ones column: the intercepts) rounded up to a multiple of 16 (a third
+    GEMM in the iterations that recompute the logits exactly). Convergence diagnostics come back as
+    arrays.
   * ``solver="ridge"``: closed-form ridge regression on one-hot targets (one factorisation per
     task x replicate); cheap when weights are uniform, O(N D^2) per fit otherwise.
 """
@@ -168,12 +170,14 @@ def chunk_for_memory(memory_gb: float | None, n: int, d: int, t: int, k: int, ma
     """Replicates per compiled call that fit in ``memory_gb`` (None: half the available memory).
 
     The budget pays for compiling and running the solver (``SOLVER_OVERHEAD`` bytes, measured), the
-    embeddings on the device and their absolute values (``2 N D`` floats), then
-    ``REPLICATE_BYTES * T * K * N + 8 T N`` bytes per replicate; at least 1, at most ``max_chunk``.
+    embeddings on the device, their copy with a ones column and its absolute values (``3 N E``
+    floats, ``E`` the aligned width of :func:`_with_ones`), then ``REPLICATE_BYTES * T * K * N +
+    8 T N`` bytes per replicate; at least 1, at most ``max_chunk``.
     """
     budget = 0.5 * available_memory() if memory_gb is None else memory_gb * 1e9
     per_rep = REPLICATE_BYTES * t * k * n + 8 * t * n
-    return int(np.clip((budget - SOLVER_OVERHEAD - 8.0 * n * d) // per_rep, 1, max_chunk))
+    e = -(-(d + 1) // _ALIGN) * _ALIGN
+    return int(np.clip((budget - SOLVER_OVERHEAD - 12.0 * n * e) // per_rep, 1, max_chunk))
 
 
 def resolve_memory(config: ProbeConfig, n: int, d: int, t: int, k: int) -> ProbeConfig:
@@ -444,7 +448,7 @@ def _xt(r, x1, d):
 
 
 def _grad_from_p(x1, cs: _Consts, W, p):
-    """Gradient ``((T, K, D), (T, K))`` at weights W with probabilities ``p (T, K, N)``; x1 ``(N, D+1)``."""
+    """Gradient ``((T, K, D), (T, K))`` at weights W with probabilities ``p (T, K, N)``; x1 ``(N, E)``."""
     r = _residual(p, cs.y1) * cs.wn[:, None, :]                           # (T, K, N)
     maskf = cs.class_mask.astype(x1.dtype)
     gW, gb = _xt(r, x1, W.shape[-1])
@@ -584,9 +588,11 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
     problems the first step is nearly always enough; never evaluating it left a near-separable fit
     (C = 100, 3 classes, ``tests/test_probes.py``) stalled above its float32 floor.
 
-    The logits move incrementally (``z + alpha u``); where ``exact`` (a scalar, every
-    ``_REFRESH``-th iteration) the first trial's logits are recomputed from its weights instead (one
-    matrix product), so that float32 drift cannot leave the gradient inconsistent with the weights.
+    The logits move incrementally (``z + alpha u``); where ``exact`` (a scalar: every
+    ``_REFRESH``-th iteration, at the cap, and when every problem is within ``_NEAR`` tol of its
+    stop) the first trial's logits are recomputed from its weights instead (one matrix product), so
+    that float32 drift cannot leave the gradient inconsistent with the weights (a problem that takes
+    another step keeps incremental logits until the next such iteration or the stop's refresh).
     """
     slope = _pdot((st.gW, st.gb), (dW, db))                               # (T,) < 0
 
@@ -611,15 +617,18 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
     need2 = ~ok1 | (jnp.abs(d1b) > _SECOND_STEP * jnp.abs(slope))
 
     def second(c):                       # evaluated only when some task needs it
-        a1, f1, fl1, p1, ok1 = c         # (all derived from the carried a1: nothing is hoisted)
+        a1, f1, fl1, p1, ok1, _ = c      # (all derived from the carried a1: nothing is hoisted)
         a2 = jnp.clip(a1 - d1b / jnp.maximum(_curvature(cs, p1, u, dW), 1e-30), 0.0, 1e6)
         f2, fl2, p2, _ = phi(a2)
         ok2 = armijo(a2, f2)
         use2 = need2 & ok2 & (~ok1 | (f2 < f1))
         pick = lambda a, b: jnp.where(use2.reshape(use2.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
-        return pick(a2, a1), pick(f2, f1), pick(fl2, fl1), pick(p2, p1), ok1 | (need2 & ok2)
+        return pick(a2, a1), pick(f2, f1), pick(fl2, fl1), pick(p2, p1), ok1 | (need2 & ok2), ok1 & ~use2
 
-    start = _if_any(need2, second, (a1, f1, fl1, p1, ok1)) + (jnp.asarray(0),)
+    # first: the step is the first trial (decided by flag, not by comparing step lengths: a second
+    # step can round to the first's length while its probabilities come from incremental logits)
+    *start, first = _if_any(need2, second, (a1, f1, fl1, p1, ok1, ok1))
+    start = tuple(start) + (jnp.asarray(0),)
 
     def cond(c):
         return jnp.any(~c[4]) & (c[5] < _MAX_BACKTRACK)
@@ -636,7 +645,7 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
         return trial, keep(ft, f), keep(flt, fl), keep(pt, p), okt, j + 1
 
     alpha, f, fl, p, ok, _ = jax.lax.while_loop(cond, body, start)
-    return _Trial(alpha, f, fl, p, ok, ok & (alpha == a1), z1)
+    return _Trial(alpha, f, fl, p, ok, first, z1)   # backtracking moves only tasks that were not ok
 
 
 def _step(x1, P: Precond, cs: _Consts, st: _State, it, exact) -> tuple[_State, jax.Array]:
