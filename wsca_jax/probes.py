@@ -176,8 +176,7 @@ def chunk_for_memory(memory_gb: float | None, n: int, d: int, t: int, k: int, ma
     """
     budget = 0.5 * available_memory() if memory_gb is None else memory_gb * 1e9
     per_rep = REPLICATE_BYTES * t * k * n + 8 * t * n
-    e = -(-(d + 1) // _ALIGN) * _ALIGN
-    return int(np.clip((budget - SOLVER_OVERHEAD - 12.0 * n * e) // per_rep, 1, max_chunk))
+    return int(np.clip((budget - SOLVER_OVERHEAD - 12.0 * n * _aligned_width(d)) // per_rep, 1, max_chunk))
 
 
 def resolve_memory(config: ProbeConfig, n: int, d: int, t: int, k: int) -> ProbeConfig:
@@ -424,6 +423,11 @@ def _objective(cs: _Consts, W, z):
 _ALIGN = 16
 
 
+def _aligned_width(d: int) -> int:
+    """``E``: D + 1 columns (the embeddings and a ones column) rounded up to a multiple of ``_ALIGN``."""
+    return -(-(d + 1) // _ALIGN) * _ALIGN
+
+
 def _with_ones(x):
     """``(N, D)`` -> ``(N, E)``: a column of ones after the D columns, then zeros up to ``E``, the
     next multiple of ``_ALIGN``. The solver's matrix products then carry the intercepts (logits
@@ -431,8 +435,7 @@ def _with_ones(x):
     them at an aligned width (in one profile the gradient's product took 22 ms at D + 1 = 513
     columns and 17.5 ms at 528)."""
     n, d = x.shape
-    e = -(-(d + 1) // _ALIGN) * _ALIGN
-    return jnp.concatenate([x, jnp.ones((n, 1), x.dtype), jnp.zeros((n, e - d - 1), x.dtype)], axis=1)
+    return jnp.concatenate([x, jnp.ones((n, 1), x.dtype), jnp.zeros((n, _aligned_width(d) - d - 1), x.dtype)], axis=1)
 
 
 def _logits(x1, W, b):
@@ -598,8 +601,7 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
 
     def phi(alpha):
         W = st.W + alpha[:, None, None] * dW
-        z = st.z + alpha[:, None, None] * u
-        return _objective(cs, W, z) + (z,)
+        return _objective(cs, W, st.z + alpha[:, None, None] * u)
 
     def armijo(alpha, f):
         return jnp.isfinite(f) & (f <= st.f + _ARMIJO * alpha * slope + st.fl)
@@ -619,7 +621,7 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
     def second(c):                       # evaluated only when some task needs it
         a1, f1, fl1, p1, ok1, _ = c      # (all derived from the carried a1: nothing is hoisted)
         a2 = jnp.clip(a1 - d1b / jnp.maximum(_curvature(cs, p1, u, dW), 1e-30), 0.0, 1e6)
-        f2, fl2, p2, _ = phi(a2)
+        f2, fl2, p2 = phi(a2)
         ok2 = armijo(a2, f2)
         use2 = need2 & ok2 & (~ok1 | (f2 < f1))
         pick = lambda a, b: jnp.where(use2.reshape(use2.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
@@ -639,7 +641,7 @@ def _line_search(x1, cs: _Consts, st: _State, dW, db, u, exact) -> _Trial:
         interp = -slope * alpha * alpha / (2.0 * jnp.maximum(excess, 1e-30))
         interp = jnp.where(jnp.isfinite(f) & (excess > 0), interp, 0.1 * alpha)
         trial = jnp.where(ok, alpha, jnp.clip(interp, 0.1 * alpha, 0.5 * alpha))
-        ft, flt, pt, _ = phi(trial)
+        ft, flt, pt = phi(trial)
         okt = ok | armijo(trial, ft)
         keep = lambda new, old: jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), old, new)  # noqa: E731
         return trial, keep(ft, f), keep(flt, fl), keep(pt, p), okt, j + 1
