@@ -438,16 +438,55 @@ def _with_ones(x):
     return jnp.concatenate([x, jnp.ones((n, 1), x.dtype), jnp.zeros((n, _aligned_width(d) - d - 1), x.dtype)], axis=1)
 
 
-def _logits(x1, W, b):
-    """Logits ``(T, K, N)`` of ``W (T, K, D)``, ``b (T, K)`` at ``x1 (N, E)`` (:func:`_with_ones`)."""
+def _sum_zero(W, class_mask):
+    """``W (..., K, D)`` with the last class's row set to minus the sum of the others (to zero where
+    that class is absent: ``class_mask (..., K)``).
+
+    The solver's iterates keep each task's weight rows summing to zero: the softmax does not change
+    when every row moves by the same vector, so the penalised optimum has rows summing to zero (over
+    the classes present; absent classes' rows are zero), and a start there stays there (the gradient
+    and the preconditioner keep that subspace). The last class is always present in its width group
+    (:func:`width_groups`: the width is the highest class + 1). This lets the matrix products run
+    over K - 1 rows (:func:`_logits`, :func:`_xt`); setting the row, not trusting it, keeps float32
+    rounding from moving the iterates off the subspace. (Where the last class is absent, the present
+    rows are all among the first K - 1 and sum to zero by themselves.)"""
+    last = class_mask[..., -1:].astype(W.dtype)
+    return W.at[..., -1, :].set(-jnp.sum(W[..., :-1, :], axis=-2) * last)
+
+
+def _center(h, maskf):
+    """``h (..., K, E)`` minus its mean over the present classes (``maskf (..., K, 1)``, 1 present, 0
+    absent), zero for absent classes: the orthogonal projection onto rows summing to zero."""
+    return (h - jnp.sum(h * maskf, axis=-2, keepdims=True) / jnp.maximum(jnp.sum(maskf, axis=-2, keepdims=True), 1.0)) * maskf
+
+
+def _gemm_logits(x1, W, b):
+    """``x1 (N, E)`` against ``[W, b] (T, K', D+1)`` (zero-padded to E): ``(T, K', N)``."""
     pad = jnp.zeros(W.shape[:-1] + (x1.shape[1] - W.shape[-1] - 1,), W.dtype)
     return jnp.einsum("ne,tke->tkn", x1, jnp.concatenate([W, b[..., None], pad], axis=-1))
 
 
-def _xt(r, x1, d):
+def _logits(x1, W, b):
+    """Logits ``(T, K, N)`` of ``W (T, K, D)`` (rows summing to zero, :func:`_sum_zero`), ``b (T, K)``
+    at ``x1 (N, E)`` (:func:`_with_ones`): a matrix product over the first K - 1 classes; the last
+    class's logits are ``sum_k b_k - sum_{k<K-1} z_k`` (its row is minus the others' sum)."""
+    z = _gemm_logits(x1, W[..., :-1, :], b[..., :-1])
+    last = jnp.sum(b, axis=-1)[..., None] - jnp.sum(z, axis=-2)
+    return jnp.concatenate([z, last[..., None, :]], axis=-2)
+
+
+def _xt_full(r, x1, d):
     """``r (T, K, N)`` against ``x1 (N, E)``: ``(sum_n r x, sum_n r)`` as ``((T, K, d), (T, K))``."""
     G = jnp.einsum("tkn,ne->tke", r, x1)
     return G[..., :d], G[..., d]
+
+
+def _xt(r, x1, d):
+    """:func:`_xt_full` for residuals that sum to zero over the classes of every row (``p - y``
+    times a weight): a matrix product over the first K - 1 classes, the last minus their sum."""
+    gW, gb = _xt_full(r[..., :-1, :], x1, d)
+    return (jnp.concatenate([gW, -jnp.sum(gW, axis=-2, keepdims=True)], axis=-2),
+            jnp.concatenate([gb, -jnp.sum(gb, axis=-1, keepdims=True)], axis=-1))
 
 
 def _grad_from_p(x1, cs: _Consts, W, p):
@@ -468,9 +507,9 @@ def _grad_floor(x1, cs: _Consts, W, b, p):
     fac = _round_factor(cs)
     ax1 = jnp.abs(x1)
     d = W.shape[-1]
-    zerr = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(d))) * _logits(ax1, jnp.abs(W), jnp.abs(b))
+    zerr = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(d))) * _gemm_logits(ax1, jnp.abs(W), jnp.abs(b))
     dr = 2.0 * p * (1.0 - p) * jnp.max(zerr, axis=-2, keepdims=True) * cs.wn[:, None, :]
-    fW, fb = _xt(r * fac[:, None, None] + dr, ax1, d)          # both terms in one matrix product
+    fW, fb = _xt_full(r * fac[:, None, None] + dr, ax1, d)          # both terms in one matrix product
     return fW + (cs.reg * fac)[:, None, None] * jnp.abs(W), fb
 
 
@@ -548,8 +587,11 @@ def _direction(P: Precond, cs: _Consts, st: _State, it):
     r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
     bad = ~(_hdot(st.gh, -r) < 0)
     dh = jnp.where(bad[:, None, None], -precond(st.gh), -r) * maskf
+    # onto the rows' sum-zero subspace (:func:`_sum_zero`): the preconditioner is ~1/reg along the
+    # softmax's flat direction (every row moved alike), where float32 rounding would otherwise grow
+    dh = _center(dh, maskf)
     dW, db = _unrotate(P, dh)
-    return dW * maskf, db * maskf[..., 0], dh
+    return _sum_zero(dW * maskf, cs.class_mask), db * maskf[..., 0], dh
 
 
 _ARMIJO = 1e-4
@@ -665,7 +707,7 @@ def _step(x1, P: Precond, cs: _Consts, st: _State, it, exact) -> tuple[_State, j
     alpha = jnp.where(ok, tr.alpha, 0.0)
     f = jnp.where(ok, tr.f, st.f)
     fl = jnp.where(ok, tr.fl, st.fl)
-    W = st.W + alpha[:, None, None] * dW
+    W = _sum_zero(st.W + alpha[:, None, None] * dW, cs.class_mask)
     b = st.b + alpha[:, None] * db * maskf
 
     def other_step(c, alpha):
@@ -725,8 +767,10 @@ def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, t
     by 10%. A stalled problem is returned as converged provisionally, with ``grad_max > tol``:
     :func:`recheck_stalled` (called by :func:`fit_replicates`) then keeps it converged only if its
     float64 gradient is at the measured float32 floor. At the iteration cap a problem is flagged
-    ``converged = False``. ``n_iter`` and ``tol`` are traced
-    values, so one compilation serves warm and cold starts.
+    ``converged = False``. ``n_iter`` and ``tol`` are traced values, so one compilation serves
+    warm and cold starts. The iterates keep each task's weight rows summing to zero (where its
+    penalised optimum lies; the start is projected there), so the two matrix products of an
+    iteration run over K - 1 classes (:func:`_sum_zero`): half the columns for binary tasks.
 
     Args:
       x: ``(N, D)`` rotated centred embeddings; precond: :class:`Precond` shared by the replicates
@@ -743,6 +787,9 @@ def fit_batched(x, precond, labels, weights, class_mask, coef0, b0, C, n_iter, t
         return jax.vmap(lambda lab, w: _ridge_fit(x, lab, w, class_mask, C))(labels, weights)
     init_ax = 0 if init_batched else None
     x1 = _with_ones(x)
+    # the start onto the solver's subspace (:func:`_sum_zero`); the same softmax, a lower penalty
+    coef0 = _sum_zero(_center(coef0, class_mask[..., None].astype(coef0.dtype)), class_mask)
+    b0 = b0 * class_mask
     cs = jax.vmap(_consts, in_axes=(0, 0, None, None))(labels, weights, class_mask, C)
     st = jax.vmap(_init, in_axes=(None, None, 0, init_ax, init_ax, None))(x1, precond, cs, coef0, b0, history)
     step = jax.vmap(_step, in_axes=(None, None, 0, 0, None, None))
