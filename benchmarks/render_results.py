@@ -105,7 +105,10 @@ def solver_section(recs: list[dict]) -> str:
         f"{r['boot']} bootstrap replicates warm-started, {r['machine']}, measured {r['when']}), for each group of "
         "tasks of one class width (each fitted by its own compiled call): the group's time divided by the "
         "iterations its calls ran (host-side work per call -- the float64 recheck of stalled fits, transfers, "
-        "the final refresh -- included), against its two matrix products alone." + before, "", *rows, "",
+        "the final refresh -- included), against its two matrix products alone"
+        + (" (over K - 1 classes, as the solver runs them: a head's rows sum to zero, so the last class's "
+           "logits and gradient follow from the others')." if "product_rows" in r["groups"][0] else ".")
+        + before, "", *rows, "",
         "The rest of an iteration are the passes over the (tasks, classes, rows) arrays -- softmax and "
         "cross-entropy at the line search's trial step, its slope and curvature, the residual, the periodic "
         "refresh -- and the two-loop recursion with the preconditioner. The layout of those arrays decides their "
@@ -182,9 +185,9 @@ def scaling_section(recs: list[dict]) -> str:
              "N = 4,000, D = 256, 9 tasks (binary and four-class), B = 20 (so 1 + 5 + 20 + 10 fits per task: "
              "full data, folds, bootstrap, jackknife); one variable swept at a time; each point a fresh process "
              "(compilation included; every compiled call -- one chunk of one group of tasks of one class width -- "
-             "timed). FLOPs: the solver's two matrix products per iteration (4 N D K per fit-iteration, K the class "
-             "width of the task's group: 2 for binary tasks, 4 for four-class ones) plus the refresh's two every 10 "
-             "iterations.", "",
+             "timed). FLOPs: the solver's two matrix products per iteration (4 N D (K - 1) per fit-iteration, K the "
+             "class width of the task's group: 2 for binary tasks, 4 for four-class ones; the products run over "
+             "K - 1 classes, a head's rows summing to zero) plus the exact logits' one every 10th iteration.", "",
              "| sweep | value | wall s | fits s | after compilation s | GFLOP | GFLOP/s after compilation | "
              "of GEMM rate | peak RSS GB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in pts:

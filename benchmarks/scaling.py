@@ -5,9 +5,9 @@ cache) on correlated Gaussian embeddings (``analyze_whole.make_data``; tasks alt
 4-class), with every compiled solver call (one chunk of one group of tasks of one class width)
 timed and its L-BFGS iterations recorded, and the peak resident memory
 of that process. From the iterations the script counts the floating-point work of the two matrix
-products per iteration (``u = X dW`` and the gradient ``R^T X``: ``4 N D K`` per fit-iteration, ``K`` the
-group's class width, plus the
-refresh's two every 10 iterations: x 1.1; the preconditioner's Gram matrices are not counted), and reports the achieved GFLOP/s of the fits against
+products per iteration (``u = X dW`` and the gradient ``R^T X``: ``4 N D (K - 1)`` per fit-iteration, ``K``
+the group's class width: the solver's products run over K - 1 classes, the rows summing to zero),
+plus the exact logits' one every 10th iteration: x 1.05; the preconditioner's Gram matrices are not counted), and reports the achieved GFLOP/s of the fits against
 this machine's float32 GEMM rate measured in the same run (the roofline fraction). Log-log slopes of
 the fit time against each swept variable are fitted; the cost model says about 1 for N, T and B.
 
@@ -82,11 +82,12 @@ def gemm_rate(n: int = 4000, d: int = 256, cols: int = 288, reps: int = 20) -> f
 
 def fit_flops(call: dict, n: int, d: int) -> float:
     """Matrix-product FLOPs of one compiled solver call (one chunk of one group of tasks of one class
-    width ``K``): every replicate x task runs the call's iterations; 2 products of ``2 N D K`` per
-    iteration, 2 more per refresh (every 10)."""
+    width ``K``): every replicate x task runs the call's iterations; 2 products of ``2 N D (K - 1)``
+    per iteration (the solver's products run over K - 1 classes: rows sum to zero), one more every
+    10th iteration (exact logits)."""
     its = np.asarray(call["iterations"], float)         # per replicate (the chunk's count, repeated)
-    per_iter = 2 * 2.0 * n * d * call["k_pad"] * call["tasks"]
-    return float(np.sum(its * per_iter * 1.1))
+    per_iter = 2 * 2.0 * n * d * (call["k_pad"] - 1) * call["tasks"]
+    return float(np.sum(its * per_iter * 1.05))
 
 
 def run_point(n: int, d: int, t: int, b: int) -> dict:

@@ -6,8 +6,9 @@ four-class -- on N 5,000 rows of D 256 dimensions), for each group of tasks of o
 
 * ``iteration_ms``: one L-BFGS iteration of ``fit_replicates`` (bootstrap replicates warm-started,
   total time / iterations run, compiled beforehand);
-* ``gemm_pair_ms``: the two matrix products an iteration needs (``X W^T`` and ``R^T X``), alone;
-  ``flops_pair`` = ``4 N D K R T`` (the group's tasks and width); ``gemm_gflops`` their rate;
+* ``gemm_pair_ms``: the two matrix products an iteration needs (``X W^T`` and ``R^T X``), alone, as
+  the solver runs them: over K - 1 classes (the last follows from the others': rows sum to zero);
+  ``flops_pair`` = ``4 N D (K - 1) R T`` (the group's tasks and width); ``gemm_gflops`` their rate;
 
 and, once:
 
@@ -77,11 +78,12 @@ def main() -> None:
         el = time.perf_counter() - t0
         iters = int(boot.iterations[::R, 0].sum())                               # one group here
         Tg = len(tidx)
-        W = jnp.asarray(np.random.default_rng(2).standard_normal((R, Tg, width, d)), jnp.float32)
+        rows = width - 1                          # the solver's products run over K - 1 classes
+        W = jnp.asarray(np.random.default_rng(2).standard_normal((R, Tg, rows, d)), jnp.float32)
         pair = jax.jit(lambda x, W: jnp.einsum("rtkn,nd->rtkd", jnp.einsum("nd,rtkd->rtkn", x, W), x))
         t_pair = _time(pair, x, W)
-        flops = 4.0 * n * d * width * R * Tg
-        groups.append({"classes": width, "tasks": Tg, "iteration_ms": 1000 * el / iters, "iterations": iters,
+        flops = 4.0 * n * d * rows * R * Tg
+        groups.append({"classes": width, "product_rows": rows, "tasks": Tg, "iteration_ms": 1000 * el / iters, "iterations": iters,
                        "gemm_pair_ms": 1000 * t_pair, "flops_pair": flops, "gemm_gflops": flops / t_pair / 1e9,
                        "gemm_share": t_pair * iters / el})
     last = jax.jit(lambda z: jax.nn.softmax(z, axis=-1))

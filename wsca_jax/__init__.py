@@ -11,7 +11,7 @@ Public surface::
     result.to_json("wsca.json")
 """
 
-__version__ = "0.8.2"
+__version__ = "0.8.3"
 
 # Names are imported from their modules on first use (PEP 562): `wsca analyze` does not pay for
 # Flax, the IFA and MID modules or the datasets it never touches.
