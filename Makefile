@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 # two workers, one test file each at a time (the suite is compile- and training-bound)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/probe_throughput.py

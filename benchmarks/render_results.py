@@ -180,8 +180,9 @@ def scaling_section(recs: list[dict]) -> str:
     when = pts[-1]["when"]
     pts = [r for r in pts if r["when"] == when]
     rate = pts[0]["gemm_gflops"]
-    lines = [f"Machine: {pts[0]['machine']} ({pts[0]['device']}), jax {pts[0]['jax']}; float32 GEMM rate of the "
-             f"solver's product shape measured in the same run: {rate:.0f} GFLOP/s; measured {when}. Base point "
+    lines = [f"Machine: {pts[0]['machine']} ({pts[0]['device']}), jax {pts[0]['jax']}; float32 GEMM rate of a "
+             f"(4,000 x 256) x (256 x 288) product measured in the same run (the solver's products at the base point "
+             f"are narrower: 40 and 96 columns): {rate:.0f} GFLOP/s; measured {when}. Base point "
              "N = 4,000, D = 256, 9 tasks (binary and four-class), B = 20 (so 1 + 5 + 20 + 10 fits per task: "
              "full data, folds, bootstrap, jackknife); one variable swept at a time; each point a fresh process "
              "(compilation included; every compiled call -- one chunk of one group of tasks of one class width -- "

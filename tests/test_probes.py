@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
@@ -162,8 +163,9 @@ def newton_rows(X, y, C, iters=60):
     max |grad|)``. A reference where scikit-learn's lbfgs stops early."""
     n, d = X.shape
     k = int(y.max()) + 1
+    X = np.asarray(X, np.float64)
     m = X.mean(0)
-    Z = np.hstack([X - m, np.ones((n, 1))]).astype(np.float64)
+    Z = np.hstack([X - m, np.ones((n, 1))])
     Y, reg = np.eye(k)[y], np.r_[np.full(d, 1.0 / (C * n)), 0.0]
     th = np.zeros((k, d + 1))
     flat = np.zeros((k, d + 1))
@@ -210,6 +212,44 @@ def test_raw_pixel_features_converge_to_the_optimum():
     assert row_cosines(coef, ref_c).min() >= 0.9999
     ours, best = objective(coef, icpt, X, y, 1.0), objective(ref_c, ref_b, X, y, 1.0)
     assert (ours - best) / best <= 1e-7
+
+
+def test_fit_batched_with_absent_classes_anywhere_and_batched_starts():
+    """``fit_batched`` called directly (no grouping by width): a 3-class task padded to 4 classes (the
+    last absent: the solver's products skip the last class only where its row follows from the
+    others') and one on classes 0, 1, 3 (a middle one absent) equal the same tasks fitted at width 3;
+    per-replicate starts off the rows' sum-zero subspace (``init_batched``) reach the same optimum."""
+    from wsca_jax.probes import fit_batched, initial_params, kfac_precond
+    X, y10 = data("digits")
+    y = (y10 % 3).astype(np.int32)
+    basis = make_basis(X)
+    n, d = basis.x.shape
+
+    def fit(labels, mask, coef0=None, b0=None):
+        mask = np.asarray(mask, bool)
+        c0, bb0 = initial_params(labels, mask, d)
+        P = kfac_precond(basis.x, np.ones(labels.shape, np.float32), mask, c0, bb0)
+        batched = coef0 is not None
+        c0, bb0 = (coef0, b0) if batched else (c0, bb0)
+        lab = np.broadcast_to(labels, (2,) + labels.shape)
+        out = fit_batched(basis.x, P, lab, np.ones(lab.shape, np.float32), mask, c0, bb0, np.float32(1.0),
+                          np.int32(500), np.float32(1e-5), init_batched=batched)
+        return jax.tree_util.tree_map(np.asarray, out)
+
+    ref = fit(np.stack([y, y]), [[True] * 3] * 2)
+    padded = fit(np.stack([y, np.where(y == 2, 3, y)]), [[True, True, True, False], [True, True, False, True]])
+    assert ref.converged.all() and padded.converged.all()
+    for t, k in enumerate(([0, 1, 2], [0, 1, 3])):
+        np.testing.assert_allclose(padded.objective[:, t], ref.objective[:, t], rtol=1e-5)
+        assert row_cosines(padded.coef[0, t, k], ref.coef[0, t]).min() >= 0.99999
+        absent = np.setdiff1d(np.arange(4), k)
+        assert np.all(padded.coef[:, t, absent] == 0) and np.all(padded.intercept[:, t, absent] == 0)
+    rng = np.random.default_rng(0)
+    start = rng.normal(0, 0.05, (2, 2, 3, d)).astype(np.float32) + 0.1     # rows not summing to zero
+    warm = fit(np.stack([y, y]), [[True] * 3] * 2, start, np.zeros((2, 2, 3), np.float32))
+    assert warm.converged.all()
+    np.testing.assert_allclose(warm.objective, ref.objective, rtol=1e-5)
+    assert np.abs(warm.coef.sum(axis=2)).max() <= 1e-5 * np.abs(warm.coef).max()
 
 
 def test_a_fit_that_cannot_converge_is_flagged():

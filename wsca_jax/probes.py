@@ -28,8 +28,9 @@ Numerical design:
     ``log1p(sum of the other classes)`` of max-shifted logits, the label's residual is
     ``-sum of the other probabilities``, and the logits are recomputed from the weights every few
     iterations (no drift of the incremental update).
-  * Two GEMMs per iteration over all tasks and replicates at once: ``(N, E) @ (E, R*T*K)`` and its
-    transpose, ``E`` = D + 1 (a ones column: the intercepts) rounded up to a multiple of 16 (a third
+  * Two GEMMs per iteration over all tasks and replicates at once: ``(N, E) @ (E, R*T*(K-1))`` and
+    its transpose (a head's rows sum to zero, so the last class's logits and gradient follow from the
+    others'), ``E`` = D + 1 (a ones column: the intercepts) rounded up to a multiple of 16 (a third
     GEMM in the iterations that recompute the logits exactly). Convergence diagnostics come back as
     arrays.
   * ``solver="ridge"``: closed-form ridge regression on one-hot targets (one factorisation per
@@ -334,6 +335,9 @@ class Precond(NamedTuple):
 
 def _consts(labels, weights, class_mask, C) -> _Consts:
     T, K = class_mask.shape
+    # rows without a label in 0..K-1 carry no weight (the gradient's last row relies on every weighted
+    # row's residuals summing to zero: :func:`_xt`)
+    weights = jnp.where((labels >= 0) & (labels < K), weights, 0.0)
     n = jnp.maximum(jnp.sum(weights, axis=1), 1e-12)
     return _Consts(labels=labels, wn=weights / n[:, None], y1=_onehot(labels, K), reg=1.0 / (C * n),
                    class_mask=class_mask)
@@ -445,8 +449,9 @@ def _sum_zero(W, class_mask):
     The solver's iterates keep each task's weight rows summing to zero: the softmax does not change
     when every row moves by the same vector, so the penalised optimum has rows summing to zero (over
     the classes present; absent classes' rows are zero), and a start there stays there (the gradient
-    and the preconditioner keep that subspace). The last class is always present in its width group
-    (:func:`width_groups`: the width is the highest class + 1). This lets the matrix products run
+    and the preconditioner keep that subspace). In :func:`fit_replicates` the last class of a width
+    group is present (:func:`width_groups`: the width is the highest class + 1) unless the task has
+    fewer than two classes. This lets the matrix products run
     over K - 1 rows (:func:`_logits`, :func:`_xt`); setting the row, not trusting it, keeps float32
     rounding from moving the iterates off the subspace. (Where the last class is absent, the present
     rows are all among the first K - 1 and sum to zero by themselves.)"""
@@ -500,16 +505,21 @@ def _grad_from_p(x1, cs: _Consts, W, p):
 def _grad_floor(x1, cs: _Consts, W, b, p):
     """Entrywise float32 rounding floor of the gradient ``((T,K,D), (T,K))``: the rounding factor
     times the sum of the absolute values of the terms it adds up, plus what the rounding error of
-    the logits themselves (``eps (2 + sqrt(D)) (|x| |W| + |b|)`` per logit) moves the residuals by
-    (``d p_k = p_k (dz_k - sum_j p_j dz_j)``, bounded by ``2 p_k (1 - p_k) max |dz|``, to first
-    order). Computed once, after the loop."""
+    the logits themselves moves the residuals by (``d p_k = p_k (dz_k - sum_j p_j dz_j)``, bounded by
+    ``2 p_k (1 - p_k) max |dz|``, to first order). A product's logit errs by at most ``eps (2 +
+    sqrt(D)) (|x| |W| + |b|)``; the last class's logit is minus the sum of the others' products
+    (:func:`_logits`), so ``max |dz|`` is bounded by the sum of those over the classes. The last row
+    of the gradient is likewise minus the sum of the others (:func:`_xt`): its floor adds theirs.
+    Computed once, after the loop."""
     r = jnp.abs(_residual(p, cs.y1)) * cs.wn[:, None, :]
     fac = _round_factor(cs)
     ax1 = jnp.abs(x1)
     d = W.shape[-1]
     zerr = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(d))) * _gemm_logits(ax1, jnp.abs(W), jnp.abs(b))
-    dr = 2.0 * p * (1.0 - p) * jnp.max(zerr, axis=-2, keepdims=True) * cs.wn[:, None, :]
+    dr = 2.0 * p * (1.0 - p) * jnp.sum(zerr, axis=-2, keepdims=True) * cs.wn[:, None, :]
     fW, fb = _xt_full(r * fac[:, None, None] + dr, ax1, d)          # both terms in one matrix product
+    fW = fW.at[..., -1, :].set(jnp.sum(fW, axis=-2))                # the last row: the others' floors too
+    fb = fb.at[..., -1].set(jnp.sum(fb, axis=-1))
     return fW + (cs.reg * fac)[:, None, None] * jnp.abs(W), fb
 
 
@@ -700,7 +710,7 @@ def _step(x1, P: Precond, cs: _Consts, st: _State, it, exact) -> tuple[_State, j
     maskf = cs.class_mask.astype(x1.dtype)
     m = st.rho.shape[0]
     dW, db, dh = _direction(P, cs, st, it)
-    u = _logits(x1, dW, db)                                         # 0 for absent classes (dW, db are)
+    u = _logits(x1, dW, db)                   # 0 for absent classes (an absent last one: rounding, masked)
     tr = _line_search(x1, cs, st, dW, db, u, exact)
     # no acceptable step: stay, and restart the memory from the preconditioned gradient
     ok = tr.ok
