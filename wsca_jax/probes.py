@@ -490,8 +490,11 @@ def _xt(r, x1, d):
     """:func:`_xt_full` for residuals that sum to zero over the classes of every row (``p - y``
     times a weight): a matrix product over the first K - 1 classes, the last minus their sum."""
     gW, gb = _xt_full(r[..., :-1, :], x1, d)
-    return (jnp.concatenate([gW, -jnp.sum(gW, axis=-2, keepdims=True)], axis=-2),
-            jnp.concatenate([gb, -jnp.sum(gb, axis=-1, keepdims=True)], axis=-1))
+
+    def with_last(a, axis):                     # the last class: minus the sum of the others
+        return jnp.concatenate([a, -jnp.sum(a, axis=axis, keepdims=True)], axis=axis)
+
+    return with_last(gW, -2), with_last(gb, -1)
 
 
 def _grad_from_p(x1, cs: _Consts, W, p):
