@@ -33,7 +33,7 @@ $PY - "$OUT" <<'PYEOF'
 # against the device's float32 matmul rate measured here.
 import json, os, sys, time
 import numpy as np, jax, jax.numpy as jnp
-from wsca_jax import ProbeConfig, fit_replicates, make_basis
+from wsca_jax.probes import ProbeConfig, fit_replicates, make_basis
 from wsca_jax.stats import bootstrap_weights
 out = sys.argv[1]
 n, d, kinds, B = 1_000_000, 2048, [2] * 17 + [4] * 16, 1000

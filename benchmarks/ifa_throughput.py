@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from wsca_jax.ifa import ifa_arrays, ifa_batch, split_at  # noqa: E402
-from wsca_jax.models import WscaModel  # noqa: E402
+from wsca_jax.training.models import WscaModel  # noqa: E402
 
 
 def measure(n: int, size: int, batch: int, loop_sample: int, method: str = "cam") -> dict:

@@ -67,7 +67,7 @@ def main():
     import jax
     from sklearn.linear_model import LogisticRegression
 
-    from wsca_jax import ProbeConfig, fit_replicates, make_basis, to_original
+    from wsca_jax.probes import ProbeConfig, fit_replicates, make_basis, to_original
     from wsca_jax.probes import sklearn_equivalent_C
     from wsca_jax.stats import bootstrap_weights
 

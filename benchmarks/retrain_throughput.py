@@ -33,8 +33,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from wsca_jax.mid import best_per_k, kmeans  # noqa: E402
-from wsca_jax.retrain import DFR_CS, balanced_subsets, fit_l1_logistic, standardise  # noqa: E402
+from wsca_jax.mitigation.mining import best_per_k, kmeans  # noqa: E402
+from wsca_jax.mitigation.retrain import DFR_CS, balanced_subsets, fit_l1_logistic, standardise  # noqa: E402
 
 CS = (*DFR_CS, 3.0)                    # DFR's 7 values and one weaker penalty: 8
 

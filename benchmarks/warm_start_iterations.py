@@ -71,7 +71,7 @@ def main() -> None:
     from scipy.optimize import minimize
 
     from probe_throughput import make_data
-    from wsca_jax import ProbeConfig, fit_replicates, make_basis
+    from wsca_jax.probes import ProbeConfig, fit_replicates, make_basis
     from wsca_jax.stats import bootstrap_weights
 
     z, labels, kinds = make_data("isotropic", 10_000, 512, 8, 8)

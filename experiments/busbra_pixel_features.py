@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from wsca_jax.data import data_dir
+from wsca_jax.training.data import data_dir
 
 
 def main(argv=None) -> int:

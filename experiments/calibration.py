@@ -1,6 +1,6 @@
 """Calibration study: do WSC's estimates, intervals and tests keep what they promise?
 
-Synthetic embeddings with a known population value (:mod:`wsca_jax.simulate`: ``CalibrationDesign``,
+Synthetic embeddings with a known population value (:mod:`wsca_jax.validation.simulate`: ``CalibrationDesign``,
 ``calibration_data``). The population value of every statistic is the same pipeline (``wsca.analyze``,
 same k, same solver) on one draw of 200,000 rows. Each setting then analyses ``reps`` fresh draws of N rows
 exactly as a user would (``wsca.analyze`` with a bootstrap, a jackknife for BCa and a permutation test) and
@@ -37,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
-from wsca_jax.simulate import CalibrationDesign, calibration_data  # noqa: E402
+from wsca_jax.validation.simulate import CalibrationDesign, calibration_data  # noqa: E402
 from wsca_jax.stats import basic_interval, percentile_interval  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -422,7 +422,7 @@ def report(out: str) -> str:
     pops = rec["populations"]
     lines = ["# Calibration study (rendered from `calibration_summary.json` by `experiments/calibration.py`)", "",
              f"Synthetic embeddings with a known population value (the same pipeline on {POP_N:,} rows). "
-             "Settings and generators: `experiments/calibration.py`, `wsca_jax/simulate.py` (`CalibrationDesign`).",
+             "Settings and generators: `experiments/calibration.py`, `wsca_jax/validation/simulate.py` (`CalibrationDesign`).",
              "", "## Settings", "", "| setting | kind | N | k | primary | B | P | scheme | design |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, p in pops.items():

@@ -10,7 +10,7 @@ rise although the primary head never looks at the artefact. The controls separat
   shortcut), and analysed on the same set.
 
 Each is tested with the free and the within-class (conditional) permutation null, and with a
-pre-specified signed contrast (pneumonia row x stamped column, one-sided; ``wsca_jax.runs.signed_contrast``)
+pre-specified signed contrast (pneumonia row x stamped column, one-sided; ``wsca_jax.analysis.runs.signed_contrast``)
 under the within-class null. One JSON line per (control, seed) in ``results/controls_runs.jsonl``;
 ``results/controls.md`` is rendered from it only.
 
@@ -35,11 +35,11 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
-from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.embed import embed  # noqa: E402
-from wsca_jax.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset  # noqa: E402
-from wsca_jax.runs import signed_contrast  # noqa: E402
-from wsca_jax.train import TrainConfig, fit  # noqa: E402
+from wsca_jax.training.data import load_dataset  # noqa: E402
+from wsca_jax.training.embed import embed  # noqa: E402
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset  # noqa: E402
+from wsca_jax.analysis.runs import signed_contrast  # noqa: E402
+from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STRENGTH = 0.9

@@ -1,7 +1,7 @@
 """Which null calibrates the multi-task (fixed-head) WSC? A simulation with a known truth.
 
 Networks are trained jointly on a primary label and a 3-level attribute that are *independent*
-(`wsca_jax.multitask_networks`, dependence 0): the primary head has no reason to use the attribute,
+(`wsca_jax.validation.simulate.multitask_networks`, dependence 0): the primary head has no reason to use the attribute,
 so a level-5% test should reject in about 5% of networks. Two candidate nulls for the statistic
 max |WSC| (primary head vs attribute head, jointly trained):
 
@@ -30,6 +30,7 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
+from wsca_jax.validation.simulate import multitask_networks  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,8 +40,8 @@ def _stat(sim, m):
 
 
 def run(args) -> dict:
-    obs = wsca.multitask_networks(101, args.networks, dependence=0.0)
-    null = wsca.multitask_networks(102, args.null_networks, dependence=0.0, permute_attribute=True)
+    obs = multitask_networks(101, args.networks, dependence=0.0)
+    null = multitask_networks(102, args.null_networks, dependence=0.0, permute_attribute=True)
     stat = np.array([_stat(obs, m) for m in range(args.networks)])
     head_null = np.array([_stat(null, m) for m in range(args.null_networks)])
     seed_p = np.array([(1 + (head_null >= s).sum()) / (len(head_null) + 1) for s in stat])

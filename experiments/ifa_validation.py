@@ -37,12 +37,12 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
-from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.embed import embed  # noqa: E402
-from wsca_jax.experiment import (EXPERIMENT_WIDTHS, artefact_spec, condition_dataset, restrict_busbra)  # noqa: E402
+from wsca_jax.training.data import load_dataset  # noqa: E402
+from wsca_jax.training.embed import embed  # noqa: E402
+from wsca_jax.validation.experiment import (EXPERIMENT_WIDTHS, artefact_spec, condition_dataset, restrict_busbra)  # noqa: E402
 from wsca_jax.ifa import (apply_scale, common_scale, ifa_arrays, ifa_for_run, region_mass, resize_maps,  # noqa: E402
                           split_at)
-from wsca_jax.train import TrainConfig, fit, load_run  # noqa: E402
+from wsca_jax.training.train import TrainConfig, fit, load_run  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STRENGTHS = (0.0, 0.5, 0.9)

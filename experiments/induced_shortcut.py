@@ -25,10 +25,10 @@ import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.experiment import (BUSBRA_SCANNERS, artefact_spec, busbra_spec, condition_dataset, restrict_busbra,  # noqa: E402
+from wsca_jax.training.data import load_dataset  # noqa: E402
+from wsca_jax.validation.experiment import (BUSBRA_SCANNERS, artefact_spec, busbra_spec, condition_dataset, restrict_busbra,  # noqa: E402
                                  run_condition, null_network_wsc, MT_TASK_WEIGHTS, EXPERIMENT_WIDTHS)
-from wsca_jax.train import TrainConfig  # noqa: E402
+from wsca_jax.training.train import TrainConfig  # noqa: E402
 from wsca_jax import __version__ as wsca_version  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,7 +69,7 @@ def runs_file(args) -> str:
 
 def design_counts(ds, spec) -> dict:
     """Training rows per (class, confounder value) of a condition: ``{class: {value: n}}``."""
-    from wsca_jax.experiment import design_table
+    from wsca_jax.validation.experiment import design_table
     t = design_table(ds, spec)
     return {str(c): {str(v): int(t.loc[c, v]) for v in t.columns} for c in t.index}
 

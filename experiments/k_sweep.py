@@ -28,11 +28,11 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
-from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.embed import embed  # noqa: E402
-from wsca_jax.experiment import (EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, busbra_spec, condition_dataset,  # noqa: E402
+from wsca_jax.training.data import load_dataset  # noqa: E402
+from wsca_jax.training.embed import embed  # noqa: E402
+from wsca_jax.validation.experiment import (EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, busbra_spec, condition_dataset,  # noqa: E402
                                  restrict_busbra)
-from wsca_jax.train import TrainConfig, fit  # noqa: E402
+from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KS = (10, 25, 50, 100, 256)

@@ -32,10 +32,10 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
-from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.embed import embed, save_embeddings  # noqa: E402
-from wsca_jax.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
-from wsca_jax.train import TrainConfig, fit  # noqa: E402
+from wsca_jax.training.data import load_dataset  # noqa: E402
+from wsca_jax.training.embed import embed, save_embeddings  # noqa: E402
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
+from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONDITIONS = (("s=0", 0.0), ("s=0.9", 0.9))

@@ -33,11 +33,12 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wsca_jax as wsca  # noqa: E402
-from wsca_jax.data import load_dataset  # noqa: E402
-from wsca_jax.embed import embed, save_embeddings  # noqa: E402
-from wsca_jax.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
+from wsca_jax.training.data import load_dataset  # noqa: E402
+from wsca_jax.training.embed import embed, save_embeddings  # noqa: E402
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
 from wsca_jax.io import load_embeddings  # noqa: E402
-from wsca_jax.train import TrainConfig, fit  # noqa: E402
+from wsca_jax.mitigation.app import analyze_mid, split_arrays  # noqa: E402
+from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = "waterbirds_mid_runs.jsonl"
@@ -96,12 +97,12 @@ def run(args) -> None:
             t_train = time.time() - t0
             splits = {s: load_embeddings(p) for s, p in paths.items()}
             p, g = conf["primary"], conf["groups"]
-            tr = wsca.split_arrays(splits["train"], p, g, what="train")
-            va = wsca.split_arrays(splits["val"], p, g, tr["classes"], what="val")
-            te = wsca.split_arrays(splits["test"], p, g, tr["classes"], what="test")
+            tr = split_arrays(splits["train"], p, g, what="train")
+            va = split_arrays(splits["val"], p, g, tr["classes"], what="val")
+            te = split_arrays(splits["test"], p, g, tr["classes"], what="test")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                rec, _ = wsca.analyze_mid(tr, va, te, band=args.band, verify=[conf["verify"]], bootstrap=args.bootstrap,
+                rec, _ = analyze_mid(tr, va, te, band=args.band, verify=[conf["verify"]], bootstrap=args.bootstrap,
                                           permutations=args.permutations, seed=seed)
             row = {"dataset": args.dataset, "backbone": backbone, "seed": seed, "epochs": args.epochs, "wsca_version": wsca.__version__,
                    "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **rec}

@@ -60,7 +60,7 @@ def known_answer():
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """One quick `wsca demo` run on the bundled digits (shared by the demo and browser tests)."""
-    from wsca_jax.demo import run_demo
+    from wsca_jax.validation.demo import run_demo
     out = tmp_path_factory.mktemp("demo") / "out"
     record = run_demo(str(out), dataset="digits", epochs=1, bootstrap=10, permutations=10, seed=0, progress=False)
     return out, record

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import wsca_jax as wsca
-from wsca_jax.simulate import CalibrationDesign, calibration_data
+from wsca_jax.validation.simulate import CalibrationDesign, calibration_data
 from wsca_jax.stats import basic_interval, guarded_bca_interval, recentred_replicates
 from wsca_jax.wsc import disattenuate
 

@@ -376,7 +376,7 @@ def test_subprocess_error_has_no_traceback(prepared):
 
 
 def _params(run, which="latest"):
-    from wsca_jax.train import load_run
+    from wsca_jax.training.train import load_run
     return jax.tree_util.tree_leaves(load_run(str(run), which)[1])
 
 
@@ -517,7 +517,7 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(prepared, t
 
 @pytest.mark.parametrize("point", ["run_json:1"])
 def test_crash_at_each_save_point_then_resume_equals_uninterrupted(prepared, tmp_path, capsys, point, monkeypatch):
-    from wsca_jax.train import InjectedFault
+    from wsca_jax.training.train import InjectedFault
     d = prepared
     run = tmp_path / "crashed"
     monkeypatch.setenv("WSCA_FAULT", point + ":raise")

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 import wsca_jax as wsca
-from wsca_jax.simulate import CalibrationDesign, calibration_data
+from wsca_jax.validation.simulate import CalibrationDesign, calibration_data
 
 
 def _max_wsc(design, n, seed):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from wsca_jax import WscaInputError
-from wsca_jax.data import (artefact_indices, balanced_indices, biased_indices, group_split, load_busbra_npz,
+from wsca_jax.training.data import (artefact_indices, balanced_indices, biased_indices, group_split, load_busbra_npz,
                            load_busbra_release, load_dataset, load_generic_npz, load_image_folder,
                            load_medmnist_npz, load_waterbirds_npz, stamp_artefact)
 
@@ -132,10 +132,10 @@ def test_artefact_stamping_changes_only_selected_rows():
 
 def test_tfds_array_record_round_trip(tmp_path):
     import sys
-    from wsca_jax.data.tfds_builder import build_tfds, load_tfds
+    from wsca_jax.training.data.tfds_builder import build_tfds, load_tfds
     rng = np.random.default_rng(5)
     n = 24
-    from wsca_jax.data import ImageDataset
+    from wsca_jax.training.data import ImageDataset
     scanner = np.array(["GE", "Toshiba", None] * 8, dtype=object)
     ds = ImageDataset("toy", rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8),
                       {"label": rng.integers(0, 2, n), "age": rng.normal(50, 9, n), "scanner": scanner},
@@ -154,7 +154,7 @@ def test_tfds_array_record_round_trip(tmp_path):
 
 
 def test_confounded_design_keeps_sizes_and_moves_the_mix():
-    from wsca_jax.data import confounded_indices
+    from wsca_jax.training.data import confounded_indices
     from wsca_jax.errors import WscaInputError
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 3000)

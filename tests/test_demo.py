@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from wsca_jax.cli import main
-from wsca_jax.data import load_digits_dataset
-from wsca_jax.experiment import artefact_spec, condition_dataset, design_table
+from wsca_jax.training.data import load_digits_dataset
+from wsca_jax.validation.experiment import artefact_spec, condition_dataset, design_table
 
 
 def test_demo_summary_contract(demo_dir):

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 
 import wsca_jax as wsca
+from wsca_jax.validation.simulate import multitask_networks
 
 
 @pytest.fixture(scope="module")
 def networks():
-    obs = wsca.multitask_networks(11, 60, dependence=0.0)
-    null = wsca.multitask_networks(12, 59, dependence=0.0, permute_attribute=True)
+    obs = multitask_networks(11, 60, dependence=0.0)
+    null = multitask_networks(12, 59, dependence=0.0, permute_attribute=True)
     return obs, null
 
 

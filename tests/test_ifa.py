@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wsca_jax import ifa
-from wsca_jax.models import WscaModel
+from wsca_jax.training.models import WscaModel
 
 
 @pytest.fixture(scope="module")

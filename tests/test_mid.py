@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 from wsca_jax import WscaInputError
-from wsca_jax.mid import band, best_per_k, choose_k, enrichment, kmeans, lloyd, margins, mislabel_scores, silhouette
+from wsca_jax.mitigation.mining import band, best_per_k, choose_k, enrichment, kmeans, lloyd, margins, mislabel_scores, silhouette
 
 
 def test_margins_binary_and_top_two():
@@ -115,7 +115,7 @@ def test_l1_logistic_matches_scikit_learn_saga(dataset):
     import warnings
     from sklearn import datasets
     from sklearn.linear_model import LogisticRegression
-    from wsca_jax.retrain import fit_l1_logistic, predict, standardise
+    from wsca_jax.mitigation.retrain import fit_l1_logistic, predict, standardise
     x, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
     x, = standardise(x)
     Cs = np.array([0.01, 0.1, 0.5])          # saga needs minutes to converge tightly at larger C here
@@ -138,7 +138,7 @@ def test_l1_logistic_matches_scikit_learn_saga(dataset):
 
 
 def test_group_metrics_by_hand():
-    from wsca_jax.retrain import group_accuracy, weighted_accuracy, worst_group_accuracy
+    from wsca_jax.mitigation.retrain import group_accuracy, weighted_accuracy, worst_group_accuracy
     y = np.array([1, 1, 0, 0, 1, 0, 1, 1])
     pred = np.array([1, 0, 0, 0, 1, 1, 1, 1])
     g = np.array(["a", "a", "a", "b", "b", "b", "c", "c"])
@@ -164,7 +164,7 @@ def _planted(n, p_major, rng, d=20):
 
 
 def test_the_band_is_enriched_for_the_minority_and_mid_raises_worst_group_accuracy_without_group_labels():
-    from wsca_jax.mid import retrain_methods
+    from wsca_jax.mitigation.mining import retrain_methods
     rng = np.random.default_rng(0)
     val, test = _planted(1200, 0.85, rng), _planted(4000, 0.5, rng)
     shares = {"y0_a0": 0.45, "y1_a1": 0.45, "y0_a1": 0.05, "y1_a0": 0.05}
@@ -188,7 +188,7 @@ def test_the_band_is_enriched_for_the_minority_and_mid_raises_worst_group_accura
 def test_accuracy_intervals_cover_at_their_level():
     """Simulation with known group accuracies: the worst-group interval (Bonferroni Clopper-Pearson,
     conservative by construction) covers at least 95%; the stratified-bootstrap mean interval about 95%."""
-    from wsca_jax.retrain import accuracy_intervals, weighted_accuracy_interval
+    from wsca_jax.mitigation.retrain import accuracy_intervals, weighted_accuracy_interval
     rng = np.random.default_rng(0)
     p = {"a": 0.9, "b": 0.7, "c": 0.72, "d": 0.95}
     n = {"a": 60, "b": 30, "c": 40, "d": 200}
@@ -209,7 +209,7 @@ def test_accuracy_intervals_cover_at_their_level():
 
 
 def test_retraining_bad_input_is_one_clear_error():
-    from wsca_jax.mid import kmeans, retrain_methods
+    from wsca_jax.mitigation.mining import kmeans, retrain_methods
     rng = np.random.default_rng(1)
     val, test = _planted(300, 0.8, rng), _planted(300, 0.5, rng)
     shares = {g: 0.25 for g in np.unique(test["groups"])}
@@ -316,7 +316,7 @@ def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, 
 
 
 def test_within_class_eta_known_answers():
-    from wsca_jax.mitigate import within_class_eta
+    from wsca_jax.mitigation.app import within_class_eta
     y = np.repeat([0, 1], 6)
     a = np.tile(["u", "v", "w"], 4)
     assert within_class_eta(np.where(a == "u", 1.0, 0.0) + 5 * y, y, a)["eta"] == pytest.approx(1.0)   # a function of a
@@ -341,7 +341,7 @@ def test_within_class_eta_known_answers():
 def test_l2_logistic_matches_scikit_learn_lbfgs():
     from sklearn import datasets
     from sklearn.linear_model import LogisticRegression
-    from wsca_jax.retrain import fit_l1_logistic, standardise
+    from wsca_jax.mitigation.retrain import fit_l1_logistic, standardise
     for name in ("breast_cancer", "wine"):
         x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
         x, = standardise(x)
@@ -356,7 +356,7 @@ def test_l2_logistic_matches_scikit_learn_lbfgs():
 def test_numeric_classes_keep_the_order_of_the_logits():
     """Labels 2 and 10: wsca train orders them numerically (logits columns 2, 10); so must wsca mid."""
     from wsca_jax.io import embedding_file
-    from wsca_jax.mitigate import split_arrays
+    from wsca_jax.mitigation.app import split_arrays
     y = np.array([2, 10, 10, 2, 10])
     logits = np.stack([(y == 2) * 3.0, (y == 10) * 3.0], 1)              # a perfect model
     s = split_arrays(embedding_file({"embeddings": np.eye(5), "lab": y, "logits_lab": logits}), "lab", [])
@@ -365,7 +365,7 @@ def test_numeric_classes_keep_the_order_of_the_logits():
 
 
 def test_an_all_zero_retrained_head_is_flagged_not_compared():
-    from wsca_jax.mitigate import verify_head
+    from wsca_jax.mitigation.app import verify_head
     rng = np.random.default_rng(0)
     split = {"x": rng.normal(size=(50, 4)), "y": rng.integers(0, 2, 50), "classes": ["0", "1"],
              "meta": {"place": rng.integers(0, 2, 50)}}
@@ -376,7 +376,7 @@ def test_an_all_zero_retrained_head_is_flagged_not_compared():
 def test_within_class_eta_permutation_p_has_its_level():
     """Score independent of the attribute within classes (the attribute does depend on the class):
     p <= 0.05 in about 5% of 300 null datasets."""
-    from wsca_jax.mitigate import within_class_eta
+    from wsca_jax.mitigation.app import within_class_eta
     rng = np.random.default_rng(1)
     p = []
     for _ in range(300):

@@ -24,7 +24,7 @@ def test_readme_ifa_example_runs_on_any_flax_model():
     import jax.numpy as jnp
     import numpy as np
 
-    from wsca_jax.models import WscaModel
+    from wsca_jax.training.models import WscaModel
     text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
     code = [c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "split_at" in c][0]
     rng = np.random.default_rng(0)

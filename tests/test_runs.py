@@ -11,8 +11,8 @@ from scipy import stats as sps
 
 import wsca_jax as wsca
 from wsca_jax.cli import main
-from wsca_jax.runs import fisher, mean_merged, random_effects, stouffer
-from wsca_jax.simulate import CalibrationDesign, calibration_data
+from wsca_jax.analysis.runs import fisher, mean_merged, random_effects, stouffer
+from wsca_jax.validation.simulate import CalibrationDesign, calibration_data
 
 
 def test_random_effects_known_answers():
@@ -70,7 +70,7 @@ def test_runs_combine_used_attribute(run_files, capsys):
     assert d["settings"]["shared_data"] is True
     # a pre-specified signed cell, one-sided: the aligned cell is significant, a negative cell is not
     from wsca_jax.report import load_result
-    from wsca_jax.runs import signed_contrast
+    from wsca_jax.analysis.runs import signed_contrast
     r0 = load_result(str(out / "seed0"))
     w = r0.tasks["attr"].wsc
     pos, neg = int(np.argmax(w[0])), int(np.argmin(w[0]))

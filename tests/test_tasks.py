@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wsca_jax import WscaInputError, bin_continuous, build_tasks
+from wsca_jax import WscaInputError
+from wsca_jax.tasks import bin_continuous, build_tasks
 
 
 def table(n=200, seed=0):

@@ -10,10 +10,10 @@ import pytest
 
 import wsca_jax as wsca
 from wsca_jax.cli import main
-from wsca_jax.data import ImageDataset
-from wsca_jax.embed import embed
-from wsca_jax.models import WscaModel, head_weights, split_logits
-from wsca_jax.train import TrainConfig, fit, load_run, loss_fn
+from wsca_jax.training.data import ImageDataset
+from wsca_jax.training.embed import embed
+from wsca_jax.training.models import WscaModel, head_weights, split_logits
+from wsca_jax.training.train import TrainConfig, fit, load_run, loss_fn
 
 
 def toy_dataset(n=192, seed=0):
@@ -137,7 +137,7 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
                                                   ("sononet", (8,), (2, 2, 32))])
 def test_backbones_shapes_and_a_training_step(backbone, widths, maps):
     from flax.training import train_state
-    from wsca_jax.train import make_optimizer, make_train_step
+    from wsca_jax.training.train import make_optimizer, make_train_step
     model = WscaModel(head_classes=(2, 3), setting="multi_task", backbone=backbone, widths=widths)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1), dtype=np.uint8))
     params = model.init(jax.random.PRNGKey(0), x)["params"]
@@ -153,7 +153,7 @@ def test_backbones_shapes_and_a_training_step(backbone, widths, maps):
 
 
 def test_class_order_matches_analysis_and_missing_text_round_trips(tmp_path):
-    from wsca_jax.train import encode_labels
+    from wsca_jax.training.train import encode_labels
     from wsca_jax.tasks import build_tasks
     import pandas as pd
     cols = {"y": np.array([9, 10, 9, 10, 2]), "site": np.array(["b", None, "a", "b", "a"], dtype=object)}

@@ -14,7 +14,7 @@ def rotated(rows, basis):
 
 def test_pca_matches_sklearn():
     X = np.random.default_rng(0).normal(size=(500, 80)) @ np.diag(np.linspace(3, 0.1, 80))
-    basis = wsca.make_basis(X)
+    basis = wsca.probes.make_basis(X)
     proj = choose_components(basis.variances, 0.9, pca_min=5)
     ref = PCA(n_components=0.9, svd_solver="full").fit(X)
     assert proj.k == ref.n_components_
@@ -28,7 +28,7 @@ def test_pca_matches_sklearn():
 def test_known_angles_are_recovered():
     d = 10
     rng = np.random.default_rng(0)
-    basis = wsca.make_basis(rng.normal(size=(400, d)))
+    basis = wsca.probes.make_basis(rng.normal(size=(400, d)))
     e = basis.rotation.T                                    # rows: principal axes in input space
     angles = np.deg2rad([0.0, 30.0, 60.0, 90.0, 135.0])
     head = e[0:1]                                           # one-row head along axis 0
@@ -40,7 +40,7 @@ def test_known_angles_are_recovered():
 
 def test_projection_removes_off_manifold_components():
     d = 10
-    basis = wsca.make_basis(np.random.default_rng(1).normal(size=(400, d)) * np.r_[np.ones(5) * 3, np.ones(5) * 0.01])
+    basis = wsca.probes.make_basis(np.random.default_rng(1).normal(size=(400, d)) * np.r_[np.ones(5) * 3, np.ones(5) * 0.01])
     e = basis.rotation.T
     head = (e[0] + 5 * e[9])[None]                          # mostly off the 5-d manifold
     task = e[0][None]
@@ -53,7 +53,7 @@ def test_projection_removes_off_manifold_components():
 def test_centering_removes_common_vector():
     d = 6
     rng = np.random.default_rng(2)
-    basis = wsca.make_basis(rng.normal(size=(300, d)))
+    basis = wsca.probes.make_basis(rng.normal(size=(300, d)))
     A = rng.normal(size=(2, d)); B = rng.normal(size=(3, d))   # noqa: E702
     shift = rng.normal(size=d) * 5
     args = dict(k=d)
@@ -104,7 +104,7 @@ def test_reweighted_basis_matches_fixed_pca_and_resamples_it():
     from wsca_jax.wsc import wsc_reweighted_basis_jit
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 12)) * np.linspace(3, 0.2, 12)
-    basis = wsca.make_basis(x)
+    basis = wsca.probes.make_basis(x)
     a = rng.normal(size=(2, 12)) @ basis.rotation
     b = rng.normal(size=(1, 3, 12)) @ basis.rotation
     k = 5
@@ -114,7 +114,7 @@ def test_reweighted_basis_matches_fixed_pca_and_resamples_it():
                                               b.astype(np.float32), np.ones((1, 3), bool), k=k, centered=True))
     np.testing.assert_allclose(got[0], ref, atol=2e-4)
     # bootstrap weights move the projection, hence the cosines, a little
-    w = wsca.bootstrap_weights(rng, 300, 8)
+    w = wsca.stats.bootstrap_weights(rng, 300, 8)
     boot = np.asarray(wsc_reweighted_basis_jit(basis.x, w, a.astype(np.float32), np.ones(2, bool),
                                                b.astype(np.float32), np.ones((1, 3), bool), k=k, centered=True))
     assert boot.shape == (8, 1, 2, 3)

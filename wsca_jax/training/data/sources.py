@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import WscaInputError, require
+from ...errors import WscaInputError, require
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 

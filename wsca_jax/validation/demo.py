@@ -1,6 +1,6 @@
 """``wsca demo``: the induced-shortcut validation in one command, with an HTML report.
 
-Balanced vs biased training designs (:mod:`wsca_jax.experiment`), each trained fine-tuned and
+Balanced vs biased training designs (:mod:`wsca_jax.validation.experiment`), each trained fine-tuned and
 multi-task, one seed; WSC primary x confounder with bootstrap intervals and permutation p-values.
 BUS-BRA (malignancy x scanner) when it is found, otherwise scikit-learn's bundled digits with a
 stamped artefact (odd vs even digits x artefact), which needs no download.
@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from .errors import require
+from ..errors import require
 
 BIASED_STRENGTH = 0.9          # each class 90% + 10% x (base share) from its majority scanner (94.5% on BUS-BRA)
 CONDITIONS = {"balanced": 0.0, "biased": BIASED_STRENGTH}
@@ -22,7 +22,7 @@ DEFAULT_EPOCHS = {"busbra": 20, "digits": 12}
 
 def demo_data(dataset: str = "auto", data_dir: str | None = None):
     """``(dataset, spec, note)`` for the demo: BUS-BRA when available, else digits with an artefact."""
-    from .data.sources import data_dir as resolve, load_busbra_npz, load_digits_dataset
+    from ..training.data.sources import data_dir as resolve, load_busbra_npz, load_digits_dataset
     from .experiment import artefact_spec, busbra_spec, restrict_busbra
 
     require(dataset in ("auto", "busbra", "digits"), f"--dataset must be auto, busbra or digits, found {dataset!r}")
@@ -54,8 +54,8 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
       ``max_abs_wsc, ci, p_value, primary_auroc, confounder_probe_auroc`` (and more).
     """
     from .experiment import EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, condition_dataset, design_table, run_condition, verdict
-    from .report import atomic_folder, fill_folder, render_demo_html
-    from .train import TrainConfig
+    from ..report import atomic_folder, fill_folder, render_demo_html
+    from ..training.train import TrainConfig
 
     require(not os.path.exists(out) or os.path.isdir(out), f"--out {out}: exists and is not a folder")
     require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import require
+from ...errors import require
 
 
 def _cells(labels, confounder):

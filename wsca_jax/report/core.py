@@ -276,9 +276,9 @@ def save_distributions(result, path: str) -> None:
 
 def load_result(folder: str):
     """A :class:`~wsca_jax.analysis.WscaResult` from a folder written by :func:`write_outputs`."""
-    from .analysis import WscaResult
-    from .errors import WscaInputError, require
-    from .io import first_line
+    from ..analysis import WscaResult
+    from ..errors import WscaInputError, require
+    from ..io import first_line
 
     path = os.path.join(folder, "wsca.json")
     require(os.path.isfile(path), f"{folder}: no wsca.json (not a wsca analyze output folder)")
@@ -397,7 +397,7 @@ def write_report(folder: str, out: str | None = None) -> str:
 
     ``out``: another HTML path (default ``folder/report.html``). Figures are re-drawn into memory only.
     """
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     result = load_result(folder)
     html_text = render_html(result, result_figures(result))
@@ -490,7 +490,7 @@ most in the multi-task setting (paper: 0.06 balanced; 0.12 fine-tuned, 0.30 mult
 
 
 def render_runs_html(result) -> str:
-    """One HTML page for :func:`~wsca_jax.runs.analyze_runs`: the combined answer per task, then links to
+    """One HTML page for :func:`~wsca_jax.analysis.runs.analyze_runs`: the combined answer per task, then links to
     each run's own report."""
     esc = html.escape
     f3 = lambda x: "" if x is None else f"{x:.3f}"  # noqa: E731

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .errors import require
+from ..errors import require
 from .retrain import (DFR_CS, accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
                       weighted_accuracy, weighted_accuracy_interval)
-from .stats import holm
+from ..stats import holm
 
 
 # ----------------------------------------------------------------------------------------- margins
@@ -352,7 +352,7 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
     Every retraining uses the validation rows (DFR's choice), standardised with their statistics:
     DFR balances their true groups; JTT upweights ERM's errors ``jtt_up`` times; MID balances the
     pseudo-groups of :func:`mined_cells` (no group labels; C by the worst pseudo-group); MID-oracle
-    balances the band's true groups against the rest. C: :func:`~wsca_jax.retrain.tune_and_refit`
+    balances the band's true groups against the rest. C: :func:`~wsca_jax.mitigation.retrain.tune_and_refit`
     (worst group on half the validation rows; MID: worst pseudo-group).
 
     Args:

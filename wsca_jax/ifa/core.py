@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import WscaInputError, require  # noqa: F401 (re-exported for callers)
+from ..errors import WscaInputError, require  # noqa: F401 (re-exported for callers)
 
 METHODS = ("cam", "gradcam", "gradxact")
 
@@ -368,7 +368,7 @@ def decompose(split: Split, images: np.ndarray, labels: np.ndarray, weights: np.
       median over ``n_random`` masks, with ``auroc_low`` / ``auroc_high`` the band's min and max);
       ``full``: the full model's metrics; ``smallest_sufficient_fraction``: ``{mode: fraction or None}``.
     """
-    from .metrics import classification_metrics
+    from ..metrics import classification_metrics
 
     fr = [float(f) for f in fractions]
     modes = {m: channel_masks(s, fr, n_random, seed) for m, s in scores.items()}
@@ -580,7 +580,7 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     """:func:`analyze_ifa` of a ``wsca train`` run's primary head on one split of its dataset.
 
     Args:
-      dataset: the run's :class:`~wsca_jax.data.ImageDataset`.  layer: ``last`` (the backbone's
+      dataset: the run's :class:`~wsca_jax.training.data.ImageDataset`.  layer: ``last`` (the backbone's
         output, the maps before pooling) or the name of a submodule of the backbone.
       tasks: metadata columns to locate (default: every other column with 2-20 classes).
     Returns: ``(record, arrays, images)``; ``arrays["rows"]`` are the split's rows analysed (those with a
@@ -588,8 +588,8 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     """
     import pandas as pd
 
-    from .tasks import encode_categorical
-    from .train import encode_labels, load_run
+    from ..tasks import encode_categorical
+    from ..training.train import encode_labels, load_run
 
     model, params, rec = load_run(run_dir, which)
     sub = dataset.select_split(split_name)
@@ -633,8 +633,8 @@ def ifa_for_maps(path: str, primary: str | None = None, tasks=None, method: str 
     """
     import pandas as pd
 
-    from .io import load_embeddings
-    from .tasks import encode_categorical
+    from ..io import load_embeddings
+    from ..tasks import encode_categorical
 
     require(method == "cam", f"--method {method}: stored feature maps support CAM only (gradients need the "
                              "network: use --run)")

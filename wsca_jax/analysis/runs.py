@@ -28,11 +28,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from .analysis import WscaResult, analyze
-from .errors import require
-from .io import atomic_write_text
-from .stats import holm
-from .wsc import wsc_jit
+from .core import WscaResult, analyze
+from ..errors import require
+from ..io import atomic_write_text
+from ..stats import holm
+from ..wsc import wsc_jit
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import require
+from ..errors import require
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:

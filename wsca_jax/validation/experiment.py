@@ -10,7 +10,7 @@ Designs (:class:`ShortcutSpec`):
 
 * **BUS-BRA** (:func:`busbra_spec`): primary = malignant, confounder = scanner (GE Logiq 5, GE Logiq 7,
   Toshiba; U-Systems has 25 images and is left out). Images are *discarded* as in the paper, with a
-  fixed number per class at every strength (:func:`~wsca_jax.data.confounded_indices`): strength 0 =
+  fixed number per class at every strength (:func:`~wsca_jax.training.data.confounded_indices`): strength 0 =
   the same scanner mix in both classes, strength s = a share s of each class moved to its majority
   scanner (benign -> GE Logiq 5, malignant -> GE Logiq 7).
 * **Artefact** (:func:`artefact_spec`, PneumoniaMNIST / BreastMNIST / scikit-learn digits): no
@@ -30,10 +30,10 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from .analysis import analyze
-from .data.shortcuts import artefact_indices, confounded_indices, stamp_artefact
-from .data.sources import ImageDataset
-from .errors import require
+from ..analysis import analyze
+from ..training.data.shortcuts import artefact_indices, confounded_indices, stamp_artefact
+from ..training.data.sources import ImageDataset
+from ..errors import require
 
 # Training settings of the experiments and the demo (chosen in issue 4, see experiments/results):
 # a small CNN with a 256-wide last stage (a 64-dim embedding gave the same WSC rise but a wider null),
@@ -55,8 +55,8 @@ class ShortcutSpec:
       majority: ``{class: confounder value}`` each class leans on.  base: ``{value: share}`` at strength 0.
       n_per_class: training rows per class (``discard``).  artefact: stamp kind (``artefact``).
       fixed_marginals: keep the confounder's totals fixed across strengths too (``discard``;
-        :func:`~wsca_jax.data.shortcuts.design_table_fixed_marginals`); False: the per-class mixes of
-        :func:`~wsca_jax.data.confounded_indices`, under which a rare value shrinks as the strength grows.
+        :func:`~wsca_jax.training.data.shortcuts.design_table_fixed_marginals`); False: the per-class mixes of
+        :func:`~wsca_jax.training.data.confounded_indices`, under which a rare value shrinks as the strength grows.
     """
 
     dataset: str
@@ -132,7 +132,7 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
 
     Args:
       ds: the condition's dataset (:func:`condition_dataset`).  setting: ``fine_tuned`` | ``multi_task``.
-      train_cfg: a :class:`~wsca_jax.train.TrainConfig` (its ``setting`` and ``seed`` are replaced).
+      train_cfg: a :class:`~wsca_jax.training.train.TrainConfig` (its ``setting`` and ``seed`` are replaced).
       conditional: also run the conditional null (labels permuted within primary classes: it keeps
         the class-confounder association of a biased design and tests alignment beyond it) and report
         its p-value beside the unconditional one (the headline, as ``wsca analyze`` computes it).
@@ -145,8 +145,8 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
       Multi-task runs compare fixed heads: ``p_value`` is None (no null of their statistic here),
       ``null_q95`` is the probe permutation null's 95% point, for reference only.
     """
-    from .embed import embed
-    from .train import TrainConfig, fit
+    from ..training.embed import embed
+    from ..training.train import TrainConfig, fit
 
     require(setting in ("fine_tuned", "multi_task"), f"setting must be fine_tuned or multi_task, found {setting!r}")
     cfg = dataclasses.replace(train_cfg or TrainConfig(), setting=setting, seed=seed)
@@ -203,7 +203,7 @@ def permute_within_split(ds: ImageDataset, column: str, seed: int, split: int = 
     :func:`~wsca_jax.stats.permutation_indices`). Other splits are unchanged. With ``within`` (a
     column name, e.g. the primary label) values move only between rows with the same value of that
     column, which keeps the column-``within`` association of the design (the conditional null)."""
-    from .stats import permutation_indices
+    from ..stats import permutation_indices
 
     rows = np.flatnonzero(ds.split == split)
     strata = None if within is None else np.asarray(ds.columns[within])[rows]
@@ -223,9 +223,9 @@ def null_network_wsc(ds: ImageDataset, spec: ShortcutSpec, seed: int, *, train_c
     ``within_class``: permute only within primary classes, so the null networks keep the design's
     class-confounder association (a confounder head may still read the class) and the comparison
     tests alignment beyond it -- the null to use for a confounded design."""
-    from .analysis import fixed_head_wsc
-    from .embed import embed
-    from .train import TrainConfig, fit
+    from ..analysis import fixed_head_wsc
+    from ..training.embed import embed
+    from ..training.train import TrainConfig, fit
 
     cfg = dataclasses.replace(train_cfg or TrainConfig(), setting="multi_task", seed=seed)
     n_heads = 2 + len(spec.extra_tasks)

@@ -1,6 +1,6 @@
 """tensorflow-datasets builders in the array_record format, without TensorFlow.
 
-Any :class:`~wsca_jax.data.ImageDataset` (BUS-BRA, Waterbirds, MedMNIST, a generic ``.npz`` or an
+Any :class:`~wsca_jax.training.data.ImageDataset` (BUS-BRA, Waterbirds, MedMNIST, a generic ``.npz`` or an
 image folder) is written once as a TFDS dataset -- images, every metadata column and the
 patient group as features; train / val / test splits as the reader made them (patient-grouped)
 -- and read back through ``tfds`` data sources. The builder's config name carries a fingerprint
@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..errors import require
+from ...errors import require
 from .sources import SPLITS, ImageDataset
 
 SPLIT_NAMES = {v: k for k, v in SPLITS.items()}

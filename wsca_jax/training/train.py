@@ -34,11 +34,11 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from .errors import WscaInputError, WscaWarning, require
+from ..errors import WscaInputError, WscaWarning, require
 from .data.tfds_builder import fingerprint
-from .io import atomic_write_text, check_out_dir, first_line
-from .metrics import classification_metrics
-from .progress import progress_bar
+from ..io import atomic_write_text, check_out_dir, first_line
+from ..metrics import classification_metrics
+from ..progress import progress_bar
 from .models import BACKBONES, SETTINGS, WscaModel, split_logits
 
 
@@ -76,7 +76,7 @@ def encode_labels(columns: dict, names: Sequence[str]) -> tuple[np.ndarray, list
     """
     import pandas as pd
 
-    from .tasks import encode_categorical
+    from ..tasks import encode_categorical
 
     labels, specs = [], []
     for name in names:
@@ -454,7 +454,7 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
         resume: bool = False, progress: bool = True, max_epochs: int | None = None,
         dataset_source: str | None = None, overwrite: bool = False, split_seed: int | None = None,
         data_fingerprint: str | None = None) -> dict:
-    """Train a model on ``dataset`` (an :class:`~wsca_jax.data.ImageDataset`) and checkpoint it.
+    """Train a model on ``dataset`` (an :class:`~wsca_jax.training.data.ImageDataset`) and checkpoint it.
 
     Args:
       primary: the primary column.  tasks: extra head columns (``multi_task``; ignored otherwise).

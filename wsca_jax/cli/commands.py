@@ -299,11 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     import os
 
-    from .data import prepare_dataset
-    from .data.sources import NAMED_DATASETS
-    from .errors import require
-    from .data.tfds_builder import fingerprint
-    from .train import TrainConfig, check_config, check_data, check_run_folder, fit, read_run_json
+    from ..training.data import prepare_dataset
+    from ..training.data.sources import NAMED_DATASETS
+    from ..errors import require
+    from ..training.data.tfds_builder import fingerprint
+    from ..training.train import TrainConfig, check_config, check_data, check_run_folder, fit, read_run_json
 
     cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, seed=args.seed)
@@ -341,9 +341,9 @@ def cmd_train(args) -> int:
 def _run_dataset(args, rec: dict):
     """The data a run was trained on (``--data-dir``/``--tfds-dir`` from ``args``): its source, split
     seed (runs before ``--split-seed`` drew the split with ``--seed``) and content fingerprint."""
-    from .data import prepare_dataset
-    from .data.tfds_builder import fingerprint
-    from .errors import require
+    from ..training.data import prepare_dataset
+    from ..training.data.tfds_builder import fingerprint
+    from ..errors import require
 
     require(isinstance(rec.get("dataset_source"), str), f"--run {args.run}/run.json: no dataset_source")
 
@@ -357,9 +357,9 @@ def _run_dataset(args, rec: dict):
 
 
 def cmd_embed(args) -> int:
-    from .embed import embed, save_embeddings
-    from .io import check_out_file
-    from .train import load_run, read_run_json
+    from ..training.embed import embed, save_embeddings
+    from ..io import check_out_file
+    from ..training.train import load_run, read_run_json
 
     check_out_file(args.out, ".npz", "--out")
     rec = read_run_json(args.run)
@@ -373,11 +373,11 @@ def cmd_embed(args) -> int:
 
 
 def cmd_ifa(args) -> int:
-    from .errors import require
-    from .ifa import check_region, ifa_for_maps, ifa_for_run, parse_region
-    from .io import check_out_dir
-    from .report import write_ifa_outputs
-    from .train import read_run_json
+    from ..errors import require
+    from ..ifa import check_region, ifa_for_maps, ifa_for_run, parse_region
+    from ..io import check_out_dir
+    from ..report import write_ifa_outputs
+    from ..training.train import read_run_json
 
     check_out_dir(args.out)
     require((args.run is None) != (args.embeddings is None), "wsca ifa needs --run or --embeddings (one of them)")
@@ -423,7 +423,7 @@ def cmd_ifa(args) -> int:
 
 
 def _k_range(text: str) -> list[int]:
-    from .errors import require
+    from ..errors import require
     try:
         lo, _, hi = text.partition(":")
         ks = list(range(int(lo), int(hi or lo) + 1))
@@ -436,16 +436,16 @@ def _k_range(text: str) -> list[int]:
 
 def _mid_splits(args) -> dict:
     """``{split: EmbeddingFile}`` from --train/--val/--test or by embedding --run's splits."""
-    from .errors import require
-    from .io import embedding_file, load_embeddings
+    from ..errors import require
+    from ..io import embedding_file, load_embeddings
     files = {k: getattr(args, k) for k in ("train", "val", "test")}
     if args.run is None:
         missing = [f"--{k}" for k, v in files.items() if v is None]
         require(not missing, f"wsca mid needs --run, or --train, --val and --test (missing {', '.join(missing)})")
         return {k: load_embeddings(v) for k, v in files.items()}
     require(all(v is None for v in files.values()), "wsca mid: give --run or the three .npz files, not both")
-    from .embed import embed
-    from .train import load_run, read_run_json
+    from ..training.embed import embed
+    from ..training.train import load_run, read_run_json
     rec = read_run_json(args.run)
     spec = [t for t in rec["tasks"] if t["name"] == args.primary]
     require(spec, f"--primary {args.primary!r}: the run has no head for it (heads: {', '.join(t['name'] for t in rec['tasks'])})")
@@ -457,11 +457,11 @@ def _mid_splits(args) -> dict:
 
 
 def cmd_mid(args) -> int:
-    from .errors import require
-    from .io import check_out_dir
-    from .mid import METHODS
-    from .mitigate import analyze_mid, split_arrays
-    from .report import write_mid_outputs
+    from ..errors import require
+    from ..io import check_out_dir
+    from ..mitigation.mining import METHODS
+    from ..mitigation.app import analyze_mid, split_arrays
+    from ..report import write_mid_outputs
 
     check_out_dir(args.out)
     methods = _csv(args.methods)
@@ -504,9 +504,9 @@ def cmd_mid(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .errors import require
-    from .io import check_out_file
-    from .report import write_report
+    from ..errors import require
+    from ..io import check_out_file
+    from ..report import write_report
 
     require(os.path.isdir(args.run), f"--run {args.run}: no such folder")
     check_out_file(args.out or os.path.join(args.run, "report.html"), ".html", "--out")
@@ -516,7 +516,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from ..validation.demo import run_demo
 
     run_demo(args.out, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, bootstrap=args.bootstrap,
              permutations=args.permutations, seed=args.seed, progress=_progress(args))
@@ -524,10 +524,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import analyze
-    from .errors import WscaInputError, require
-    from .io import check_out_dir, load_embeddings, load_head, load_metadata
-    from .report import write_outputs
+    from ..analysis import analyze
+    from ..errors import WscaInputError, require
+    from ..io import check_out_dir, load_embeddings, load_head, load_metadata
+    from ..report import write_outputs
 
     import pandas as pd
 
@@ -538,7 +538,7 @@ def cmd_analyze(args) -> int:
     require(args.max_iter >= 1, f"--max-iter must be at least 1, found {args.max_iter}")
     main_process = True
     if args.distributed:
-        from .sharding import initialize, is_main
+        from ..sharding import initialize, is_main
         initialize(args.coordinator, args.num_processes, args.process_id)
         main_process = is_main()
         args.quiet = args.quiet or not main_process
@@ -589,7 +589,7 @@ def _head_nulls(specs: list[str]) -> dict:
     """``["task=file", ...]`` -> ``{task: (M,) float}``; a bad spec or file is one clear line."""
     import numpy as np
 
-    from .errors import WscaInputError
+    from ..errors import WscaInputError
 
     out = {}
     for spec in specs:
@@ -614,10 +614,10 @@ def _cmd_runs(args) -> int:
 
     import pandas as pd
 
-    from .errors import WscaInputError, require
-    from .io import load_embeddings
-    from .report import write_runs_outputs
-    from .runs import analyze_runs
+    from ..errors import WscaInputError, require
+    from ..io import load_embeddings
+    from ..report import write_runs_outputs
+    from ..analysis.runs import analyze_runs
 
     require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
     require(not (args.metadata or args.primary_head or args.head_null),
@@ -652,7 +652,7 @@ def _cmd_runs(args) -> int:
 
 def _analysis_options(args) -> dict:
     """The :func:`~wsca_jax.analysis.analyze` settings shared by one embedding and by --runs."""
-    from .probes import ProbeConfig
+    from ..probes import ProbeConfig
     return dict(permute_within=args.permute_within, tasks=_csv(args.tasks) or None,
                 categorical=_csv(args.categorical), continuous=_csv(args.continuous), bins=args.bins,
                 binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
@@ -704,7 +704,7 @@ def _route_warnings(command: str) -> None:
     library warnings (missing glyphs, NumPy RuntimeWarning ...) are not the user's concern."""
     import warnings
 
-    from .errors import WscaWarning
+    from ..errors import WscaWarning
 
     import logging
 
@@ -736,7 +736,7 @@ def _quiet_failed_reads(logging) -> None:
 
 
 def main(argv=None) -> int:
-    from .errors import WscaInputError
+    from ..errors import WscaInputError
 
     parser = build_parser()
     try:
@@ -744,7 +744,7 @@ def main(argv=None) -> int:
     except SystemExit as e:                        # bad usage (one line, printed) or --help
         return int(e.code or 0)
     if args.version:
-        from . import __version__
+        from .. import __version__
         print(__version__)
         return 0
     if not getattr(args, "func", None):

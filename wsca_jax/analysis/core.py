@@ -18,18 +18,18 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import WscaInputError, require
-from .io import atomic_write_text
-from .metrics import classification_metrics, fold_ids, fold_weights, predict_proba
-from . import sharding
-from .probes import ROW_BLOCK, Basis, ProbeConfig, fit_replicates, make_basis, resolve_memory
-from .progress import progress_bar
-from .stats import (basic_interval, bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
+from .. import __version__
+from ..errors import WscaInputError, require
+from ..io import atomic_write_text
+from ..metrics import classification_metrics, fold_ids, fold_weights, predict_proba
+from .. import sharding
+from ..probes import ROW_BLOCK, Basis, ProbeConfig, fit_replicates, make_basis, resolve_memory
+from ..progress import progress_bar
+from ..stats import (basic_interval, bootstrap_weights, exchangeable_fraction, guarded_bca_interval, holm, jackknife_weights,
                     near_threshold, percentile_interval, permutation_indices, permutation_pvalue, pvalue_mcse,
                     random_cosine_quantile, random_direction_null, recentred_replicates)
-from .tasks import build_tasks, class_mask
-from .wsc import choose_components, disattenuate, prepare_head_jit, wsc_by_k_jit, wsc_jit, wsc_reweighted_basis_jit
+from ..tasks import build_tasks, class_mask
+from ..wsc import choose_components, disattenuate, prepare_head_jit, wsc_by_k_jit, wsc_jit, wsc_reweighted_basis_jit
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import require
-from .io import atomic_write
+from ..errors import require
+from ..io import atomic_write
 from .models import head_biases, head_weights, split_logits
 from .train import load_run, predict_batches
 

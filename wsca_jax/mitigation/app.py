@@ -10,16 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .analysis import analyze
-from .errors import require
-from .io import EmbeddingFile
-from .mid import METHODS, enrichment, margins, mislabel_scores, retrain_methods
+from ..analysis import analyze
+from ..errors import require
+from ..io import EmbeddingFile
+from .mining import METHODS, enrichment, margins, mislabel_scores, retrain_methods
 from .retrain import DFR_CS, standardise
-from .tasks import bin_continuous, encode_categorical
+from ..tasks import bin_continuous, encode_categorical
 
 
 def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=None, what: str = "--val") -> dict:
-    """One split as :func:`~wsca_jax.mid.retrain_methods` takes it.
+    """One split as :func:`~wsca_jax.mitigation.mining.retrain_methods` takes it.
 
     ``ef``: a loaded ``wsca embed`` file (with ``logits_<primary>``, the model's outputs; their columns
     follow the class order of ``wsca train``: numbers numerically, text alphabetically).

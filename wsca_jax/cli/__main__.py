@@ -1,0 +1,5 @@
+"""``python -m wsca_jax.cli``: the ``wsca`` command."""
+
+from . import entry
+
+entry()

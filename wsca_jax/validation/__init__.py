@@ -1,0 +1,1 @@
+"""Validation designs: induced-shortcut experiments, simulations with a known truth, the demo."""
