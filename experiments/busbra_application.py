@@ -13,25 +13,22 @@ numbers in ``busbra_application_runs.jsonl``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from prose import ms, namespace
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.embed import embed
+from wsca_jax.training.train import TrainConfig, fit
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.training.embed import embed  # noqa: E402
-from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS  # noqa: E402
-from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+RUNS = "busbra_application_runs.jsonl"
 TASKS = ("birads", "device", "side")
 PAPER = """| metadata (SA-SonoNet, sPTB) | probe AUROC | WSC with the sPTB head |
 |---|---|---|
@@ -43,13 +40,10 @@ PAPER = """| metadata (SA-SonoNet, sPTB) | probe AUROC | WSC with the sPTB head 
 
 def run(args) -> None:
     ds = load_dataset("busbra", args.data_dir)
-    path = os.path.join(args.out, "busbra_application_runs.jsonl")
-    done = set()
-    if os.path.exists(path):
-        with open(path) as f:
-            done = {json.loads(x)["seed"] for x in f}
+    path = os.path.join(args.out, RUNS)
+    done = runner.done_keys(path, ("seed",))
     for seed in [int(s) for s in args.seeds.split(",")]:
-        if seed in done:
+        if (seed,) in done:
             continue
         tmp = tempfile.mkdtemp(prefix="wsca-app-")
         try:
@@ -74,22 +68,18 @@ def run(args) -> None:
                                   "ci_method": t.summary.get("ci_method"), "fit": t.fit}
         row["warnings"] = list(res.warnings)
         row["wsca_version"] = wsca.__version__
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        runner.append_record(path, row)
         print(f"seed {seed}: test AUROC {row['primary_test_auroc']:.3f}; " + "; ".join(
             f"{k} probe {v['probe_auroc']:.3f} max|WSC| {v['max_abs_wsc']:.3f} p {v['p_value']:.3f}"
             for k, v in row["tasks"].items()), flush=True)
 
 
 def load_runs(out: str) -> list[dict]:
-    with open(os.path.join(out, "busbra_application_runs.jsonl")) as f:
-        return [json.loads(x) for x in f]
+    return runner.read_records(os.path.join(out, RUNS))
 
 
 def _ms(xs) -> str:
     """'mean ± SD' with three decimals (the shared formatter of experiments/prose.py)."""
-    sys.path.insert(0, HERE)
-    from prose import ms
     return ms(xs, "{:.3f}")
 
 
@@ -143,8 +133,6 @@ def figure(runs: list[dict], path: str) -> None:
 
 def prose_namespace(runs: list[dict]) -> dict:
     """Helpers for ``templates/busbra_application_notes.md``: every number in the text comes from here."""
-    sys.path.insert(0, HERE)
-    from prose import namespace
 
     def v(task, key):
         return [r["tasks"][task][key] for r in runs]
@@ -175,9 +163,7 @@ def prose_namespace(runs: list[dict]) -> dict:
 def markdown(args) -> str:
     """``busbra_application.md`` from the records in ``args.out`` (pure: writes nothing)."""
     runs = load_runs(args.out)
-    sys.path.insert(0, HERE)
-    from prose import render
-    notes = render(open(os.path.join(HERE, "templates", "busbra_application_notes.md")).read(), prose_namespace(runs))
+    notes = runner.render_template("busbra_application_notes.md", prose_namespace(runs))
     classes, mal = malignant_rows(runs)
     birads_line = " ".join(f"{c}: {x:+.2f}" for c, x in zip(classes, mal.mean(0)))
     auroc = _ms([r["primary_test_auroc"] for r in runs])
@@ -205,34 +191,23 @@ The paper's SA-SonoNet study, for comparison (METHOD.md 1.6):
 {notes}"""
 
 
-def report(args) -> None:
-    runs = load_runs(args.out)
-    figure(runs, os.path.join(args.out, "busbra_application.png"))
-    with open(os.path.join(args.out, "busbra_application.md"), "w") as f:
-        f.write(markdown(args))
-    print(f"wrote {args.out}/busbra_application.md")
+def figures(args) -> None:
+    figure(load_runs(args.out), os.path.join(args.out, "busbra_application.png"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--bootstrap", type=int, default=200)
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--max-permutations", type=int, default=2000,
-                   help="adaptive: more permutations while a p-value is within 3 Monte Carlo SE of alpha")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    return p
+def build_parser():
+    def arguments(p):
+        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--epochs", type=int, default=20)
+        p.add_argument("--bootstrap", type=int, default=200)
+        p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--max-permutations", type=int, default=2000,
+                       help="adaptive: more permutations while a p-value is within 3 Monte Carlo SE of alpha")
+    return runner.parser(__doc__, arguments)
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    if not args.report_only:
-        run(args)
-    report(args)
+def main(argv=None) -> None:
+    runner.run_study(build_parser().parse_args(argv), run, {"busbra_application.md": markdown}, prepare=figures)
 
 
 if __name__ == "__main__":

@@ -24,23 +24,20 @@ both are summarised per setting into ``results/calibration_summary.json`` (commi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 import warnings
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.stats import basic_interval, percentile_interval
+from wsca_jax.validation.simulate import CalibrationDesign, calibration_data
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.validation.simulate import CalibrationDesign, calibration_data  # noqa: E402
-from wsca_jax.stats import basic_interval, percentile_interval  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+RUNS = "calibration_runs.jsonl"
 POP_N = 200_000
 ALPHA = 0.05
 METHODS = ("percentile", "basic", "bca", "corrected")
@@ -168,14 +165,11 @@ def jackknife_draw(name: str, setting: dict, rep: int) -> dict:
 
 
 def _done(path: str) -> set:
-    if not os.path.exists(path):
-        return set()
-    with open(path) as f:
-        return {(r["setting"], r["rep"]) for r in map(json.loads, f)}
+    return runner.done_keys(path, ("setting", "rep"))
 
 
 def run(args) -> None:
-    runs = os.path.join(args.out, "calibration_runs.jsonl")
+    runs = os.path.join(args.out, RUNS)
     pop_path = os.path.join(args.out, "calibration_population.json")
     pops = json.load(open(pop_path)) if os.path.exists(pop_path) else {}
     done = _done(runs)
@@ -198,8 +192,7 @@ def run(args) -> None:
             if (name, rep) in done:
                 continue
             row = (cells_draw if args.cells_only else jackknife_draw if args.jackknife_only else one_draw)(name, setting, rep)
-            with open(runs, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            runner.append_record(runs, row)
             if rep % 20 == 0:
                 print(f"{name} rep {rep}: {time.time() - t0:.0f} s", flush=True)
 
@@ -278,10 +271,7 @@ def reliability_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
 
 def load_jackknife(out: str) -> pd.DataFrame | None:
     path = os.path.join(out, "calibration_jackknife.jsonl")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return pd.DataFrame([json.loads(x) for x in f])
+    return runner.records_frame(path) if os.path.exists(path) else None
 
 
 def _jk_valid(x) -> bool:
@@ -406,8 +396,7 @@ def _cells_seconds(out: str) -> dict:
     path = os.path.join(out, "calibration_cells.jsonl")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        sec = [json.loads(x)["seconds"] for x in f]
+    sec = [r["seconds"] for r in runner.read_records(path)]
     return {"cells_draws": len(sec), "cells_seconds_total": float(np.sum(sec))}
 
 
@@ -541,24 +530,21 @@ def report(out: str) -> str:
 
 def _with_cells(out: str) -> set:
     """(setting, rep) of the main records that hold the basic cell intervals themselves."""
-    path = os.path.join(out, "calibration_runs.jsonl")
-    with open(path) as f:
-        return {(r["setting"], r["rep"]) for r in map(json.loads, f) if r.get("cell_basic") is not None}
+    return {(r["setting"], r["rep"]) for r in runner.read_records(os.path.join(out, RUNS))
+            if r.get("cell_basic") is not None}
 
 
 def load(out: str):
     """Per-draw records; basic and percentile cell intervals from ``calibration_cells.jsonl`` where the
     main record predates them (checked: the supplement's cells equal the record's)."""
-    with open(os.path.join(out, "calibration_runs.jsonl")) as f:
-        runs = pd.DataFrame([json.loads(x) for x in f])
+    runs = runner.records_frame(os.path.join(out, RUNS))
     for col in ("cell_basic", "cell_percentile"):
         if col not in runs:
             runs[col] = None
         runs[col] = runs[col].astype(object)
     sup_path = os.path.join(out, "calibration_cells.jsonl")
     if os.path.exists(sup_path):
-        with open(sup_path) as f:
-            sup = {(r["setting"], r["rep"]): r for r in map(json.loads, f)}
+        sup = {(r["setting"], r["rep"]): r for r in runner.read_records(sup_path)}
         for i, x in runs.iterrows():
             r = sup.get((x.setting, x.rep))
             if r is None or isinstance(x.cell_basic, list):
@@ -592,35 +578,33 @@ def prose_namespace(out: str) -> dict:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--settings", nargs="*", choices=list(SETTINGS))
-    p.add_argument("--reps", type=int, help="draws per setting (default: the setting's own, 200 or 500)")
-    p.add_argument("--list", action="store_true")
-    p.add_argument("--cells-only", action="store_true",
-                   help="only the basic and percentile cell intervals of draws recorded without them "
-                        "(-> calibration_cells.jsonl, merged into the summary)")
-    p.add_argument("--jackknife-only", action="store_true",
-                   help="only the attenuation correction with the jackknife's noise estimate "
-                        "(-> calibration_jackknife.jsonl, summarised beside the main records)")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    return p
+    def arguments(p):
+        p.add_argument("--settings", nargs="*", choices=list(SETTINGS))
+        p.add_argument("--reps", type=int, help="draws per setting (default: the setting's own, 200 or 500)")
+        p.add_argument("--list", action="store_true")
+        p.add_argument("--cells-only", action="store_true",
+                       help="only the basic and percentile cell intervals of draws recorded without them "
+                            "(-> calibration_cells.jsonl, merged into the summary)")
+        p.add_argument("--jackknife-only", action="store_true",
+                       help="only the attenuation correction with the jackknife's noise estimate "
+                            "(-> calibration_jackknife.jsonl, summarised beside the main records)")
+    return runner.parser(__doc__, arguments, data_dir=False)
 
 
-def main() -> None:
-    args = build_parser().parse_args()
+def write_summary(args) -> None:
+    """``calibration_summary.json`` from the per-draw records, where they are (they are not in git)."""
+    if os.path.exists(os.path.join(args.out, RUNS)):
+        with open(os.path.join(args.out, "calibration_summary.json"), "w") as f:
+            json.dump(summarise(args.out), f, indent=1)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     if args.list:
         for k, v in SETTINGS.items():
             print(k, v)
         return
-    if not args.report_only:
-        run(args)
-    if os.path.exists(os.path.join(args.out, "calibration_runs.jsonl")):
-        with open(os.path.join(args.out, "calibration_summary.json"), "w") as f:
-            json.dump(summarise(args.out), f, indent=1)
-    with open(os.path.join(args.out, "calibration.md"), "w") as f:
-        f.write(report(args.out))
-    print(f"wrote {args.out}/calibration.md")
+    runner.run_study(args, run, {"calibration.md": lambda a: report(a.out)}, prepare=write_summary)
 
 
 if __name__ == "__main__":

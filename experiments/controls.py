@@ -20,11 +20,8 @@ under the within-class null. One JSON line per (control, seed) in ``results/cont
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -32,17 +29,16 @@ import warnings
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.analysis.runs import signed_contrast
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.embed import embed
+from wsca_jax.training.train import TrainConfig, fit
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.training.embed import embed  # noqa: E402
-from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset  # noqa: E402
-from wsca_jax.analysis.runs import signed_contrast  # noqa: E402
-from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 STRENGTH = 0.9
+RUNS = "controls_runs.jsonl"
 
 
 def load(args):
@@ -85,21 +81,19 @@ def one(args, ds, spec, control: str, seed: int) -> dict:
 
 def run(args) -> None:
     ds, spec = load(args)
-    path = os.path.join(args.out, "controls_runs.jsonl")
+    path = os.path.join(args.out, RUNS)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for control in ("negative", "positive"):
             t0 = time.time()
             row = one(args, ds, spec, control, seed)
             row["seconds"] = round(time.time() - t0, 1)
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            runner.append_record(path, row)
             print(f"{control} seed {seed}: free p {row['free']['p_value']:.3f}, within p {row['within']['p_value']:.3f}, "
                   f"contrast p {row['within']['contrast']['p_value']:.3f} [{row['seconds']:.0f} s]", flush=True)
 
 
 def report(out: str) -> str:
-    with open(os.path.join(out, "controls_runs.jsonl")) as f:
-        rows = [json.loads(x) for x in f]
+    rows = runner.read_records(os.path.join(out, RUNS))
     lines = ["# Negative and positive controls (rendered from `controls_runs.jsonl` by `experiments/controls.py`)", "",
              f"PneumoniaMNIST, stamped artefact at strength {STRENGTH} in the analysed training rows. Negative: the "
              "network was trained on unstamped images (it cannot use the stamp). Positive: trained on the stamped, "
@@ -124,29 +118,19 @@ def report(out: str) -> str:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--train-rows", type=int, default=1200)
-    p.add_argument("--bootstrap", type=int, default=100)
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--max-permutations", type=int, default=1000)
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    return p
+    def arguments(p):
+        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--epochs", type=int, default=20)
+        p.add_argument("--train-rows", type=int, default=1200)
+        p.add_argument("--bootstrap", type=int, default=100)
+        p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--max-permutations", type=int, default=1000)
+    return runner.parser(__doc__, arguments)
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    if not args.report_only:
-        path = os.path.join(args.out, "controls_runs.jsonl")
-        if os.path.exists(path):
-            os.remove(path)
-        run(args)
-    with open(os.path.join(args.out, "controls.md"), "w") as f:
-        f.write(report(args.out))
-    print(f"wrote {args.out}/controls.md")
+def main(argv=None) -> None:
+    """Starts over (the records are deleted first), then renders ``controls.md``."""
+    runner.run_study(build_parser().parse_args(argv), run, {"controls.md": lambda a: report(a.out)}, fresh=RUNS)
 
 
 if __name__ == "__main__":

@@ -18,21 +18,18 @@ rendered from the record only).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.validation.simulate import multitask_networks
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.validation.simulate import multitask_networks  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+RECORD = "fixed_head_null.json"
 
 
 def _stat(sim, m):
@@ -94,24 +91,28 @@ with permuted attribute labels) and otherwise reports them as not tested.
 """
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--networks", type=int, default=400)
-    p.add_argument("--null-networks", type=int, default=199)
-    p.add_argument("--probe-networks", type=int, default=100)
-    p.add_argument("--permutations", type=int, default=99)
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args()
-    path = os.path.join(args.out, "fixed_head_null.json")
-    if not args.report_only:
-        with open(path, "w") as f:
-            json.dump(run(args), f, indent=2)
-    with open(path) as f:
-        rec = json.load(f)
-    with open(os.path.join(args.out, "fixed_head_null.md"), "w") as f:
-        f.write(report(rec))
-    print(f"wrote {path} and fixed_head_null.md")
+def record(args) -> None:
+    """Run the simulation and write its record (one JSON object, not lines: it is one study)."""
+    with open(os.path.join(args.out, RECORD), "w") as f:
+        json.dump(run(args), f, indent=2)
+
+
+def load(out: str) -> dict:
+    with open(os.path.join(out, RECORD)) as f:
+        return json.load(f)
+
+
+def build_parser():
+    def arguments(p):
+        p.add_argument("--networks", type=int, default=400)
+        p.add_argument("--null-networks", type=int, default=199)
+        p.add_argument("--probe-networks", type=int, default=100)
+        p.add_argument("--permutations", type=int, default=99)
+    return runner.parser(__doc__, arguments, data_dir=False)
+
+
+def main(argv=None) -> None:
+    runner.run_study(build_parser().parse_args(argv), record, {"fixed_head_null.md": lambda a: report(load(a.out))})
 
 
 if __name__ == "__main__":

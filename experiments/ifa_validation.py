@@ -22,11 +22,8 @@ One JSON line per network in ``results/ifa_runs.jsonl`` (a rerun skips networks 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -34,17 +31,16 @@ import warnings
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.training.embed import embed  # noqa: E402
-from wsca_jax.validation.experiment import (EXPERIMENT_WIDTHS, artefact_spec, condition_dataset, restrict_busbra)  # noqa: E402
-from wsca_jax.ifa import (apply_scale, common_scale, ifa_arrays, ifa_for_run, region_mass, resize_maps,  # noqa: E402
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.ifa import (apply_scale, common_scale, ifa_arrays, ifa_for_run, region_mass, resize_maps,
                           split_at)
-from wsca_jax.training.train import TrainConfig, fit, load_run  # noqa: E402
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.embed import embed
+from wsca_jax.training.train import TrainConfig, fit, load_run
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset, restrict_busbra
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+RUNS = "ifa_runs.jsonl"
 STRENGTHS = (0.0, 0.5, 0.9)
 
 
@@ -134,10 +130,7 @@ def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tupl
 
 def run(args) -> None:
     path = os.path.join(args.out, args.records)
-    done = set()
-    if os.path.exists(path):
-        with open(path) as f:
-            done = {(r["dataset"], r["strength"], r["seed"]) for r in map(json.loads, f)}
+    done = runner.done_keys(path, ("dataset", "strength", "seed"))
     jobs = [("pneumoniamnist", s, seed) for seed in args.seeds for s in args.strengths]
     if args.busbra:
         jobs.append(("busbra", None, 0))
@@ -173,8 +166,7 @@ def run(args) -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         row["seconds"] = round(time.time() - t0, 1)
-        with open(path, "a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
+        runner.append_record(path, row, default=float)
         print(f"{dataset} strength {strength} seed {seed}: {row['seconds']} s", flush=True)
 
 
@@ -187,8 +179,7 @@ def _f(x, nd=3):
 
 
 def load(out: str) -> pd.DataFrame:
-    with open(os.path.join(out, "ifa_runs.jsonl")) as f:
-        return pd.DataFrame([json.loads(x) for x in f])
+    return runner.records_frame(os.path.join(out, RUNS))
 
 
 def dose_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -305,19 +296,15 @@ LAYERS_RECORDS = "ifa_layers_runs.jsonl"
 
 def layer_table(out: str) -> pd.DataFrame:
     """One row per network x layer x method of the supplementary run (``--layers``)."""
-    path = os.path.join(out, LAYERS_RECORDS)
-    if not os.path.exists(path):
-        return pd.DataFrame()
     rows = []
-    with open(path) as f:
-        for r in map(json.loads, f):
-            for layer, d in r.get("layers", {}).items():
-                for method, v in d.items():
-                    rows.append({"strength": r["strength"], "seed": r["seed"], "layer": layer, "method": method,
-                                 "shape": "x".join(map(str, v["map_shape"])), "stamped": v["stamped"],
-                                 "unstamped": v["unstamped"], "auroc": r["primary_auroc"], "wsc": r["wsc"]["max_abs_wsc"],
-                                 "wsc_p": r["wsc"]["p_value"], "share": r["confounder"]["decision_share"],
-                                 "share_p": r["confounder"]["p_value"]})
+    for r in runner.read_records(os.path.join(out, LAYERS_RECORDS), missing_ok=True):
+        for layer, d in r.get("layers", {}).items():
+            for method, v in d.items():
+                rows.append({"strength": r["strength"], "seed": r["seed"], "layer": layer, "method": method,
+                             "shape": "x".join(map(str, v["map_shape"])), "stamped": v["stamped"],
+                             "unstamped": v["unstamped"], "auroc": r["primary_auroc"], "wsc": r["wsc"]["max_abs_wsc"],
+                             "wsc_p": r["wsc"]["p_value"], "share": r["confounder"]["decision_share"],
+                             "share_p": r["confounder"]["p_value"]})
     t = pd.DataFrame(rows)
     if len(t):
         t["contrast"] = t.stamped - t.unstamped
@@ -416,27 +403,23 @@ def _layers_namespace(out: str) -> dict | None:
             "share1": float(top.share.mean()), "share1_sig": f"{int((top.share_p <= 0.05).sum())} of {len(top)}"}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
-    p.add_argument("--strengths", type=lambda s: [float(v) for v in s.split(",")], default=list(STRENGTHS))
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--train-rows", type=int, default=1200)
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--no-busbra", dest="busbra", action="store_false")
-    p.add_argument("--layers", type=lambda s: [v for v in s.split(",") if v], default=[],
-                   help="also localise with Grad-CAM and gradient x activation at these backbone submodules "
-                        "(e.g. conv0b,conv1b,backbone)")
-    p.add_argument("--records", default="ifa_runs.jsonl", help="the JSON-lines file the runs go to")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args()
-    if not args.report_only:
-        run(args)
-    with open(os.path.join(args.out, "ifa.md"), "w") as f:
-        f.write(report(args.out))
-    print(f"wrote {args.out}/ifa.md")
+def build_parser():
+    def arguments(p):
+        p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+        p.add_argument("--strengths", type=lambda s: [float(v) for v in s.split(",")], default=list(STRENGTHS))
+        p.add_argument("--epochs", type=int, default=20)
+        p.add_argument("--train-rows", type=int, default=1200)
+        p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--no-busbra", dest="busbra", action="store_false")
+        p.add_argument("--layers", type=lambda s: [v for v in s.split(",") if v], default=[],
+                       help="also localise with Grad-CAM and gradient x activation at these backbone submodules "
+                            "(e.g. conv0b,conv1b,backbone)")
+        p.add_argument("--records", default=RUNS, help="the JSON-lines file the runs go to")
+    return runner.parser(__doc__, arguments)
+
+
+def main(argv=None) -> None:
+    runner.run_study(build_parser().parse_args(argv), run, {"ifa.md": lambda a: report(a.out)})
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ Writes ``experiments/results/induced_shortcut.md`` and ``induced_shortcut_*.png`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -23,15 +21,17 @@ import time
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+from wsca_jax import __version__ as wsca_version
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.train import TrainConfig
+from wsca_jax.validation.experiment import (BUSBRA_SCANNERS, EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, artefact_spec,
+                                            busbra_spec, condition_dataset, null_network_wsc, restrict_busbra,
+                                            run_condition)
 
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.validation.experiment import (BUSBRA_SCANNERS, artefact_spec, busbra_spec, condition_dataset, restrict_busbra,  # noqa: E402
-                                 run_condition, null_network_wsc, MT_TASK_WEIGHTS, EXPERIMENT_WIDTHS)
-from wsca_jax.training.train import TrainConfig  # noqa: E402
-from wsca_jax import __version__ as wsca_version  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = runner.HERE
+RUNS = "induced_shortcut_runs.jsonl"
+NULLS = "induced_shortcut_nulls.jsonl"
 FIXED_RUNS = "induced_shortcut_fixed_runs.jsonl"
 # the largest class sizes (2:1, as busbra_spec) that every strength up to 0.9 allows with the scanners'
 # totals fixed: at 0.9 the benign class needs 35 Toshiba images, all the training folds have
@@ -64,7 +64,7 @@ def load(dataset: str, data_dir: str | None, train_rows: int):
 
 def runs_file(args) -> str:
     """The records of the design: the per-class mixes, or (``--fixed-marginals``) fixed scanner totals."""
-    return os.path.join(args.out, FIXED_RUNS if args.fixed_marginals else "induced_shortcut_runs.jsonl")
+    return os.path.join(args.out, FIXED_RUNS if args.fixed_marginals else RUNS)
 
 
 def design_counts(ds, spec) -> dict:
@@ -76,10 +76,7 @@ def design_counts(ds, spec) -> dict:
 
 def run_all(args) -> None:
     path = runs_file(args)
-    done = set()
-    if os.path.exists(path):
-        with open(path) as f:
-            done = {(r["dataset"], r["condition"], r["setting"], r["seed"]) for r in map(json.loads, f)}
+    done = runner.done_keys(path, ("dataset", "condition", "setting", "seed"))
     # dose-responses first (every dataset), the full BUS-BRA design last: an interrupted run still
     # covers every strength
     strengths = [float(x) for x in args.strengths.split(",")]
@@ -116,8 +113,7 @@ def run_all(args) -> None:
                                         "permutations": 0 if setting == "multi_task" else args.permutations,
                                         "max_permutations": args.max_permutations, "train_rows": args.train_rows},
                            **m}
-                    with open(path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    runner.append_record(path, row)
                     fmt = lambda v: "untested" if v is None else f"{v:.3f}"  # noqa: E731
                     print(f"{dataset} {cond:7s} {setting:10s} seed {seed}: max|WSC| {m['max_abs_wsc']:.3f} "
                           f"p {fmt(m['p_value'])} (cond {fmt(m['p_value_conditional'])}) primary AUROC "
@@ -135,11 +131,8 @@ def run_nulls(args) -> None:
     (``dataset:condition[:within]``), each trained with the confounder's training labels permuted by
     patient -- freely, or with ``:within`` only within primary classes (the conditional null of a
     confounded design); one line per network in ``induced_shortcut_nulls.jsonl`` (resumable)."""
-    path = os.path.join(args.out, "induced_shortcut_nulls.jsonl")
-    done = set()
-    if os.path.exists(path):
-        with open(path) as f:
-            done = {(r["dataset"], r["condition"], r.get("null_kind", "free"), r["null_index"]) for r in map(json.loads, f)}
+    path = os.path.join(args.out, NULLS)
+    done = runner.done_keys(path, ("dataset", "condition", "null_kind", "null_index"), {"null_kind": "free"})
     for design in args.null_designs.split(","):
         dataset, cond, *rest = design.split(":")
         kind = "within_class" if rest == ["within"] else "free"
@@ -155,8 +148,7 @@ def run_nulls(args) -> None:
             row = {"dataset": dataset, "condition": cond, "strength": strength, "null_kind": kind, "null_index": j,
                    "design_seed": j % 5, "train_seed": 1000 + j, "max_abs_wsc": v,
                    "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version}
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            runner.append_record(path, row)
             print(f"null {dataset} {cond} ({kind}) #{j}: max|WSC| {v:.3f} [{row['seconds']:.0f} s]", flush=True)
 
 
@@ -288,13 +280,8 @@ def dose_trend(runs: pd.DataFrame) -> str:
 
 def load_records(out: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The runs, the null networks and the runs of wsca_jax 0.2 (empty frames when none)."""
-    def read(name):
-        path = os.path.join(out, name)
-        if not os.path.exists(path):
-            return pd.DataFrame()
-        with open(path) as f:
-            return pd.DataFrame([json.loads(x) for x in f])
-    return read("induced_shortcut_runs.jsonl"), read("induced_shortcut_nulls.jsonl"), read("induced_shortcut_runs_v0.2.jsonl")
+    return tuple(runner.records_frame(os.path.join(out, name), missing_ok=True)
+                 for name in (RUNS, NULLS, "induced_shortcut_runs_v0.2.jsonl"))
 
 
 def seed_null_tests(runs: pd.DataFrame, nulls: pd.DataFrame) -> pd.DataFrame:
@@ -344,10 +331,13 @@ def _settings_source(runs: pd.DataFrame) -> str:
 
 
 def _pca_min() -> int:
-    """The PCA floor the runs used: ``analyze``'s default (the experiments do not override it)."""
+    """The PCA floor the runs used: the library's default (the experiments do not override it), from
+    ``AnalysisConfig`` (issue 26), or ``analyze``'s signature in a library that predates it."""
+    import wsca_jax.analysis as analysis
+    if hasattr(analysis, "AnalysisConfig"):
+        return int(analysis.AnalysisConfig().projection.pca_min)
     import inspect
-    from wsca_jax.analysis import analyze
-    return int(inspect.signature(analyze).parameters["pca_min"].default)
+    return int(inspect.signature(analysis.analyze).parameters["pca_min"].default)
 
 
 def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame, out: str = os.path.join(HERE, "results")) -> dict:
@@ -460,11 +450,7 @@ def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame, 
 
 def load_fixed(out: str) -> pd.DataFrame:
     """The fixed-marginals runs (empty when none)."""
-    path = os.path.join(out, FIXED_RUNS)
-    if not os.path.exists(path):
-        return pd.DataFrame()
-    with open(path) as f:
-        return pd.DataFrame([json.loads(x) for x in f])
+    return runner.records_frame(os.path.join(out, FIXED_RUNS), missing_ok=True)
 
 
 def design_counts_table(fx: pd.DataFrame) -> str:
@@ -538,26 +524,22 @@ Training rows (seed {int(fx.seed.min())}'s draw):
 """
 
 
-def report(args) -> None:
+def figures(args) -> None:
+    """The dose-response figures ``induced_shortcut_<dataset>.png`` (and ``_busbra_fixed.png``) of the records."""
     runs, _, _ = load_records(args.out)
     for dataset in runs.dataset.unique():
         figure(runs, dataset, os.path.join(args.out, f"induced_shortcut_{dataset}.png"))
     fx = load_fixed(args.out)
     if not fx.empty:
         figure(fx, "busbra", os.path.join(args.out, "induced_shortcut_busbra_fixed.png"))
-    with open(os.path.join(args.out, "induced_shortcut.md"), "w") as f:
-        f.write(markdown(args))
-    print(f"wrote {args.out}/induced_shortcut.md")
 
 
 def markdown(args) -> str:
     """``induced_shortcut.md`` rendered from the records in ``args.out`` (pure: writes nothing)."""
     runs, nulls, old = load_records(args.out)
     tests = seed_null_tests(runs, nulls)
-    sys.path.insert(0, HERE)
-    from prose import render
-    tmpl = os.path.join(HERE, "templates", "induced_shortcut_notes.md")
-    notes = render(open(tmpl).read(), prose_namespace(runs, tests, old, args.out)) if os.path.exists(tmpl) else ""
+    notes = runner.render_template("induced_shortcut_notes.md", prose_namespace(runs, tests, old, args.out),
+                                   missing_ok=True)
     figs = "\n\n".join(f"![{d} dose-response](induced_shortcut_{d}.png)" for d in runs.dataset.unique())
     text = f"""# Induced-shortcut validation (rebuilt by `experiments/induced_shortcut.py` from the records)
 
@@ -603,9 +585,7 @@ full = all training images of the three scanners (natural design).
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
+def _arguments(p) -> None:
     p.add_argument("--datasets", default="busbra,pneumoniamnist")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=20)
@@ -624,19 +604,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-marginals", action="store_true",
                    help="BUS-BRA with the scanners' own totals fixed at every strength (ShortcutSpec.fixed_marginals); "
                         f"records in {FIXED_RUNS}")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    return p
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    os.makedirs(args.out, exist_ok=True)
+def build_parser():
+    return runner.parser(__doc__, _arguments)
+
+
+def main(argv=None) -> None:
+    """``--seed-null M``: the null networks instead of the runs (trained even with ``--report-only``);
+    then the figures and ``induced_shortcut.md`` from the records."""
+    args = build_parser().parse_args(argv)
     if args.seed_null:
+        os.makedirs(args.out, exist_ok=True)
         run_nulls(args)
-    elif not args.report_only:
-        run_all(args)
-    report(args)
+    runner.run_study(args, None if args.seed_null else run_all, {"induced_shortcut.md": markdown}, prepare=figures)
 
 
 if __name__ == "__main__":

@@ -15,30 +15,27 @@ themselves have no null here (issue 8; see fixed_head_null.md).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.embed import embed
+from wsca_jax.training.train import TrainConfig, fit
+from wsca_jax.validation.experiment import (EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, busbra_spec, condition_dataset,
+                                            restrict_busbra)
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.training.embed import embed  # noqa: E402
-from wsca_jax.validation.experiment import (EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, busbra_spec, condition_dataset,  # noqa: E402
-                                 restrict_busbra)
-from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 KS = (10, 25, 50, 100, 256)
+RUNS = "k_sweep_runs.jsonl"
 
 
-def run(args, path: str) -> None:
+def run(args) -> None:
+    path = os.path.join(args.out, RUNS)
     ds = restrict_busbra(load_dataset("busbra", args.data_dir))
     spec = busbra_spec()
     for name, strength in (("balanced", 0.0), ("strength 0.9", 0.9)):
@@ -68,14 +65,12 @@ def run(args, path: str) -> None:
                    "probe_null_q95": sp["null_q95"], "n_permutations": sp["n_permutations"],
                    "probe_converged": probe.tasks[spec.confounder].fit["converged"],
                    "warnings": [str(w.message) for w in caught], "wsca_version": wsca.__version__}
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            runner.append_record(path, row)
             print(row, flush=True)
 
 
 def report(path: str) -> str:
-    with open(path) as f:
-        r = pd.DataFrame([json.loads(x) for x in f])
+    r = runner.records_frame(path)
     lines = ["# k sweep (rendered from `k_sweep_runs.jsonl` by `experiments/k_sweep.py`)", "",
              "One multi-task BUS-BRA model per design (seed 0). *Heads*: max |WSC| of the jointly trained malignancy "
              "and scanner heads (no null of its own here: see fixed_head_null.md). *Probe*: the same malignancy head "
@@ -89,22 +84,17 @@ def report(path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--max-permutations", type=int, default=2000)
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args()
-    path = os.path.join(args.out, "k_sweep_runs.jsonl")
-    if not args.report_only:
-        if os.path.exists(path):
-            os.remove(path)
-        run(args, path)
-    with open(os.path.join(args.out, "k_sweep.md"), "w") as f:
-        f.write(report(path))
-    print(f"wrote {args.out}/k_sweep.md")
+def build_parser():
+    def arguments(p):
+        p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--max-permutations", type=int, default=2000)
+    return runner.parser(__doc__, arguments)
+
+
+def main(argv=None) -> None:
+    """Starts over (the records are deleted first), then renders ``k_sweep.md``."""
+    runner.run_study(build_parser().parse_args(argv), run,
+                     {"k_sweep.md": lambda a: report(os.path.join(a.out, RUNS))}, fresh=RUNS)
 
 
 if __name__ == "__main__":

@@ -19,53 +19,49 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, ".."))
+
+import runner  # noqa: E402  (experiments/runner.py; puts the repository root on sys.path)
+from prose import update_section  # noqa: E402
 
 README = os.path.join(HERE, "..", "README.md")
 
 
-def sections() -> dict[str, str]:
-    """``{name: rendered text}`` from the committed records."""
-    import induced_shortcut as ind
-    from prose import render
+def _exists(name: str) -> bool:
+    return os.path.exists(os.path.join(runner.RESULTS, name))
 
-    args = ind.build_parser().parse_args([])
-    runs, nulls, old = ind.load_records(args.out)
-    ns = ind.prose_namespace(runs, ind.seed_null_tests(runs, nulls), old)
-    with open(os.path.join(HERE, "templates", "readme_induced.md")) as f:
-        out = {"induced-shortcut": render(f.read(), ns)}
+
+def sections() -> dict[str, str]:
+    """``{name: rendered text}`` from the committed records (in ``experiments/results``, the default ``--out``)."""
     import busbra_application as app
-    aargs = app.build_parser().parse_args([])
-    if os.path.exists(os.path.join(aargs.out, "busbra_application_runs.jsonl")):
-        with open(os.path.join(HERE, "templates", "readme_application.md")) as f:
-            out["application"] = render(f.read(), app.prose_namespace(app.load_runs(aargs.out)))
     import calibration as cal
-    cargs = cal.build_parser().parse_args([])
-    if os.path.exists(os.path.join(cargs.out, "calibration_summary.json")):
-        with open(os.path.join(HERE, "templates", "readme_calibration.md")) as f:
-            out["calibration"] = render(f.read(), cal.prose_namespace(cargs.out))
-    import runs_combined as rc
-    rargs = rc.build_parser().parse_args([])
-    if os.path.exists(os.path.join(rargs.out, "runs_combined.jsonl")):
-        with open(os.path.join(HERE, "templates", "readme_runs.md")) as f:
-            out["runs"] = render(f.read(), rc.prose_namespace(rargs.out))
     import ifa_validation as ifv
-    if os.path.exists(os.path.join(HERE, "results", "ifa_runs.jsonl")):
-        with open(os.path.join(HERE, "templates", "readme_ifa.md")) as f:
-            out["ifa"] = render(f.read(), ifv.prose_namespace(os.path.join(HERE, "results")))
+    import induced_shortcut as ind
+    import runs_combined as rc
     import waterbirds_mid as wm
-    if os.path.exists(os.path.join(HERE, "results", wm.RUNS)):
-        out["mid"] = wm.readme_text(os.path.join(HERE, "results"))
-    sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+
+    out = runner.RESULTS
+    runs, nulls, old = ind.load_records(out)
+    texts = {"induced-shortcut": runner.render_template(
+        "readme_induced.md", ind.prose_namespace(runs, ind.seed_null_tests(runs, nulls), old))}
+    if _exists("busbra_application_runs.jsonl"):
+        texts["application"] = runner.render_template("readme_application.md", app.prose_namespace(app.load_runs(out)))
+    if _exists("calibration_summary.json"):
+        texts["calibration"] = runner.render_template("readme_calibration.md", cal.prose_namespace(out))
+    if _exists("runs_combined.jsonl"):
+        texts["runs"] = runner.render_template("readme_runs.md", rc.prose_namespace(out))
+    if _exists("ifa_runs.jsonl"):
+        texts["ifa"] = runner.render_template("readme_ifa.md", ifv.prose_namespace(out))
+    if _exists(wm.RUNS):
+        texts["mid"] = wm.readme_text(out)
+    sys.path.insert(0, os.path.join(runner.ROOT, "benchmarks"))
     import render_results
     speed = render_results.readme_speed()
     if speed:
-        out["speed"] = speed
-    return out
+        texts["speed"] = speed
+    return texts
 
 
 def rendered_readme(text: str) -> str:
-    from prose import update_section
     for name, body in sections().items():
         text = update_section(text, name, body)
     return text

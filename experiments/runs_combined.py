@@ -17,11 +17,8 @@ they are derived from the datasets and must not be committed. One JSON line per 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -29,16 +26,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.embed import embed, save_embeddings
+from wsca_jax.training.train import TrainConfig, fit
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.training.embed import embed, save_embeddings  # noqa: E402
-from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
-from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 CONDITIONS = (("s=0", 0.0), ("s=0.9", 0.9))
+RUNS = "runs_combined.jsonl"
 
 
 def embeddings_for(args, ds, spec, cond: str, strength: float, seed: int) -> str:
@@ -60,7 +56,7 @@ def embeddings_for(args, ds, spec, cond: str, strength: float, seed: int) -> str
 def run(args) -> None:
     os.makedirs(args.cache, exist_ok=True)
     ds, spec = restrict_busbra(load_dataset("busbra", args.data_dir)), busbra_spec()
-    out = os.path.join(args.out, "runs_combined.jsonl")
+    out = os.path.join(args.out, RUNS)
     seeds = [int(s) for s in args.seeds.split(",")]
     for cond, strength in CONDITIONS:
         t0 = time.time()
@@ -87,8 +83,7 @@ def run(args) -> None:
                    "max_abs_wsc_corrected": [r.tasks[spec.confounder].summary["max_abs_wsc_corrected"] for r in res.runs],
                    "p_adjusted": [r.tasks[spec.confounder].summary["p_adjusted"] for r in res.runs],
                    "combined": c}
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            runner.append_record(out, row)
             print(f"{cond} {null}: {c['verdict']}", flush=True)
 
 
@@ -97,8 +92,7 @@ def _f(x, nd=3):
 
 
 def report(out: str) -> str:
-    with open(os.path.join(out, "runs_combined.jsonl")) as f:
-        rows = [json.loads(x) for x in f]
+    rows = runner.read_records(os.path.join(out, RUNS))
     lines = ["# One answer from several seeds (rendered from `runs_combined.jsonl` by `experiments/runs_combined.py`)", "",
              "Fine-tuned BUS-BRA networks (malignancy head against a scanner probe), the induced-shortcut designs, seeds "
              "as listed. The seeds reuse almost all training images, so the combined verdict uses **twice the mean p** "
@@ -123,8 +117,7 @@ def report(out: str) -> str:
 def prose_namespace(out: str) -> dict:
     """Values for ``templates/readme_runs.md``, from the records only."""
     from prose import namespace
-    with open(os.path.join(out, "runs_combined.jsonl")) as f:
-        rows = [json.loads(x) for x in f]
+    rows = runner.read_records(os.path.join(out, RUNS))
     parts = []
     for r in rows:
         c = r["combined"]
@@ -135,29 +128,19 @@ def prose_namespace(out: str) -> dict:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--bootstrap", type=int, default=100)
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--max-permutations", type=int, default=2000)
-    p.add_argument("--cache", default=os.path.expanduser("~/.cache/wsca_jax/runs_combined"))
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    return p
+    def arguments(p):
+        p.add_argument("--seeds", default="0,1,2,3,4")
+        p.add_argument("--epochs", type=int, default=20)
+        p.add_argument("--bootstrap", type=int, default=100)
+        p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--max-permutations", type=int, default=2000)
+        p.add_argument("--cache", default=os.path.expanduser("~/.cache/wsca_jax/runs_combined"))
+    return runner.parser(__doc__, arguments)
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    if not args.report_only:
-        path = os.path.join(args.out, "runs_combined.jsonl")
-        if os.path.exists(path):
-            os.remove(path)
-        run(args)
-    with open(os.path.join(args.out, "runs_combined.md"), "w") as f:
-        f.write(report(args.out))
-    print(f"wrote {args.out}/runs_combined.md")
+def main(argv=None) -> None:
+    """Starts over (the records are deleted first), then renders ``runs_combined.md``."""
+    runner.run_study(build_parser().parse_args(argv), run, {"runs_combined.md": lambda a: report(a.out)}, fresh=RUNS)
 
 
 if __name__ == "__main__":

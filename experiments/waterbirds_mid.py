@@ -18,11 +18,8 @@ WSC against the scanner probe.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -30,17 +27,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.io import load_embeddings
+from wsca_jax.mitigation.app import analyze_mid, split_arrays
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.embed import embed, save_embeddings
+from wsca_jax.training.train import TrainConfig, fit
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra
 
-import wsca_jax as wsca  # noqa: E402
-from wsca_jax.training.data import load_dataset  # noqa: E402
-from wsca_jax.training.embed import embed, save_embeddings  # noqa: E402
-from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra  # noqa: E402
-from wsca_jax.io import load_embeddings  # noqa: E402
-from wsca_jax.mitigation.app import analyze_mid, split_arrays  # noqa: E402
-from wsca_jax.training.train import TrainConfig, fit  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = "waterbirds_mid_runs.jsonl"
 # per dataset: primary, group columns, the attribute to verify against, training epochs' default, minority groups
 DATASETS = {"waterbirds": {"primary": "y", "groups": ["y", "place"], "verify": "place", "widths": None,
@@ -84,10 +79,7 @@ def run(args) -> None:
     os.makedirs(args.cache, exist_ok=True)
     conf = DATASETS[args.dataset]
     path = os.path.join(args.out, RUNS)
-    done = set()
-    if os.path.exists(path):
-        with open(path) as f:
-            done = {(r.get("dataset", "waterbirds"), r["backbone"], r["seed"], r["epochs"]) for r in map(json.loads, f)}
+    done = runner.done_keys(path, ("dataset", "backbone", "seed", "epochs"), {"dataset": "waterbirds"})
     for backbone in args.backbones.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             if (args.dataset, backbone, seed, args.epochs) in done:
@@ -106,8 +98,7 @@ def run(args) -> None:
                                           permutations=args.permutations, seed=seed)
             row = {"dataset": args.dataset, "backbone": backbone, "seed": seed, "epochs": args.epochs, "wsca_version": wsca.__version__,
                    "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **rec}
-            with open(path, "a") as f:
-                f.write(json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")
+            runner.append_record(path, row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
             m = rec["methods"]
             print(f"{args.dataset} {backbone} seed {seed}: " + ", ".join(f"{k} {v['worst_group']:.3f}" for k, v in m.items())
                   + f" (worst group) [{row['seconds']:.0f} s]", flush=True)
@@ -121,8 +112,7 @@ def _ms(x) -> str:
 
 
 def load_runs(out: str) -> pd.DataFrame:
-    with open(os.path.join(out, RUNS)) as f:
-        runs = pd.DataFrame([json.loads(x) for x in f])
+    runs = runner.records_frame(os.path.join(out, RUNS))
     if "dataset" not in runs:
         runs["dataset"] = "waterbirds"
     runs["dataset"] = runs["dataset"].fillna("waterbirds")
@@ -192,26 +182,22 @@ def report(out: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--dataset", default="waterbirds", choices=sorted(DATASETS))
-    p.add_argument("--backbones", default="small_cnn,resnet18")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=10, help="10 on Waterbirds; the induced-shortcut runs used 20 on BUS-BRA")
-    p.add_argument("--band", type=float, default=0.2)
-    p.add_argument("--bootstrap", type=int, default=50)
-    p.add_argument("--permutations", type=int, default=50)
-    p.add_argument("--cache", default=os.path.expanduser("~/.cache/wsca_jax/waterbirds_mid"))
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = p.parse_args()
-    if not args.report_only:
-        run(args)
-    text = report(args.out)
-    with open(os.path.join(args.out, "waterbirds_mid.md"), "w") as f:
-        f.write(text)
-    print(f"wrote {args.out}/waterbirds_mid.md")
+def build_parser():
+    def arguments(p):
+        p.add_argument("--dataset", default="waterbirds", choices=sorted(DATASETS))
+        p.add_argument("--backbones", default="small_cnn,resnet18")
+        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--epochs", type=int, default=10,
+                       help="10 on Waterbirds; the induced-shortcut runs used 20 on BUS-BRA")
+        p.add_argument("--band", type=float, default=0.2)
+        p.add_argument("--bootstrap", type=int, default=50)
+        p.add_argument("--permutations", type=int, default=50)
+        p.add_argument("--cache", default=os.path.expanduser("~/.cache/wsca_jax/waterbirds_mid"))
+    return runner.parser(__doc__, arguments)
+
+
+def main(argv=None) -> None:
+    runner.run_study(build_parser().parse_args(argv), run, {"waterbirds_mid.md": lambda a: report(a.out)})
 
 
 if __name__ == "__main__":

@@ -100,7 +100,12 @@ def test_default_interval_is_the_one_the_calibration_study_chose():
     import pandas as pd
     rec, cov, _ = cal.load_summary(str(out))
     _, best = cal.choose_default(cov, pd.DataFrame(rec.get("jackknife") or []))
-    assert inspect.signature(wsca.analyze).parameters["ci_method"].default == best
+    import wsca_jax.analysis as analysis
+    if hasattr(analysis, "AnalysisConfig"):       # issue 26: the one default lives in the config
+        default = analysis.AnalysisConfig().inference.ci_method
+    else:
+        default = inspect.signature(wsca.analyze).parameters["ci_method"].default
+    assert default == best
 
 
 def test_controls_results_file_matches_its_records():
