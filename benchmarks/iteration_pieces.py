@@ -3,7 +3,7 @@
 For a chunk of 8 bootstrap replicates x the probe-throughput tasks (default: the isotropic
 benchmark, N 10,000, D 512, 17 tasks padded to 4 classes; ``--group binary|multi``: one width
 group as ``fit_replicates`` now fits it), warm-started at the full-data fits,
-each piece of ``probes._step`` is jit-compiled alone (vmapped over the replicates, as in
+each piece of ``probes.lbfgs.update`` is jit-compiled alone (vmapped over the replicates, as in
 ``fit_batched``) and timed after compilation: the whole step, the L-BFGS direction, the direction's
 logits ``u = X d`` (one matrix product), the line search (two trial objectives and their
 derivatives), one objective (``_loss_terms``: softmax and cross-entropy), the gradient (residual
@@ -50,9 +50,10 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    import wsca_jax.probes as pr
     from probe_throughput import make_data
-    from wsca_jax import ProbeConfig, fit_replicates, make_basis
+    from wsca_jax.probes import ProbeConfig, fit_replicates, kfac_precond, lbfgs, linesearch, make_basis
+    from wsca_jax.probes import objective as obj
+    from wsca_jax.probes import precondition as pc
     from wsca_jax.stats import bootstrap_weights
 
     R = 8
@@ -72,16 +73,16 @@ def main() -> None:
     lab = jnp.asarray(np.broadcast_to(labels, (R,) + labels.shape))
     wt = jnp.asarray((w[:, None, :] * (labels >= 0)).astype(np.float32))
     cm, c0, b0 = jnp.asarray(mask), jnp.asarray(full.coef[0]), jnp.asarray(full.intercept[0])
-    P = pr.kfac_precond(x, jnp.asarray(labels >= 0, jnp.float32), cm, c0, b0)
-    cs = jax.jit(jax.vmap(pr._consts, in_axes=(0, 0, None, None)))(lab, wt, cm, 1.0)
-    x1 = pr._with_ones(x)
-    st = jax.vmap(pr._init, in_axes=(None, None, 0, None, None, None))(x1, P, cs, c0, b0, 10)
-    step = jax.jit(jax.vmap(pr._step, in_axes=(None, None, 0, 0, None, None)))
+    P = kfac_precond(x, jnp.asarray(labels >= 0, jnp.float32), cm, c0, b0)
+    cs = jax.jit(jax.vmap(obj._consts, in_axes=(0, 0, None, None)))(lab, wt, cm, 1.0)
+    x1 = obj._with_ones(x)
+    st = jax.vmap(lbfgs.init_state, in_axes=(None, None, 0, None, None, None))(x1, P, cs, c0, b0, 10)
+    step = jax.jit(jax.vmap(lbfgs.update, in_axes=(None, None, 0, 0, None, None)))
     for i in range(1, 4):                                     # a few iterations in: a real memory
         st, _ = step(x1, P, cs, st, i, False)
-    direction = jax.jit(jax.vmap(pr._direction, in_axes=(None, 0, 0, None)))
+    direction = jax.jit(jax.vmap(lbfgs._direction, in_axes=(None, 0, 0, None)))
     dW, db, _ = direction(P, cs, st, 4)
-    logits_u = jax.jit(jax.vmap(lambda dW, db: pr._logits(x1, dW, db)))
+    logits_u = jax.jit(jax.vmap(lambda dW, db: obj._logits(x1, dW, db)))
     u = logits_u(dW, db)
     K = mask.shape[1]
     W = jnp.asarray(np.random.default_rng(2).standard_normal((R, T, K, args.d)), jnp.float32)
@@ -90,11 +91,11 @@ def main() -> None:
         "step": _ms(lambda *a: step(*a)[0], x1, P, cs, st, 4, False),
         "direction": _ms(direction, P, cs, st, 4),
         "direction_logits_matmul": _ms(logits_u, dW, db),
-        "line_search": _ms(jax.jit(jax.vmap(pr._line_search, in_axes=(None, 0, 0, 0, 0, 0, None))), x1, cs, st, dW, db, u, False),
-        "objective": _ms(jax.jit(jax.vmap(pr._objective)), cs, st.W, st.z),
-        "gradient": _ms(jax.jit(jax.vmap(pr._grad_from_p, in_axes=(None, 0, 0, 0))), x1, cs, st.W, st.p),
-        "refresh": _ms(jax.jit(jax.vmap(partial(pr._refresh, x1, P))), cs, st),
-        "precond_apply": _ms(jax.jit(jax.vmap(pr._apply_precond, in_axes=(None, 0, 0, 0))), P, cs.reg, st.gW, st.gb),
+        "line_search": _ms(jax.jit(jax.vmap(linesearch._line_search, in_axes=(None, 0, 0, 0, 0, 0, None))), x1, cs, st, dW, db, u, False),
+        "objective": _ms(jax.jit(jax.vmap(obj._objective)), cs, st.W, st.z),
+        "gradient": _ms(jax.jit(jax.vmap(obj._grad_from_p, in_axes=(None, 0, 0, 0))), x1, cs, st.W, st.p),
+        "refresh": _ms(jax.jit(jax.vmap(partial(lbfgs.refresh, x1, P))), cs, st),
+        "precond_apply": _ms(jax.jit(jax.vmap(pc._apply_precond, in_axes=(None, 0, 0, 0))), P, cs.reg, st.gW, st.gb),
         "bare_matmul_pair": _ms(jax.jit(lambda W: jnp.einsum("rtkn,nd->rtkd", jnp.einsum("nd,rtkd->rtkn", x, W), x)), W),
         "bare_softmax": _ms(jax.jit(lambda a: jax.nn.softmax(a, axis=-2)), zz),
         "bare_exp": _ms(jax.jit(jnp.exp), zz),

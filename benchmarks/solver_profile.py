@@ -53,8 +53,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from analyze_whole import make_data
-    from wsca_jax import ProbeConfig, fit_replicates, make_basis
-    from wsca_jax.probes import width_groups
+    from wsca_jax.probes import ProbeConfig, fit_replicates, make_basis, width_groups
     from wsca_jax.stats import bootstrap_weights
 
     n, d, R = args.n, args.d, 8

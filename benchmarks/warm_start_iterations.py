@@ -84,7 +84,7 @@ def main() -> None:
     rows = []
     for t in [t for t, k in enumerate(kinds) if k == 2][: args.tasks]:
         lab = labels[t:t + 1].astype(np.int32)
-        full = fit_replicates(basis, lab, np.ones((1, n), np.float32), mask, cfg._replace(tol=1e-6))
+        full = fit_replicates(basis, lab, np.ones((1, n), np.float32), mask, cfg.replace(tol=1e-6))
         v0 = np.r_[full.coef[0, 0, 1] - full.coef[0, 0, 0], full.intercept[0, 0, 1] - full.intercept[0, 0, 0]].astype(np.float64)
         fg, hess = _problem(x, lab[0].astype(np.float64), cfg.C)
         ones = np.ones(n)

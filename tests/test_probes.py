@@ -10,8 +10,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
-from wsca_jax import ProbeConfig, fit_probes, fit_replicates, make_basis
-from wsca_jax.probes import sklearn_equivalent_C, to_original
+from wsca_jax.probes import ProbeConfig, fit_probes, fit_replicates, make_basis, sklearn_equivalent_C, to_original
 
 
 def objective(coef, intercept, X, y, C, w=None):
@@ -331,3 +330,26 @@ def test_tasks_are_fitted_in_groups_of_one_class_width():
         assert both.converged[0, t] and both.grad_max[0, t] <= cfg.tol
     # iterations are per task: those of the task's group (binary, 3- and 10-class fits stop apart)
     assert len({int(both.iterations[0, t]) for t in (0, 3, 1)}) > 1 and both.iterations[0, 0] == both.iterations[0, 2]
+
+
+def test_probe_config_checks_its_fields_and_resolves_the_warm_cap():
+    """ProbeConfig: a frozen, hashable settings object whose constraints name the flag; ``warm_iter``
+    None is ``min(500, max_iter)``, filled in by ``resolve_memory``; ``to_dict`` keeps its record."""
+    from wsca_jax.errors import WscaInputError
+    from wsca_jax.probes import resolve_memory
+    with pytest.raises(WscaInputError, match=r"--C must be a finite number > 0, found inf"):
+        ProbeConfig(C=float("inf"))
+    with pytest.raises(WscaInputError, match=r"--solver must be one of 'lbfgs', 'ridge', found 'newton'"):
+        ProbeConfig(solver="newton")
+    with pytest.raises(WscaInputError, match=r"--max-iter must be an integer >= 1"):
+        ProbeConfig(max_iter=0)
+    cfg = ProbeConfig(max_iter=200, memory_gb=1.0)
+    assert hash(cfg) == hash(ProbeConfig(max_iter=200, memory_gb=1.0)) and cfg.warm_iter is None
+    resolved = resolve_memory(cfg, 500, 16, 3, 4)
+    assert resolved.warm_iter == 200 and resolved.memory_gb == 1.0 and resolved.chunk >= 1
+    assert resolve_memory(ProbeConfig(memory_gb=1.0), 500, 16, 3, 4).warm_iter == 500
+    d = ProbeConfig().to_dict()
+    assert list(d) == ["model", "C", "solver", "tol", "max_iter", "warm_iter", "history", "patience", "chunk",
+                       "memory_gb", "objective"] and d["warm_iter"] == 500
+    assert ProbeConfig.from_dict(resolved.to_dict()) == resolved
+    assert cfg.replace(C=2.0).C == 2.0 and cfg.C == 1.0
