@@ -137,8 +137,9 @@ def _population(design, k):
 def _analyze(z, meta, head, k, bootstrap, seed=0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=bootstrap,
-                            pca_variance=1e-9, pca_min=k, cv_folds=2, seed=seed, **kw)
+        config = wsca.AnalysisConfig().replace(tasks=["attr"], categorical=["attr"], bootstrap=bootstrap, permutations=0,
+                                               pca_variance=1e-9, pca_min=k, cv_folds=2, seed=seed, **kw)
+        return wsca.analyze(z, meta, "label", head, config=config)
 
 
 # A miniature of experiments/calibration.py's setting 'base' (N 3,000, k 50, B 100; its records: default
@@ -179,7 +180,7 @@ def test_default_interval_is_the_corrected_one_and_the_raw_values_stay():
     z, meta, head = calibration_data(CalibrationDesign(d=24, shift=3.0), 400, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=30, pca_min=10)
+        r = wsca.analyze(z, meta, "label", head, config=wsca.AnalysisConfig().replace(permutations=0, tasks=["attr"], categorical=["attr"], bootstrap=30, pca_min=10))
     t = r.tasks["attr"]
     s = t.summary
     assert s["ci_method"] == "corrected" and s["ci"] == s["intervals"]["corrected"] and s["ci_fallback"] is None
@@ -202,15 +203,16 @@ def test_correction_noise_settings_and_the_corrected_fallback():
     direction is unreliable, ``ci_method="corrected"`` falls back to the basic interval with the reason,
     cells included."""
     z, meta, head = calibration_data(CalibrationDesign(d=24, shift=3.0), 400, seed=3)
-    kw = dict(tasks=["attr"], categorical=["attr"], bootstrap=20, pca_min=10, cv_folds=2)
+    cfg = wsca.AnalysisConfig().replace(tasks=["attr"], categorical=["attr"], bootstrap=20, permutations=0, pca_min=10,
+                                        cv_folds=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        jk = wsca.analyze(z, meta, "label", head, **kw)
-        bs = wsca.analyze(z, meta, "label", head, correction_noise="bootstrap", **kw)
+        jk = wsca.analyze(z, meta, "label", head, config=cfg)
+        bs = wsca.analyze(z, meta, "label", head, config=cfg.replace(correction_noise="bootstrap"))
         zw, mw, hw = calibration_data(CalibrationDesign(d=24, shift=0.2), 200, seed=4)
-        weak = wsca.analyze(zw, mw, "label", hw, ci_method="corrected", **kw)
-    assert jk.settings["correction_noise"] == "jackknife" and jk.settings["jackknife_blocks"] == 10
-    assert bs.settings["correction_noise"] == "bootstrap" and bs.settings["jackknife_blocks"] is None
+        weak = wsca.analyze(zw, mw, "label", hw, config=cfg.replace(ci_method="corrected"))
+    assert jk.resolved["correction_noise"] == "jackknife" and jk.resolved["jackknife_blocks"] == 10
+    assert bs.resolved["correction_noise"] == "bootstrap" and bs.resolved["jackknife_blocks"] is None
     rj, rb = (r.tasks["attr"].summary["reliability"]["probe"] for r in (jk, bs))
     assert not np.allclose(rj, rb)                                   # two different noise estimates
     t = weak.tasks["attr"]
@@ -221,8 +223,8 @@ def test_correction_noise_settings_and_the_corrected_fallback():
     lo, hi = basic_interval(t.wsc, t.boot, 0.95)
     np.testing.assert_allclose(t.cell_intervals["raw"]["low"], lo)
     np.testing.assert_allclose(t.cell_intervals["raw"]["high"], hi)
-    with pytest.raises(wsca.WscaInputError, match="correction noise must be"):
-        wsca.analyze(z, meta, "label", head, correction_noise="halves", **kw)
+    with pytest.raises(wsca.WscaInputError, match="--correction-noise must be one of 'jackknife', 'bootstrap', found 'halves'"):
+        cfg.replace(correction_noise="halves")
 
 
 def test_equivalence_concludes_unused_only_when_the_alignment_is_small():
@@ -234,8 +236,7 @@ def test_equivalence_concludes_unused_only_when_the_alignment_is_small():
         z, meta, head = calibration_data(CalibrationDesign(d=24, shift=4.0, use=use), 2000, seed=11)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=60,
-                             permutations=60, pca_min=10, seed=0)
+            r = wsca.analyze(z, meta, "label", head, config=wsca.AnalysisConfig().replace(tasks=["attr"], categorical=["attr"], bootstrap=60, permutations=60, pca_min=10, seed=0))
         out[use] = r.tasks["attr"].summary
     unused, used = out[0.0], out[0.8]
     assert unused["equivalence"]["below_margin"] and "encoded but unused" in unused["verdict"]

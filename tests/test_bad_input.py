@@ -186,9 +186,9 @@ T = ["--dataset", "{d}/toy.npz", *TRAIN, "--tfds-dir", "{d}/tfds"]
 CASES = {
     # ---- analyze: files
     "analyze missing file": ("analyze", a("--embeddings", "{d}/none.npy"), "file not found"),
-    "analyze memory zero": ("analyze", a("--memory-gb", "0"), "--memory-gb must be positive, found 0.0"),
-    "analyze max iter zero": ("analyze", a("--max-iter", "0"), "--max-iter must be at least 1, found 0"),
-    "analyze one fold": ("analyze", a("--cv-folds", "1"), "cv_folds must be at least 2, found 1"),
+    "analyze memory zero": ("analyze", a("--memory-gb", "0"), "--memory-gb must be None or a finite number > 0, found 0.0"),
+    "analyze max iter zero": ("analyze", a("--max-iter", "0"), "--max-iter must be an integer >= 1, found 0"),
+    "analyze one fold": ("analyze", a("--cv-folds", "1"), "--cv-folds must be an integer >= 2, found 1"),
     "analyze distributed options alone": ("analyze", a("--process-id", "1"), "go with --distributed"),
     "analyze embeddings folder": ("analyze", a("--embeddings", "{d}/folder.npy"), "not a file"),
     "analyze embeddings extension": ("analyze", a("--embeddings", "{d}/meta.txt"), "expected a .npy or .npz"),
@@ -227,12 +227,12 @@ CASES = {
     # ---- analyze: settings
     "analyze bins 1": ("analyze", a("--bins", "1"), "--bins must be an integer from 2 to 50"),
     "analyze bins 100000": ("analyze", a("--bins", "100000"), "--bins must be an integer from 2 to 50"),
-    "analyze negative seed": ("analyze", a("--seed", "-1"), "--seed must be a non-negative integer"),
-    "analyze alpha zero": ("analyze", a("--alpha", "0"), "alpha must be in (0, 1), found 0.0"),
-    "analyze alpha nan": ("analyze", a("--alpha", "nan"), "alpha must be in (0, 1), found nan"),
+    "analyze negative seed": ("analyze", a("--seed", "-1"), "--seed must be an integer >= 0"),
+    "analyze alpha zero": ("analyze", a("--alpha", "0"), "--alpha must be in (0, 1), found 0.0"),
+    "analyze alpha nan": ("analyze", a("--alpha", "nan"), "--alpha must be in (0, 1), found nan"),
     "analyze C inf": ("analyze", a("--C", "inf"), "must be a finite number > 0, found inf"),
     "analyze C zero": ("analyze", a("--C", "0"), "must be a finite number > 0, found 0.0"),
-    "analyze negative bootstrap": ("analyze", a("--bootstrap", "-1"), "must be >= 0"),
+    "analyze negative bootstrap": ("analyze", a("--bootstrap", "-1"), "--bootstrap must be an integer >= 0, found -1"),
     "analyze max permutations": ("analyze", a("--permutations", "50", "--max-permutations", "10"),
                                  "--max-permutations (10) must be at least --permutations (50)"),
     "analyze ci method": ("analyze", a("--ci-method", "magic"), "invalid choice: 'magic'"),
@@ -475,7 +475,7 @@ def test_defaults_give_intervals_and_p_values_and_quiet_keeps_results(tmp_path, 
                  "--out", str(tmp_path / "r")]) == 0
     out, err = capsys.readouterr()
     s = json.loads((tmp_path / "r" / "wsca.json").read_text())
-    assert s["settings"]["bootstrap"] == 200 and s["settings"]["permutations"] == 200
+    assert s["settings"]["resampling"]["bootstrap"] == 200 and s["resolved"]["permutations"] == 200
     assert s["tasks"]["site"]["summary"]["ci"] is not None and s["tasks"]["site"]["summary"]["p_value"] is not None
     assert "site" in out and "wrote" in out and err == ""            # results print; no progress with --quiet
 

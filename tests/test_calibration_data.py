@@ -13,8 +13,7 @@ def _max_wsc(design, n, seed):
     z, meta, head = calibration_data(design, n, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = wsca.analyze(z, meta, "label", head, tasks=["attr"], categorical=["attr"], bootstrap=0,
-                         permutations=0, seed=0, progress=False)
+        r = wsca.analyze(z, meta, "label", head, progress=False, config=wsca.AnalysisConfig().replace(tasks=["attr"], categorical=["attr"], bootstrap=0, permutations=0, seed=0))
     return r.tasks["attr"].summary["max_abs_wsc"], r.tasks["attr"].probe["auroc"]
 
 

@@ -41,7 +41,7 @@ def test_analyze_writes_json_report_and_figures(files, capsys):
     assert names == ["dist_age.png", "dist_site.png", "encoded_vs_used.png", "k_sensitivity.png", "report.html", "wsca.json",
                      "wsca_age.png", "wsca_distributions.npz", "wsca_site.png"]
     d = json.loads((out / "wsca.json").read_text())
-    assert d["primary"]["source"] == "head" and d["settings"]["group_column"] == "case"
+    assert d["primary"]["source"] == "head" and d["settings"]["encoding"]["group_column"] == "case"
     assert set(d["tasks"]) == {"site", "age"} and d["n_samples"] == 400 and d["embedding_dim"] == 16
     assert d["tasks"]["site"]["summary"]["p_value"] <= 1 / 21 + 1e-9
     html = (out / "report.html").read_text()
@@ -76,7 +76,7 @@ def test_task_heads_and_conditional_permutations(files, capsys, tmp_path):
                        capsys)
     assert code == 0, err
     d = json.loads((tmp_path / "r" / "wsca.json").read_text())
-    assert d["tasks"]["site"]["source"] == "head" and d["settings"]["permute_within"] == "label"
+    assert d["tasks"]["site"]["source"] == "head" and d["settings"]["resampling"]["permute_within"] == "label"
     # the known head (e0 + e1) against the site head (e1): cos 45 degrees
     np.testing.assert_allclose(d["tasks"]["site"]["summary"]["max_abs_wsc"], np.sqrt(0.5), atol=1e-5)
     assert d["tasks"]["site"]["summary"]["p_value"] is None            # no null of its own: not tested

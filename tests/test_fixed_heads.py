@@ -43,8 +43,7 @@ def test_seed_null_rejects_at_the_nominal_rate(networks):
     assert 0.3 < np.median(pvals) < 0.7                       # spread over (0, 1] as a valid p should be
     for m in range(3):
         meta = pd.DataFrame({"label": obs.labels[m], "attr": obs.attribute[m]})
-        r = wsca.analyze(obs.embeddings[m], meta, "label", obs.head_primary[m],
-                         task_heads={"attr": obs.head_attribute[m]}, head_null={"attr": head_null}, cv_folds=2)
+        r = wsca.analyze(obs.embeddings[m], meta, "label", obs.head_primary[m], task_heads={"attr": obs.head_attribute[m]}, head_null={"attr": head_null}, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, cv_folds=2))
         s = r.tasks["attr"].summary
         assert s["test"] == "seed_null" and s["head_null_n"] == 59
         assert s["max_abs_wsc"] == pytest.approx(stats[m], abs=1e-5)

@@ -16,6 +16,9 @@ sys.path.insert(0, HERE)
 import make_golden  # noqa: E402
 
 SETTINGS_BLOCKS = ("settings", "resolved")      # where a setting may live now
+# settings whose key changed with the layout: the requested count is now settings.resampling.permutations
+# (resolved.permutations is the count run, the old "permutations")
+RENAMED = {"permutations_requested": "permutations"}
 _NUM = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
@@ -79,8 +82,9 @@ def _settings_kept(old: dict, new: dict) -> list[str]:
     out = []
     for k, vals in _leaves(old).items():
         for v in vals:
-            if not any(not _compare(v, w) for w in have.get(k, [])):
-                out.append(f"settings.{k} = {v!r}: not found (new: {have.get(k)!r})")
+            now = have.get(RENAMED.get(k, k), [])
+            if not any(not _compare(v, w) for w in now):
+                out.append(f"settings.{k} = {v!r}: not found (new: {now!r})")
     return out
 
 

@@ -350,6 +350,7 @@ def test_probe_config_checks_its_fields_and_resolves_the_warm_cap():
     assert resolve_memory(ProbeConfig(memory_gb=1.0), 500, 16, 3, 4).warm_iter == 500
     d = ProbeConfig().to_dict()
     assert list(d) == ["model", "C", "solver", "tol", "max_iter", "warm_iter", "history", "patience", "chunk",
-                       "memory_gb", "objective"] and d["warm_iter"] == 500
+                       "memory_gb", "objective"] and d["warm_iter"] is None   # as given; the resolved config holds the number
     assert ProbeConfig.from_dict(resolved.to_dict()) == resolved
+    assert ProbeConfig.from_dict(ProbeConfig().to_dict()) == ProbeConfig()
     assert cfg.replace(C=2.0).C == 2.0 and cfg.C == 1.0

@@ -61,7 +61,7 @@ def check_renders(chromium, html_path, tmp_path, min_figures):
 def test_analysis_report_renders_in_chromium(chromium, tmp_path):
     z, meta, head = make_known_answer(n=300, d=10, used=True)
     meta["scanner"] = np.arange(300) % 3
-    res = wsca.analyze(z, meta, "label", head, bootstrap=20, permutations=20, pca_min=10)
+    res = wsca.analyze(z, meta, "label", head, config=wsca.AnalysisConfig().replace(bootstrap=20, permutations=20, pca_min=10))
     out = tmp_path / "out"
     write_outputs(res, str(out))
     # per task: heatmap + distributions; plus encoded-vs-used

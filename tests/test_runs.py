@@ -123,10 +123,10 @@ def test_runs_bad_input_one_line_exit_2_nothing_written(run_files, capsys, case,
 def test_analyze_runs_python_api_single_run_is_refused():
     z, meta, head = calibration_data(CalibrationDesign(d=12), 100, seed=0)
     with pytest.raises(wsca.WscaInputError, match="at least 2"):
-        wsca.analyze_runs([{"embeddings": z, "metadata": meta}], "label")
+        wsca.analyze_runs([{"embeddings": z, "metadata": meta}], "label", config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0))
     other = meta.assign(extra=0)
     with pytest.raises(wsca.WscaInputError, match="metadata columns"):
-        wsca.analyze_runs([{"embeddings": z, "metadata": meta}, {"embeddings": z, "metadata": other}], "label")
+        wsca.analyze_runs([{"embeddings": z, "metadata": meta}, {"embeddings": z, "metadata": other}], "label", config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0))
 
 
 def test_stouffer_survives_a_run_with_p_one():

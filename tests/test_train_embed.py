@@ -73,8 +73,7 @@ def test_embed_heads_reproduce_logits_and_analyze_reads_them(runs):
     from wsca_jax.ifa import ifa_arrays, maps_split
     r = ifa_arrays(maps_split(out["head_label"], out["bias_label"]), out["feature_maps"])
     np.testing.assert_allclose(r["logits"], logits[:, :2], atol=1e-4)
-    res = wsca.analyze(out["embeddings"], {k: out[k] for k in ("label", "site")}, "label",
-                       primary_head=out["head_label"], pca_min=8)
+    res = wsca.analyze(out["embeddings"], {k: out[k] for k in ("label", "site")}, "label", primary_head=out["head_label"], config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=8))
     assert res.primary["source"] == "head" and "site" in res.tasks
 
 

@@ -75,12 +75,12 @@ def test_padded_classes_are_nan():
 
 def test_orthogonal_head_gives_zero_although_metadata_is_strongly_encoded(known_answer):
     z, meta, head = known_answer(n=2000, d=16, used=False)
-    res = wsca.analyze(z, meta, "label", primary_head=head, pca_min=16)
+    res = wsca.analyze(z, meta, "label", primary_head=head, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=16))
     t = res.tasks["site"]
     assert t.probe["auroc"] > 0.95                          # strongly encoded
     assert t.summary["max_abs_wsc"] < 0.05                  # but unused
     z, meta, head = known_answer(n=2000, d=16, used=True)
-    res = wsca.analyze(z, meta, "label", primary_head=head, pca_min=16)
+    res = wsca.analyze(z, meta, "label", primary_head=head, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=16))
     # head e0 + e1 and a probe along e1: cos 45 degrees
     assert abs(res.tasks["site"].summary["max_abs_wsc"] - np.cos(np.pi / 4)) < 0.05
 
@@ -94,7 +94,7 @@ def test_components_capped_at_rank_so_wsc_is_rotation_invariant():
     vals = []
     for seed in range(3):
         q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(100, 100)))
-        res = wsca.analyze(z @ q, meta, "label", primary_head=head @ q, pca_min=50)
+        res = wsca.analyze(z @ q, meta, "label", primary_head=head @ q, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=50))
         assert res.pca["components"] <= 39
         vals.append(res.tasks["site"].summary["max_abs_wsc"])
     np.testing.assert_allclose(vals, vals[0], atol=1e-4)

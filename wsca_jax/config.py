@@ -29,6 +29,7 @@ class Constraint:
 
     test: Callable[[Any], bool]
     text: str
+    choices: tuple = ()
 
     def __call__(self, value) -> bool:
         try:
@@ -50,6 +51,11 @@ def at_least(lo: int) -> Constraint:
     return Constraint(lambda v: _int(v) and v >= lo, f"an integer >= {lo}")
 
 
+def integers(lo: int, hi: int) -> Constraint:
+    """An integer from ``lo`` to ``hi``."""
+    return Constraint(lambda v: _int(v) and lo <= v <= hi, f"an integer from {lo} to {hi}")
+
+
 def interval(lo: float | None, hi: float | None, *, open_lo: bool = False, open_hi: bool = False) -> Constraint:
     """A finite real number in the interval (``None``: unbounded on that side)."""
     def test(v):
@@ -64,7 +70,7 @@ def interval(lo: float | None, hi: float | None, *, open_lo: bool = False, open_
 
 def one_of(*choices) -> Constraint:
     """One of ``choices``."""
-    return Constraint(lambda v: v in choices, "one of " + ", ".join(map(repr, choices)))
+    return Constraint(lambda v: v in choices, "one of " + ", ".join(map(repr, choices)), tuple(choices))
 
 
 def optional(c: Constraint) -> Constraint:
@@ -187,5 +193,5 @@ def describe(cls, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Config", "Constraint", "at_least", "describe", "flag_of", "flat_fields", "interval", "is_dataclass",
+__all__ = ["Config", "Constraint", "at_least", "describe", "integers", "flag_of", "flat_fields", "interval", "is_dataclass",
            "names", "one_of", "optional", "optional_name", "section", "setting"]

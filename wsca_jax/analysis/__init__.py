@@ -1,5 +1,23 @@
-"""The analysis pipeline: embeddings + metadata -> tasks -> probes -> WSC -> statistics -> result."""
+"""The analysis pipeline: embeddings + metadata -> tasks -> probes -> WSC -> statistics -> result.
 
-from .core import *  # noqa: F401,F403  (temporary face while the stages are split out)
-from .core import _Wsc  # noqa: F401
-from .runs import RunsResult, analyze_runs  # noqa: F401
+Modules, in the order the data flows through them:
+
+- ``config``: :class:`AnalysisConfig`, every setting with its one default, documentation and check;
+- ``prepare``: tasks, groups, the rotated basis, the projection, the fixed heads, the resampling design;
+- ``compare``: WSC of probe fits against the primary head;
+- ``stages``: ``point -> quality -> resample -> null -> k_sensitivity``, typed results in :class:`Stages`;
+- ``inference``: one task's intervals, p-values, power and equivalence;
+- ``verdicts``: the plain-language verdict and caveats;
+- ``summarise``: all of it -> :class:`WscaResult` (``result``);
+- ``pipeline``: :func:`analyze`, the sequence of stage calls; :func:`fixed_head_wsc`;
+- ``runs``: several trained networks combined (:func:`analyze_runs`).
+"""
+
+from .config import AnalysisConfig, EncodingConfig, InferenceConfig, ProjectionConfig, ResamplingConfig
+from .pipeline import analyze, fixed_head_wsc
+from .prepare import permuted_labels
+from .result import TaskResult, WscaResult
+from .runs import RunsResult, analyze_runs
+
+__all__ = ["AnalysisConfig", "EncodingConfig", "InferenceConfig", "ProjectionConfig", "ResamplingConfig", "RunsResult",
+           "TaskResult", "WscaResult", "analyze", "analyze_runs", "fixed_head_wsc", "permuted_labels"]

@@ -28,11 +28,13 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from .core import WscaResult, analyze
 from ..errors import require
 from ..io import atomic_write_text
 from ..stats import holm
 from ..wsc import wsc_jit
+from .config import AnalysisConfig
+from .pipeline import _with_flat_settings, analyze
+from .result import WscaResult
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def combine_task(results: Sequence[WscaResult], task: str, shared_data: bool, al
                          "seed_bootstrap_ci": [float(np.quantile(bmeans, a)), float(np.quantile(bmeans, 1 - a))],
                          "seed_bootstrap_note": f"resamples of {m} runs ({m ** m} ordered draws at most): crude for few runs",
                          "unit": "(max |WSC| - mean of the run's permutation null) / SD of that null"}
-    centered = results[0].settings.get("heads") == "centered"
+    centered = results[0].settings["projection"]["heads"] == "centered"
     inter = inter_network_null(results, task, centered)
     out["inter_network_null"] = None if len(inter) == 0 else {
         "pairs": int(len(inter)), "mean": float(inter.mean()), "q95": float(np.quantile(inter, 0.95)),
@@ -239,8 +241,8 @@ def check_runs(results: Sequence[WscaResult], names: Sequence[str]) -> None:
 
 
 def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] | None = None,
-                 shared_data: bool = True, alpha: float = 0.05, confidence: float = 0.95, progress: bool = False,
-                 **kwargs) -> RunsResult:
+                 shared_data: bool = True, config: AnalysisConfig | None = None, progress: bool = False,
+                 **settings) -> RunsResult:
     """Analyse M trained networks of one design and combine them.
 
     Args:
@@ -249,10 +251,14 @@ def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] 
       primary: the primary column.  names: one label per run (default ``run0`` ...).
       shared_data: the runs reuse (most of) the same training rows, so their p-values are dependent:
         the verdict uses twice the mean p (valid under any dependence) instead of Fisher's method.
-      kwargs: passed to every :func:`~wsca_jax.analysis.analyze` call (bootstrap, permutations ...).
+      config: the :class:`~wsca_jax.analysis.config.AnalysisConfig` of every run's analysis (its
+        ``alpha`` and ``confidence`` are the combination's too).
+      settings: deprecated flat settings applied to ``config`` (as :func:`~wsca_jax.analysis.analyze`).
     Returns:
       :class:`RunsResult`.
     """
+    config = _with_flat_settings(config, settings)
+    alpha, confidence = config.inference.alpha, config.inference.confidence
     names = list(names or [f"run{i}" for i in range(len(runs))])
     require(len(runs) >= 2, f"--runs: {len(runs)} run given; expected at least 2 to combine")
     require(len(names) == len(runs), f"names: {len(names)} given for {len(runs)} runs")
@@ -270,7 +276,7 @@ def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] 
         if progress:
             print(f"analysing {n} ...", flush=True)
         results.append(analyze(r["embeddings"], r["metadata"], primary, r.get("primary_head"),
-                               task_heads=r.get("task_heads"), alpha=alpha, confidence=confidence, **kwargs))
+                               task_heads=r.get("task_heads"), config=config))
     check_runs(results, names)
     combined = {t: combine_task(results, t, shared_data, alpha, confidence) for t in results[0].tasks}
     key = "mean_merged_p" if shared_data else "fisher_p"

@@ -10,19 +10,6 @@ import os
 import sys
 import time
 
-ANALYZE_EXAMPLE = """\
-example:
-  wsca analyze --embeddings emb.npy --metadata meta.csv --primary malignant \\
-      --group-column case --bootstrap 200 --permutations 200 --out results/
-
-  reads N embeddings (.npy (N, D), or .npz with 'embeddings' and optional 'head_<task>' arrays)
-  and N metadata rows (.csv/.parquet, same order); writes results/wsca.json, report.html, *.png.
-
-  wsca analyze --runs seed0.npz seed1.npz seed2.npz --primary malignant --permutations 200 --out runs/
-  analyses each network (seed) and combines them: runs/runs.json, runs/report.html, runs/<seed>/.
-"""
-
-
 TRAIN_EXAMPLE = """\
 example:
   wsca train --dataset busbra --primary malignant --setting multi_task --tasks device,birads \\
@@ -104,82 +91,8 @@ def _csv(s: str | None) -> list[str]:
     return [c.strip() for c in s.split(",") if c.strip()] if s else []
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="wsca", description="Weight Space Correlation analysis: does a model's decision use "
-                                         "the metadata its embedding encodes?")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    a = sub.add_parser("analyze", help="WSC of a primary head against every metadata task",
-                       description="WSC of the primary head (the model's own, or a probe) against a "
-                                   "linear probe for every metadata column, with bootstrap intervals "
-                                   "and permutation p-values.",
-                       epilog=ANALYZE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a.add_argument("--embeddings", help=".npy (N, D) or .npz with 'embeddings' (or give --runs)")
-    a.add_argument("--runs", nargs="+", metavar="NPZ",
-                   help="two or more .npz files (as `wsca embed` writes them) of networks trained on one design "
-                        "(seeds): each is analysed, and runs.json / report.html give the combined answer")
-    a.add_argument("--independent-runs", action="store_true",
-                   help="the --runs were trained on independent data: combine p-values with Fisher's method "
-                        "(default: they share training rows; twice the mean p, valid under any dependence)")
-    a.add_argument("--metadata", help=".csv or .parquet with N rows (default: the 1-D arrays in the .npz)")
-    a.add_argument("--primary", required=True, help="primary task column")
-    a.add_argument("--primary-head", help=".npy head (C, D) or (D,); default head_<primary> from the .npz, else a probe")
-    a.add_argument("--task-heads", help="comma-separated tasks compared with their own trained head_<task> from the "
-                                        ".npz (the multi-task setting); default: probes for every task")
-    a.add_argument("--head-null", action="append", default=[], metavar="TASK=FILE",
-                   help="seed null of a fixed task head: FILE (.npy, or text with one value per line) holds the max "
-                        "|WSC| of networks trained with TASK's labels permuted (wsca_jax.fixed_head_wsc); repeatable. "
-                        "Without it fixed heads are reported as not tested")
-    a.add_argument("--permute-within", help="permute labels within strata of this column (e.g. the primary): the "
-                                            "conditional null for confounded designs")
-    a.add_argument("--tasks", help="comma-separated columns to analyse (default: all but primary/group)")
-    a.add_argument("--categorical", help="comma-separated columns to treat as categorical")
-    a.add_argument("--continuous", help="comma-separated columns to bin")
-    a.add_argument("--bins", type=int, default=4, help="bins for continuous columns (default 4)")
-    a.add_argument("--binning", default="quantile", choices=["quantile", "uniform"], help="bin edges (default quantile)")
-    a.add_argument("--group-column", help="patient/group id: folds, bootstrap and permutations keep groups whole")
-    a.add_argument("--bootstrap", type=int, default=200,
-                   help="bootstrap replicates B for the intervals (default 200, seconds on a CPU; 0 switches them off)")
-    a.add_argument("--permutations", type=int, default=200,
-                   help="label permutations P for the p-values (default 200; 0 switches them off)")
-    a.add_argument("--max-permutations", type=int, default=None,
-                   help="adaptive: add batches of P permutations while a p-value is within 3 Monte Carlo "
-                        "standard errors of alpha (Holm steps), up to this many (default: P, no adaptation)")
-    a.add_argument("--alpha", type=float, default=0.05, help="level of the verdicts, Holm-adjusted (default 0.05)")
-    a.add_argument("--pca-variance", type=float, default=0.99, help="variance kept by the PCA (default 0.99)")
-    a.add_argument("--pca-min", type=int, default=50, help="minimum PCA components (default 50)")
-    a.add_argument("--heads", default="centered", choices=["centered", "raw"], help="row centring (default centered)")
-    a.add_argument("--C", type=float, default=1.0, dest="C", help="probe inverse L2 strength, scikit-learn convention (default 1)")
-    a.add_argument("--solver", default="lbfgs", choices=["lbfgs", "ridge"], help="probe solver (default lbfgs)")
-    a.add_argument("--ci-method", default="corrected", choices=["corrected", "basic", "bca", "percentile"],
-                   help="interval of max |WSC| and the cells: corrected (default; attenuation-corrected, the best "
-                        "coverage of the population value in experiments/results/calibration.md; basic where a "
-                        "direction is unreliable or the heads are fixed), basic, bca, percentile")
-    a.add_argument("--correction-noise", default="jackknife", choices=["jackknife", "bootstrap"],
-                   help="noise estimate of the attenuation correction: jackknife (default; delete-one-block refits) "
-                        "or bootstrap (overstates the noise of well-separated probes)")
-    a.add_argument("--equivalence-margin", type=float, default=0.2,
-                   help="population max |WSC| below which alignment is negligible: 'encoded but unused' is concluded "
-                        "when the bootstrap shows the corrected value below it (default 0.2)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
-    a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
-    a.add_argument("--max-iter", type=int, default=1000, help="probe solver's iteration cap (default 1000 from a cold "
-                                                               "start; warm starts at most 500): fits that reach it "
-                                                               "are flagged not converged")
-    a.add_argument("--cv-folds", type=int, default=5, help="folds of the held-out probe quality (default 5)")
-    a.add_argument("--memory-gb", type=float, help="memory the probe solver may use (GB): replicates per compiled "
-                                                   "call shrink to fit (default: half of the available memory)")
-    a.add_argument("--distributed", action="store_true",
-                   help="join JAX's distributed runtime (one command per host or process; SLURM and TPU pods are "
-                        "detected, else --coordinator/--num-processes/--process-id or WSCA_* variables): the "
-                        "replicates are shared out over every process's devices, process 0 writes --out")
-    a.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0")
-    a.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
-    a.add_argument("--process-id", type=int, help="with --distributed: this process's rank (0 .. n-1)")
-    a.add_argument("--out", required=True, help="output folder")
-    a.set_defaults(func=cmd_analyze)
-
+def register_legacy(sub) -> None:
+    """train, embed, ifa, mid, report, demo (being moved to one module each)."""
     t = sub.add_parser("train", help="train a Flax model with readable heads (Orbax checkpoints)",
                        description="Train a backbone on the primary task (fine_tuned), on the primary and "
                                    "every --tasks column jointly (multi_task), or with a pooling head.",
@@ -205,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress (results are still printed)")
     t.add_argument("--out", required=True, help="run folder: new or empty (one training per folder; see --resume, "
                                                 "--overwrite)")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(handler=cmd_train)
 
     e = sub.add_parser("embed", help="embeddings, heads and metadata of a trained run -> .npz",
                        epilog=EMBED_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tfds-dir")
     e.add_argument("--feature-maps", action="store_true", help="also store the last feature maps (for CAMs)")
     e.add_argument("--out", required=True, help=".npz path")
-    e.set_defaults(func=cmd_embed)
+    e.set_defaults(handler=cmd_embed)
 
     f = sub.add_parser("ifa", help="integrated feature analysis of a trained run: where the decision and the metadata live",
                        epilog=IFA_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-figures", action="store_true")
     f.add_argument("--quiet", action="store_true", help="(no progress is shown; accepted for symmetry)")
     f.add_argument("--out", required=True, help="output folder")
-    f.set_defaults(func=cmd_ifa)
+    f.set_defaults(handler=cmd_ifa)
 
     m = sub.add_parser("mid", help="find and fix a shortcut without group labels: mid-range mining, last-layer "
                                    "retraining (ERM, JTT, MID, MID-oracle, DFR), worst-group accuracy, WSC after the fix",
@@ -273,13 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--no-figures", action="store_true")
     m.add_argument("--out", required=True, help="output folder")
-    m.set_defaults(func=cmd_mid)
+    m.set_defaults(handler=cmd_mid)
 
     r = sub.add_parser("report", help="render report.html from a wsca.json folder",
                        epilog=REPORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--run", required=True, help="folder with wsca.json (an analyze or demo condition output)")
     r.add_argument("--out", help="HTML path (default RUN/report.html)")
-    r.set_defaults(func=cmd_report)
+    r.set_defaults(handler=cmd_report)
 
     d = sub.add_parser("demo", help="induced-shortcut demo on BUS-BRA: balanced vs biased, fine-tuned and multi-task",
                        epilog=DEMO_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,8 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
     d.add_argument("--out", required=True, help="output folder")
-    d.set_defaults(func=cmd_demo)
-    return p
+    d.set_defaults(handler=cmd_demo)
 
 
 def cmd_train(args) -> int:
@@ -523,257 +435,6 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_analyze(args) -> int:
-    from ..analysis import analyze
-    from ..errors import WscaInputError, require
-    from ..io import check_out_dir, load_embeddings, load_head, load_metadata
-    from ..report import write_outputs
-
-    import pandas as pd
-
-    import os
-
-    check_out_dir(args.out)
-    require(args.memory_gb is None or args.memory_gb > 0, f"--memory-gb must be positive, found {args.memory_gb}")
-    require(args.max_iter >= 1, f"--max-iter must be at least 1, found {args.max_iter}")
-    main_process = True
-    if args.distributed:
-        from ..sharding import initialize, is_main
-        initialize(args.coordinator, args.num_processes, args.process_id)
-        main_process = is_main()
-        args.quiet = args.quiet or not main_process
-    else:
-        require(args.coordinator is None and args.num_processes is None and args.process_id is None,
-                "--coordinator, --num-processes and --process-id go with --distributed")
-    if args.runs:
-        require(not args.embeddings, "give --embeddings or --runs, not both")
-        require(not args.distributed, "--distributed analyses one --embeddings file (not --runs)")
-        return _cmd_runs(args)
-    require(bool(args.embeddings), "--embeddings is required (or --runs with two or more .npz files)")
-    ef = load_embeddings(args.embeddings)
-    if args.metadata:
-        meta = load_metadata(args.metadata)
-    elif ef.columns:
-        meta = pd.DataFrame(ef.columns)
-        if "group" in meta.columns and not args.group_column:
-            args.group_column = "group"          # written by `wsca embed`: the patient id
-    else:
-        raise WscaInputError("--metadata is required (the embeddings file holds no metadata columns)")
-    head = None
-    if args.primary_head:
-        head = load_head(args.primary_head)
-    elif args.primary in ef.heads:
-        head = ef.heads[args.primary]
-    task_heads = {}
-    for name in _csv(args.task_heads):
-        if name not in ef.heads:
-            raise WscaInputError(f"--task-heads {name}: {args.embeddings} has no head_{name} array "
-                                 f"(heads found: {', '.join(ef.heads) or 'none'})")
-        task_heads[name] = ef.heads[name]
-    args.head_null_values = _head_nulls(args.head_null)
-    t0 = time.time()
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
-        result = _analyze(analyze, args, ef, meta, head, task_heads)
-    if not main_process:                                   # process 0 writes the outputs
-        return 0
-    write_outputs(result, args.out, figures=not args.no_figures)
-    _print_summary(result, args, time.time() - t0)
-    for line in result.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    return 0
-
-
-def _head_nulls(specs: list[str]) -> dict:
-    """``["task=file", ...]`` -> ``{task: (M,) float}``; a bad spec or file is one clear line."""
-    import numpy as np
-
-    from ..errors import WscaInputError
-
-    out = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise WscaInputError(f"--head-null {spec!r}: expected TASK=FILE")
-        if not os.path.isfile(path):
-            raise WscaInputError(f"--head-null {name}: file not found: {path}")
-        try:
-            vals = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=1)
-            vals = np.asarray(vals, float).ravel()
-        except (ValueError, OSError) as e:
-            raise WscaInputError(f"--head-null {name}: cannot read {path} as numbers ({e})") from None
-        out[name] = vals
-    return out
-
-
-def _cmd_runs(args) -> int:
-    """``wsca analyze --runs a.npz b.npz ...``: every run analysed, then combined (wsca_jax.analyze_runs)."""
-    import os
-    import warnings
-
-    import pandas as pd
-
-    from ..errors import WscaInputError, require
-    from ..io import load_embeddings
-    from ..report import write_runs_outputs
-    from ..analysis.runs import analyze_runs
-
-    require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
-    require(not (args.metadata or args.primary_head or args.head_null),
-            "--runs: metadata and heads come from each .npz; --metadata, --primary-head and --head-null do not apply")
-    runs, names = [], []
-    for path in args.runs:
-        require(os.path.isfile(path), f"--runs {path}: file not found")
-        ef = load_embeddings(path)
-        if not ef.columns:
-            raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")
-        meta = pd.DataFrame(ef.columns)
-        require(args.primary in meta.columns, f"--runs {path}: no column {args.primary!r} "
-                                              f"(columns: {', '.join(meta.columns)})")
-        missing = [t for t in _csv(args.task_heads) if t not in ef.heads]
-        require(not missing, f"--runs {path}: no head_{missing[0] if missing else ''} array for --task-heads")
-        runs.append({"embeddings": ef.embeddings, "metadata": meta, "primary_head": ef.heads.get(args.primary),
-                     "task_heads": {t: ef.heads[t] for t in _csv(args.task_heads)} or None})
-        stem = os.path.splitext(os.path.basename(path))[0] or "run"
-        names.append(stem if stem not in names else f"{stem}_{len(names)}")
-    if "group" in runs[0]["metadata"].columns and not args.group_column:
-        args.group_column = "group"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        result = analyze_runs(runs, args.primary, names=names, shared_data=not args.independent_runs, alpha=args.alpha,
-                              progress=_progress(args), **_analysis_options(args))
-    write_runs_outputs(result, args.out, figures=not args.no_figures)
-    for task, c in result.combined.items():
-        print(f"{task}: {c['verdict']}")
-    print(f"wrote {args.out}/runs.json and report.html (one folder per run)")
-    return 0
-
-
-def _analysis_options(args) -> dict:
-    """The :func:`~wsca_jax.analysis.analyze` settings shared by one embedding and by --runs."""
-    from ..probes import ProbeConfig
-    return dict(permute_within=args.permute_within, tasks=_csv(args.tasks) or None,
-                categorical=_csv(args.categorical), continuous=_csv(args.continuous), bins=args.bins,
-                binning=args.binning, group_column=args.group_column, bootstrap=args.bootstrap,
-                permutations=args.permutations, max_permutations=args.max_permutations,
-                pca_variance=args.pca_variance, pca_min=args.pca_min, heads=args.heads, seed=args.seed,
-                probe=ProbeConfig(C=args.C, solver=args.solver, memory_gb=args.memory_gb, max_iter=args.max_iter,
-                                  warm_iter=min(500, args.max_iter)), ci_method=args.ci_method,
-                correction_noise=args.correction_noise, cv_folds=args.cv_folds,
-                equivalence_margin=args.equivalence_margin)
-
-
-def _analyze(analyze, args, ef, meta, head, task_heads):
-    return analyze(ef.embeddings, meta, args.primary, head, task_heads=task_heads or None,
-                   head_null=args.head_null_values or None, alpha=args.alpha, progress=_progress(args),
-                   **_analysis_options(args))
-
-
 def _progress(args) -> bool:
     """Progress is on unless --quiet (results and 'wrote' lines print either way)."""
     return not getattr(args, "quiet", False)
-
-
-def _print_summary(result, args, seconds: float) -> None:
-    import pandas as pd
-
-    print(f"wsca analyze: {result.n_samples} samples, {len(result.tasks)} tasks, "
-          f"PCA {result.pca['components']} components, {seconds:.1f} s")
-    cols = ["task", "probe_auroc", "max_abs_wsc", "max_abs_wsc_corrected", "ci_low", "ci_high", "p_value", "p_mcse", "p_adjusted", "random_q95",
-            "converged"]
-    with pd.option_context("display.width", 180, "display.float_format", "{:.3f}".format):
-        print(result.summary_table()[cols].to_string(index=False))
-    ex = result.settings.get("permutation_exchangeable_rows")
-    if ex is not None and ex < 0.5:
-        print(f"note: only {100 * ex:.0f}% of the rows belong to groups that a grouped permutation can exchange "
-              "(groups are exchanged among groups of equal size); group-level attributes barely move under the null")
-    dg = result.diagnostics
-    if dg["fits_not_converged"]:
-        print(f"note: {dg['fits_not_converged']} of {dg['fits_total']} probe fits did not converge (iteration cap, or "
-              f"stalled above the float32 floor; largest max |gradient| {dg['replicate_grad_max']:.1e}); "
-              "see 'fit' per task and 'warnings' in wsca.json")
-    if any(r.summary.get("ci_method") == "corrected" for r in result.tasks.values()):
-        print("note: max_abs_wsc is the raw value (the paper's number); ci_low/ci_high are the interval of the "
-              "population value, around max_abs_wsc_corrected (probe noise shrinks cosines toward 0)")
-    print(f"wrote {args.out}/wsca.json and report.html")
-
-
-def _route_warnings(command: str) -> None:
-    """Inside ``warnings.catch_warnings()``: our caveats (WscaWarning) as one ``warning:`` line each;
-    library warnings (missing glyphs, NumPy RuntimeWarning ...) are not the user's concern."""
-    import warnings
-
-    from ..errors import WscaWarning
-
-    import logging
-
-    import pandas as pd
-
-    warnings.simplefilter("ignore")
-    warnings.simplefilter("always", WscaWarning)
-    warnings.filterwarnings("always", category=UserWarning, module=r"wsca_jax\.")      # our caveats
-    warnings.filterwarnings("always", category=pd.errors.DtypeWarning)                # mixed-type columns
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"wsca {command}: warning: {str(message).splitlines()[0]}", file=sys.stderr, flush=True)
-    warnings.showwarning = show
-    _quiet_failed_reads(logging)
-
-
-def _quiet_failed_reads(logging) -> None:
-    """When an Orbax restore fails, reads still in flight call back into its closed asyncio loop:
-    Python prints each "Event loop is closed" as an unraisable exception and asyncio logs every
-    failed read. The failure itself is reported once, as one line; drop those (CLI only)."""
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    previous = sys.unraisablehook
-
-    def hook(u):
-        if isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value):
-            return
-        previous(u)
-    sys.unraisablehook = hook
-
-
-def main(argv=None) -> int:
-    from ..errors import WscaInputError
-
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:                        # bad usage (one line, printed) or --help
-        return int(e.code or 0)
-    if args.version:
-        from .. import __version__
-        print(__version__)
-        return 0
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    import warnings
-    try:
-        with warnings.catch_warnings():
-            _route_warnings(args.command)
-            return args.func(args)
-    except WscaInputError as e:
-        print(f"wsca {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"wsca {args.command}: interrupted; nothing written", file=sys.stderr)
-        return 130
-
-
-def entry() -> None:
-    """The ``wsca`` console script. After a failure, exit without the interpreter's shutdown: a
-    checkpoint read that failed can leave library threads (tensorstore, asyncio) that print
-    tracebacks while Python tears down; nothing of ours is left to flush (outputs are atomic)."""
-    code = main()
-    if code != 0:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    entry()

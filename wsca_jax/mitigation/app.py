@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analysis import analyze
+from ..analysis import AnalysisConfig, analyze
 from ..errors import require
 from ..io import EmbeddingFile
 from .mining import METHODS, enrichment, margins, mislabel_scores, retrain_methods
@@ -205,8 +205,9 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
                     "within_class_eta_null_q95": None, "within_class_eta_p": None,
                     "note": "all-zero head (the chosen C removed every feature): no direction to compare"} for t in tasks}
     meta = {"__primary": np.array(split["classes"])[split["y"]], **{t: split["meta"][t] for t in tasks}}
-    res = analyze(split["x"], meta, "__primary", primary_head=head, tasks=list(tasks), bootstrap=bootstrap,
-                  permutations=permutations, seed=seed)
+    res = analyze(split["x"], meta, "__primary", primary_head=head,
+                  config=AnalysisConfig().replace(tasks=list(tasks), bootstrap=bootstrap, permutations=permutations,
+                                                  seed=seed))
     scores = _scores(head, split["x"])
     out = {}
     for t in tasks:

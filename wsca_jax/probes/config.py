@@ -52,7 +52,7 @@ class ProbeConfig(Config):
     def to_dict(self) -> dict:
         return {"model": "multinomial_logistic_l2" if self.solver == "lbfgs" else "ridge_one_hot",
                 "C": self.C, "solver": self.solver, "tol": self.tol, "max_iter": self.max_iter,
-                "warm_iter": self.warm_cap, "history": self.history,
+                "warm_iter": self.warm_iter, "history": self.history,
                 "patience": self.patience, "chunk": self.chunk, "memory_gb": self.memory_gb,
                 "objective": "mean weighted cross-entropy + ||W||^2 / (2 C n)"}
 

@@ -30,7 +30,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from ..analysis import analyze
+from ..analysis import AnalysisConfig, analyze
 from ..training.data.shortcuts import artefact_indices, confounded_indices, stamp_artefact
 from ..training.data.sources import ImageDataset
 from ..errors import require
@@ -169,14 +169,15 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     meta = pd.DataFrame({spec.primary: arrays[spec.primary], spec.confounder: arrays[spec.confounder],
                          "group": arrays["group"]})
     heads = {spec.confounder: arrays[f"head_{spec.confounder}"]} if setting == "multi_task" else None
-    common = dict(tasks=[spec.confounder], categorical=[spec.confounder], group_column="group",
-                  bootstrap=bootstrap, seed=seed, task_heads=heads, max_permutations=max_permutations)
-    result = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"],
-                     permutations=permutations, **common)
+    config = AnalysisConfig().replace(tasks=[spec.confounder], categorical=[spec.confounder], group_column="group",
+                                      bootstrap=bootstrap, permutations=permutations, seed=seed,
+                                      max_permutations=max_permutations)
+    result = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"], task_heads=heads,
+                     config=config)
     cond = None
     if conditional and permutations:
-        cond = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"],
-                       permutations=permutations, permute_within=spec.primary, **{**common, "bootstrap": 0})
+        cond = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"], task_heads=heads,
+                       config=config.replace(permute_within=spec.primary, bootstrap=0))
     t = result.tasks[spec.confounder]
     s = t.summary
     m = {"max_abs_wsc": s["max_abs_wsc"], "ci": s["ci"], "p_value": s["p_value"],

@@ -1,0 +1,210 @@
+"""``wsca analyze``: WSC of a primary head against every metadata task (one embedding file, or
+several runs combined). The settings flags are generated from :class:`AnalysisConfig`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+from ..analysis.config import AnalysisConfig
+from ..errors import WscaInputError, require
+from .common import add_config_arguments, add_parser, config_from_args, csv, progress_enabled
+
+EXAMPLE = """\
+example:
+  wsca analyze --embeddings emb.npy --metadata meta.csv --primary malignant \\
+      --group-column case --bootstrap 200 --permutations 200 --out results/
+
+  reads N embeddings (.npy (N, D), or .npz with 'embeddings' and optional 'head_<task>' arrays)
+  and N metadata rows (.csv/.parquet, same order); writes results/wsca.json, report.html, *.png.
+
+  wsca analyze --runs seed0.npz seed1.npz seed2.npz --primary malignant --permutations 200 --out runs/
+  analyses each network (seed) and combines them: runs/runs.json, runs/report.html, runs/<seed>/.
+"""
+
+
+def register(sub) -> None:
+    a = add_parser(sub, "analyze", "WSC of a primary head against every metadata task", EXAMPLE,
+                   description="WSC of the primary head (the model's own, or a probe) against a linear probe for "
+                               "every metadata column, with bootstrap intervals and permutation p-values.")
+    a.add_argument("--embeddings", help=".npy (N, D) or .npz with 'embeddings' (or give --runs)")
+    a.add_argument("--runs", nargs="+", metavar="NPZ",
+                   help="two or more .npz files (as `wsca embed` writes them) of networks trained on one design "
+                        "(seeds): each is analysed, and runs.json / report.html give the combined answer")
+    a.add_argument("--independent-runs", action="store_true",
+                   help="the --runs were trained on independent data: combine p-values with Fisher's method "
+                        "(default: they share training rows; twice the mean p, valid under any dependence)")
+    a.add_argument("--metadata", help=".csv or .parquet with N rows (default: the 1-D arrays in the .npz)")
+    a.add_argument("--primary", required=True, help="primary task column")
+    a.add_argument("--primary-head", help=".npy head (C, D) or (D,); default head_<primary> from the .npz, else a probe")
+    a.add_argument("--task-heads", help="comma-separated tasks compared with their own trained head_<task> from the "
+                                        ".npz (the multi-task setting); default: probes for every task")
+    a.add_argument("--head-null", action="append", default=[], metavar="TASK=FILE",
+                   help="seed null of a fixed task head: FILE (.npy, or text with one value per line) holds the max "
+                        "|WSC| of networks trained with TASK's labels permuted (wsca_jax.fixed_head_wsc); repeatable. "
+                        "Without it fixed heads are reported as not tested")
+    add_config_arguments(a, AnalysisConfig, group="analysis settings (wsca_jax.AnalysisConfig)")
+    a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
+    a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
+    a.add_argument("--distributed", action="store_true",
+                   help="join JAX's distributed runtime (one command per host or process; SLURM and TPU pods are "
+                        "detected, else --coordinator/--num-processes/--process-id or WSCA_* variables): the "
+                        "replicates are shared out over every process's devices, process 0 writes --out")
+    a.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0")
+    a.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+    a.add_argument("--process-id", type=int, help="with --distributed: this process's rank (0 .. n-1)")
+    a.add_argument("--out", required=True, help="output folder")
+    a.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from ..io import check_out_dir
+
+    check_out_dir(args.out)
+    config = config_from_args(AnalysisConfig, args)            # every setting checked before any reading
+    quiet, main_process = args.quiet, True
+    if args.distributed:
+        from ..sharding import initialize, is_main
+        initialize(args.coordinator, args.num_processes, args.process_id)
+        main_process = is_main()
+        quiet = quiet or not main_process
+    else:
+        require(args.coordinator is None and args.num_processes is None and args.process_id is None,
+                "--coordinator, --num-processes and --process-id go with --distributed")
+    if args.runs:
+        require(not args.embeddings, "give --embeddings or --runs, not both")
+        require(not args.distributed, "--distributed analyses one --embeddings file (not --runs)")
+        return _run_many(args, config, quiet)
+    require(bool(args.embeddings), "--embeddings is required (or --runs with two or more .npz files)")
+    return _run_one(args, config, quiet, main_process)
+
+
+def _run_one(args, config: AnalysisConfig, quiet: bool, main_process: bool) -> int:
+    from ..analysis import analyze
+    from ..io import load_embeddings, load_head
+    from ..report import write_outputs
+
+    ef = load_embeddings(args.embeddings)
+    meta, config = _metadata(args, ef, config)
+    head = load_head(args.primary_head) if args.primary_head else ef.heads.get(args.primary)
+    task_heads = {}
+    for name in csv(args.task_heads):
+        if name not in ef.heads:
+            raise WscaInputError(f"--task-heads {name}: {args.embeddings} has no head_{name} array "
+                                 f"(heads found: {', '.join(ef.heads) or 'none'})")
+        task_heads[name] = ef.heads[name]
+    head_null = head_nulls(args.head_null)
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
+        result = analyze(ef.embeddings, meta, args.primary, head, task_heads=task_heads or None,
+                         head_null=head_null or None, config=config, progress=not quiet)
+    if not main_process:                                   # process 0 writes the outputs
+        return 0
+    write_outputs(result, args.out, figures=not args.no_figures)
+    print_summary(result, args.out, time.time() - t0)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def _metadata(args, ef, config: AnalysisConfig):
+    """The metadata table (--metadata, else the .npz's columns) and the config with ``group`` as the
+    group column when `wsca embed` wrote one and --group-column was not given."""
+    import pandas as pd
+
+    from ..io import load_metadata
+    if args.metadata:
+        return load_metadata(args.metadata), config
+    if not ef.columns:
+        raise WscaInputError("--metadata is required (the embeddings file holds no metadata columns)")
+    meta = pd.DataFrame(ef.columns)
+    if "group" in meta.columns and config.encoding.group_column is None:
+        config = config.replace(group_column="group")      # written by `wsca embed`: the patient id
+    return meta, config
+
+
+def head_nulls(specs: list[str]) -> dict:
+    """``["task=file", ...]`` -> ``{task: (M,) float}``; a bad spec or file is one clear line."""
+    import numpy as np
+
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise WscaInputError(f"--head-null {spec!r}: expected TASK=FILE")
+        if not os.path.isfile(path):
+            raise WscaInputError(f"--head-null {name}: file not found: {path}")
+        try:
+            vals = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=1)
+            vals = np.asarray(vals, float).ravel()
+        except (ValueError, OSError) as e:
+            raise WscaInputError(f"--head-null {name}: cannot read {path} as numbers ({e})") from None
+        out[name] = vals
+    return out
+
+
+def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
+    """``wsca analyze --runs a.npz b.npz ...``: every run analysed, then combined (wsca_jax.analyze_runs)."""
+    import pandas as pd
+
+    from ..analysis import analyze_runs
+    from ..io import load_embeddings
+    from ..report import write_runs_outputs
+
+    require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
+    require(not (args.metadata or args.primary_head or args.head_null),
+            "--runs: metadata and heads come from each .npz; --metadata, --primary-head and --head-null do not apply")
+    runs, names = [], []
+    for path in args.runs:
+        require(os.path.isfile(path), f"--runs {path}: file not found")
+        ef = load_embeddings(path)
+        if not ef.columns:
+            raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")
+        meta = pd.DataFrame(ef.columns)
+        require(args.primary in meta.columns, f"--runs {path}: no column {args.primary!r} "
+                                              f"(columns: {', '.join(meta.columns)})")
+        missing = [t for t in csv(args.task_heads) if t not in ef.heads]
+        require(not missing, f"--runs {path}: no head_{missing[0] if missing else ''} array for --task-heads")
+        runs.append({"embeddings": ef.embeddings, "metadata": meta, "primary_head": ef.heads.get(args.primary),
+                     "task_heads": {t: ef.heads[t] for t in csv(args.task_heads)} or None})
+        stem = os.path.splitext(os.path.basename(path))[0] or "run"
+        names.append(stem if stem not in names else f"{stem}_{len(names)}")
+    if "group" in runs[0]["metadata"].columns and config.encoding.group_column is None:
+        config = config.replace(group_column="group")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = analyze_runs(runs, args.primary, names=names, shared_data=not args.independent_runs, config=config,
+                              progress=not quiet)
+    write_runs_outputs(result, args.out, figures=not args.no_figures)
+    for task, c in result.combined.items():
+        print(f"{task}: {c['verdict']}")
+    print(f"wrote {args.out}/runs.json and report.html (one folder per run)")
+    return 0
+
+
+def print_summary(result, out: str, seconds: float) -> None:
+    """The results table and notes of one analysis."""
+    import pandas as pd
+
+    print(f"wsca analyze: {result.n_samples} samples, {len(result.tasks)} tasks, "
+          f"PCA {result.pca['components']} components, {seconds:.1f} s")
+    cols = ["task", "probe_auroc", "max_abs_wsc", "max_abs_wsc_corrected", "ci_low", "ci_high", "p_value", "p_mcse",
+            "p_adjusted", "random_q95", "converged"]
+    with pd.option_context("display.width", 180, "display.float_format", "{:.3f}".format):
+        print(result.summary_table()[cols].to_string(index=False))
+    ex = result.resolved.get("permutation_exchangeable_rows")
+    if ex is not None and ex < 0.5:
+        print(f"note: only {100 * ex:.0f}% of the rows belong to groups that a grouped permutation can exchange "
+              "(groups are exchanged among groups of equal size); group-level attributes barely move under the null")
+    dg = result.diagnostics
+    if dg["fits_not_converged"]:
+        print(f"note: {dg['fits_not_converged']} of {dg['fits_total']} probe fits did not converge (iteration cap, or "
+              f"stalled above the float32 floor; largest max |gradient| {dg['replicate_grad_max']:.1e}); "
+              "see 'fit' per task and 'warnings' in wsca.json")
+    if any(r.summary.get("ci_method") == "corrected" for r in result.tasks.values()):
+        print("note: max_abs_wsc is the raw value (the paper's number); ci_low/ci_high are the interval of the "
+              "population value, around max_abs_wsc_corrected (probe noise shrinks cosines toward 0)")
+    print(f"wrote {out}/wsca.json and report.html")

@@ -1,0 +1,109 @@
+"""What every sub-command shares: the one-line-error parser, flags generated from config fields, and
+small argument helpers.
+
+A sub-command module defines ``register(subparsers)`` (its flags, and ``set_defaults(handler=run)``; settings flags come from its config
+class through :func:`add_config_arguments`) and ``run(args) -> int``. ``args`` is never written into:
+values derived from it are computed into locals or into the config (:func:`config_from_args`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ..config import flag_of
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_parser(sub, name: str, help: str, example: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command parser with its example below the options and every default shown."""
+    return sub.add_parser(name, help=help, description=description, epilog=example,
+                          formatter_class=_Formatter)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Raw epilog (the examples keep their lines); every option's default appended to its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction)):
+            return text
+        if action.required or action.default is None or "default" in text.lower():
+            return text
+        shown = "none" if action.default in ((), []) else _show(action.default)
+        return f"{text} (default {shown})" if text else f"(default {shown})"
+
+
+def _show(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+
+def csv(s: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; None or empty -> ``[]``."""
+    return [c.strip() for c in s.split(",") if c.strip()] if s else []
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(csv(text))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), group: str | None = None):
+    """One flag per CLI setting of config class ``cls`` (sections flattened): ``--flag`` with the
+    field's type, default, choices and documentation. The flag's ``dest`` is the field name."""
+    target = parser.add_argument_group(group) if group else parser
+    for f in _leaf_fields(cls):
+        if not f.metadata.get("cli", True) or f.name in skip:
+            continue
+        kind = f.metadata.get("type")
+        kw = {"dest": f.name, "default": f.default, "help": f.metadata["doc"]}
+        c = f.metadata.get("constraint")
+        if isinstance(f.default, bool):
+            kw.update(action="store_false" if f.default else "store_true")
+        else:
+            if kind == "names":
+                kw.update(type=_names, metavar="COL,...")
+            else:
+                kw["type"] = kind or (str if f.default is None else type(f.default))
+            choices = getattr(c, "choices", None)
+            if choices:
+                kw["choices"] = list(choices)
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
+        target.add_argument(flag_of(f), **kw)
+    return target
+
+
+def config_from_args(cls, args, **overrides):
+    """An instance of config class ``cls`` from the parsed flags (fields without a flag keep their
+    defaults), with ``overrides`` (field name -> value) applied last."""
+    values = {f.name: getattr(args, f.name) for f in _leaf_fields(cls)
+              if f.metadata.get("cli", True) and hasattr(args, f.name)}
+    return cls().replace(**{**values, **overrides})
+
+
+def _leaf_fields(cls) -> list[dataclasses.Field]:
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("section"):
+            out.extend(_leaf_fields(f.default_factory))
+        else:
+            out.append(f)
+    return out
+
+
+def leaf_fields(cls) -> list[dataclasses.Field]:
+    """Every leaf field of a config class, sections flattened, in declaration order."""
+    return _leaf_fields(cls)
+
+
+def progress_enabled(args) -> bool:
+    """Progress is on unless --quiet (results and 'wrote' lines print either way)."""
+    return not getattr(args, "quiet", False)
