@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
-from . import analyze, commands
+from . import analyze, demo, embed, ifa, mid, report, train
 from .common import Parser
 
-SUBCOMMANDS = (analyze,)
+SUBCOMMANDS = (analyze, train, embed, ifa, mid, report, demo)
 
 
 def build_parser() -> Parser:
@@ -25,7 +25,6 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", parser_class=Parser)
     for module in SUBCOMMANDS:
         module.register(sub)
-    commands.register_legacy(sub)
     return p
 
 

@@ -10,7 +10,7 @@ import warnings
 
 from ..analysis.config import AnalysisConfig
 from ..errors import WscaInputError, require
-from .common import add_config_arguments, add_parser, config_from_args, csv, progress_enabled
+from .common import add_config_arguments, add_parser, config_from_args, csv
 
 EXAMPLE = """\
 example:

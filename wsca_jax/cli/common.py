@@ -107,3 +107,22 @@ def leaf_fields(cls) -> list[dataclasses.Field]:
 def progress_enabled(args) -> bool:
     """Progress is on unless --quiet (results and 'wrote' lines print either way)."""
     return not getattr(args, "quiet", False)
+
+
+def run_dataset(args, rec: dict):
+    """The data a run was trained on (``--data-dir``/``--tfds-dir`` from ``args``): its source, split
+    seed (runs before ``--split-seed`` drew the split with ``--seed``) and content fingerprint."""
+    from ..training.data import prepare_dataset
+    from ..training.data.tfds_builder import fingerprint
+    from ..errors import require
+
+    require(isinstance(rec.get("dataset_source"), str), f"--run {args.run}/run.json: no dataset_source")
+
+    def check(d):
+        was, now = rec.get("data_fingerprint"), fingerprint(d)
+        require(was is None or was == now, f"--run {args.run}: the dataset {rec['dataset_source']} differs from the "
+                                           f"one the run was trained on (content fingerprint {now} != {was})")
+    split_seed = rec.get("split_seed")
+    return prepare_dataset(rec["dataset_source"], args.data_dir, args.tfds_dir,
+                           seed=rec["config"].get("seed", 0) if split_seed is None else split_seed, check=check)
+

@@ -1,0 +1,41 @@
+"""``wsca embed``: embeddings, heads and metadata of a trained run -> ``.npz``."""
+
+from __future__ import annotations
+
+from .common import add_parser, run_dataset
+
+EXAMPLE = """\
+example:
+  wsca embed --run runs/busbra_mt --split train --out emb.npz [--feature-maps]
+
+  writes embeddings (N, D), head_<task> (C, D) for every trained head, the metadata columns and
+  'group'; `wsca analyze --embeddings emb.npz --primary COLUMN` then needs no other flag.
+"""
+
+
+def register(sub) -> None:
+    e = add_parser(sub, "embed", help="embeddings, heads and metadata of a trained run -> .npz", example=EXAMPLE)
+    e.add_argument("--run", required=True)
+    e.add_argument("--split", default="train", choices=["train", "val", "test"])
+    e.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    e.add_argument("--data-dir")
+    e.add_argument("--tfds-dir")
+    e.add_argument("--feature-maps", action="store_true", help="also store the last feature maps (for CAMs)")
+    e.add_argument("--out", required=True, help=".npz path")
+    e.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from ..training.embed import embed, save_embeddings
+    from ..io import check_out_file
+    from ..training.train import load_run, read_run_json
+
+    check_out_file(args.out, ".npz", "--out")
+    rec = read_run_json(args.run)
+    loaded = load_run(args.run, args.checkpoint)      # verify the checkpoint before preparing any data
+    ds = run_dataset(args, rec)
+    arrays = embed(args.run, ds, args.split, args.checkpoint, args.feature_maps, loaded=loaded)
+    save_embeddings(args.out, arrays)
+    print(f"wrote {args.out}: embeddings {arrays['embeddings'].shape}, heads "
+          f"{', '.join(k[5:] for k in arrays if k.startswith('head_'))}")
+    return 0
