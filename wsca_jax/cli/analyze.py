@@ -12,6 +12,8 @@ from ..analysis.config import AnalysisConfig
 from ..errors import WscaInputError, require
 from .common import add_config_arguments, add_parser, config_from_args, csv
 
+CONFIG = AnalysisConfig                  # the settings flags below are generated from it
+
 EXAMPLE = """\
 example:
   wsca analyze --embeddings emb.npy --metadata meta.csv --primary malignant \\
@@ -45,7 +47,7 @@ def register(sub) -> None:
                    help="seed null of a fixed task head: FILE (.npy, or text with one value per line) holds the max "
                         "|WSC| of networks trained with TASK's labels permuted (wsca_jax.fixed_head_wsc); repeatable. "
                         "Without it fixed heads are reported as not tested")
-    add_config_arguments(a, AnalysisConfig, group="analysis settings (wsca_jax.AnalysisConfig)")
+    add_config_arguments(a, CONFIG, group="analysis settings (wsca_jax.AnalysisConfig)")
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
     a.add_argument("--distributed", action="store_true",
@@ -63,7 +65,7 @@ def run(args) -> int:
     from ..io import check_out_dir
 
     check_out_dir(args.out)
-    config = config_from_args(AnalysisConfig, args)            # every setting checked before any reading
+    config = config_from_args(CONFIG, args)                    # every setting checked before any reading
     quiet, main_process = args.quiet, True
     if args.distributed:
         from ..sharding import initialize, is_main
