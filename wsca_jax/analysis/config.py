@@ -76,6 +76,8 @@ class InferenceConfig(Config):
     correction_noise: str = setting("jackknife", "noise estimate of the attenuation correction: jackknife "
                                     "(delete-one-block refits) or bootstrap (overstates the noise of "
                                     "well-separated probes)", one_of("jackknife", "bootstrap"))
+    random_draws: int = setting(4000, "random heads drawn for each task's random-direction reference band",
+                                at_least(100))
     equivalence_margin: float = setting(0.2, "population max |WSC| below which alignment is negligible: 'encoded "
                                         "but unused' is concluded when the bootstrap shows the corrected value "
                                         "below it", interval(0, 1, open_lo=True))

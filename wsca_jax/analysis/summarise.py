@@ -65,7 +65,8 @@ def _task_results(st: Stages, config, head_null: dict) -> dict[str, TaskResult]:
         sl = lambda a: None if a is None else a[:, i, :, :C]  # noqa: E731
         fixed = i in prep.fixed
         draws = TaskDraws(boot=sl(rs.boot), jack=sl(rs.jack), null=sl(null),
-                          random_null=random_direction_null(rnd_rng, prep.k, Ca, C, st.point.compare.centered),
+                          random_null=random_direction_null(rnd_rng, prep.k, Ca, C, st.point.compare.centered,
+                                                             config.inference.random_draws),
                           head_null=head_null.get(t.name),
                           corr=None if (corr is None or fixed) else (corr.cells[i, :, :C], corr.scale[i, :, :C]))
         r = task_statistics(t, st.quality.metrics[i], st.point.wsc[i, :, :C], draws, config.inference,
