@@ -10,15 +10,12 @@ Shapes: ``T`` tasks, ``K`` classes, ``N`` rows, ``D`` dimensions; all of one rep
 from __future__ import annotations
 
 from functools import reduce
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .objective import _classes, _Consts, _ksum, _logits, _objective, _residual
-
-if TYPE_CHECKING:
-    from .lbfgs import LBFGSState
 
 _ARMIJO = 1e-4
 _SECOND_STEP = 0.1      # a second Newton step where |phi'(alpha_1)| > 0.1 |phi'(0)|
@@ -65,8 +62,9 @@ class _Trial(NamedTuple):
     first: jax.Array; z1: jax.Array                                               # noqa: E702
 
 
-def _line_search(x1, cs: _Consts, st: LBFGSState, dW, db, u, exact) -> _Trial:
+def _line_search(x1, cs: _Consts, st, dW, db, u, exact) -> _Trial:
     """Step length along ``(dW, db)`` (logits move by ``alpha * u``) for every task. x1 ``(N, E)``;
+    st: the :class:`~wsca_jax.probes.lbfgs.LBFGSState` (its weights, logits and probabilities);
     dW ``(T, K, D)``, db ``(T, K)``; u ``(T, K, N)``; exact: a scalar bool.
 
     A Newton step on ``phi(alpha)`` from 0 (slope from the gradient, curvature from the current
