@@ -60,7 +60,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
       >>> sorted(res.tasks)
       ['site']
     """
-    config = _with_flat_settings(config, settings)
+    config = with_flat_settings(config, settings)
     head_null = check_head_null(head_null, task_heads)
     x = check_embeddings(embeddings)
     clock = stages.Clock()
@@ -90,7 +90,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     return result
 
 
-def _with_flat_settings(config: AnalysisConfig | None, settings: dict) -> AnalysisConfig:
+def with_flat_settings(config: AnalysisConfig | None, settings: dict) -> AnalysisConfig:
     """``config`` (default: the defaults) with deprecated flat keywords applied."""
     config = AnalysisConfig() if config is None else config
     require(isinstance(config, AnalysisConfig), f"config: expected an AnalysisConfig, found {type(config).__name__}")

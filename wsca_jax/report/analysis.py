@@ -202,7 +202,7 @@ def render_html(result, figures: dict[str, bytes]) -> str:
     overview = "".join(_img(k, figures[k]) for k in ("encoded_vs_used.png", "k_sensitivity.png") if k in figures)
     sections = "".join(task_section(result, name, figures) for name in result.tasks)
     skipped = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in d["skipped"].items()) or "<li>none</li>"
-    settings = esc(json.dumps(d["settings"], indent=1))
+    settings = esc(json.dumps({"settings": d["settings"], "resolved": d.get("resolved", {})}, indent=1))
     warn = d.get("warnings") or []
     warn_html = "" if not warn else ("<h2>Warnings</h2><ul class='caveats'>"
                                      + "".join(f"<li>{esc(w)}</li>" for w in warn) + "</ul>")
