@@ -260,8 +260,8 @@ CASES = {
     # ---- train
     "train learning rate nan": ("train", T + ["--learning-rate", "nan"], "--learning-rate must be a finite number > 0"),
     "train learning rate negative": ("train", T + ["--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
-    "train epochs 0": ("train", T + ["--epochs", "0"], "--epochs must be at least 1"),
-    "train batch size 0": ("train", T + ["--batch-size", "0"], "--batch-size must be at least 1"),
+    "train epochs 0": ("train", T + ["--epochs", "0"], "--epochs must be an integer >= 1, found 0"),
+    "train batch size 0": ("train", T + ["--batch-size", "0"], "--batch-size must be an integer >= 1, found 0"),
     "train negative seed": ("train", T + ["--seed", "-3"], "--seed must be an integer >= 0"),
     "train negative split seed": ("train", T + ["--split-seed", "-1"], "--split-seed must be an integer >= 0"),
     "train out empty": ("train", T, "--out: empty path", ""),

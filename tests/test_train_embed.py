@@ -53,6 +53,21 @@ def test_resume_equals_uninterrupted(runs):
     assert [t["name"] for t in rec["tasks"]] == ["label", "site"] and rec["tasks"][1]["classes"] == ["a", "b", "c"]
 
 
+def test_run_json_config_is_the_train_config(runs):
+    """run.json's config: every TrainConfig field, in declaration order, as before the Config rewrite;
+    load_run reads it back into the same TrainConfig; a bad value is one line naming the flag."""
+    _, d, _, _ = runs
+    rec = json.loads((d / "full" / "run.json").read_text())
+    assert list(rec["config"]) == ["setting", "backbone", "widths", "epochs", "batch_size", "learning_rate",
+                                   "weight_decay", "warmup_epochs", "augment", "class_weights", "task_weights", "seed"]
+    assert rec["config"]["widths"] == [8, 16] and rec["config"]["learning_rate"] == 5e-3
+    assert TrainConfig.from_dict(rec["config"]) == CFG
+    with pytest.raises(wsca.WscaInputError, match=r"^--epochs must be an integer >= 1, found 0$"):
+        CFG.replace(epochs=0)
+    with pytest.raises(wsca.WscaInputError, match=r"^--widths must be None or a list of integers >= 1"):
+        TrainConfig(widths=(8, 0))
+
+
 def test_embed_heads_reproduce_logits_and_analyze_reads_them(runs):
     ds, d, _, _ = runs
     out = embed(str(d / "full"), ds, "train", which="latest", feature_maps=True)

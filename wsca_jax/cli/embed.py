@@ -15,13 +15,17 @@ example:
 
 def register(sub) -> None:
     e = add_parser(sub, "embed", help="embeddings, heads and metadata of a trained run -> .npz", example=EXAMPLE)
-    e.add_argument("--run", required=True)
-    e.add_argument("--split", default="train", choices=["train", "val", "test"])
-    e.add_argument("--checkpoint", default="best", choices=["best", "latest"])
-    e.add_argument("--data-dir")
-    e.add_argument("--tfds-dir")
+    e.add_argument("--run", required=True, help="run folder written by `wsca train` (run.json and ckpt/)")
+    e.add_argument("--split", default="train", choices=["train", "val", "test"],
+                   help="rows to embed (WSC reads the training rows)")
+    e.add_argument("--checkpoint", default="best", choices=["best", "latest"],
+                   help="best: the epoch with the best validation AUROC of the primary; latest: the last epoch")
+    e.add_argument("--data-dir", help="folder with the named datasets, if the run was trained on one "
+                                      "(default $WSCA_DATA_DIR, else ../shared/data)")
+    e.add_argument("--tfds-dir", help="where the array_record TFDS copy is prepared "
+                                      "(default $WSCA_TFDS_DIR or ~/.cache/wsca_jax/tfds)")
     e.add_argument("--feature-maps", action="store_true", help="also store the last feature maps (for CAMs)")
-    e.add_argument("--out", required=True, help=".npz path")
+    e.add_argument("--out", required=True, help=".npz path (embeddings, heads, metadata columns and 'group')")
     e.set_defaults(handler=run)
 
 

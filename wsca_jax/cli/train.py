@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .common import add_parser, csv, progress_enabled
+from ..training.config import TrainConfig
+from .common import add_config_arguments, add_parser, config_from_args, csv, progress_enabled
+
+CONFIG = TrainConfig                    # the training settings flags are generated from it
 
 EXAMPLE = """\
 example:
@@ -22,18 +25,15 @@ def register(sub) -> None:
     t = add_parser(sub, "train", help="train a Flax model with readable heads (Orbax checkpoints)",
                        description="Train a backbone on the primary task (fine_tuned), on the primary and "
                                    "every --tasks column jointly (multi_task), or with a pooling head.", example=EXAMPLE)
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--data-dir", help="folder with the named datasets")
+    t.add_argument("--dataset", required=True,
+                   help="busbra | waterbirds | breastmnist | pneumoniamnist, or a path (.npz, a BUS-BRA folder, or a "
+                        "folder of images with metadata.csv; see below)")
+    t.add_argument("--data-dir", help="folder with the named datasets (default $WSCA_DATA_DIR, else ../shared/data)")
     t.add_argument("--tfds-dir", help="where the array_record TFDS copy is prepared "
                                       "(default $WSCA_TFDS_DIR or ~/.cache/wsca_jax/tfds)")
-    t.add_argument("--primary", required=True)
-    t.add_argument("--tasks", help="comma-separated head columns for --setting multi_task")
-    t.add_argument("--setting", default="fine_tuned", choices=["fine_tuned", "multi_task", "pooling"])
-    t.add_argument("--backbone", default="small_cnn", choices=["small_cnn", "resnet18", "sononet"])
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--learning-rate", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0, help="initialisation, batch order and augmentation (default 0)")
+    t.add_argument("--primary", required=True, help="primary task column (the first head)")
+    t.add_argument("--tasks", help="comma-separated head columns for --setting multi_task (default: none)")
+    add_config_arguments(t, CONFIG, group="training settings (wsca_jax.training.TrainConfig)")
     t.add_argument("--split-seed", type=int, default=0,
                    help="train/val/test split of a dataset without a 'split' array (default 0; kept apart from "
                         "--seed so that seeds share one split)")
@@ -53,16 +53,15 @@ def run(args) -> int:
     from ..training.data.sources import NAMED_DATASETS
     from ..errors import require
     from ..training.data.tfds_builder import fingerprint
-    from ..training.train import TrainConfig, check_config, check_data, check_run_folder, fit, read_run_json
+    from ..training.train import check_data, check_run_folder, fit, read_run_json
 
-    cfg = TrainConfig(setting=args.setting, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
-                      learning_rate=args.learning_rate, seed=args.seed)
-    check_config(cfg)                                   # before reading the data: fail in a second, not minutes
+    cfg = config_from_args(CONFIG, args)                # checked before reading the data: fail in a second, not minutes
     check_run_folder(args.out, args.resume, args.overwrite)
     require(args.split_seed >= 0, f"--split-seed must be an integer >= 0, found {args.split_seed}")
     old = read_run_json(args.out, "--resume:") if args.resume else {}
+    split_seed = args.split_seed
     if args.resume and "split_seed" not in old:          # a run from before --split-seed: its split used --seed
-        args.split_seed = int(old["config"].get("seed", 0))
+        split_seed = int(old["config"].get("seed", 0))
     seen = {}
 
     def check(d):                                        # on the source, before the TFDS copy is written
@@ -71,10 +70,10 @@ def run(args) -> int:
         was = old.get("data_fingerprint")
         require(was is None or was == seen["fp"], f"--resume: the data differ from those the run was trained on "
                 f"(content fingerprint {seen['fp']} != {was}: another file, another split or another --split-seed)")
-    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=args.split_seed, check=check)
+    ds = prepare_dataset(args.dataset, args.data_dir, args.tfds_dir, seed=split_seed, check=check)
     source = args.dataset if args.dataset in NAMED_DATASETS else os.path.abspath(args.dataset)
     rec = fit(ds, args.primary, csv(args.tasks), cfg, args.out, resume=args.resume, progress=progress_enabled(args),
-              dataset_source=source, overwrite=args.overwrite, split_seed=args.split_seed,
+              dataset_source=source, overwrite=args.overwrite, split_seed=split_seed,
               data_fingerprint=seen["fp"])
     last = rec["history"][-1]["val"] if rec["history"] else {}
     for name, m in last.items():
