@@ -58,7 +58,8 @@ def timed(*a, **k):                 # one compiled call: one chunk of one group 
     return f
 engine.fit_batched = timed
 t0 = time.perf_counter()
-r = wsca.analyze(z, meta, "primary", categorical=[c for c in meta.columns if c != "primary"], bootstrap=b, permutations=0)
+config = wsca.AnalysisConfig().replace(categorical=[c for c in meta.columns if c != "primary"], bootstrap=b, permutations=0)
+r = wsca.analyze(z, meta, "primary", config=config)
 wall = time.perf_counter() - t0
 print(json.dumps({{"wall": wall, "stages": r.diagnostics["stage_seconds"], "calls": calls,
                   "fits": int(sum(r.diagnostics["stage_fits"].values())),
@@ -165,7 +166,7 @@ def large_run(boot: int, memory_gb: float, max_iter: int, cv_folds: int) -> dict
     full_calls = 1 + 1 + -(-200 // chunk) + -(-50 // chunk)    # point, 5 folds, B = 200, 50 blocks
     return {"n": n, "d": d, "tasks": len(kinds), "b": boot, "memory_gb": memory_gb, "max_iter": max_iter,
             "cv_folds": cv_folds, "wall_s": wall, "peak_rss_gb": peak_kb * 1024 / 1e9, "stages": st,
-            "fits": rec["diagnostics"]["stage_fits"], "probe": rec["settings"]["probe"],
+            "fits": rec["diagnostics"]["stage_fits"], "probe": rec["resolved"]["probe"],
             "devices": rec["diagnostics"].get("devices"), "not_converged": rec["diagnostics"]["fits_not_converged"],
             "seconds_per_call_iteration": per_call_iter,
             "estimated_fit_s_at_b200": per_call_iter * 30 * (full_calls + -(-5 // chunk) - 1)}

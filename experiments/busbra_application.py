@@ -54,9 +54,10 @@ def run(args) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         meta = pd.DataFrame({k: arrays[k] for k in ("malignant",) + TASKS})
         meta["case"] = arrays["group"]
-        res = wsca.analyze(arrays["embeddings"], meta, "malignant", arrays["head_malignant"], tasks=list(TASKS),
-                           categorical=["birads"], group_column="case", bootstrap=args.bootstrap,
-                           permutations=args.permutations, max_permutations=args.max_permutations, seed=seed)
+        config = wsca.AnalysisConfig().replace(tasks=list(TASKS), categorical=["birads"], group_column="case",
+                                               bootstrap=args.bootstrap, permutations=args.permutations,
+                                               max_permutations=args.max_permutations, seed=seed)
+        res = wsca.analyze(arrays["embeddings"], meta, "malignant", arrays["head_malignant"], config=config)
         row = {"seed": seed, "primary_test_auroc": rec["test"]["malignant"]["auroc"], "tasks": {}}
         for name, t in res.tasks.items():
             row["tasks"][name] = {"classes": list(t.classes), "probe_auroc": t.probe["auroc"],

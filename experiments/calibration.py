@@ -89,12 +89,13 @@ def _analyze(setting: dict, z, meta, head, seed: int, bootstrap: int, permutatio
     scheme = setting["scheme"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        config = wsca.AnalysisConfig().replace(
+            tasks=["attr"], categorical=["attr"], group_column="group" if scheme == "grouped" else None,
+            permute_within="label" if scheme == "within" else None, bootstrap=bootstrap, permutations=permutations,
+            pca_variance=1e-9, pca_min=setting["k"], cv_folds=2, seed=seed, ci_method=ci_method,
+            correction_noise=correction_noise)
         return wsca.analyze(z, meta[["label", "attr", "group"]], primary="label",
-                            primary_head=head if setting["primary"] == "head" else None, tasks=["attr"],
-                            categorical=["attr"], group_column="group" if scheme == "grouped" else None,
-                            permute_within="label" if scheme == "within" else None, bootstrap=bootstrap,
-                            permutations=permutations, pca_variance=1e-9, pca_min=setting["k"], cv_folds=2,
-                            seed=seed, ci_method=ci_method, correction_noise=correction_noise)
+                            primary_head=head if setting["primary"] == "head" else None, config=config)
 
 
 def population(setting: dict) -> dict:

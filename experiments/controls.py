@@ -66,9 +66,10 @@ def one(args, ds, spec, control: str, seed: int) -> dict:
     for null, within in (("free", None), ("within", spec.primary)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = wsca.analyze(a["embeddings"], meta, spec.primary, a[f"head_{spec.primary}"], tasks=[spec.confounder],
-                             permute_within=within, bootstrap=args.bootstrap, permutations=args.permutations,
-                             max_permutations=args.max_permutations, seed=seed)
+            config = wsca.AnalysisConfig().replace(tasks=[spec.confounder], permute_within=within,
+                                                   bootstrap=args.bootstrap, permutations=args.permutations,
+                                                   max_permutations=args.max_permutations, seed=seed)
+            r = wsca.analyze(a["embeddings"], meta, spec.primary, a[f"head_{spec.primary}"], config=config)
         t = r.tasks[spec.confounder]
         s = t.summary
         stamped = list(t.classes).index("stamped")

@@ -47,9 +47,10 @@ def run(args) -> dict:
         meta = pd.DataFrame({"label": obs.labels[m], "attr": obs.attribute[m]})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # bootstrap=0: the study was run when the API's bootstrap default was 0 (no intervals needed)
+            config = wsca.AnalysisConfig().replace(bootstrap=0, permutations=args.permutations, cv_folds=2, seed=m)
             r = wsca.analyze(obs.embeddings[m], meta, "label", obs.head_primary[m],
-                             task_heads={"attr": obs.head_attribute[m]}, permutations=args.permutations,
-                             cv_folds=2, seed=m)
+                             task_heads={"attr": obs.head_attribute[m]}, config=config)
         t = r.tasks["attr"]
         nmax = np.abs(t.null).max(axis=(1, 2))
         probe_above.append(bool(stat[m] > np.quantile(nmax, 0.95)))

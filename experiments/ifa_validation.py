@@ -121,8 +121,10 @@ def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tupl
     meta = pd.DataFrame({primary: arr[primary], spec_conf: arr[spec_conf], "group": arr["group"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = wsca.analyze(arr["embeddings"], meta, primary, arr[f"head_{primary}"], tasks=[spec_conf],
-                         categorical=[spec_conf], group_column="group", permutations=permutations, seed=seed)
+        # bootstrap=0: the study was run when the API's bootstrap default was 0 (it reports no interval)
+        config = wsca.AnalysisConfig().replace(tasks=[spec_conf], categorical=[spec_conf], group_column="group",
+                                               bootstrap=0, permutations=permutations, seed=seed)
+        r = wsca.analyze(arr["embeddings"], meta, primary, arr[f"head_{primary}"], config=config)
     s = r.tasks[spec_conf].summary
     out["wsc"] = {"max_abs_wsc": s["max_abs_wsc"], "p_value": s["p_value"], "null_q95": s.get("null_q95")}
     return out

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import runner  # first: puts the repository root on sys.path
-from wsca_jax import __version__ as wsca_version
+from wsca_jax import AnalysisConfig, __version__ as wsca_version
 from wsca_jax.training.data import load_dataset
 from wsca_jax.training.train import TrainConfig
 from wsca_jax.validation.experiment import (BUSBRA_SCANNERS, EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, artefact_spec,
@@ -101,9 +101,10 @@ def run_all(args) -> None:
                     t0 = time.time()
                     # fixed (multi-task) heads: the probe permutation null is not their null (issue 8),
                     # so no permutations are spent on them
-                    r = run_condition(cd, spec, setting, seed, train_cfg=cfg, bootstrap=args.bootstrap,
-                                      permutations=0 if setting == "multi_task" else args.permutations,
-                                      max_permutations=args.max_permutations)
+                    analysis = AnalysisConfig().replace(
+                        bootstrap=args.bootstrap, permutations=0 if setting == "multi_task" else args.permutations,
+                        max_permutations=args.max_permutations)
+                    r = run_condition(cd, spec, setting, seed, train_cfg=cfg, config=analysis)
                     m = r["metrics"]
                     row = {"dataset": dataset, "condition": cond, "strength": strength, "setting": setting,
                            "seed": seed, "seconds": round(time.time() - t0, 1), "wsca_version": wsca_version,
@@ -331,13 +332,8 @@ def _settings_source(runs: pd.DataFrame) -> str:
 
 
 def _pca_min() -> int:
-    """The PCA floor the runs used: the library's default (the experiments do not override it), from
-    ``AnalysisConfig`` (issue 26), or ``analyze``'s signature in a library that predates it."""
-    import wsca_jax.analysis as analysis
-    if hasattr(analysis, "AnalysisConfig"):
-        return int(analysis.AnalysisConfig().projection.pca_min)
-    import inspect
-    return int(inspect.signature(analysis.analyze).parameters["pca_min"].default)
+    """The PCA floor the runs used: the library's default (the experiments do not override it)."""
+    return int(AnalysisConfig().projection.pca_min)
 
 
 def prose_namespace(runs: pd.DataFrame, tests: pd.DataFrame, old: pd.DataFrame, out: str = os.path.join(HERE, "results")) -> dict:

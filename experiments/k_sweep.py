@@ -49,14 +49,18 @@ def run(args) -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         meta = pd.DataFrame({spec.primary: a[spec.primary], spec.confounder: a[spec.confounder], "group": a["group"]})
-        common = dict(tasks=[spec.confounder], group_column="group", pca_variance=1e-6, seed=0)
+        # bootstrap=0 (and permutations=0 for the heads): the study was run when the API's defaults were 0
+        common = wsca.AnalysisConfig().replace(tasks=[spec.confounder], group_column="group", pca_variance=1e-6,
+                                               seed=0, bootstrap=0, permutations=0)
         for k in KS:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 heads = wsca.analyze(a["embeddings"], meta, spec.primary, a[f"head_{spec.primary}"],
-                                     task_heads={spec.confounder: a[f"head_{spec.confounder}"]}, pca_min=k, **common)
-                probe = wsca.analyze(a["embeddings"], meta, spec.primary, a[f"head_{spec.primary}"], pca_min=k,
-                                     permutations=args.permutations, max_permutations=args.max_permutations, **common)
+                                     task_heads={spec.confounder: a[f"head_{spec.confounder}"]},
+                                     config=common.replace(pca_min=k))
+                probe = wsca.analyze(a["embeddings"], meta, spec.primary, a[f"head_{spec.primary}"],
+                                     config=common.replace(pca_min=k, permutations=args.permutations,
+                                                           max_permutations=args.max_permutations))
             s, sp = heads.tasks[spec.confounder].summary, probe.tasks[spec.confounder].summary
             row = {"design": name, "strength": strength, "k": heads.pca["components"],
                    "explained_variance": heads.pca["explained_variance"], "heads_max_abs_wsc": s["max_abs_wsc"],

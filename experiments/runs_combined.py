@@ -71,10 +71,12 @@ def run(args) -> None:
             t1 = time.time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                config = wsca.AnalysisConfig().replace(tasks=[spec.confounder], group_column="group",
+                                                       permute_within=within, bootstrap=args.bootstrap,
+                                                       permutations=args.permutations,
+                                                       max_permutations=args.max_permutations, seed=0)
                 res = wsca.analyze_runs(runs, spec.primary, names=[f"seed{s}" for s in seeds], shared_data=True,
-                                        tasks=[spec.confounder], group_column="group", permute_within=within,
-                                        bootstrap=args.bootstrap, permutations=args.permutations,
-                                        max_permutations=args.max_permutations, seed=0)
+                                        config=config)
             c = res.combined[spec.confounder]
             row = {"condition": cond, "strength": strength, "setting": "fine_tuned", "null": null, "seeds": seeds,
                    "seconds": round(time.time() - t1, 1), "wsca_version": wsca.__version__,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..validation.demo import DEFAULT_EPOCHS, RESAMPLING    # RESAMPLING: the API's bootstrap and permutations
 from .common import add_parser, progress_enabled
 
 EXAMPLE = """\
@@ -19,14 +20,17 @@ example:
 
 def register(sub) -> None:
     d = add_parser(sub, "demo", help="induced-shortcut demo on BUS-BRA: balanced vs biased, fine-tuned and multi-task", example=EXAMPLE)
-    d.add_argument("--data-dir", help="folder with busbra_64.npz")
+    d.add_argument("--data-dir", help="folder with busbra_64.npz (default $WSCA_DATA_DIR, else ../shared/data)")
     d.add_argument("--dataset", default="auto", choices=["auto", "busbra", "digits"],
                    help="auto: BUS-BRA when found, else the bundled digits (default auto)")
-    d.add_argument("--epochs", type=int, help="training epochs per condition (default: the dataset's)")
-    d.add_argument("--bootstrap", type=int, default=200)
-    d.add_argument("--permutations", type=int, default=200)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--epochs", type=int, help="training epochs per condition (default: "
+                   + ", ".join(f"{n} on {k}" for k, n in DEFAULT_EPOCHS.items()) + ")")
+    d.add_argument("--bootstrap", type=int, default=RESAMPLING.bootstrap,
+                   help="bootstrap replicates of every condition's analysis (0 switches the intervals off)")
+    d.add_argument("--permutations", type=int, default=RESAMPLING.permutations,
+                   help="label permutations of every condition's analysis (0 switches the p-values off)")
+    d.add_argument("--seed", type=int, default=0, help="seeds the designs, the training and the analyses")
+    d.add_argument("--quiet", action="store_true", help="no progress (the results and 'wrote' line still print)")
     d.add_argument("--out", required=True, help="output folder")
     d.set_defaults(handler=run)
 

@@ -12,8 +12,10 @@ import json
 import os
 import time
 
+from ..analysis.config import AnalysisConfig
 from ..errors import require
 
+RESAMPLING = AnalysisConfig().resampling      # the demo's bootstrap and permutation counts: the API's defaults
 BIASED_STRENGTH = 0.9          # each class 90% + 10% x (base share) from its majority scanner (94.5% on BUS-BRA)
 CONDITIONS = {"balanced": 0.0, "biased": BIASED_STRENGTH}
 SETTINGS = ("fine_tuned", "multi_task")
@@ -46,7 +48,8 @@ def _m(metrics: dict) -> dict:
 
 
 def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epochs: int | None = None,
-             bootstrap: int = 200, permutations: int = 200, seed: int = 0, progress: bool = True) -> dict:
+             bootstrap: int = RESAMPLING.bootstrap, permutations: int = RESAMPLING.permutations, seed: int = 0,
+             progress: bool = True) -> dict:
     """Run the demo and write ``out/summary.json``, ``out/report.html`` and one folder per condition.
 
     Returns:
@@ -55,15 +58,14 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
     """
     from .experiment import EXPERIMENT_WIDTHS, MT_TASK_WEIGHTS, condition_dataset, design_table, run_condition, verdict
     from ..report import atomic_folder, fill_folder, render_demo_html
-    from ..training.train import TrainConfig
+    from ..training.config import TrainConfig
 
     require(not os.path.exists(out) or os.path.isdir(out), f"--out {out}: exists and is not a folder")
-    require(bootstrap >= 0 and permutations >= 0, "--bootstrap and --permutations must be >= 0")
+    analysis = AnalysisConfig().replace(bootstrap=bootstrap, permutations=permutations)   # checked before any work
     ds, spec, note = demo_data(dataset, data_dir)
     say = print if progress else (lambda *a, **k: None)            # progress; results print either way
     print(f"wsca demo: {note}")
     epochs = epochs or DEFAULT_EPOCHS.get(spec.dataset, 20)
-    require(epochs >= 1, f"--epochs must be at least 1, found {epochs}")
     cfg = TrainConfig(epochs=epochs, batch_size=32, seed=seed, task_weights=MT_TASK_WEIGHTS,
                       widths=EXPERIMENT_WIDTHS if spec.dataset == "busbra" else None)
     t0 = time.time()
@@ -74,8 +76,7 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
         for setting in SETTINGS:
             say(f"[{time.time() - t0:5.0f} s] {cond} / {setting}: training {int((cd.split == 0).sum())} images, "
                 f"{epochs} epochs, then WSC with {bootstrap} bootstrap and {permutations} permutation refits")
-            r = run_condition(cd, spec, setting, seed, train_cfg=cfg, bootstrap=bootstrap,
-                              permutations=permutations, progress=progress)
+            r = run_condition(cd, spec, setting, seed, train_cfg=cfg, config=analysis, progress=progress)
             results[(cond, setting)] = r
             summary.setdefault(cond, {})[setting] = _m(r["metrics"])
             if permutations:

@@ -126,13 +126,16 @@ def design_table(ds: ImageDataset, spec: ShortcutSpec) -> pd.DataFrame:
 
 
 def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int = 0, *, train_cfg=None,
-                  bootstrap: int = 200, permutations: int = 200, max_permutations: int | None = None,
-                  conditional: bool = True, workdir: str | None = None, progress: bool = False) -> dict:
+                  config: AnalysisConfig | None = None, conditional: bool = True, workdir: str | None = None,
+                  progress: bool = False) -> dict:
     """Train, embed the training rows and analyse primary x confounder for one condition.
 
     Args:
       ds: the condition's dataset (:func:`condition_dataset`).  setting: ``fine_tuned`` | ``multi_task``.
-      train_cfg: a :class:`~wsca_jax.training.train.TrainConfig` (its ``setting`` and ``seed`` are replaced).
+      train_cfg: a :class:`~wsca_jax.training.config.TrainConfig` (its ``setting`` and ``seed`` are replaced).
+      config: the analysis settings (default: :class:`~wsca_jax.analysis.config.AnalysisConfig`'s own,
+        bootstrap and permutations included); the condition sets its ``tasks`` and ``categorical``
+        (the confounder), ``group_column`` (``group``) and ``seed`` (``seed``).
       conditional: also run the conditional null (labels permuted within primary classes: it keeps
         the class-confounder association of a biased design and tests alignment beyond it) and report
         its p-value beside the unconditional one (the headline, as ``wsca analyze`` computes it).
@@ -149,7 +152,9 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     from ..training.train import TrainConfig, fit
 
     require(setting in ("fine_tuned", "multi_task"), f"setting must be fine_tuned or multi_task, found {setting!r}")
-    cfg = dataclasses.replace(train_cfg or TrainConfig(), setting=setting, seed=seed)
+    config = (config or AnalysisConfig()).replace(tasks=[spec.confounder], categorical=[spec.confounder],
+                                                  group_column="group", seed=seed)
+    cfg = (train_cfg or TrainConfig()).replace(setting=setting, seed=seed)
     n_heads = 2 + len(spec.extra_tasks)
     tw = cfg.task_weights
     if setting != "multi_task" or tw is None:
@@ -157,7 +162,7 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     else:                                  # weights given for (primary, confounder, extras ...)
         require(len(tw) >= n_heads, f"task_weights: {len(tw)} given, {n_heads} heads to weight")
         tw = tuple(tw[:n_heads])
-    cfg = dataclasses.replace(cfg, task_weights=tw)
+    cfg = cfg.replace(task_weights=tw)
     tmp = workdir or tempfile.mkdtemp(prefix="wsca-cond-")
     try:
         tasks = (spec.confounder,) + tuple(spec.extra_tasks) if setting == "multi_task" else ()
@@ -169,32 +174,35 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
     meta = pd.DataFrame({spec.primary: arrays[spec.primary], spec.confounder: arrays[spec.confounder],
                          "group": arrays["group"]})
     heads = {spec.confounder: arrays[f"head_{spec.confounder}"]} if setting == "multi_task" else None
-    config = AnalysisConfig().replace(tasks=[spec.confounder], categorical=[spec.confounder], group_column="group",
-                                      bootstrap=bootstrap, permutations=permutations, seed=seed,
-                                      max_permutations=max_permutations)
     result = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"], task_heads=heads,
                      config=config)
     cond = None
-    if conditional and permutations:
+    if conditional and config.resampling.permutations:
         cond = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"], task_heads=heads,
                        config=config.replace(permute_within=spec.primary, bootstrap=0))
+    m = _condition_metrics(result, cond, record, spec)
+    return {"metrics": m, "result": result, "conditional": cond, "record": record}
+
+
+def _condition_metrics(result, cond, record: dict, spec: ShortcutSpec) -> dict:
+    """The numbers :func:`run_condition` returns as ``metrics`` (``cond``: the conditional null's result)."""
     t = result.tasks[spec.confounder]
     s = t.summary
-    m = {"max_abs_wsc": s["max_abs_wsc"], "ci": s["ci"], "p_value": s["p_value"],
-         "p_value_conditional": None if cond is None else cond.tasks[spec.confounder].summary["p_value"],
-         "null_q95": s.get("null_q95"),
-         "null_q95_conditional": None if cond is None else cond.tasks[spec.confounder].summary.get("null_q95"),
-         "random_q95": s["random_direction_q95"],
-         "primary_auroc": record.get("test", {}).get(spec.primary, {}).get("auroc"),
-         "confounder_probe_auroc": t.probe.get("auroc"),
-         "probe_max_abs_wsc": s.get("probe_max_abs_wsc"),
-         "wsc": np.asarray(t.wsc).tolist(), "cell": s["cell"], "classes": list(t.classes),
-         "n_train": int(result.n_samples), "source": t.source,
-         "test": s.get("test"), "p_value_mcse": s.get("p_value_mcse"), "n_permutations": s.get("n_permutations"),
-         "p_value_conditional_mcse": None if cond is None else cond.tasks[spec.confounder].summary.get("p_value_mcse"),
-         "ci_method": s.get("ci_method"), "ci_fallback": s.get("ci_fallback"), "fit": t.fit,
-         "warnings": list(result.warnings) + ([] if cond is None else list(cond.warnings))}
-    return {"metrics": m, "result": result, "conditional": cond, "record": record}
+    c = None if cond is None else cond.tasks[spec.confounder].summary
+    return {"max_abs_wsc": s["max_abs_wsc"], "ci": s["ci"], "p_value": s["p_value"],
+            "p_value_conditional": None if c is None else c["p_value"],
+            "null_q95": s.get("null_q95"),
+            "null_q95_conditional": None if c is None else c.get("null_q95"),
+            "random_q95": s["random_direction_q95"],
+            "primary_auroc": record.get("test", {}).get(spec.primary, {}).get("auroc"),
+            "confounder_probe_auroc": t.probe.get("auroc"),
+            "probe_max_abs_wsc": s.get("probe_max_abs_wsc"),
+            "wsc": np.asarray(t.wsc).tolist(), "cell": s["cell"], "classes": list(t.classes),
+            "n_train": int(result.n_samples), "source": t.source,
+            "test": s.get("test"), "p_value_mcse": s.get("p_value_mcse"), "n_permutations": s.get("n_permutations"),
+            "p_value_conditional_mcse": None if c is None else c.get("p_value_mcse"),
+            "ci_method": s.get("ci_method"), "ci_fallback": s.get("ci_fallback"), "fit": t.fit,
+            "warnings": list(result.warnings) + ([] if cond is None else list(cond.warnings))}
 
 
 def permute_within_split(ds: ImageDataset, column: str, seed: int, split: int = 0,
@@ -228,10 +236,10 @@ def null_network_wsc(ds: ImageDataset, spec: ShortcutSpec, seed: int, *, train_c
     from ..training.embed import embed
     from ..training.train import TrainConfig, fit
 
-    cfg = dataclasses.replace(train_cfg or TrainConfig(), setting="multi_task", seed=seed)
+    cfg = (train_cfg or TrainConfig()).replace(setting="multi_task", seed=seed)
     n_heads = 2 + len(spec.extra_tasks)
     if cfg.task_weights is not None:
-        cfg = dataclasses.replace(cfg, task_weights=tuple(cfg.task_weights[:n_heads]))
+        cfg = cfg.replace(task_weights=tuple(cfg.task_weights[:n_heads]))
     null_ds = permute_within_split(ds, spec.confounder, seed=10_000 + seed,
                                    within=spec.primary if within_class else None)
     tmp = tempfile.mkdtemp(prefix="wsca-null-")
