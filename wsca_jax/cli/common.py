@@ -34,7 +34,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if "%(default)" in text or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
-        if isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction)):
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
+                               argparse._VersionAction)):
             return text
         if action.required or action.default is None or "default" in text.lower():
             return text
