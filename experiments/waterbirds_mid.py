@@ -30,6 +30,7 @@ import pandas as pd
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
 from wsca_jax.io import load_embeddings
+from wsca_jax.mitigation import MidConfig
 from wsca_jax.mitigation.app import analyze_mid, split_arrays
 from wsca_jax.training.data import load_dataset
 from wsca_jax.training.embed import embed, save_embeddings
@@ -94,8 +95,9 @@ def run(args) -> None:
             te = split_arrays(splits["test"], p, g, tr["classes"], what="test")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                rec, _ = analyze_mid(tr, va, te, band=args.band, verify=[conf["verify"]], bootstrap=args.bootstrap,
-                                          permutations=args.permutations, seed=seed)
+                config = MidConfig().replace(groups=g, band=args.band, verify=[conf["verify"]], bootstrap=args.bootstrap,
+                                             permutations=args.permutations, seed=seed)
+                rec, _ = analyze_mid(tr, va, te, config)
             row = {"dataset": args.dataset, "backbone": backbone, "seed": seed, "epochs": args.epochs, "wsca_version": wsca.__version__,
                    "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **rec}
             runner.append_record(path, row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))

@@ -218,8 +218,8 @@ def test_analyze_ifa_record_and_region(tiny):
     sp = ifa.split_at(model, params, columns=(0, 2))
     labels = (np.arange(len(x)) % 2).astype(int)
     site = np.array(["a", "b"])[(np.arange(len(x)) // 2) % 2]
-    rec, arr = ifa.analyze_ifa(sp, x, labels, {"site": site}, fractions=(0.5, 1.0), n_random=3,
-                               region=(0, 8, 0, 16), correct_only=False)
+    config = ifa.IfaConfig().replace(fractions=(0.5, 1.0), random_masks=3, region="0:8,0:16", all_samples=True)
+    rec, arr = ifa.analyze_ifa(sp, x, labels, {"site": site}, config)
     for key in ("method", "n", "consistency", "scale", "decomposition", "smallest_sufficient_fraction",
                 "confounders", "localization"):
         assert key in rec
@@ -227,10 +227,41 @@ def test_analyze_ifa_record_and_region(tiny):
     for v in rec["localization"].values():
         assert 0 <= v["mass_in_region"] <= 1 and v["area_share"] == 0.5
     assert arr["importance"].shape == (len(x), 8) and arr["cams_common"].shape[0] == len(x)
+    assert rec["settings"] == config.to_dict() and rec["region"] == [0, 8, 0, 16]
+    one = ifa.IfaConfig().replace(fractions=(1.0,), random_masks=1)
     with pytest.raises(ifa.WscaInputError, match="outside the 16x16 image"):
-        ifa.analyze_ifa(sp, x, labels, region=(0, 20, 0, 4), fractions=(1.0,), n_random=1)
+        ifa.analyze_ifa(sp, x, labels, config=one.replace(region=(0, 20, 0, 4)))
     with pytest.raises(ifa.WscaInputError, match="--target 5"):
-        ifa.analyze_ifa(sp, x, labels, target=5, fractions=(1.0,), n_random=1)
+        ifa.analyze_ifa(sp, x, labels, config=one.replace(target=5))
+    # the 0.8 keywords still work for one release, with a DeprecationWarning, and give the same record
+    with pytest.warns(DeprecationWarning, match="analyze_ifa: settings as keywords .* are deprecated"):
+        old, old_arr = ifa.analyze_ifa(sp, x, labels, {"site": site}, fractions=(0.5, 1.0), n_random=3,
+                                       region=(0, 8, 0, 16), correct_only=False)
+    assert old == rec
+    np.testing.assert_array_equal(old_arr["importance"], arr["importance"])
+
+
+def test_ifa_config_reads_the_flags_text_and_checks_every_setting():
+    """``--fractions``, ``--region`` and ``--target`` keep their text forms; one default per setting;
+    a bad value is one line naming the flag."""
+    c = ifa.IfaConfig().replace(fractions="0.25, 0.5,1", region="0:8,2:64", target="3")
+    assert c.fractions == (0.25, 0.5, 1.0) and c.region == (0, 8, 2, 64) and c.target == 3 == c.target_class
+    assert ifa.IfaConfig().target_class is None and ifa.IfaConfig(target="true").target_class == "true"
+    assert ifa.IfaConfig.from_dict(c.to_dict()) == c
+    for change, message in (({"fractions": "half"}, "--fractions must be comma-separated numbers in (0, 1], found 'half'"),
+                            ({"fractions": (0.0, 0.5)}, "--fractions must be comma-separated numbers in (0, 1], found (0.0, 0.5)"),
+                            ({"fractions": ()}, "--fractions must be comma-separated numbers in (0, 1], found ()"),
+                            ({"target": "most"}, "--target must be predicted, true or a class index, found 'most'"),
+                            ({"target": "-1"}, "--target must be predicted, true or a class index, found -1"),
+                            ({"region": "top"}, "--region 'top': expected y0:y1,x0:x1 in image pixels"),
+                            ({"random_masks": 0}, "--random-masks must be an integer >= 1, found 0"),
+                            ({"method": "lrp"}, "--method must be one of 'cam', 'gradcam', 'gradxact', found 'lrp'"),
+                            ({"mapping": "log"}, "--mapping must be one of 'linear', 'tanh', found 'log'"),
+                            ({"all_samples": 1}, "--all-samples must be True or False, found 1"),
+                            ({"n_random": 3}, "IfaConfig: unknown setting(s) n_random")):
+        with pytest.raises(ifa.WscaInputError) as e:
+            ifa.IfaConfig().replace(**change)
+        assert str(e.value) == message
 
 
 def test_stored_feature_maps_and_head_give_the_same_analysis_as_the_network(tiny):
@@ -243,9 +274,9 @@ def test_stored_feature_maps_and_head_give_the_same_analysis_as_the_network(tiny
     b = np.asarray(params["heads"]["bias"])[:2]
     labels = (np.arange(len(x)) % 2).astype(int)
     site = (np.arange(len(x)) // 2) % 2
-    kw = dict(fractions=(0.25, 1.0), n_random=4, correct_only=False)
-    rec_net, arr_net = ifa.analyze_ifa(sp, x, labels, {"site": site}, **kw)
-    rec_map, arr_map = ifa.analyze_ifa(ifa.maps_split(W, b), maps, labels, {"site": site}, **kw)
+    config = ifa.IfaConfig(fractions=(0.25, 1.0), random_masks=4, all_samples=True)
+    rec_net, arr_net = ifa.analyze_ifa(sp, x, labels, {"site": site}, config)
+    rec_map, arr_map = ifa.analyze_ifa(ifa.maps_split(W, b), maps, labels, {"site": site}, config)
     for k in ("importance", "logits", "cams"):
         np.testing.assert_allclose(arr_map[k], arr_net[k], rtol=1e-4, atol=1e-5)
     for a, r in zip(rec_map["decomposition"], rec_net["decomposition"]):

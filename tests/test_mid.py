@@ -164,11 +164,13 @@ def _planted(n, p_major, rng, d=20):
 
 
 def test_the_band_is_enriched_for_the_minority_and_mid_raises_worst_group_accuracy_without_group_labels():
+    from wsca_jax.mitigation import MidConfig
     from wsca_jax.mitigation.mining import retrain_methods
     rng = np.random.default_rng(0)
     val, test = _planted(1200, 0.85, rng), _planted(4000, 0.5, rng)
     shares = {"y0_a0": 0.45, "y1_a1": 0.45, "y0_a1": 0.05, "y1_a0": 0.05}
-    r = retrain_methods(val, test, shares, restarts=5)
+    config = MidConfig().replace(restarts=5)
+    r = retrain_methods(val, test, shares, config)
     m = r["methods"]
     assert m["erm"]["worst_group"] < 0.2                                   # the shortcut hurts the minority
     assert m["dfr"]["worst_group"] >= m["erm"]["worst_group"] + 0.15       # the issue's goals
@@ -177,7 +179,7 @@ def test_the_band_is_enriched_for_the_minority_and_mid_raises_worst_group_accura
     for v in m.values():
         assert v["converged"] in (None, True)
     # without any group labels on the validation rows MID still runs, and gives the same head
-    blind = retrain_methods({**val, "groups": None}, test, shares, methods=("erm", "mid"), restarts=5)
+    blind = retrain_methods({**val, "groups": None}, test, shares, config.replace(methods=("erm", "mid")))
     assert blind["methods"]["mid"]["worst_group"] == m["mid"]["worst_group"]
     t = enrichment(r["mining"]["band"], {"group": val["groups"]}).set_index("value")
     for minority in ("y0_a1", "y1_a0"):
@@ -209,21 +211,75 @@ def test_accuracy_intervals_cover_at_their_level():
 
 
 def test_retraining_bad_input_is_one_clear_error():
+    from wsca_jax.mitigation import MidConfig
     from wsca_jax.mitigation.mining import kmeans, retrain_methods
     rng = np.random.default_rng(1)
     val, test = _planted(300, 0.8, rng), _planted(300, 0.5, rng)
     shares = {g: 0.25 for g in np.unique(test["groups"])}
     with pytest.raises(WscaInputError, match="need the validation rows' groups"):
-        retrain_methods({**val, "groups": None}, test, shares, methods=("erm", "dfr"))
+        retrain_methods({**val, "groups": None}, test, shares, MidConfig().replace(methods=("erm", "dfr")))
     sparse = {**val, "groups": np.where(val["groups"] == "y0_a1", "y0_a0", val["groups"])}
     with pytest.raises(WscaInputError, match="groups y0_a1 have no validation rows"):
-        retrain_methods(sparse, test, shares, methods=("dfr",))
-    with pytest.raises(WscaInputError, match="--methods: unknown gdro"):
-        retrain_methods(val, test, shares, methods=("gdro",))
-    with pytest.raises(WscaInputError, match="--band must be in"):
-        retrain_methods(val, test, shares, methods=("mid",), quantile=1.2)
+        retrain_methods(sparse, test, shares, MidConfig().replace(methods=("dfr",)))
+    with pytest.raises(WscaInputError, match=r"--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, "
+                                             r"found \('gdro',\)"):
+        MidConfig().replace(methods=("gdro",))
+    with pytest.raises(WscaInputError, match=r"--band must be in \(0, 1\), found 1.2"):
+        MidConfig().replace(band=1.2)
     with pytest.raises(WscaInputError, match="--k must be at least 2"):
         kmeans(val["x"], ks=[1, 2])
+    with pytest.raises(WscaInputError, match="config: expected a MidConfig, found dict"):
+        retrain_methods(val, test, shares, {"methods": ("erm",)})
+
+
+def test_mid_config_defaults_text_forms_and_round_trip():
+    """One default per setting: the WSC check resamples as much as ``wsca analyze`` (200); ``--k`` keeps
+    its K / LO:HI text, ranges and lists of counts are accepted; the record's settings rebuild the config."""
+    from wsca_jax.analysis.config import ResamplingConfig
+    from wsca_jax.mitigation import MidConfig
+    c = MidConfig()
+    assert c.verification.bootstrap == ResamplingConfig().bootstrap == 200
+    assert c.verification.permutations == ResamplingConfig().permutations == 200
+    assert c.mining.ks == tuple(range(2, 11)) and MidConfig().replace(k="4").mining.ks == (4,)
+    assert MidConfig().replace(k=range(2, 5)).mining.k == (2, 3, 4) and MidConfig().replace(k=3).mining.ks == (3,)
+    changed = c.replace(k="2:3", methods=["erm", "dfr"], verify=["place"], groups=["label", "place"], C_grid=[1.0])
+    assert changed.retraining.methods == ("erm", "dfr") and MidConfig.from_dict(changed.to_dict()) == changed
+    for bad in ("", ":3", "1", "3:2", (2, 2.5), (), True):
+        with pytest.raises(WscaInputError, match="--k must be K or LO:HI"):
+            MidConfig().replace(k=bad)
+    with pytest.raises(WscaInputError, match="MidConfig: unknown setting"):
+        MidConfig().replace(quantile=0.1)
+
+
+def test_flat_keywords_still_work_with_a_deprecation_warning():
+    """The 0.8 keywords (old names too: quantile, ks, n_refits, Cs, jtt_up, threshold) give the config's
+    result, with a DeprecationWarning; the config form warns about nothing."""
+    import warnings
+
+    from wsca_jax.mitigation import MidConfig
+    from wsca_jax.mitigation.app import analyze_mid
+    from wsca_jax.mitigation.mining import retrain_methods
+    rng = np.random.default_rng(2)
+    val, test = _planted(300, 0.85, rng), _planted(300, 0.5, rng)
+    shares = {g: 0.25 for g in np.unique(test["groups"])}
+    config = MidConfig().replace(methods=["erm", "mid", "dfr"], k="2:3", restarts=2, refits=2, band=0.3,
+                                 C_grid=[1.0, 0.1], jtt_upweight=5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = retrain_methods(val, test, shares, config)
+    with pytest.warns(DeprecationWarning, match="retrain_methods: settings as keywords .* are deprecated"):
+        old = retrain_methods(val, test, shares, methods=("erm", "mid", "dfr"), quantile=0.3, ks=range(2, 4),
+                              restarts=2, n_refits=2, Cs=(1.0, 0.1), jtt_up=5.0)
+    assert old["methods"] == new["methods"]
+    train = {**val, "head": None, "meta": {}, "classes": ["0", "1"]}
+    split = {**test, "head": None, "meta": {}, "classes": ["0", "1"]}
+    rec, _ = analyze_mid(train, {**train}, split, config.replace(bootstrap=0, permutations=0))
+    with pytest.warns(DeprecationWarning, match="analyze_mid"):
+        rec_old, _ = analyze_mid(train, {**train}, split, methods=["erm", "mid", "dfr"], ks=[2, 3], restarts=2,
+                                 n_refits=2, band=0.3, Cs=[1.0, 0.1], jtt_up=5.0, bootstrap=0, permutations=0)
+    assert rec_old["settings"] == rec["settings"] == config.replace(bootstrap=0, permutations=0).to_dict()
+    assert rec["resolved"]["k"] == [2, 3] and rec["resolved"]["retrained_on"] == "validation rows"
+    assert rec_old["methods"] == rec["methods"]
 
 
 # ------------------------------------------------------------------------------------------- the CLI
@@ -258,7 +314,7 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
         assert {"worst_group", "worst_group_ci", "mean", "mean_ci", "per_group", "C", "wsc"} <= set(r)
         assert set(r["per_group"]) == {"label=0,place=0", "label=0,place=1", "label=1,place=0", "label=1,place=1"}
     m = rec["methods"]
-    assert m["mid"]["worst_group"] >= m["erm"]["worst_group"] + 0.10 and m["dfr"]["C"] in rec["settings"]["C_grid"]
+    assert m["mid"]["worst_group"] >= m["erm"]["worst_group"] + 0.10 and m["dfr"]["C"] in rec["settings"]["retraining"]["C_grid"]
     # verify: the ERM head is aligned with the place probe, DFR's retrained head much less so
     assert m["erm"]["wsc"]["place"]["max_abs_wsc"] > 0.8
     assert m["dfr"]["wsc"]["place"]["max_abs_wsc"] < m["erm"]["wsc"]["place"]["max_abs_wsc"] - 0.3
@@ -275,9 +331,15 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--groups", ""], "--groups: worst-group accuracy needs the group column"),
     (["--band", "1.5"], "--band must be in (0, 1), found 1.5"),
     (["--band", "0"], "--band must be in (0, 1), found 0.0"),
-    (["--k", "1:4"], "--k must be at least 2, found 1"),
-    (["--k", "x"], "--k 'x': expected K or LO:HI"),
-    (["--methods", "erm,gdro"], "--methods: unknown gdro"),
+    (["--k", "1:4"], "--k must be K or LO:HI with 2 <= LO <= HI, found '1:4'"),
+    (["--k", "x"], "--k must be K or LO:HI with 2 <= LO <= HI, found 'x'"),
+    (["--k", "5:3"], "--k must be K or LO:HI with 2 <= LO <= HI, found '5:3'"),
+    (["--methods", "erm,gdro"], "--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, found ('erm', 'gdro')"),
+    (["--methods", ""], "--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, found ()"),
+    (["--min-cell", "0"], "--min-cell must be an integer >= 1, found 0"),
+    (["--refits", "0"], "--refits must be an integer >= 1, found 0"),
+    (["--jtt-upweight", "0"], "--jtt-upweight must be a finite number > 0, found 0.0"),
+    (["--bootstrap", "-1"], "--bootstrap must be an integer >= 0, found -1"),
     (["--groups", "label,hospital"], "--train: no column 'hospital'"),
     (["--verify", "hospital"], "--verify: no column 'hospital' in the test split"),
     (["--val", "{d}/val_onegroup.npz"], "groups label=0,place=1 have no validation rows"),
@@ -285,7 +347,7 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--val", None], "wsca mid needs --run, or --train, --val and --test (missing --val)"),
     (["--test", "{d}/narrow.npz"], "the splits' embeddings differ in width (--train 20, --val 20, --test 19)"),
     (["--train", "{d}/train_twogroups.npz"], "groups label=0,place=1, label=1,place=0 of the test rows have no training rows"),
-    (["--band-threshold", "-1"], "--band-threshold must be positive, found -1.0"),
+    (["--band-threshold", "-1"], "--band-threshold must be None or a finite number > 0, found -1.0"),
 ])
 def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, capsys, extra, message):
     from wsca_jax.cli import main

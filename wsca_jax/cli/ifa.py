@@ -1,8 +1,12 @@
-"""``wsca ifa``: integrated feature analysis of a trained run or stored feature maps."""
+"""``wsca ifa``: integrated feature analysis of a trained run or stored feature maps. The settings
+flags are generated from :class:`~wsca_jax.ifa.config.IfaConfig`."""
 
 from __future__ import annotations
 
-from .common import add_parser, csv, run_dataset
+from ..ifa.config import IfaConfig
+from .common import add_config_arguments, add_parser, config_from_args, run_dataset
+
+CONFIG = IfaConfig                      # the settings flags below are generated from it
 
 EXAMPLE = """\
 example:
@@ -23,20 +27,12 @@ def register(sub) -> None:
     f.add_argument("--primary", help="with --embeddings: the analysed head (default: the file's only head_ array)")
     f.add_argument("--split", choices=["train", "val", "test"], help="with --run: the split analysed (default test)")
     f.add_argument("--checkpoint", choices=["best", "latest"], help="with --run: the checkpoint (default best)")
-    f.add_argument("--layer", default="last", help="'last' (the maps before pooling), or a submodule: a name used "
-                                                   "once (conv1b) or its path (backbone/stage1a/Conv_0)")
-    f.add_argument("--method", default="cam", choices=["cam", "gradcam", "gradxact"])
-    f.add_argument("--target", default="predicted", help="predicted (default), true, or a class index")
-    f.add_argument("--fractions", default="0.05,0.1,0.15,0.25,0.5,1", help="channel fractions for the decomposition")
-    f.add_argument("--random-masks", type=int, default=20, help="random channel masks per fraction (default 20)")
-    f.add_argument("--tasks", help="metadata columns to locate (default: every other column with 2-20 classes)")
-    f.add_argument("--region", help="y0:y1,x0:x1 image pixels: map mass inside it per class (a known confounder)")
-    f.add_argument("--all-samples", action="store_true", help="profiles over all samples (default: correctly classified)")
-    f.add_argument("--mapping", default="linear", choices=["linear", "tanh"], help="common-scale mapping")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--data-dir")
-    f.add_argument("--tfds-dir")
-    f.add_argument("--no-figures", action="store_true")
+    f.add_argument("--data-dir", help="with --run: folder with the named datasets")
+    f.add_argument("--tfds-dir", help="with --run: where the array_record TFDS copy is prepared "
+                                      "(default $WSCA_TFDS_DIR or ~/.cache/wsca_jax/tfds)")
+    add_config_arguments(f, CONFIG, group="IFA settings (wsca_jax.ifa.IfaConfig)")
+    f.add_argument("--no-figures", action="store_true", help="write ifa.json, ifa_importance.npz and report.html "
+                                                             "without PNG figures")
     f.add_argument("--quiet", action="store_true", help="(no progress is shown; accepted for symmetry)")
     f.add_argument("--out", required=True, help="output folder")
     f.set_defaults(handler=run)
@@ -44,43 +40,30 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import require
-    from ..ifa import check_region, ifa_for_maps, ifa_for_run, parse_region
+    from ..ifa import check_region, ifa_for_maps, ifa_for_run
     from ..io import check_out_dir
     from ..report import write_ifa_outputs
     from ..training.train import read_run_json
 
     check_out_dir(args.out)
     require((args.run is None) != (args.embeddings is None), "wsca ifa needs --run or --embeddings (one of them)")
+    config = config_from_args(CONFIG, args, tasks=args.tasks or None)     # every setting checked before reading
     rec = read_run_json(args.run) if args.run else None
-    try:
-        fractions = [float(v) for v in args.fractions.split(",")]
-    except ValueError:
-        fractions = []
-    require(fractions and all(0 < v <= 1 for v in fractions),
-            f"--fractions {args.fractions!r}: expected comma-separated numbers in (0, 1]")
-    require(args.random_masks >= 1, f"--random-masks must be at least 1, found {args.random_masks}")
-    target = None if args.target == "predicted" else "true" if args.target == "true" else None
-    if args.target not in ("predicted", "true"):
-        require(args.target.lstrip("-").isdigit(), f"--target {args.target!r}: expected predicted, true or a class index")
-        target = int(args.target)
-        if rec is not None:
-            n_cls = len(rec["tasks"][0]["classes"])
-            require(0 <= target < n_cls, f"--target {target}: the primary head has classes 0..{n_cls - 1}")
-    region = parse_region(args.region)
-    kw = dict(tasks=csv(args.tasks) or None, method=args.method, target=target, fractions=fractions,
-              n_random=args.random_masks, correct_only=not args.all_samples, region=region, mapping=args.mapping,
-              seed=args.seed)
     if rec is None:
         given = [f"--{k.replace('_', '-')}" for k in ("split", "checkpoint", "data_dir", "tfds_dir")
                  if getattr(args, k) is not None]
         require(not given, f"{', '.join(given)}: go with --run (an --embeddings file is one split of one checkpoint)")
-        out, arrays, images = ifa_for_maps(args.embeddings, args.primary, layer=args.layer, **kw)
+        out, arrays, images = ifa_for_maps(args.embeddings, args.primary, config)
     else:
         require(args.primary is None, "--primary goes with --embeddings (a run's analysed head is its primary task)")
-        if region is not None:
-            check_region(region, *rec["image_shape"][:2])
+        if isinstance(config.target_class, int):
+            n_cls = len(rec["tasks"][0]["classes"])
+            require(0 <= config.target_class < n_cls,
+                    f"--target {config.target_class}: the primary head has classes 0..{n_cls - 1}")
+        if config.region is not None:
+            check_region(config.region, *rec["image_shape"][:2])
         ds = run_dataset(args, rec)
-        out, arrays, images = ifa_for_run(args.run, ds, args.split or "test", args.checkpoint or "best", args.layer, **kw)
+        out, arrays, images = ifa_for_run(args.run, ds, args.split or "test", args.checkpoint or "best", config)
     write_ifa_outputs(out, arrays, images, args.out, figures=not args.no_figures)
     for c, r in out["consistency"]["unscaled"]["pearson_r"].items():
         print(f"CAM-logit consistency, class {c}: r = {'n/a' if r is None else f'{r:.4f}'}")

@@ -1,8 +1,12 @@
-"""``wsca mid``: mid-range mining and last-layer retraining (ERM, JTT, MID, MID-oracle, DFR)."""
+"""``wsca mid``: mid-range mining and last-layer retraining (ERM, JTT, MID, MID-oracle, DFR). The
+settings flags are generated from :class:`~wsca_jax.mitigation.config.MidConfig`."""
 
 from __future__ import annotations
 
-from .common import add_parser, csv, run_dataset
+from ..mitigation.config import MidConfig
+from .common import add_config_arguments, add_parser, config_from_args, run_dataset
+
+CONFIG = MidConfig                      # the settings flags below are generated from it
 
 EXAMPLE = """\
 example:
@@ -27,27 +31,13 @@ def register(sub) -> None:
     m.add_argument("--train", help="wsca embed .npz of the training split (its group shares weight the mean accuracy)")
     m.add_argument("--val", help="wsca embed .npz of the validation split (mining and retraining)")
     m.add_argument("--test", help="wsca embed .npz of the test split (scoring)")
-    m.add_argument("--checkpoint", default="best", choices=["best", "latest"])
-    m.add_argument("--data-dir")
-    m.add_argument("--tfds-dir")
+    m.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="with --run: the checkpoint embedded")
+    m.add_argument("--data-dir", help="with --run: folder with the named datasets")
+    m.add_argument("--tfds-dir", help="with --run: where the array_record TFDS copy is prepared "
+                                      "(default $WSCA_TFDS_DIR or ~/.cache/wsca_jax/tfds)")
     m.add_argument("--primary", required=True, help="the label column")
-    m.add_argument("--groups", help="column(s) whose joint value is the group, e.g. label,place (needed by jtt, "
-                                    "mid_oracle, dfr and to score worst-group accuracy)")
-    m.add_argument("--band", type=float, default=0.2, help="share of rows nearest 0 per predicted class (default 0.2)")
-    m.add_argument("--band-threshold", type=float, help="instead of --band: the rows with |margin| <= this")
-    m.add_argument("--min-cell", type=int, default=5,
-                   help="MID pseudo-groups (band cluster x class) with fewer validation rows join their class's rest (default 5)")
-    m.add_argument("--k", default="2:10", help="cluster counts: K or LO:HI (default 2:10; chosen by silhouette)")
-    m.add_argument("--restarts", type=int, default=10, help="k-means++ restarts per k (default 10)")
-    m.add_argument("--refits", type=int, default=20, help="balanced refits averaged per head (default 20, as DFR)")
-    m.add_argument("--methods", default="erm,jtt,mid,mid_oracle,dfr")
-    m.add_argument("--jtt-upweight", type=float, default=20.0, help="weight of ERM's errors for JTT (default 20)")
-    m.add_argument("--penalty", default="l1", choices=["l1", "l2"], help="of every retrained head (default l1, as DFR)")
-    m.add_argument("--verify", help="metadata column(s) to run WSC against for every head, on the test rows")
-    m.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates of the WSC check (default 100)")
-    m.add_argument("--permutations", type=int, default=100, help="permutations of the WSC check (default 100)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--no-figures", action="store_true")
+    add_config_arguments(m, CONFIG, group="mitigation settings (wsca_jax.mitigation.MidConfig)")
+    m.add_argument("--no-figures", action="store_true", help="write mid.json and report.html without PNG figures")
     m.add_argument("--out", required=True, help="output folder")
     m.set_defaults(handler=run)
 
@@ -55,35 +45,28 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import require
     from ..io import check_out_dir
-    from ..mitigation.mining import METHODS
     from ..mitigation.app import analyze_mid, split_arrays
     from ..report import write_mid_outputs
 
     check_out_dir(args.out)
-    methods = csv(args.methods)
-    bad = sorted(set(methods) - set(METHODS))
-    require(methods and not bad, f"--methods: unknown {', '.join(bad) or '(none given)'} (choose from {', '.join(METHODS)})")
-    require(0 < args.band < 1, f"--band must be in (0, 1), found {args.band}")
-    require(args.band_threshold is None or args.band_threshold > 0,
-            f"--band-threshold must be positive, found {args.band_threshold}")
-    require(args.min_cell >= 1, f"--min-cell must be at least 1, found {args.min_cell}")
-    ks = _k_range(args.k)
-    require(args.restarts >= 1 and args.refits >= 1, "--restarts and --refits must be at least 1")
-    require(args.jtt_upweight > 0, f"--jtt-upweight must be positive, found {args.jtt_upweight}")
-    groups, verify = csv(args.groups), csv(args.verify)
+    config = config_from_args(CONFIG, args)                    # every setting checked before any reading
+    groups = list(config.groups)
     require(groups, "--groups: worst-group accuracy needs the group column(s) of the test rows")
     splits = _mid_splits(args)
     tr = split_arrays(splits["train"], args.primary, groups, splits.get("classes"), what="--train")
     va = split_arrays(splits["val"], args.primary, groups, tr["classes"], what="--val")
     te = split_arrays(splits["test"], args.primary, groups, tr["classes"], what="--test")
-    for t in verify:
+    for t in config.verification.verify:
         require(t in te["meta"], f"--verify: no column {t!r} in the test split")
-    rec, arrays = analyze_mid(tr, va, te, methods=methods, band=args.band, band_threshold=args.band_threshold,
-                              min_cell=args.min_cell, ks=ks, restarts=args.restarts,
-                              n_refits=args.refits, jtt_up=args.jtt_upweight, verify=verify, bootstrap=args.bootstrap,
-                              permutations=args.permutations, seed=args.seed, penalty=args.penalty)
-    rec["settings"].update(primary=args.primary, groups=groups, verify=verify)
+    rec, arrays = analyze_mid(tr, va, te, config)
+    rec["settings"] = {**rec["settings"], "primary": args.primary}
     write_mid_outputs(rec, arrays, args.out, figures=not args.no_figures)
+    _print_summary(rec, args.out)
+    return 0
+
+
+def _print_summary(rec: dict, out: str) -> None:
+    """Worst-group and mean accuracy (and WSC) per method, the band's most enriched value."""
     for name, r in rec["methods"].items():
         print(f"{name:10s} worst-group {r['worst_group']:.3f} [{r['worst_group_ci'][0]:.3f}, {r['worst_group_ci'][1]:.3f}]"
               f"  mean {r['mean']:.3f}" + ("" if not r["wsc"] else "  WSC " + ", ".join(
@@ -95,20 +78,7 @@ def run(args) -> int:
         if top is not None:
             print(f"band: {rec['band']['n']} rows, most enriched {top['column']}={top['value']} "
                   f"(odds ratio {top['odds_ratio']:.2f}, Holm p {top['p_holm']:.3g}); k = {rec['k']}")
-    print(f"wrote {args.out}/mid.json and report.html")
-    return 0
-
-
-def _k_range(text: str) -> list[int]:
-    from ..errors import require
-    try:
-        lo, _, hi = text.partition(":")
-        ks = list(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        ks = []
-    require(ks, f"--k {text!r}: expected K or LO:HI with LO <= HI")
-    require(ks[0] >= 2, f"--k must be at least 2, found {ks[0]}")
-    return ks
+    print(f"wrote {out}/mid.json and report.html")
 
 
 def _mid_splits(args) -> dict:

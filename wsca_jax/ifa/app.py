@@ -7,103 +7,110 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import WscaInputError, require
+from ..errors import require
 from .cams import Split, feature_maps, ifa_arrays, maps_split, resize_maps, split_at
+from .config import IfaConfig, parse_region, with_flat_settings  # noqa: F401  (parse_region: the 0.8 home)
 from .decomposition import confounder_channels, decompose, region_mass
 from .profiles import (apply_scale, cam_percentiles, common_scale, consistency, importance_profile, outliers,
                        per_image_scale, principal_channels, redundancy)
 
 
-def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: dict | None = None, *,
-                method: str = "cam", target=None, fractions=(0.05, 0.1, 0.15, 0.25, 0.5, 1.0), n_random: int = 20,
-                correct_only: bool = True, region: tuple | None = None, mapping: str = "linear", seed: int = 0,
-                batch_size: int = 256, class_names=None) -> tuple[dict, dict]:
+def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: dict | None = None,
+                config: IfaConfig | None = None, *, class_names=None, **deprecated) -> tuple[dict, dict]:
     """Integrated feature analysis of one head on one dataset.
 
     Args:
       split: the model cut at its layer (:func:`split_at`, ``columns`` = the analysed head).
       images: ``(N, H, W, C)``; labels: ``(N,)`` true classes of that head.
       metadata: ``{column: (N,)}`` attributes to locate (``confounders``).
-      target: None (predicted class), an int, or ``"true"`` (the label).
+      config: an :class:`~wsca_jax.ifa.config.IfaConfig` (default: the defaults): the map ``method``,
+        its ``target`` (predicted, true or a class index), the decomposition's ``fractions`` and
+        ``random_masks``, the ``region``, ``all_samples``, ``mapping``, ``seed`` and ``batch_size``
+        (``layer`` and ``tasks`` are the callers': :func:`ifa_for_run`, :func:`ifa_for_maps`). The
+        settings as keywords (``method=``, ``n_random=``, ``correct_only=`` ...) still work for one
+        release, with a ``DeprecationWarning``.
+      class_names: the head's class names (default ``"0"``, ``"1"`` ...).
     Returns:
-      ``(record, arrays)``: the JSON-ready record (``ifa.json``) and arrays for ``ifa_importance.npz``
-      (``importance (N, K)``, ``target``, ``logits``, ``cam_max``, ``cam_min``, ``weights``, ``cams``
-      (unscaled maps) and ``cams_common`` (on the common scale)).
+      ``(record, arrays)``: the JSON-ready record (``ifa.json``; its ``settings`` is ``config.to_dict()``)
+      and arrays for ``ifa_importance.npz`` (``importance (N, K)``, ``target``, ``logits``, ``cam_max``,
+      ``cam_min``, ``weights``, ``cams`` (unscaled maps) and ``cams_common`` (on the common scale)).
     """
+    config = with_flat_settings(config, deprecated, "analyze_ifa")
+    target, mapping = config.target_class, config.mapping
     y = np.asarray(labels, int)
-    tg = y if isinstance(target, str) and target == "true" else target
-    r = ifa_arrays(split, images, tg, method, batch_size)
+    r = ifa_arrays(split, images, y if target == "true" else target, config.method, config.batch_size)
     C = r["logits"].shape[1]
     if target is not None and not isinstance(target, str):
         require(0 <= int(target) < C, f"--target {target}: the head has classes 0..{C - 1}")
     correct = r["logits"].argmax(1) == y
-    keep = correct if correct_only and correct.any() else np.ones(len(y), bool)
-    kept = np.flatnonzero(keep)                      # outlier rows are reported as rows of ``images``
+    keep = correct if not config.all_samples and correct.any() else np.ones(len(y), bool)
     prof = importance_profile(r["importance"], r["target"], keep)
     low, high = common_scale(r["cam_max"], r["cam_min"])
     common = apply_scale(r["cam"], low, high, mapping)
-    cons = {"unscaled": consistency(r["cam"], r["logits"], r["target"]),
-            "common_scale": consistency(common, r["logits"], r["target"]),
-            "per_image_scale": consistency(per_image_scale(r["cam"]), r["logits"], r["target"])}
     diff = np.max(np.abs(np.stack(list(prof["diff"].values()))), axis=0)
     dec = decompose(split, images, y, r["weights"], {"importance": prof["overall"], "difference": diff},
-                    fractions, n_random, seed, batch_size)
+                    config.fractions, config.random_masks, config.seed, config.batch_size)
     names = list(class_names) if class_names is not None else [str(c) for c in range(C)]
-    rec = {"method": method, "n": int(len(y)), "n_profile": int(keep.sum()), "channels": int(r["importance"].shape[1]),
-           "map_shape": list(r["cam"].shape[1:]), "classes": names,
-           "target": "predicted" if target is None else str(target),
-           "accuracy": float(correct.mean()),
-           "profile": {"overall": prof["overall"].tolist(),
-                       "by_class": {names[c]: v.tolist() for c, v in prof["by_class"].items()},
-                       "difference": {names[c]: v.tolist() for c, v in prof["diff"].items()}, "n": {names[c]: k for c, k in prof["n"].items()}},
-           "principal_channels": {str(k): v for k, v in principal_channels(prof["overall"]).items()},
-           "redundancy": redundancy(r["importance"][keep]),
-           "outliers": [{"row": int(kept[i]), "class": names[c], "distance": d}
-                        for i, c, d in outliers(r["importance"][keep], r["target"][keep])],
-           "cam_percentiles": cam_percentiles(r["cam_max"], r["cam_min"]),
+    rec = {"method": config.method, "n": int(len(y)), "n_profile": int(keep.sum()),
+           "channels": int(r["importance"].shape[1]), "map_shape": list(r["cam"].shape[1:]), "classes": names,
+           "target": "predicted" if target is None else str(target), "accuracy": float(correct.mean()),
+           **_profile_record(r, prof, keep, names),
            "scale": {"low": low, "high": high, "mapping": mapping, "low_percentile_of_minima": 50,
                      "high_percentile_of_maxima": 90},
-           "consistency": {k: {"pearson_r": {names[c]: v for c, v in d.items()}} for k, d in cons.items()},
+           "consistency": {k: {"pearson_r": {names[c]: v for c, v in d.items()}}
+                           for k, d in _consistency(r, common).items()},
            "decomposition": dec["rows"], "full_model": dec["full"], "tolerance": dec["tolerance"],
            "smallest_sufficient_fraction": dec["smallest_sufficient_fraction"]}
     if metadata:
-        emb = feature_maps(split, images, batch_size).mean(axis=(1, 2))
+        emb = feature_maps(split, images, config.batch_size).mean(axis=(1, 2))
         rec["confounders"] = {}
         for col, vals in metadata.items():
-            c = confounder_channels(emb, vals, r["importance"], seed=seed)
+            c = confounder_channels(emb, vals, r["importance"], seed=config.seed)
             c["contribution"] = c["contribution"].tolist()
             rec["confounders"][col] = c
-    if region is not None:
+    if config.region is not None:
         scaled = apply_scale(resize_maps(r["cam"], images.shape[1:3]), low, high, mapping)
-        rec["localization"] = {names[c]: v for c, v in region_mass(scaled, region, r["target"]).items()}
-        rec["region"] = list(region)
+        rec["localization"] = {names[c]: v for c, v in region_mass(scaled, config.region, r["target"]).items()}
+        rec["region"] = list(config.region)
+    rec["settings"] = config.to_dict()
     arrays = {k: r[k] for k in ("importance", "target", "logits", "cam_max", "cam_min", "weights")}
     arrays["cams_common"] = common.astype(np.float32)
     arrays["cams"] = np.asarray(r["cam"], np.float32)
     return rec, arrays
 
 
-def parse_region(text: str | None) -> tuple | None:
-    """``"y0:y1,x0:x1"`` -> ``(y0, y1, x0, x1)`` ints."""
-    if text is None:
-        return None
-    try:
-        ys, xs = text.split(",")
-        y0, y1 = (int(v) for v in ys.split(":"))
-        x0, x1 = (int(v) for v in xs.split(":"))
-    except ValueError:
-        raise WscaInputError(f"--region {text!r}: expected y0:y1,x0:x1 in image pixels") from None
-    return y0, y1, x0, x1
+def _profile_record(r: dict, prof: dict, keep: np.ndarray, names: list) -> dict:
+    """The importance profiles, principal channels, redundancy, outliers and CAM percentiles."""
+    kept = np.flatnonzero(keep)                      # outlier rows are reported as rows of ``images``
+    return {"profile": {"overall": prof["overall"].tolist(),
+                        "by_class": {names[c]: v.tolist() for c, v in prof["by_class"].items()},
+                        "difference": {names[c]: v.tolist() for c, v in prof["diff"].items()},
+                        "n": {names[c]: k for c, k in prof["n"].items()}},
+            "principal_channels": {str(k): v for k, v in principal_channels(prof["overall"]).items()},
+            "redundancy": redundancy(r["importance"][keep]),
+            "outliers": [{"row": int(kept[i]), "class": names[c], "distance": d}
+                         for i, c, d in outliers(r["importance"][keep], r["target"][keep])],
+            "cam_percentiles": cam_percentiles(r["cam_max"], r["cam_min"])}
 
 
-def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "best", layer: str = "last",
-                tasks=None, **kw) -> tuple[dict, dict, np.ndarray]:
+def _consistency(r: dict, common: np.ndarray) -> dict:
+    """CAM-logit consistency of the unscaled maps, on the common scale and scaled per image."""
+    return {"unscaled": consistency(r["cam"], r["logits"], r["target"]),
+            "common_scale": consistency(common, r["logits"], r["target"]),
+            "per_image_scale": consistency(per_image_scale(r["cam"]), r["logits"], r["target"])}
+
+
+def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "best", config: IfaConfig | None = None,
+                **deprecated) -> tuple[dict, dict, np.ndarray]:
     """:func:`analyze_ifa` of a ``wsca train`` run's primary head on one split of its dataset.
 
     Args:
-      dataset: the run's :class:`~wsca_jax.training.data.ImageDataset`.  layer: ``last`` (the backbone's
-        output, the maps before pooling) or the name of a submodule of the backbone.
-      tasks: metadata columns to locate (default: every other column with 2-20 classes).
+      dataset: the run's :class:`~wsca_jax.training.data.ImageDataset`.
+      config: an :class:`~wsca_jax.ifa.config.IfaConfig`; its ``layer`` is ``last`` (the backbone's
+        output, the maps before pooling) or the name of a submodule of the backbone, its ``tasks`` the
+        metadata columns to locate (default: every other column with 2-20 classes). Settings as
+        keywords (``layer=``, ``tasks=``, ``region=`` ...) still work for one release, with a
+        ``DeprecationWarning``.
     Returns: ``(record, arrays, images)``; ``arrays["rows"]`` are the split's rows analysed (those with a
       primary label), and the record's row numbers (``outliers``) index them.
     """
@@ -112,6 +119,9 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     from ..tasks import encode_categorical
     from ..training.train import encode_labels, load_run
 
+    if isinstance(config, str):                          # the 0.8 signature's fifth argument: the layer
+        deprecated, config = {"layer": config, **deprecated}, None
+    config = with_flat_settings(config, deprecated, "ifa_for_run")
     model, params, rec = load_run(run_dir, which)
     sub = dataset.select_split(split_name)
     require(len(sub) > 0, f"--split {split_name}: the dataset has no {split_name} rows")
@@ -123,22 +133,22 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     keep = y[:, 0] >= 0
     images, labels = sub.images[keep], y[keep, 0]
     meta = {}
-    names = tasks if tasks is not None else [c for c in sub.columns if c != primary]
+    names = config.tasks if config.tasks is not None else [c for c in sub.columns if c != primary]
     for c in names:
         require(c in sub.columns, f"--tasks: column {c!r} not in the dataset (columns: {', '.join(sub.columns)})")
         lab, cl = encode_categorical(pd.Series(np.asarray(sub.columns[c])[keep]))
         if 2 <= len(cl) <= 20:
             meta[c] = lab
-    split = split_at(model, params, "backbone" if layer == "last" else layer, columns=(0, len(classes)))
-    out, arrays = analyze_ifa(split, images, labels, meta, class_names=[str(c) for c in classes], **kw)
+    split = split_at(model, params, "backbone" if config.layer == "last" else config.layer, columns=(0, len(classes)))
+    out, arrays = analyze_ifa(split, images, labels, meta, config, class_names=[str(c) for c in classes])
     arrays["rows"] = np.flatnonzero(keep)                # rows of the split analysed (primary label present)
-    out.update(layer=layer, run=run_dir, checkpoint=which, split=split_name, primary=primary,
+    out.update(layer=config.layer, run=run_dir, checkpoint=which, split=split_name, primary=primary,
                n_split=int(len(sub)))
     return out, arrays, images
 
 
-def ifa_for_maps(path: str, primary: str | None = None, tasks=None, method: str = "cam", region=None,
-                 layer: str = "last", **kw) -> tuple[dict, dict, None]:
+def ifa_for_maps(path: str, primary: str | None = None, config: IfaConfig | None = None,
+                 **deprecated) -> tuple[dict, dict, None]:
     """:func:`analyze_ifa` of stored feature maps (a ``wsca embed --feature-maps`` file), no network.
 
     CAM only: the file holds the last maps and the GAP + linear head (``head_<primary>``,
@@ -148,7 +158,9 @@ def ifa_for_maps(path: str, primary: str | None = None, tasks=None, method: str 
 
     Args:
       primary: the analysed head (default: the file's only ``head_`` array).
-      tasks: metadata columns to locate (default: every other column with 2-20 classes).
+      config: an :class:`~wsca_jax.ifa.config.IfaConfig`; its ``tasks`` are the metadata columns to
+        locate (default: every other column with 2-20 classes). Settings as keywords still work for one
+        release, with a ``DeprecationWarning``.
     Returns: ``(record, arrays, None)`` like :func:`ifa_for_run` (``None``: no images).
     """
     import pandas as pd
@@ -156,10 +168,12 @@ def ifa_for_maps(path: str, primary: str | None = None, tasks=None, method: str 
     from ..io import load_embeddings
     from ..tasks import encode_categorical
 
-    require(method == "cam", f"--method {method}: stored feature maps support CAM only (gradients need the "
-                             "network: use --run)")
-    require(layer == "last", f"--layer {layer}: stored feature maps are the last layer's (other layers need --run)")
-    require(region is None, "--region: stored feature maps are not at image resolution (use --run)")
+    config = with_flat_settings(config, deprecated, "ifa_for_maps")
+    require(config.method == "cam", f"--method {config.method}: stored feature maps support CAM only (gradients "
+                                    "need the network: use --run)")
+    require(config.layer == "last", f"--layer {config.layer}: stored feature maps are the last layer's (other layers "
+                                    "need --run)")
+    require(config.region is None, "--region: stored feature maps are not at image resolution (use --run)")
     ef = load_embeddings(path)
     with np.load(path, allow_pickle=False) as data:
         require("feature_maps" in data.files, f"--embeddings {path}: no feature_maps array (write it with "
@@ -189,13 +203,12 @@ def ifa_for_maps(path: str, primary: str | None = None, tasks=None, method: str 
         require(np.allclose(mine, ref, atol=1e-3 * max(1.0, np.abs(ref).max())),
                 f"--embeddings {path}: feature_maps with head_{primary} do not reproduce logits_{primary}")
     meta = {}
-    for c in (tasks if tasks is not None else [c for c in ef.columns if c not in (primary, "group")]):
+    for c in (config.tasks if config.tasks is not None else [c for c in ef.columns if c not in (primary, "group")]):
         require(c in ef.columns, f"--tasks: column {c!r} not in {path} (columns: {', '.join(ef.columns)})")
         ml, cl = encode_categorical(pd.Series(np.asarray(ef.columns[c], dtype=object)[keep]))
         if 2 <= len(cl) <= 20:
             meta[c] = ml
-    out, arrays = analyze_ifa(split, maps[keep], lab[keep], meta, class_names=[str(c) for c in names],
-                              method="cam", **kw)
+    out, arrays = analyze_ifa(split, maps[keep], lab[keep], meta, config, class_names=[str(c) for c in names])
     arrays["rows"] = np.flatnonzero(keep)
     out.update(layer="last", embeddings=path, primary=primary, n_split=int(len(maps)), stored_maps=True)
     return out, arrays, None

@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import require
-
-METHODS = ("cam", "gradcam", "gradxact")
+from .config import METHODS
 
 
 class Split(NamedTuple):

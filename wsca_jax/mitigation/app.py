@@ -13,8 +13,9 @@ import pandas as pd
 from ..analysis import AnalysisConfig, analyze
 from ..errors import require
 from ..io import EmbeddingFile
-from .mining import METHODS, enrichment, margins, mislabel_scores, retrain_methods
-from .retrain import DFR_CS, standardise
+from .config import MidConfig, with_flat_settings
+from .mining import enrichment, margins, mislabel_scores, retrain_methods
+from .retrain import standardise
 from ..tasks import bin_continuous, encode_categorical
 
 
@@ -25,7 +26,8 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
     follow the class order of ``wsca train``: numbers numerically, text alphabetically).
     ``groups``: columns whose joint value is the group (e.g. ``label,place``). ``classes``: the
     primary class names in the logits' order (default: this split's values in that order; pass the
-    training split's, or the run's).
+    training split's, or the run's). The split records ``group_columns`` (:func:`analyze_mid` writes
+    them as the ``groups`` setting).
     """
     cols = ef.columns
     for c in [primary, *groups]:
@@ -51,7 +53,7 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
         for p in parts[1:]:
             g = np.char.add(np.char.add(g, ","), p)
     return {"x": np.asarray(ef.embeddings, np.float64), "y": y, "logits": logits, "groups": g, "classes": classes,
-            "head": ef.heads.get(primary), "meta": cols}
+            "head": ef.heads.get(primary), "meta": cols, "group_columns": list(groups)}
 
 
 def enrichment_columns(split: dict, max_levels: int = 20) -> dict:
@@ -74,23 +76,54 @@ def _head_in_embedding_coords(coef: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return (np.asarray(coef) / sd[:, None]).T
 
 
-def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: float = 0.2, band_threshold: float | None = None,
-                ks=range(2, 11), restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0,
-                verify: list[str] = (), bootstrap: int = 100, permutations: int = 100, seed: int = 0,
-                penalty: str = "l1", min_cell: int = 5) -> tuple[dict, dict]:
+def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = None, **deprecated) -> tuple[dict, dict]:
     """The mitigation record and the arrays behind its figures.
 
     Args:
       train, val, test: :func:`split_arrays` outputs (train: for the group shares only).
-      band / band_threshold: the share nearest 0 per predicted class, or instead ``|margin| <= threshold``.
-      min_cell: MID pseudo-groups (band cluster x class) with fewer validation rows join their class's rest.
-      verify: metadata columns of the test split to run WSC against for every head, on the test rows
-        (``bootstrap`` / ``permutations`` as in ``analyze``).
+      config: a :class:`~wsca_jax.mitigation.config.MidConfig` (default: the defaults): the band
+        (``band`` share nearest 0 per predicted class, or ``band_threshold``), the clusters, the heads
+        retrained (``methods``) and the WSC check of every head against the ``verify`` columns of the
+        test split (``bootstrap`` / ``permutations`` as in ``analyze``). The settings as keywords
+        (``band=``, ``ks=``, ``n_refits=``, ``verify=`` ...) still work for one release, with a
+        ``DeprecationWarning``.
     Returns:
       ``(record, arrays)``; record = ``{"methods": {name: {worst_group, worst_group_ci, mean, mean_ci,
       per_group, per_group_ci, C, converged, wsc}}, "band": {share, n, enrichment: [...]},
-      "clusters": [{cluster, n, enrichment: [...]}], "k", "silhouette", "settings"}``.
+      "clusters": [{cluster, n, enrichment: [...]}], "k", "silhouette", "settings", "resolved"}``;
+      ``settings`` is ``config.to_dict()``, ``resolved`` the cluster counts tried (``k``), the training
+      groups' shares and the rows retrained on.
     """
+    config = _with_split_groups(with_flat_settings(config, deprecated, "analyze_mid"), train)
+    shares = _group_shares(train, val, test)
+    r = retrain_methods(val, test, shares, config)
+    rec = {"methods": r["methods"], "settings": config.to_dict(),
+           "resolved": {"k": list(config.mining.ks), "retrained_on": "validation rows", "group_shares_train": shares}}
+    arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
+    if r["mining"] is not None:
+        _mining_record(rec, arrays, r["mining"], val, config.mining)
+    sd = val["x"].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    ver = config.verification
+    for name, m in rec["methods"].items():
+        head = test["head"] if name == "erm" else _head_in_embedding_coords(r["heads"][name]["coef"], sd)
+        m["wsc"] = {} if head is None else verify_head(test, head, ver.verify, ver.bootstrap, ver.permutations,
+                                                       config.seed)
+    return rec, arrays
+
+
+def _with_split_groups(config: MidConfig, train: dict) -> MidConfig:
+    """``config`` with ``groups`` = the columns the splits' groups were made of (:func:`split_arrays`)."""
+    made = train.get("group_columns")
+    if made is None:
+        return config
+    require(not config.groups or list(config.groups) == list(made),
+            f"--groups {','.join(config.groups)}: the splits' groups are of {','.join(made) or 'no columns'}")
+    return config.replace(groups=list(made))
+
+
+def _group_shares(train: dict, val: dict, test: dict) -> dict:
+    """``{group: share}`` of the training rows, after checking the splits fit together."""
     require(train["groups"] is not None, "--groups: the training split has no group column")
     widths = {k: s["x"].shape[1] for k, s in (("--train", train), ("--val", val), ("--test", test))}
     require(len(set(widths.values())) == 1, "the splits' embeddings differ in width ("
@@ -100,35 +133,25 @@ def analyze_mid(train: dict, val: dict, test: dict, *, methods=METHODS, band: fl
     absent = sorted(set(np.asarray(test["groups"]).astype(str)) - set(shares)) if test["groups"] is not None else []
     require(not absent, f"groups {', '.join(absent)} of the test rows have no training rows (the mean accuracy "
                         "weights groups by their training shares)")
-    r = retrain_methods(val, test, shares, methods, band, ks, restarts, n_refits, Cs, jtt_up, seed, penalty=penalty,
-                        threshold=band_threshold, min_cell=min_cell)
-    sd = val["x"].std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    rec = {"methods": r["methods"], "settings": {"methods": list(methods), "band": band, "k": [int(k) for k in ks],
-                                                 "restarts": restarts, "refits": n_refits, "C_grid": [float(c) for c in Cs],
-                                                 "jtt_upweight": jtt_up, "seed": seed, "penalty": penalty, "band_threshold": band_threshold,
-                                                 "min_cell": min_cell, "retrained_on": "validation rows",
-                                                 "group_shares_train": shares}}
-    arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
+    return shares
+
+
+def _mining_record(rec: dict, arrays: dict, mi: dict, val: dict, mining) -> None:
+    """The band and its clusters, with what they are enriched for, into ``rec`` and ``arrays``."""
     cols = enrichment_columns(val)
-    if r["mining"] is not None:
-        mi = r["mining"]
-        suspicion = mislabel_scores(standardise(val["x"])[0], val["y"], k=min(10, len(val["y"]) - 1))
-        rec["band"] = {"share": band, "threshold": band_threshold, "n": int(mi["band"].sum()), "cells": mi["cell_sizes"], "enrichment": _records(enrichment(mi["band"], cols)),
-                       "mislabel_suspicion_mean": float(suspicion[mi["band"]].mean()),
-                       "mislabel_suspicion_mean_outside": float(suspicion[~mi["band"]].mean())}
-        rec["k"], rec["silhouette"] = mi["k"], {str(k): v for k, v in mi["silhouette"].items()}
-        rec["clusters"] = [{"cluster": c, "n": int((mi["clusters"] == c).sum()),
-                            "mislabel_suspicion_mean": float(suspicion[mi["clusters"] == c].mean()),
-                            "enrichment": _records(enrichment(mi["clusters"] == c, cols))}
-                           for c in range(mi["k"]) if (mi["clusters"] == c).any()]       # k-means may leave one empty
-        arrays.update(band=mi["band"], clusters=mi["clusters"])
-        if val["groups"] is not None:
-            arrays["groups_val"] = val["groups"]
-    for name, m in rec["methods"].items():
-        head = test["head"] if name == "erm" else _head_in_embedding_coords(r["heads"][name]["coef"], sd)
-        m["wsc"] = {} if head is None else verify_head(test, head, verify, bootstrap, permutations, seed)
-    return rec, arrays
+    suspicion = mislabel_scores(standardise(val["x"])[0], val["y"], k=min(10, len(val["y"]) - 1))
+    rec["band"] = {"share": mining.band, "threshold": mining.band_threshold, "n": int(mi["band"].sum()),
+                   "cells": mi["cell_sizes"], "enrichment": _records(enrichment(mi["band"], cols)),
+                   "mislabel_suspicion_mean": float(suspicion[mi["band"]].mean()),
+                   "mislabel_suspicion_mean_outside": float(suspicion[~mi["band"]].mean())}
+    rec["k"], rec["silhouette"] = mi["k"], {str(k): v for k, v in mi["silhouette"].items()}
+    rec["clusters"] = [{"cluster": c, "n": int((mi["clusters"] == c).sum()),
+                        "mislabel_suspicion_mean": float(suspicion[mi["clusters"] == c].mean()),
+                        "enrichment": _records(enrichment(mi["clusters"] == c, cols))}
+                       for c in range(mi["k"]) if (mi["clusters"] == c).any()]       # k-means may leave one empty
+    arrays.update(band=mi["band"], clusters=mi["clusters"])
+    if val["groups"] is not None:
+        arrays["groups_val"] = val["groups"]
 
 
 def _attribute_levels(values: np.ndarray, bins: int = 4) -> np.ndarray:

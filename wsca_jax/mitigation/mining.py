@@ -28,7 +28,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import require
-from .retrain import (DFR_CS, accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
+from .config import METHODS, MidConfig, MiningConfig, RetrainingConfig, with_flat_settings  # noqa: F401 (METHODS)
+from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
                       weighted_accuracy, weighted_accuracy_interval)
 from ..stats import holm
 
@@ -291,26 +292,24 @@ def mislabel_scores(x: np.ndarray, labels: np.ndarray, k: int = 10, batch: int =
 
 # ------------------------------------------------------------------------------------------ methods
 
-METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
-
-
-def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, quantile: float = 0.2, ks=range(2, 11),
-                restarts: int = 10, seed: int = 0, threshold: float | None = None, min_cell: int = 5) -> dict:
+def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, mining: MiningConfig | None = None,
+                seed: int = 0) -> dict:
     """MID's pseudo-groups without group labels: the band (per predicted class) clustered by k-means
     (k by silhouette); a band row's cell is ``band:<cluster>:<class>``, any other row's ``rest:<class>``;
-    a band cell with fewer than ``min_cell`` rows joins its class's rest (a balanced refit keeps as
-    many rows per cell as the smallest cell has). ``x``: ``(N, D)`` standardised embeddings;
-    ``threshold``: the band as ``|margin| <= threshold`` instead of the ``quantile`` share.
+    a band cell with fewer than ``mining.min_cell`` rows joins its class's rest (a balanced refit keeps
+    as many rows per cell as the smallest cell has). ``x``: ``(N, D)`` standardised embeddings;
+    ``mining``: the band (``band`` share or ``band_threshold``), the cluster counts ``k`` and ``restarts``.
     Returns ``{"cells", "band", "clusters" (N,; -1 off the band), "k", "silhouette", "centres",
     "cell_sizes", "merged"}``."""
+    mining = MiningConfig() if mining is None else mining
     y = np.asarray(y)
     m = margins(logits)
     pred = _erm_pred(logits)
-    in_band = band(m, pred, quantile, threshold)
+    in_band = band(m, pred, mining.band, mining.band_threshold)
     xb = np.asarray(x, np.float32)[in_band]
-    ks = [k for k in ks if k <= len(xb)]
+    ks = [k for k in mining.ks if k <= len(xb)]
     require(len(ks) > 0, f"the band holds {len(xb)} rows, too few to cluster (k >= 2); widen --band")
-    fit = kmeans(xb, ks, restarts, seed)
+    fit = kmeans(xb, ks, mining.restarts, seed)
     k, sil = choose_k(xb, fit, seed=seed)
     i = best_per_k(fit)[k]
     clusters = np.full(len(y), -1)
@@ -318,7 +317,7 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, quantile: floa
     rest = np.char.add("rest:", y.astype(str))
     cells = np.where(in_band, np.char.add(np.char.add("band:", clusters.astype(str)), np.char.add(":", y.astype(str))), rest)
     names, counts = np.unique(cells, return_counts=True)
-    small = [n for n, c in zip(names, counts) if n.startswith("band:") and c < min_cell]
+    small = [n for n, c in zip(names, counts) if n.startswith("band:") and c < mining.min_cell]
     cells = np.where(np.isin(cells, small), rest, cells)
     names, counts = np.unique(cells, return_counts=True)
     return {"cells": cells, "band": in_band, "clusters": clusters, "k": int(k), "silhouette": sil,
@@ -343,14 +342,11 @@ def evaluate_predictions(y, pred, groups, train_shares: dict, alpha: float = 0.0
             "per_group_ci": {str(g): list(v) for g, v in ci["per_group"].items()}}
 
 
-def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, quantile: float = 0.2,
-                    ks=range(2, 11), restarts: int = 10, n_refits: int = 20, Cs=DFR_CS, jtt_up: float = 20.0,
-                    seed: int = 0, alpha: float = 0.05, penalty: str = "l1", threshold: float | None = None,
-                    min_cell: int = 5) -> dict:
+def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig | None = None, **deprecated) -> dict:
     """ERM, JTT, MID, MID-oracle and DFR heads from the same frozen embeddings, scored on ``test``.
 
     Every retraining uses the validation rows (DFR's choice), standardised with their statistics:
-    DFR balances their true groups; JTT upweights ERM's errors ``jtt_up`` times; MID balances the
+    DFR balances their true groups; JTT upweights ERM's errors ``jtt_upweight`` times; MID balances the
     pseudo-groups of :func:`mined_cells` (no group labels; C by the worst pseudo-group); MID-oracle
     balances the band's true groups against the rest. C: :func:`~wsca_jax.mitigation.retrain.tune_and_refit`
     (worst group on half the validation rows; MID: worst pseudo-group).
@@ -359,47 +355,52 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, methods=METHODS, 
       val, test: ``{"x": (N, D), "y": (N,) classes 0..K-1, "logits": (N,) or (N, K) ERM logits,
         "groups": (N,) or None}`` (test needs groups to be scored).
       train_shares: ``{group: share}`` of the training rows (for the weighted mean accuracy).
-      penalty: ``l1`` (DFR's) or ``l2`` for every retrained head.
+      config: a :class:`~wsca_jax.mitigation.config.MidConfig` (its ``mining`` and ``retraining``
+        sections and ``seed``; default: the defaults). The settings as keywords (``methods=``,
+        ``quantile=``, ``ks=``, ``restarts=`` ...) still work for one release, with a ``DeprecationWarning``.
     Returns:
       ``{"methods": {name: {..., "C"}}, "heads": {name: head on the validation-standardised columns},
       "mining": {"band", "k", "silhouette", "cells", "clusters"}}``.
     """
-    bad = sorted(set(methods) - set(METHODS))
-    require(not bad, f"--methods: unknown {', '.join(bad)} (choose from {', '.join(METHODS)})")
+    config = with_flat_settings(config, deprecated, "retrain_methods")
+    rt, seed = config.retraining, config.seed
     yv, yt = np.asarray(val["y"]), np.asarray(test["y"])
     gv = None if val.get("groups") is None else np.asarray(val["groups"]).astype(str)
     require(test.get("groups") is not None, "the test rows have no group column: worst-group accuracy needs one")
     gt = np.asarray(test["groups"]).astype(str)
-    need = [m for m in methods if m in ("dfr", "jtt", "mid_oracle")]
+    need = [m for m in rt.methods if m in ("dfr", "jtt", "mid_oracle")]
     require(gv is not None or not need, f"--methods {', '.join(need)} need the validation rows' groups (--groups)")
     if gv is not None:
         empty = sorted(set(gt) - set(gv))
         require(not empty, f"groups {', '.join(empty)} have no validation rows")
     xv, xt = standardise(val["x"], test["x"])
     shares = {str(g): v for g, v in train_shares.items()}
-    mined = (mined_cells(xv, yv, val["logits"], quantile, ks, restarts, seed, threshold, min_cell)
-             if {"mid", "mid_oracle"} & set(methods) else None)
+    mined = mined_cells(xv, yv, val["logits"], config.mining, seed) if {"mid", "mid_oracle"} & set(rt.methods) else None
     out = {"methods": {}, "heads": {},
            "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters",
                                                                         "cell_sizes", "merged")}}
-    for name in methods:
+    for name in rt.methods:
         C = None
         if name == "erm":
             pred = _erm_pred(test["logits"])
         else:
-            if name == "dfr":
-                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed, penalty=penalty)
-            elif name == "jtt":
-                w = np.where(_erm_pred(val["logits"]) != yv, jtt_up, 1.0)
-                head = tune_and_refit(xv, yv, gv, gv, Cs, n_refits, seed, weights=w, penalty=penalty)
-            elif name == "mid":
-                head = tune_and_refit(xv, yv, mined["cells"], mined["cells"], Cs, n_refits, seed, penalty=penalty)
-            else:
-                cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))
-                head = tune_and_refit(xv, yv, cells, gv, Cs, n_refits, seed, penalty=penalty)
+            head = _refit(name, xv, yv, gv, val["logits"], mined, rt, seed)
             pred, C = predict_head(head, xt), head["C"]
             out["heads"][name] = head
-        out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, alpha, seed), "C": C,
+        out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, rt.alpha, seed), "C": C,
                                 "converged": None if C is None else head["converged"],
                                 "rows_per_refit": None if C is None else head["rows_per_refit"]}
     return out
+
+
+def _refit(name: str, xv, yv, gv, logits, mined, rt: RetrainingConfig, seed: int) -> dict:
+    """One retrained head on the standardised validation rows (:func:`tune_and_refit`)."""
+    kw = dict(Cs=rt.C_grid, n_refits=rt.refits, seed=seed, penalty=rt.penalty)
+    if name == "dfr":
+        return tune_and_refit(xv, yv, gv, gv, **kw)
+    if name == "jtt":
+        return tune_and_refit(xv, yv, gv, gv, weights=np.where(_erm_pred(logits) != yv, rt.jtt_upweight, 1.0), **kw)
+    if name == "mid":
+        return tune_and_refit(xv, yv, mined["cells"], mined["cells"], **kw)
+    cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))   # mid_oracle
+    return tune_and_refit(xv, yv, cells, gv, **kw)

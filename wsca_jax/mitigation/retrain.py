@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import require
+from .config import DFR_CS  # noqa: F401  (DFR's published grid; the default of MidConfig.C_grid)
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -231,8 +232,6 @@ def weighted_accuracy_interval(y: np.ndarray, pred: np.ndarray, groups: np.ndarr
 
 
 # -------------------------------------------------------------------------------------- protocols
-
-DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
 
 
 def balanced_subsets(cells: np.ndarray, n_refits: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> np.ndarray:

@@ -95,7 +95,7 @@ def render_mid_html(rec: dict, figures: dict[str, bytes]) -> str:
     imgs = "".join(_img(k, v) for k, v in figures.items())
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>wsca mid</title><style>{_CSS}</style></head><body>
 <h1>Mitigation: last-layer retraining</h1>
-<p>Heads retrained on the {esc(rec['settings']['retrained_on'])}; scored on the test rows. Worst-group interval: exact
+<p>Heads retrained on the {esc(rec.get('resolved', rec['settings'])['retrained_on'])}; scored on the test rows. Worst-group interval: exact
 (Clopper-Pearson per group, Bonferroni); mean accuracy weighted by the training groups' shares, stratified bootstrap.</p>
 <table><tr><th>method</th><th>worst-group accuracy [95%]</th><th>mean accuracy [95%]</th><th>C</th><th>converged</th><th>after the fix: max |WSC| with the probe; within-class eta of the score</th></tr>{meth}</table>
 <p>WSC is the paper's weight-space cosine of the head with the attribute's probe on the top principal

@@ -1,0 +1,159 @@
+"""The settings of ``wsca mid`` (:class:`MidConfig`): one default, documentation line and constraint per
+field, in three sections (mining, retraining, verification). ``wsca mid``'s settings flags are
+generated from these fields, and ``mid.json``'s ``settings`` block is ``MidConfig.to_dict()``.
+
+The WSC check of every head (``verification``) uses the analysis' own resampling defaults
+(:class:`~wsca_jax.analysis.config.ResamplingConfig`): one bootstrap and permutation count for
+``wsca analyze`` and ``wsca mid``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..analysis.config import ResamplingConfig
+from ..config import Config, Constraint, at_least, interval, names, one_of, optional, section, setting
+from ..errors import require
+
+METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
+DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
+_RESAMPLING = {f.name: f.default for f in dataclasses.fields(ResamplingConfig)}
+
+
+def k_values(k) -> tuple[int, ...]:
+    """The cluster counts of a ``k`` setting: ``"K"``, ``"LO:HI"`` (inclusive), an int or a sequence of ints."""
+    if isinstance(k, str):
+        lo, _, hi = k.partition(":")
+        return tuple(range(int(lo), int(hi or lo) + 1))
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+        return (int(k),)
+    vals = tuple(k)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
+        raise ValueError(f"cluster counts must be integers, found {k!r}")
+    return tuple(int(v) for v in vals)
+
+
+def _cluster_counts() -> Constraint:
+    """``"K"`` or ``"LO:HI"`` text (the ``--k`` flag), an int or a sequence of ints; every count >= 2."""
+    def test(v):
+        ks = k_values(v)
+        return len(ks) > 0 and min(ks) >= 2 and not isinstance(v, bool)
+    return Constraint(test, "K or LO:HI with 2 <= LO <= HI")
+
+
+def _k_text(ks) -> str | tuple[int, ...]:
+    """The ``k`` setting of a deprecated ``ks=`` iterable: ``"LO:HI"`` when it is a range, else the ints."""
+    ks = tuple(int(k) for k in ks)
+    if len(ks) > 1 and ks == tuple(range(ks[0], ks[-1] + 1)):
+        return f"{ks[0]}:{ks[-1]}"
+    return str(ks[0]) if len(ks) == 1 else ks
+
+
+def _methods() -> Constraint:
+    return Constraint(lambda v: not isinstance(v, str) and len(v) > 0 and all(m in METHODS for m in v),
+                      "one or more of " + ", ".join(METHODS))
+
+
+def _positive_numbers() -> Constraint:
+    return Constraint(lambda v: not isinstance(v, str) and len(v) > 0 and all(np.isfinite(c) and c > 0 for c in v),
+                      "one or more finite numbers > 0")
+
+
+@dataclass(frozen=True)
+class MiningConfig(Config):
+    """The mid-range band of the validation rows and its clusters (MID's pseudo-groups)."""
+
+    band: float = setting(0.2, "share of rows nearest 0 per predicted class", interval(0, 1, open_lo=True, open_hi=True))
+    band_threshold: float | None = setting(None, "instead of --band: the rows with |margin| <= this",
+                                           optional(interval(0, None, open_lo=True)), type=float)
+    min_cell: int = setting(5, "MID pseudo-groups (band cluster x class) with fewer validation rows join their "
+                            "class's rest", at_least(1))
+    k: str = setting("2:10", "cluster counts: K or LO:HI (chosen by silhouette)", _cluster_counts(),
+                     metavar="K|LO:HI")
+    restarts: int = setting(10, "k-means++ restarts per k", at_least(1))
+
+    def __post_init__(self):
+        if isinstance(self.k, range):                      # frozen as a tuple, like lists
+            object.__setattr__(self, "k", tuple(self.k))
+        super().__post_init__()
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        """The cluster counts tried."""
+        return k_values(self.k)
+
+
+@dataclass(frozen=True)
+class RetrainingConfig(Config):
+    """The heads retrained on the validation rows, and how they are scored."""
+
+    methods: tuple[str, ...] = setting(METHODS, "heads to fit and score (erm: the model's own)", _methods(),
+                                       type="names", metavar="METHOD,...")
+    refits: int = setting(20, "balanced refits averaged per head (as DFR)", at_least(1))
+    jtt_upweight: float = setting(20.0, "weight of ERM's errors for JTT", interval(0, None, open_lo=True))
+    penalty: str = setting("l1", "penalty of every retrained head (l1 as DFR)", one_of("l1", "l2"))
+    C_grid: tuple[float, ...] = setting(DFR_CS, "inverse regularisation strengths tried (DFR's grid; C by the worst "
+                                        "group on half the validation rows)", _positive_numbers(), cli=False)
+    alpha: float = setting(0.05, "1 - level of the accuracy intervals", interval(0, 1, open_lo=True, open_hi=True),
+                           cli=False)
+
+
+@dataclass(frozen=True)
+class VerificationConfig(Config):
+    """WSC of every head against metadata columns of the test rows (``analyze`` with the head as primary)."""
+
+    verify: tuple[str, ...] = setting((), "metadata column(s) to run WSC against for every head, on the test rows",
+                                      names(), type="names")
+    bootstrap: int = setting(_RESAMPLING["bootstrap"], "bootstrap replicates of the WSC check (0 switches them off)",
+                             at_least(0))
+    permutations: int = setting(_RESAMPLING["permutations"], "permutations of the WSC check (0 switches them off)",
+                                at_least(0))
+
+
+@dataclass(frozen=True)
+class MidConfig(Config):
+    """Every setting of :func:`~wsca_jax.mitigation.analyze_mid` (``wsca mid``), in sections.
+
+    Change any field by its own name::
+
+        config = MidConfig().replace(k="2:4", methods=["erm", "dfr"], verify=["place"], bootstrap=0)
+
+    ``to_dict()`` is ``mid.json``'s ``settings`` (with the CLI's ``primary``); what the run resolved
+    (the cluster counts tried, the training groups' shares) is in ``resolved``.
+    """
+
+    groups: tuple[str, ...] = setting((), "column(s) whose joint value is the group, e.g. label,place (needed by "
+                                      "jtt, mid_oracle, dfr and to score worst-group accuracy)", names(), type="names")
+    mining: MiningConfig = section(MiningConfig)
+    retraining: RetrainingConfig = section(RetrainingConfig)
+    verification: VerificationConfig = section(VerificationConfig)
+    seed: int = setting(0, "seeds k-means, the refits' subsets, the accuracy bootstrap and the WSC check", at_least(0))
+
+
+# deprecated flat keywords of analyze_mid / retrain_methods -> (field, conversion)
+_RENAMED = {"quantile": ("band", None), "threshold": ("band_threshold", None), "ks": ("k", _k_text),
+            "n_refits": ("refits", None), "Cs": ("C_grid", tuple), "jtt_up": ("jtt_upweight", None)}
+
+
+def with_flat_settings(config: MidConfig | None, settings: dict, where: str) -> MidConfig:
+    """``config`` (default: the defaults) with deprecated flat keywords (old names too) applied, with a
+    ``DeprecationWarning``."""
+    config = MidConfig() if config is None else config
+    require(isinstance(config, MidConfig), f"config: expected a MidConfig, found {type(config).__name__}")
+    if not settings:
+        return config
+    warnings.warn(f"{where}: settings as keywords ({', '.join(sorted(settings))}) are deprecated; pass "
+                  "config=MidConfig().replace(...) (removed in 0.10)", DeprecationWarning, stacklevel=3)
+    changes = {}
+    for key, value in settings.items():
+        name, convert = _RENAMED.get(key, (key, None))
+        changes[name] = convert(value) if convert is not None else value
+    return config.replace(**changes)
+
+
+__all__ = ["DFR_CS", "METHODS", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig", "k_values",
+           "with_flat_settings"]
