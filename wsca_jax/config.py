@@ -15,6 +15,7 @@ Adding an option is one field in a config section, plus its use::
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable
 
@@ -181,6 +182,25 @@ def flat_fields(cls) -> dict[str, dataclasses.Field]:
     return out
 
 
+def with_deprecated_keywords(cls, config, settings: dict, where: str, renames: dict | None = None):
+    """``config`` (default ``cls()``) with the flat keywords of the 0.8 API applied, warning once
+    (``DeprecationWarning``, pointing at the entry point's caller); ``renames``: an old keyword ->
+    ``(field name, conversion or None)``."""
+    config = cls() if config is None else config
+    if not isinstance(config, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise WscaInputError(f"config: expected {article} {cls.__name__}, found {type(config).__name__}")
+    if not settings:
+        return config
+    warnings.warn(f"{where}: settings as keywords ({', '.join(sorted(settings))}) are deprecated; pass "
+                  f"config={cls.__name__}().replace(...) (removed in 0.10)", DeprecationWarning, stacklevel=3)
+    changes = {}
+    for key, value in settings.items():
+        name, convert = (renames or {}).get(key, (key, None))
+        changes[name] = convert(value) if convert is not None else value
+    return config.replace(**changes)
+
+
 def describe(cls, indent: str = "") -> str:
     """A plain-text table of a config's settings: name, default, documentation (for docstrings/README)."""
     lines = []
@@ -194,4 +214,4 @@ def describe(cls, indent: str = "") -> str:
 
 
 __all__ = ["Config", "Constraint", "at_least", "describe", "integers", "flag_of", "flat_fields", "interval", "is_dataclass",
-           "names", "one_of", "optional", "optional_name", "section", "setting"]
+           "names", "one_of", "optional", "optional_name", "section", "setting", "with_deprecated_keywords"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Mapping, Sequence
 
 import jax
@@ -12,8 +11,9 @@ import pandas as pd
 
 from .. import sharding
 from ..checks import check_embeddings, check_head, check_head_null
+from ..config import with_deprecated_keywords
 from ..errors import require
-from ..probes import make_basis
+from ..probes import ProbeConfig, make_basis
 from ..progress import progress_bar
 from ..wsc import choose_components, wsc_jit
 from . import stages
@@ -60,7 +60,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
       >>> sorted(res.tasks)
       ['site']
     """
-    config = with_flat_settings(config, settings)
+    config = with_deprecated_keywords(AnalysisConfig, config, settings, "wsca_jax.analyze", _RENAMED)
     head_null = check_head_null(head_null, task_heads)
     x = check_embeddings(embeddings)
     clock = stages.Clock()
@@ -90,17 +90,8 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     return result
 
 
-def with_flat_settings(config: AnalysisConfig | None, settings: dict) -> AnalysisConfig:
-    """``config`` (default: the defaults) with deprecated flat keywords applied."""
-    config = AnalysisConfig() if config is None else config
-    require(isinstance(config, AnalysisConfig), f"config: expected an AnalysisConfig, found {type(config).__name__}")
-    if not settings:
-        return config
-    warnings.warn("wsca_jax.analyze: settings as keywords (" + ", ".join(sorted(settings)) + ") are deprecated; "
-                  "pass config=AnalysisConfig().replace(...) (removed in 0.10)", DeprecationWarning, stacklevel=3)
-    if "probe" in settings:                               # a whole ProbeConfig, as before
-        config = config.replace(probe=settings.pop("probe") or config.probe)
-    return config.replace(**settings)
+# the 0.8 keyword ``probe`` took a whole ProbeConfig (None: the defaults)
+_RENAMED = {"probe": ("probe", lambda v: v or ProbeConfig())}
 
 
 def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.99, pca_min: int = 50,

@@ -33,7 +33,8 @@ from ..io import atomic_write_text
 from ..stats import holm
 from ..wsc import wsc_jit
 from .config import AnalysisConfig
-from .pipeline import with_flat_settings, analyze
+from ..config import with_deprecated_keywords
+from .pipeline import _RENAMED, analyze
 from .result import WscaResult
 
 
@@ -257,7 +258,7 @@ def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] 
     Returns:
       :class:`RunsResult`.
     """
-    config = with_flat_settings(config, settings)
+    config = with_deprecated_keywords(AnalysisConfig, config, settings, "wsca_jax.analyze_runs", _RENAMED)
     alpha, confidence = config.inference.alpha, config.inference.confidence
     names = list(names or [f"run{i}" for i in range(len(runs))])
     require(len(runs) >= 2, f"--runs: {len(runs)} run given; expected at least 2 to combine")

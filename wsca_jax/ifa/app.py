@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import require
 from .cams import Split, feature_maps, ifa_arrays, maps_split, resize_maps, split_at
-from .config import IfaConfig, parse_region, with_flat_settings  # noqa: F401  (parse_region: the 0.8 home)
+from ..config import with_deprecated_keywords
+from .config import IfaConfig, parse_region, RENAMED  # noqa: F401  (parse_region: the 0.8 home)
 from .decomposition import confounder_channels, decompose, region_mass
 from .profiles import (apply_scale, cam_percentiles, common_scale, consistency, importance_profile, outliers,
                        per_image_scale, principal_channels, redundancy)
@@ -35,7 +36,7 @@ def analyze_ifa(split: Split, images: np.ndarray, labels: np.ndarray, metadata: 
       and arrays for ``ifa_importance.npz`` (``importance (N, K)``, ``target``, ``logits``, ``cam_max``,
       ``cam_min``, ``weights``, ``cams`` (unscaled maps) and ``cams_common`` (on the common scale)).
     """
-    config = with_flat_settings(config, deprecated, "analyze_ifa")
+    config = with_deprecated_keywords(IfaConfig, config, deprecated, "analyze_ifa", RENAMED)
     target, mapping = config.target_class, config.mapping
     y = np.asarray(labels, int)
     r = ifa_arrays(split, images, y if target == "true" else target, config.method, config.batch_size)
@@ -121,7 +122,7 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
 
     if isinstance(config, str):                          # the 0.8 signature's fifth argument: the layer
         deprecated, config = {"layer": config, **deprecated}, None
-    config = with_flat_settings(config, deprecated, "ifa_for_run")
+    config = with_deprecated_keywords(IfaConfig, config, deprecated, "ifa_for_run", RENAMED)
     model, params, rec = load_run(run_dir, which)
     sub = dataset.select_split(split_name)
     require(len(sub) > 0, f"--split {split_name}: the dataset has no {split_name} rows")
@@ -168,7 +169,7 @@ def ifa_for_maps(path: str, primary: str | None = None, config: IfaConfig | None
     from ..io import load_embeddings
     from ..tasks import encode_categorical
 
-    config = with_flat_settings(config, deprecated, "ifa_for_maps")
+    config = with_deprecated_keywords(IfaConfig, config, deprecated, "ifa_for_maps", RENAMED)
     require(config.method == "cam", f"--method {config.method}: stored feature maps support CAM only (gradients "
                                     "need the network: use --run)")
     require(config.layer == "last", f"--layer {config.layer}: stored feature maps are the last layer's (other layers "

@@ -9,13 +9,12 @@ Three settings keep the text form of their flag and are read into values when th
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import Config, Constraint, at_least, names, one_of, optional, setting
-from ..errors import WscaInputError, require
+from ..errors import WscaInputError
 
 METHODS = ("cam", "gradcam", "gradxact")
 TARGETS = ("predicted", "true")
@@ -115,24 +114,9 @@ def _read_fractions(v):
 
 
 # deprecated flat keywords of analyze_ifa / ifa_for_run / ifa_for_maps -> (field, conversion)
-_RENAMED = {"n_random": ("random_masks", None), "correct_only": ("all_samples", lambda v: not v),
+RENAMED = {  # the 0.8 keywords: old name -> (field, conversion)
+    "n_random": ("random_masks", None), "correct_only": ("all_samples", lambda v: not v),
             "target": ("target", lambda v: "predicted" if v is None else v)}
 
 
-def with_flat_settings(config: IfaConfig | None, settings: dict, where: str) -> IfaConfig:
-    """``config`` (default: the defaults) with deprecated flat keywords (old names too) applied, with a
-    ``DeprecationWarning``."""
-    config = IfaConfig() if config is None else config
-    require(isinstance(config, IfaConfig), f"config: expected an IfaConfig, found {type(config).__name__}")
-    if not settings:
-        return config
-    warnings.warn(f"{where}: settings as keywords ({', '.join(sorted(settings))}) are deprecated; pass "
-                  "config=IfaConfig().replace(...) (removed in 0.10)", DeprecationWarning, stacklevel=3)
-    changes = {}
-    for key, value in settings.items():
-        name, convert = _RENAMED.get(key, (key, None))
-        changes[name] = convert(value) if convert is not None else value
-    return config.replace(**changes)
-
-
-__all__ = ["IfaConfig", "METHODS", "TARGETS", "parse_region", "with_flat_settings"]
+__all__ = ["IfaConfig", "METHODS", "TARGETS", "parse_region", "RENAMED"]

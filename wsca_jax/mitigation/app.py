@@ -13,7 +13,8 @@ import pandas as pd
 from ..analysis import AnalysisConfig, analyze
 from ..errors import require
 from ..io import EmbeddingFile
-from .config import MidConfig, with_flat_settings
+from ..config import with_deprecated_keywords
+from .config import MidConfig, RENAMED
 from .mining import enrichment, margins, mislabel_scores, retrain_methods
 from .retrain import standardise
 from ..tasks import bin_continuous, encode_categorical
@@ -94,7 +95,7 @@ def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = N
       ``settings`` is ``config.to_dict()``, ``resolved`` the cluster counts tried (``k``), the training
       groups' shares and the rows retrained on.
     """
-    config = _with_split_groups(with_flat_settings(config, deprecated, "analyze_mid"), train)
+    config = _with_split_groups(with_deprecated_keywords(MidConfig, config, deprecated, "analyze_mid", RENAMED), train)
     shares = _group_shares(train, val, test)
     r = retrain_methods(val, test, shares, config)
     rec = {"methods": r["methods"], "settings": config.to_dict(),

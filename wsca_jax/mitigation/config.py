@@ -10,14 +10,13 @@ The WSC check of every head (``verification``) uses the analysis' own resampling
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..analysis.config import ResamplingConfig
 from ..config import Config, Constraint, at_least, interval, names, one_of, optional, section, setting
-from ..errors import require
+
 
 METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
 DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
@@ -135,25 +134,10 @@ class MidConfig(Config):
 
 
 # deprecated flat keywords of analyze_mid / retrain_methods -> (field, conversion)
-_RENAMED = {"quantile": ("band", None), "threshold": ("band_threshold", None), "ks": ("k", _k_text),
+RENAMED = {  # the 0.8 keywords: old name -> (field, conversion)
+    "quantile": ("band", None), "threshold": ("band_threshold", None), "ks": ("k", _k_text),
             "n_refits": ("refits", None), "Cs": ("C_grid", tuple), "jtt_up": ("jtt_upweight", None)}
 
 
-def with_flat_settings(config: MidConfig | None, settings: dict, where: str) -> MidConfig:
-    """``config`` (default: the defaults) with deprecated flat keywords (old names too) applied, with a
-    ``DeprecationWarning``."""
-    config = MidConfig() if config is None else config
-    require(isinstance(config, MidConfig), f"config: expected a MidConfig, found {type(config).__name__}")
-    if not settings:
-        return config
-    warnings.warn(f"{where}: settings as keywords ({', '.join(sorted(settings))}) are deprecated; pass "
-                  "config=MidConfig().replace(...) (removed in 0.10)", DeprecationWarning, stacklevel=3)
-    changes = {}
-    for key, value in settings.items():
-        name, convert = _RENAMED.get(key, (key, None))
-        changes[name] = convert(value) if convert is not None else value
-    return config.replace(**changes)
-
-
 __all__ = ["DFR_CS", "METHODS", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig", "k_values",
-           "with_flat_settings"]
+           "RENAMED"]

@@ -28,7 +28,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import require
-from .config import METHODS, MidConfig, MiningConfig, RetrainingConfig, with_flat_settings  # noqa: F401 (METHODS)
+from ..config import with_deprecated_keywords
+from .config import METHODS, MidConfig, MiningConfig, RetrainingConfig, RENAMED  # noqa: F401 (METHODS)
 from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
                       weighted_accuracy, weighted_accuracy_interval)
 from ..stats import holm
@@ -362,7 +363,7 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
       ``{"methods": {name: {..., "C"}}, "heads": {name: head on the validation-standardised columns},
       "mining": {"band", "k", "silhouette", "cells", "clusters"}}``.
     """
-    config = with_flat_settings(config, deprecated, "retrain_methods")
+    config = with_deprecated_keywords(MidConfig, config, deprecated, "retrain_methods", RENAMED)
     rt, seed = config.retraining, config.seed
     yv, yt = np.asarray(val["y"]), np.asarray(test["y"])
     gv = None if val.get("groups") is None else np.asarray(val["groups"]).astype(str)
