@@ -33,7 +33,7 @@ import pandas as pd
 
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
-from wsca_jax.ifa import (apply_scale, common_scale, ifa_arrays, ifa_for_run, region_mass, resize_maps,
+from wsca_jax.ifa import (IfaConfig, apply_scale, common_scale, ifa_arrays, ifa_for_run, region_mass, resize_maps,
                           split_at)
 from wsca_jax.training.data import load_dataset
 from wsca_jax.training.embed import embed
@@ -97,7 +97,8 @@ def analyse_network(run_dir: str, ds, spec_conf: str, primary: str, region: tupl
                     permutations: int, cam_figure: str | None = None, layers=()) -> dict:
     """IFA on the test split, WSC on the training embeddings, for one trained network (and its CAM
     figure on the common vs the per-image scale to ``cam_figure``)."""
-    rec, arrays, images = ifa_for_run(run_dir, ds, "test", "best", tasks=[spec_conf], region=region, seed=seed)
+    config = IfaConfig().replace(tasks=[spec_conf], region=region, seed=seed)
+    rec, arrays, images = ifa_for_run(run_dir, ds, "test", "best", config=config)
     if cam_figure:
         from wsca_jax.report import ifa_figures
         with open(cam_figure, "wb") as f:

@@ -17,7 +17,7 @@ Names and sub-packages are imported on first use (PEP 562): ``wsca analyze`` doe
 IFA, MID or the datasets it never touches.
 """
 
-__version__ = "0.8.3"
+__version__ = "0.9.0"
 
 _NAMES = {
     "errors": ("WscaInputError", "WscaWarning"),
