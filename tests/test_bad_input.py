@@ -223,7 +223,7 @@ CASES = {
     "analyze group is primary": ("analyze", a("--group-column", "label"), "is also the --primary column"),
     "analyze group missing rows": ("analyze", a("--metadata", "{d}/nogroup.csv", "--group-column", "case"),
                                    "row 5 is missing"),
-    "analyze permute within unknown": ("analyze", a("--permute-within", "nope"), "--permute-within 'nope': no such column"),
+    "analyze permute within unknown": ("analyze", a("--permute-within", "nope"), "--permute-within: no column 'nope' (columns: "),
     # ---- analyze: settings
     "analyze bins 1": ("analyze", a("--bins", "1"), "--bins must be an integer from 2 to 50"),
     "analyze bins 100000": ("analyze", a("--bins", "100000"), "--bins must be an integer from 2 to 50"),
@@ -283,7 +283,7 @@ CASES = {
     "train dataset object column": ("train", T + ["--dataset", "{d}/toy_obj.npz"], "array 'site' holds Python objects"),
     "train dataset zero images": ("train", T + ["--dataset", "{d}/toy_empty.npz"], "holds 0 images"),
     "train dataset float images": ("train", T + ["--dataset", "{d}/toy_float.npz"], "images must be uint8"),
-    "train unknown primary": ("train", T + ["--primary", "nope"], "task column 'nope' not in the dataset"),
+    "train unknown primary": ("train", T + ["--primary", "nope"], "task column: no column 'nope' in the dataset"),
     # ---- embed
     "embed run missing": ("embed", ["--run", "{d}/none"], "no run.json", "{d}/e.npz"),
     "embed run.json of the wrong types": ("embed", ["--run", "{d}/badtype"], "of the wrong type", "{d}/e.npz"),
@@ -313,7 +313,7 @@ CASES = {
     "ifa target text": ("ifa", I + ["--target", "most"], "--target must be predicted, true or a class index, found 'most'"),
     "ifa region malformed": ("ifa", I + ["--region", "top"], "expected y0:y1,x0:x1 in image pixels"),
     "ifa region outside the image": ("ifa", I + ["--region", "0:40,0:4"], "--region"),
-    "ifa unknown task": ("ifa", I + ["--tasks", "scanner"], "--tasks: column 'scanner' not in the dataset"),
+    "ifa unknown task": ("ifa", I + ["--tasks", "scanner"], "--tasks: no column 'scanner' in the dataset"),
     "ifa unknown layer": ("ifa", I + ["--layer", "conv99"], "--layer 'conv99': no submodule of that name"),
     "ifa best checkpoint missing": ("ifa", ["--run", "{d}/run_nobest", "--tfds-dir", "{d}/tfds"],
                                     "no best checkpoint"),

@@ -60,6 +60,15 @@ def check_head(head, d: int, n_classes: int, what: str = "primary head") -> np.n
     return h
 
 
+def check_columns(names, columns, what: str, where: str = "") -> None:
+    """Every name in ``names`` is a column of ``columns`` (a table's columns, or a mapping's keys);
+    else one line: ``{what}: no column 'x'{ where} (columns: a, b)``."""
+    have = [str(c) for c in columns]
+    for name in names:
+        require(name in have, f"{what}: no column {name!r}{' ' + where if where else ''} "
+                              f"(columns: {', '.join(sorted(have)) or 'none'})")
+
+
 def check_head_null(head_null, task_heads) -> dict:
     """``{task: (M,) finite values}`` of the seed nulls, each for a task given a jointly trained head."""
     out = {}

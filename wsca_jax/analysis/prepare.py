@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..checks import check_head
+from ..checks import check_columns, check_head
 from ..errors import WscaInputError, require
 from ..metrics import fold_ids
 from ..probes import Basis, ProbeConfig, make_basis, resolve_memory
@@ -109,7 +109,7 @@ def _strata(meta: pd.DataFrame, primary: str, permute_within: str | None, taskse
         return None
     if permute_within == primary:
         return taskset.primary.labels
-    require(permute_within in meta.columns, f"--permute-within {permute_within!r}: no such column")
+    check_columns([permute_within], meta.columns, "--permute-within")
     return pd.factorize(meta[permute_within])[0]
 
 

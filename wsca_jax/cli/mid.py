@@ -43,6 +43,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..checks import check_columns
     from ..errors import require
     from ..io import check_out_dir
     from ..mitigation.app import analyze_mid, split_arrays
@@ -57,7 +58,7 @@ def run(args) -> int:
     va = split_arrays(splits["val"], args.primary, groups, tr["classes"], what="--val")
     te = split_arrays(splits["test"], args.primary, groups, tr["classes"], what="--test")
     for t in config.verification.verify:
-        require(t in te["meta"], f"--verify: no column {t!r} in the test split")
+        check_columns([t], te["meta"], "--verify", "in the test split")
     rec, arrays = analyze_mid(tr, va, te, config)
     rec["settings"] = {**rec["settings"], "primary": args.primary}
     write_mid_outputs(rec, arrays, args.out, figures=not args.no_figures)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import require
 from .cams import Split, feature_maps, ifa_arrays, maps_split, resize_maps, split_at
+from ..checks import check_columns
 from ..config import with_deprecated_keywords
 from .config import IfaConfig, parse_region, RENAMED  # noqa: F401  (parse_region: the 0.8 home)
 from .decomposition import confounder_channels, decompose, region_mass
@@ -136,7 +137,7 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     meta = {}
     names = config.tasks if config.tasks is not None else [c for c in sub.columns if c != primary]
     for c in names:
-        require(c in sub.columns, f"--tasks: column {c!r} not in the dataset (columns: {', '.join(sub.columns)})")
+        check_columns([c], sub.columns, "--tasks", "in the dataset")
         lab, cl = encode_categorical(pd.Series(np.asarray(sub.columns[c])[keep]))
         if 2 <= len(cl) <= 20:
             meta[c] = lab
@@ -205,7 +206,7 @@ def ifa_for_maps(path: str, primary: str | None = None, config: IfaConfig | None
                 f"--embeddings {path}: feature_maps with head_{primary} do not reproduce logits_{primary}")
     meta = {}
     for c in (config.tasks if config.tasks is not None else [c for c in ef.columns if c not in (primary, "group")]):
-        require(c in ef.columns, f"--tasks: column {c!r} not in {path} (columns: {', '.join(ef.columns)})")
+        check_columns([c], ef.columns, "--tasks", f"in {path}")
         ml, cl = encode_categorical(pd.Series(np.asarray(ef.columns[c], dtype=object)[keep]))
         if 2 <= len(cl) <= 20:
             meta[c] = ml

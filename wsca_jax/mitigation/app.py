@@ -13,6 +13,7 @@ import pandas as pd
 from ..analysis import AnalysisConfig, analyze
 from ..errors import require
 from ..io import EmbeddingFile
+from ..checks import check_columns
 from ..config import with_deprecated_keywords
 from .config import MidConfig, RENAMED
 from .mining import enrichment, margins, mislabel_scores, retrain_methods
@@ -31,8 +32,7 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
     them as the ``groups`` setting).
     """
     cols = ef.columns
-    for c in [primary, *groups]:
-        require(c in cols, f"{what}: no column {c!r} (columns: {', '.join(sorted(cols)) or 'none'})")
+    check_columns([primary, *groups], cols, what)
     lab, names = encode_categorical(pd.Series(np.asarray(cols[primary], dtype=object)))
     require((lab >= 0).all(), f"{what}: column {primary!r} has missing values")
     classes = list(names) if classes is None else [str(c) for c in classes]
@@ -223,7 +223,7 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
     if not tasks:
         return {}
     for t in tasks:
-        require(t in split["meta"], f"--verify: no column {t!r} in the test split")
+        check_columns([t], split["meta"], "--verify", "in the test split")
     if not np.abs(head).sum() > 0:             # the chosen penalty removed every feature: a constant model
         return {t: {"max_abs_wsc": None, "ci": None, "p_value": None, "within_class_eta": None,
                     "within_class_eta_null_q95": None, "within_class_eta_p": None,

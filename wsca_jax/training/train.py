@@ -21,6 +21,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
+from ..checks import check_columns
 from ..errors import WscaInputError, require
 from ..metrics import classification_metrics
 from ..progress import progress_bar
@@ -51,7 +52,7 @@ def encode_labels(columns: dict, names: Sequence[str]) -> tuple[np.ndarray, list
 
     labels, specs = [], []
     for name in names:
-        require(name in columns, f"task column {name!r} not in the dataset (columns: {', '.join(columns)})")
+        check_columns([name], columns, "task column", "in the dataset")
         lab, classes = encode_categorical(pd.Series(columns[name]))
         require(len(classes) >= 2, f"task column {name!r} has fewer than two classes")
         labels.append(lab.astype(np.int32))
