@@ -125,7 +125,8 @@ def test_fixed_task_heads_known_cosines_and_pca_only_intervals(known_answer):
     assert s["null_q95"] is None          # the probe null's 95% point is kept only beside the probe's own value
     assert res.resolved["task_heads"] == ["site"] and "seed null" in res.resolved["fixed_head_inference"]
     # with heads of networks trained on permuted labels: p over those networks
-    assert wsca.fixed_head_wsc(z, np.stack([-head / 2, head / 2]), site_head, pca_min=12) == pytest.approx(abs(expected), abs=1e-5)
+    assert wsca.fixed_head_wsc(z, np.stack([-head / 2, head / 2]), site_head,
+                               wsca.analysis.ProjectionConfig(pca_min=12)) == pytest.approx(abs(expected), abs=1e-5)
     hn = np.r_[np.linspace(0.0, abs(expected) - 0.01, 17), [abs(expected) + 0.01, 0.9]]
     res2 = wsca.analyze(z, meta, "label", np.stack([-head / 2, head / 2]), task_heads={"site": site_head}, head_null={"site": hn}, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=12, seed=1))
     s2 = res2.tasks["site"].summary

@@ -306,7 +306,7 @@ CASES = {
     "ifa run missing": ("ifa", ["--run", "{d}/none"], "no run.json"),
     "ifa broken run.json": ("ifa", ["--run", "{d}/run_badjson"], "cannot be read as JSON"),
     "ifa out is a file": ("ifa", ["--run", "{d}/run"], "exists and is not a folder", "{d}/afile"),
-    "ifa fractions zero": ("ifa", I + ["--fractions", "0,0.5"], "--fractions must be comma-separated numbers in (0, 1], found (0.0, 0.5)"),
+    "ifa fractions zero": ("ifa", I + ["--fractions", "0,0.5"], "--fractions must be comma-separated numbers in (0, 1], found 0.0,0.5"),
     "ifa fractions text": ("ifa", I + ["--fractions", "half"], "--fractions must be comma-separated numbers in (0, 1], found 'half'"),
     "ifa random masks zero": ("ifa", I + ["--random-masks", "0"], "--random-masks must be an integer >= 1, found 0"),
     "ifa target out of range": ("ifa", I + ["--target", "7"], "the primary head has classes 0..1"),

@@ -11,7 +11,6 @@ import pytest
 import wsca_jax as wsca
 from wsca_jax import cli
 from wsca_jax.analysis.config import AnalysisConfig
-from wsca_jax.cli.common import leaf_fields
 from wsca_jax.config import flag_of, flat_fields
 from wsca_jax.errors import WscaInputError
 
@@ -34,7 +33,7 @@ def test_every_cli_default_and_choice_is_the_configs(name, parser, cls):
     """The flag of every CLI setting has the config field's default, choices, type and help; a flag
     given on the command line reaches the config unchanged."""
     actions = {a.dest: a for a in parser._actions}
-    fields = [f for f in leaf_fields(cls) if f.metadata.get("cli", True)]
+    fields = [f for f in flat_fields(cls).values() if f.metadata.get("cli", True)]
     assert fields
     for f in fields:
         a = actions[f.name]
@@ -122,3 +121,32 @@ def test_flat_keywords_still_work_with_a_deprecation_warning(known_answer):
         wsca.analyze(z, meta, "label", head, config=cfg)
     with pytest.raises(WscaInputError, match="config: expected an AnalysisConfig, found dict"):
         wsca.analyze(z, meta, "label", head, config={"bootstrap": 0})
+
+
+def test_numpy_and_pandas_values_are_frozen_as_plain_python(known_answer, tmp_path):
+    """Settings given as NumPy scalars, arrays or a pandas Index become plain, hashable values, and
+    the result writes to JSON (0.8.3 cast them when writing; a config must not fail after the work)."""
+    import pandas as pd
+    z, meta, head = known_answer(n=200, d=8, seed=2)
+    cfg = AnalysisConfig().replace(seed=np.int64(1), categorical=pd.Index(["site"]), alpha=np.float64(0.05),
+                                   bootstrap=np.int32(0), permutations=0, pca_min=8)
+    assert type(cfg.resampling.seed) is int and cfg.encoding.categorical == ("site",) and hash(cfg)
+    res = wsca.analyze(z, meta, "label", head, config=cfg)
+    res.to_json(tmp_path / "wsca.json")
+    assert AnalysisConfig.from_dict(res.to_dict()["settings"]) == cfg
+
+
+def test_a_section_and_its_flat_names_replace_together():
+    from wsca_jax.probes import ProbeConfig
+    c = AnalysisConfig().replace(probe=ProbeConfig(C=2.0), max_iter=5)
+    assert (c.probe.C, c.probe.max_iter) == (2.0, 5)
+    with pytest.raises(WscaInputError, match="^tol must be a finite number > 0, found -1$"):   # no --tol flag
+        ProbeConfig(tol=-1)
+
+
+def test_moved_top_level_names_still_work_with_a_deprecation_warning():
+    from wsca_jax.stats import holm
+    with pytest.warns(DeprecationWarning, match="wsca_jax.holm is deprecated: use wsca_jax.stats.holm"):
+        assert wsca.holm is holm
+    with pytest.raises(AttributeError):
+        wsca.no_such_name

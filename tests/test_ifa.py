@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wsca_jax import ifa
+from wsca_jax.errors import WscaInputError
 from wsca_jax.training.models import WscaModel
 
 
@@ -94,9 +95,9 @@ def test_common_scale_bounds_are_numpys_percentiles():
 
 def test_unknown_layer_and_method_are_one_line_errors(tiny):
     model, params, x = tiny
-    with pytest.raises(ifa.WscaInputError, match="no submodule"):
+    with pytest.raises(WscaInputError, match="no submodule"):
         ifa.ifa_arrays(ifa.split_at(model, params, layer="nope"), x[:2])
-    with pytest.raises(ifa.WscaInputError, match="--method must be one of"):
+    with pytest.raises(WscaInputError, match="--method must be one of"):
         ifa.ifa_arrays(ifa.split_at(model, params), x[:2], method="lrp")
 
 
@@ -117,7 +118,7 @@ def test_an_earlier_layer_by_name_or_path_reproduces_the_model_and_gradients(tin
     np.testing.assert_allclose(r["cam"], ref, atol=1e-4 * np.abs(ref).max())
     m = WscaModel(head_classes=(2,), backbone="resnet18", widths=(8, 8, 8, 8))
     p = m.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]))["params"]
-    with pytest.raises(ifa.WscaInputError, match=r"names 9 submodules \(backbone/Conv_0, .*give its path"):
+    with pytest.raises(WscaInputError, match=r"names 9 submodules \(backbone/Conv_0, .*give its path"):
         ifa.feature_maps(ifa.split_at(m, p, layer="Conv_0"), x[:2])
     assert ifa.feature_maps(ifa.split_at(m, p, layer="stage1a/Conv_0"), x[:2]).shape[-1] == 8
 
@@ -156,7 +157,7 @@ def test_decomposition_at_full_fraction_reproduces_the_model(tiny):
     quarter = [row for row in d["rows"] if row["fraction"] == 0.25]
     assert all(row["channels"] == 2 for row in quarter)
     assert d["smallest_sufficient_fraction"]["importance"] in (0.25, 1.0)
-    with pytest.raises(ifa.WscaInputError, match="--fractions must lie in"):
+    with pytest.raises(WscaInputError, match="--fractions must lie in"):
         ifa.channel_masks(np.ones(8), [0.0, 0.5])
 
 
@@ -229,9 +230,9 @@ def test_analyze_ifa_record_and_region(tiny):
     assert arr["importance"].shape == (len(x), 8) and arr["cams_common"].shape[0] == len(x)
     assert rec["settings"] == config.to_dict() and rec["region"] == [0, 8, 0, 16]
     one = ifa.IfaConfig().replace(fractions=(1.0,), random_masks=1)
-    with pytest.raises(ifa.WscaInputError, match="outside the 16x16 image"):
+    with pytest.raises(WscaInputError, match="outside the 16x16 image"):
         ifa.analyze_ifa(sp, x, labels, config=one.replace(region=(0, 20, 0, 4)))
-    with pytest.raises(ifa.WscaInputError, match="--target 5"):
+    with pytest.raises(WscaInputError, match="--target 5"):
         ifa.analyze_ifa(sp, x, labels, config=one.replace(target=5))
     # the 0.8 keywords still work for one release, with a DeprecationWarning, and give the same record
     with pytest.warns(DeprecationWarning, match="analyze_ifa: settings as keywords .* are deprecated"):
@@ -249,8 +250,8 @@ def test_ifa_config_reads_the_flags_text_and_checks_every_setting():
     assert ifa.IfaConfig().target_class is None and ifa.IfaConfig(target="true").target_class == "true"
     assert ifa.IfaConfig.from_dict(c.to_dict()) == c
     for change, message in (({"fractions": "half"}, "--fractions must be comma-separated numbers in (0, 1], found 'half'"),
-                            ({"fractions": (0.0, 0.5)}, "--fractions must be comma-separated numbers in (0, 1], found (0.0, 0.5)"),
-                            ({"fractions": ()}, "--fractions must be comma-separated numbers in (0, 1], found ()"),
+                            ({"fractions": (0.0, 0.5)}, "--fractions must be comma-separated numbers in (0, 1], found 0.0,0.5"),
+                            ({"fractions": ()}, "--fractions must be comma-separated numbers in (0, 1], found none"),
                             ({"target": "most"}, "--target must be predicted, true or a class index, found 'most'"),
                             ({"target": "-1"}, "--target must be predicted, true or a class index, found -1"),
                             ({"region": "top"}, "--region 'top': expected y0:y1,x0:x1 in image pixels"),
@@ -259,7 +260,7 @@ def test_ifa_config_reads_the_flags_text_and_checks_every_setting():
                             ({"mapping": "log"}, "--mapping must be one of 'linear', 'tanh', found 'log'"),
                             ({"all_samples": 1}, "--all-samples must be True or False, found 1"),
                             ({"n_random": 3}, "IfaConfig: unknown setting(s) n_random")):
-        with pytest.raises(ifa.WscaInputError) as e:
+        with pytest.raises(WscaInputError) as e:
             ifa.IfaConfig().replace(**change)
         assert str(e.value) == message
 
@@ -284,5 +285,5 @@ def test_stored_feature_maps_and_head_give_the_same_analysis_as_the_network(tiny
         for k in ("auroc", "accuracy", "cam_similarity"):
             assert a[k] == pytest.approx(r[k], rel=1e-4, abs=1e-5), (a, r)
     assert rec_map["confounders"]["site"]["channels"] == rec_net["confounders"]["site"]["channels"]
-    with pytest.raises(ifa.WscaInputError, match="bias must have 2 values"):
+    with pytest.raises(WscaInputError, match="bias must have 2 values"):
         ifa.maps_split(W, np.zeros(3))

@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wsca_jax")
 FLOORS = {  # top-level part of wsca_jax -> floor
     **dict.fromkeys(["__init__", "errors", "config", "checks", "io", "progress", "sharding", "tasks", "wsc", "stats",
-                     "metrics", "probes"], 0),
+                     "metrics", "probes", "lazy"], 0),
     **dict.fromkeys(["analysis", "training", "ifa", "mitigation"], 1),
     "report": 2, "validation": 3, "cli": 4,
 }
@@ -87,3 +87,15 @@ def test_the_checks_can_fail(tmp_path):
     assert _imports("wsc", ast.parse("from . import sharding\nfrom .probes import z\n")) == {"sharding", "probes"}
     with pytest.raises(KeyError):
         FLOORS["nonexistent"]
+
+
+def test_the_cli_parser_does_not_import_what_analyze_does_not_need():
+    """Building ``wsca``'s parser imports neither Flax nor scikit-learn, pandas or SciPy (the package
+    faces load their modules on first use): every command starts in about a second."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom wsca_jax.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('flax', 'optax', 'orbax', 'sklearn', 'pandas', 'scipy', 'matplotlib',"
+            " 'tensorflow_datasets') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout

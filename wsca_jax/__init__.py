@@ -26,13 +26,45 @@ _NAMES = {
     "probes": ("ProbeConfig", "fit_probes"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
-SUBPACKAGES = ("analysis", "checks", "cli", "config", "errors", "ifa", "io", "metrics", "mitigation", "probes",
+SUBPACKAGES = ("analysis", "checks", "cli", "config", "errors", "ifa", "io", "lazy", "metrics", "mitigation", "probes",
                "progress", "report", "sharding", "stats", "tasks", "training", "validation")
+
+
+# 0.8's top-level names that now live in a sub-package: still served, with a DeprecationWarning, until 0.10
+_MOVED = {
+    **dict.fromkeys(["Task", "TaskSet", "build_tasks", "bin_continuous"], "tasks"),
+    **dict.fromkeys(["Basis", "ProbeFit", "chunk_for_memory", "fit_replicates", "make_basis", "to_original"], "probes"),
+    **dict.fromkeys(["Projection", "choose_components", "cosine_matrix"], "wsc"),
+    **dict.fromkeys(["bca_interval", "bootstrap_weights", "guarded_bca_interval", "holm", "jackknife_weights",
+                     "near_threshold", "percentile_interval", "permutation_indices", "permutation_pvalue", "pvalue_mcse",
+                     "random_cosine_quantile", "random_direction_null"], "stats"),
+    "classification_metrics": "metrics",
+    **dict.fromkeys(["Split", "analyze_ifa", "apply_scale", "common_scale", "confounder_channels", "consistency",
+                     "decompose", "ifa_arrays", "ifa_batch", "ifa_for_maps", "ifa_for_run", "maps_split", "split_at"],
+                    "ifa"),
+    **dict.fromkeys(["band", "best_per_k", "choose_k", "enrichment", "kmeans", "lloyd", "margins", "mined_cells",
+                     "mislabel_scores", "retrain_methods", "silhouette"], "mitigation.mining"),
+    **dict.fromkeys(["accuracy_intervals", "fit_l1_logistic", "group_accuracy", "tune_and_refit", "weighted_accuracy",
+                     "worst_group_accuracy"], "mitigation.retrain"),
+    **dict.fromkeys(["analyze_mid", "split_arrays"], "mitigation.app"),
+    "init_distributed": "sharding",
+    **dict.fromkeys(["MultitaskSim", "multitask_networks"], "validation.simulate"),
+    **dict.fromkeys(["ShortcutSpec", "artefact_spec", "busbra_spec", "condition_dataset", "run_condition"],
+                    "validation.experiment"),
+    "run_demo": "validation.demo",
+}
 
 
 def __getattr__(name: str):
     import importlib
     module = _WHERE.get(name)
+    if module is None and name in _MOVED:
+        import warnings
+        where = f"wsca_jax.{_MOVED[name]}"
+        attr = "initialize" if name == "init_distributed" else name
+        warnings.warn(f"wsca_jax.{name} is deprecated: use {where}.{attr} (removed in 0.10)", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(where), attr)
     if module is None:
         if name in SUBPACKAGES:
             return importlib.import_module(f".{name}", __name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -39,28 +39,62 @@ class Constraint:
             return False
 
 
-def _real(v) -> bool:
+def is_real(v) -> bool:
+    """A finite real number (not a bool)."""
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
-def _int(v) -> bool:
+def is_integer(v) -> bool:
+    """An integer (not a bool)."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _plain(v):
+    """Frozen, JSON-ready values: non-string iterables (lists, tuples, arrays, pandas indexes) as
+    tuples of plain Python values, NumPy scalars as Python scalars; anything else unchanged."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (str, bytes, dict)) or v is None or not hasattr(v, "__iter__"):
+        return v
+    try:
+        items = tuple(_plain(x) for x in v)
+    except TypeError:
+        return v
+    return v if (isinstance(v, tuple) and all(a is b for a, b in zip(items, v))) else items
+
+
+def boolean() -> Constraint:
+    """True or False."""
+    return Constraint(lambda v: isinstance(v, bool), "True or False")
+
+
+def numbers(lo: float, *, open_lo: bool = False) -> Constraint:
+    """A non-empty list of finite numbers above ``lo`` (``>= lo`` unless ``open_lo``)."""
+    def test(v):
+        return isinstance(v, tuple) and len(v) > 0 and all(is_real(x) and (x > lo if open_lo else x >= lo) for x in v)
+    return Constraint(test, f"one or more finite numbers {'>' if open_lo else '>='} {lo:g}")
+
+
+def integer_list(lo: int) -> Constraint:
+    """A non-empty list of integers ``>= lo``."""
+    return Constraint(lambda v: isinstance(v, tuple) and len(v) > 0 and all(is_integer(x) and x >= lo for x in v),
+                      f"a list of integers >= {lo}")
 
 
 def at_least(lo: int) -> Constraint:
     """An integer ``>= lo``."""
-    return Constraint(lambda v: _int(v) and v >= lo, f"an integer >= {lo}")
+    return Constraint(lambda v: is_integer(v) and v >= lo, f"an integer >= {lo}")
 
 
 def integers(lo: int, hi: int) -> Constraint:
     """An integer from ``lo`` to ``hi``."""
-    return Constraint(lambda v: _int(v) and lo <= v <= hi, f"an integer from {lo} to {hi}")
+    return Constraint(lambda v: is_integer(v) and lo <= v <= hi, f"an integer from {lo} to {hi}")
 
 
 def interval(lo: float | None, hi: float | None, *, open_lo: bool = False, open_hi: bool = False) -> Constraint:
     """A finite real number in the interval (``None``: unbounded on that side)."""
     def test(v):
-        return (_real(v) and (lo is None or (v > lo if open_lo else v >= lo))
+        return (is_real(v) and (lo is None or (v > lo if open_lo else v >= lo))
                 and (hi is None or (v < hi if open_hi else v <= hi)))
     if hi is None:
         text = f"a finite number {'>' if open_lo else '>='} {lo:g}"
@@ -124,12 +158,14 @@ class Config:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, list):                   # lists from JSON or a user: frozen as tuples
-                object.__setattr__(self, f.name, tuple(v))
-                v = tuple(v)
+            plain = v if isinstance(v, Config) else _plain(v)
+            if plain is not v:                        # lists, arrays, pandas indexes, NumPy scalars
+                object.__setattr__(self, f.name, plain)
             c = f.metadata.get("constraint")
-            if c is not None and not c(v):
-                raise WscaInputError(f"{flag_of(f)} must be {c.text}, found {v!r}")
+            if c is not None and not c(plain):
+                name = flag_of(f) if f.metadata.get("cli", True) else f.name
+                shown = (",".join(map(str, plain)) or "none") if isinstance(plain, tuple) else repr(plain)
+                raise WscaInputError(f"{name} must be {c.text}, found {shown}")
         self.check()
 
     def check(self) -> None:
@@ -160,7 +196,7 @@ class Config:
         direct = {k: v for k, v in changes.items() if k in own}
         rest = {k: v for k, v in changes.items() if k not in own}
         for f in fields(self):
-            sub = getattr(self, f.name)
+            sub = direct.get(f.name, getattr(self, f.name))      # a section given whole, then its flat names
             if isinstance(sub, Config) and rest:
                 mine = {k: v for k, v in rest.items() if k in flat_fields(type(sub))}
                 if mine:
@@ -201,17 +237,6 @@ def with_deprecated_keywords(cls, config, settings: dict, where: str, renames: d
     return config.replace(**changes)
 
 
-def describe(cls, indent: str = "") -> str:
-    """A plain-text table of a config's settings: name, default, documentation (for docstrings/README)."""
-    lines = []
-    for f in fields(cls):
-        if f.metadata.get("section"):
-            lines.append(f"{indent}{f.name}:")
-            lines.append(describe(f.default_factory, indent + "  "))
-        else:
-            lines.append(f"{indent}{f.name} = {f.default!r}: {f.metadata['doc']}")
-    return "\n".join(lines)
-
-
-__all__ = ["Config", "Constraint", "at_least", "describe", "integers", "flag_of", "flat_fields", "interval", "is_dataclass",
+__all__ = ["Config", "Constraint", "at_least", "boolean", "integer_list", "integers", "flag_of", "flat_fields", "interval",
+           "is_integer", "is_real", "numbers",
            "names", "one_of", "optional", "optional_name", "section", "setting", "with_deprecated_keywords"]

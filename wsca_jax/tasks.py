@@ -17,12 +17,16 @@ the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
+from .config import Config, at_least, integers, one_of, optional, optional_name, setting
+from .config import names as column_names
 from .errors import WscaInputError, require
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KINDS = ("binary", "categorical", "binned")
 
@@ -76,6 +80,8 @@ def _fmt(x: float) -> str:
 def encode_categorical(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
     """Values -> ``(labels (N,) int32, -1 missing; class names)``; numbers sort numerically,
     strings alphabetically; empty strings count as missing."""
+    import pandas as pd           # here: the CLI's parser imports this module (EncodingConfig)
+
     values = values.where(~values.astype(str).eq(""), None) if values.dtype == object or pd.api.types.is_string_dtype(values) else values
     present = values.dropna()
     uniques = pd.unique(present)
@@ -98,6 +104,27 @@ def _class_name(value) -> str:
 
 
 MAX_BINS = 50
+
+
+@dataclass(frozen=True)
+class EncodingConfig(Config):
+    """Which metadata columns become tasks, and how they are encoded (:func:`build_tasks`; the
+    ``encoding`` section of :class:`~wsca_jax.analysis.config.AnalysisConfig`)."""
+
+    tasks: tuple[str, ...] | None = setting(None, "columns to analyse (default: every column but the primary and "
+                                            "the group column)", optional(column_names()), type="names")
+    categorical: tuple[str, ...] = setting((), "columns to treat as categorical", column_names(), type="names")
+    continuous: tuple[str, ...] = setting((), "columns to bin", column_names(), type="names")
+    bins: int = setting(4, "bins for continuous columns", integers(2, 50))
+    binning: str = setting("quantile", "bin edges", one_of("quantile", "uniform"))
+    min_class_count: int = setting(5, "rows every class of a task needs; a task with a smaller class is skipped "
+                                   "(listed in 'skipped' with the reason)", at_least(1))
+    group_column: str | None = setting(None, "patient/group id: folds, bootstrap and permutations keep groups whole",
+                                       optional_name())
+
+
+
+_ENCODING = EncodingConfig()      # build_tasks' and make_task's defaults: the config's
 
 
 def bin_continuous(values: np.ndarray, bins: int, binning: str = "quantile") -> tuple[np.ndarray, tuple[str, ...]]:
@@ -136,6 +163,8 @@ def bin_continuous(values: np.ndarray, bins: int, binning: str = "quantile") -> 
 
 def infer_kind(series: pd.Series, max_categories: int = 20) -> str:
     """Guess ``binary`` / ``categorical`` / ``binned`` / ``identifier`` / ``constant`` for a column."""
+    import pandas as pd           # here: the CLI's parser imports this module (EncodingConfig)
+
     present = series.dropna()
     n_unique = present.nunique()
     if n_unique <= 1:
@@ -154,12 +183,14 @@ def infer_kind(series: pd.Series, max_categories: int = 20) -> str:
 def make_task(
     series: pd.Series,
     kind: str | None = None,
-    bins: int = 4,
-    binning: str = "quantile",
-    min_class_count: int = 5,
+    bins: int = _ENCODING.bins,
+    binning: str = _ENCODING.binning,
+    min_class_count: int = _ENCODING.min_class_count,
     max_categories: int = 20,
 ) -> Task | str:
     """Encode one column; returns a :class:`Task`, or the reason (str) it is skipped."""
+    import pandas as pd           # here: the CLI's parser imports this module (EncodingConfig)
+
     name = str(series.name)
     inferred = infer_kind(series, max_categories)
     if inferred == "constant":
@@ -197,10 +228,10 @@ def build_tasks(
     tasks: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
     continuous: Sequence[str] = (),
-    bins: int = 4,
-    binning: str = "quantile",
+    bins: int = _ENCODING.bins,
+    binning: str = _ENCODING.binning,
     group_column: str | None = None,
-    min_class_count: int = 5,
+    min_class_count: int = _ENCODING.min_class_count,
     max_categories: int = 20,
     exclude: Sequence[str] = (),
 ) -> TaskSet:

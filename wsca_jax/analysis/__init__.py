@@ -13,11 +13,13 @@ Modules, in the order the data flows through them:
 - ``runs``: several trained networks combined (:func:`analyze_runs`).
 """
 
-from .config import AnalysisConfig, EncodingConfig, InferenceConfig, ProjectionConfig, ResamplingConfig
-from .pipeline import analyze, fixed_head_wsc
-from .prepare import permuted_labels
-from .result import TaskResult, WscaResult
-from .runs import RunsResult, analyze_runs
+from ..lazy import attach
 
-__all__ = ["AnalysisConfig", "EncodingConfig", "InferenceConfig", "ProjectionConfig", "ResamplingConfig", "RunsResult",
-           "TaskResult", "WscaResult", "analyze", "analyze_runs", "fixed_head_wsc", "permuted_labels"]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    **dict.fromkeys(["AnalysisConfig", "EncodingConfig", "InferenceConfig", "ProjectionConfig", "ResamplingConfig"],
+                    "config"),
+    **dict.fromkeys(["analyze", "fixed_head_wsc"], "pipeline"),
+    "permuted_labels": "prepare",
+    **dict.fromkeys(["TaskResult", "WscaResult"], "result"),
+    **dict.fromkeys(["RunsResult", "analyze_runs"], "runs"),
+})

@@ -10,27 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Config, at_least, integers, interval, names, one_of, optional, optional_name, section, setting
+from ..config import Config, at_least, interval, one_of, optional, optional_name, section, setting
 from ..errors import require
 from ..probes import ProbeConfig
+from ..tasks import EncodingConfig
 
 CI_METHODS = ("corrected", "bca", "percentile", "basic")
-
-
-@dataclass(frozen=True)
-class EncodingConfig(Config):
-    """Which metadata columns become tasks, and how they are encoded (:func:`wsca_jax.tasks.build_tasks`)."""
-
-    tasks: tuple[str, ...] | None = setting(None, "columns to analyse (default: every column but the primary and "
-                                            "the group column)", optional(names()), type="names")
-    categorical: tuple[str, ...] = setting((), "columns to treat as categorical", names(), type="names")
-    continuous: tuple[str, ...] = setting((), "columns to bin", names(), type="names")
-    bins: int = setting(4, "bins for continuous columns", integers(2, 50))
-    binning: str = setting("quantile", "bin edges", one_of("quantile", "uniform"))
-    min_class_count: int = setting(5, "rows a class needs; smaller classes are dropped (their rows unlabelled)",
-                                   at_least(1))
-    group_column: str | None = setting(None, "patient/group id: folds, bootstrap and permutations keep groups whole",
-                                       optional_name())
 
 
 @dataclass(frozen=True)

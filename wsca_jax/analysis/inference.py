@@ -11,7 +11,7 @@ from ..metrics import classification_metrics, predict_proba
 from ..probes import Basis
 from ..stats import (basic_interval, guarded_bca_interval, near_threshold, percentile_interval, permutation_pvalue,
                      pvalue_mcse, recentred_replicates)
-from .result import TaskResult, _clean
+from .result import TaskResult, finite_or_none
 
 
 def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: np.ndarray) -> list[dict]:
@@ -34,7 +34,6 @@ def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: 
     return out
 
 
-
 def _raw_intervals(cells, stat, boot, jack, confidence: float) -> tuple:
     """Raw-statistic intervals: for cells ``(lo, hi, method)`` (guarded BCa when a jackknife is
     given, else percentile) and for max |WSC| every method ``{name: [lo, hi]}`` with BCa's guard."""
@@ -51,7 +50,7 @@ def _raw_intervals(cells, stat, boot, jack, confidence: float) -> tuple:
     lo_c, hi_c, why_c, _ = guarded_bca_interval(cells, boot, jack, confidence)
     lo, hi, why, z0 = guarded_bca_interval(stat, bmax, absmax(jack), confidence)
     out["bca"] = [float(lo), float(hi)]
-    info.update(ci_z0=_clean(z0), bca_fallback=str(why) or None, cells_percentile_fallback=int(np.sum(why_c != "")))
+    info.update(ci_z0=finite_or_none(z0), bca_fallback=str(why) or None, cells_percentile_fallback=int(np.sum(why_c != "")))
     return lo_c, hi_c, "bca", out, info
 
 

@@ -17,7 +17,7 @@ from ..probes import ProbeConfig, make_basis
 from ..progress import progress_bar
 from ..wsc import choose_components, wsc_jit
 from . import stages
-from .config import AnalysisConfig
+from .config import AnalysisConfig, ProjectionConfig
 from .prepare import prepare
 from .result import WscaResult
 from .summarise import summarise
@@ -94,8 +94,8 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
 _RENAMED = {"probe": ("probe", lambda v: v or ProbeConfig())}
 
 
-def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.99, pca_min: int = 50,
-                   heads: str = "centered") -> float:
+def fixed_head_wsc(embeddings, primary_head, task_head, projection: ProjectionConfig | None = None,
+                   **deprecated) -> float:
     """Max |WSC| between two jointly trained heads on their network's embeddings (the multi-task
     statistic), as :func:`analyze` computes it. Run it on networks trained with one task's labels
     permuted to build that task's ``head_null``.
@@ -103,13 +103,17 @@ def fixed_head_wsc(embeddings, primary_head, task_head, pca_variance: float = 0.
     Args:
       embeddings: ``(N, D)`` training-set embeddings of one network.
       primary_head: ``(Ca, D)`` or ``(D,)``.  task_head: ``(C, D)``.
+      projection: the PCA size and the rows' centring (:class:`~wsca_jax.analysis.config.ProjectionConfig`,
+        default: ``analyze``'s); use the analysis's own. ``**deprecated``: ``pca_variance``, ``pca_min``,
+        ``heads`` as keywords (0.8), applied to ``projection`` with a ``DeprecationWarning``.
     """
+    projection = with_deprecated_keywords(ProjectionConfig, projection, deprecated, "fixed_head_wsc")
     x = check_embeddings(embeddings)
     a = check_head(primary_head, x.shape[1], np.shape(primary_head)[0] if np.ndim(primary_head) == 2 else 1)
     b = check_head(task_head, x.shape[1], np.shape(task_head)[0], what="task head")
     basis = make_basis(x)
-    k = choose_components(basis.variances, pca_variance, pca_min).k
+    k = choose_components(basis.variances, projection.pca_variance, projection.pca_min).k
     rot = lambda h: (h @ basis.rotation).astype(np.float32)  # noqa: E731
     cells = np.asarray(wsc_jit(rot(a), np.ones(len(a), bool), rot(b)[None], np.ones((1, len(b)), bool),
-                               k=k, centered=heads == "centered"))
+                               k=k, centered=projection.heads == "centered"))
     return float(np.nanmax(np.abs(cells)))

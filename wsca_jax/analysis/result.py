@@ -164,7 +164,8 @@ class WscaResult:
         return pd.DataFrame(rows)
 
 
-def _clean(x):
+def finite_or_none(x):
+    """``x`` as a float, or None where it is None, NaN or infinite (JSON has no NaN)."""
     if x is None:
         return None
     x = float(x)
@@ -174,8 +175,4 @@ def _clean(x):
 def _mat(a):
     if a is None:
         return None
-    return [[_clean(v) for v in row] for row in np.asarray(a, float)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Input checks
+    return [[finite_or_none(v) for v in row] for row in np.asarray(a, float)]

@@ -173,7 +173,8 @@ def combine_task(results: Sequence[WscaResult], task: str, shared_data: bool, al
                          "seed_bootstrap_ci": [float(np.quantile(bmeans, a)), float(np.quantile(bmeans, 1 - a))],
                          "seed_bootstrap_note": f"resamples of {m} runs ({m ** m} ordered draws at most): crude for few runs",
                          "unit": "(max |WSC| - mean of the run's permutation null) / SD of that null"}
-    centered = results[0].settings["projection"]["heads"] == "centered"
+    st = results[0].settings
+    centered = st.get("projection", st).get("heads") == "centered"          # 0.9 sections, or a 0.8 result's flat settings
     inter = inter_network_null(results, task, centered)
     out["inter_network_null"] = None if len(inter) == 0 else {
         "pairs": int(len(inter)), "mean": float(inter.mean()), "q95": float(np.quantile(inter, 0.95)),
@@ -288,5 +289,5 @@ def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] 
         c["verdict"] = _verdict(c, shared_data, alpha)
     settings = {"shared_data": bool(shared_data), "alpha": alpha, "confidence": confidence,
                 "combination": "twice the mean p (any dependence)" if shared_data else "Fisher (independent runs)",
-                "analyze": results[0].settings}
+                "analyze": results[0].settings, "resolved": {n: r.resolved for n, r in zip(names, results)}}
     return RunsResult(names=names, runs=results, combined=combined, settings=settings)

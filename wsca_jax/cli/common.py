@@ -9,9 +9,8 @@ values derived from it are computed into locals or into the config (:func:`confi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from ..config import flag_of
+from ..config import flag_of, flat_fields
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,12 +55,12 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(csv(text))
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), group: str | None = None):
+def add_config_arguments(parser: argparse.ArgumentParser, cls, group: str | None = None):
     """One flag per CLI setting of config class ``cls`` (sections flattened): ``--flag`` with the
     field's type, default, choices and documentation. The flag's ``dest`` is the field name."""
     target = parser.add_argument_group(group) if group else parser
-    for f in _leaf_fields(cls):
-        if not f.metadata.get("cli", True) or f.name in skip:
+    for f in flat_fields(cls).values():
+        if not f.metadata.get("cli", True):
             continue
         kind = f.metadata.get("type")
         kw = {"dest": f.name, "default": f.default, "help": f.metadata["doc"]}
@@ -85,24 +84,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
 def config_from_args(cls, args, **overrides):
     """An instance of config class ``cls`` from the parsed flags (fields without a flag keep their
     defaults), with ``overrides`` (field name -> value) applied last."""
-    values = {f.name: getattr(args, f.name) for f in _leaf_fields(cls)
+    values = {f.name: getattr(args, f.name) for f in flat_fields(cls).values()
               if f.metadata.get("cli", True) and hasattr(args, f.name)}
     return cls().replace(**{**values, **overrides})
-
-
-def _leaf_fields(cls) -> list[dataclasses.Field]:
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("section"):
-            out.extend(_leaf_fields(f.default_factory))
-        else:
-            out.append(f)
-    return out
-
-
-def leaf_fields(cls) -> list[dataclasses.Field]:
-    """Every leaf field of a config class, sections flattened, in declaration order."""
-    return _leaf_fields(cls)
 
 
 def progress_enabled(args) -> bool:

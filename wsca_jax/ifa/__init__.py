@@ -9,17 +9,15 @@ channels, the confounder's channels and the map mass in a region; ``app``: the w
 Everything but ``app`` is a pure function of arrays.
 """
 
-from ..errors import WscaInputError
-from .cams import METHODS, Split, feature_maps, ifa_arrays, ifa_batch, maps_split, resize_maps, split_at
-from .profiles import (apply_scale, cam_percentiles, common_scale, consistency, importance_profile, outliers,
-                       per_image_scale, principal_channels, redundancy)
-from .decomposition import (cam_similarity, channel_masks, check_region, confounder_channels, decompose, masked_logits,
-                        region_mass)
-from .app import analyze_ifa, ifa_for_maps, ifa_for_run
-from .config import IfaConfig, parse_region
+from ..lazy import attach
 
-__all__ = ["IfaConfig", "METHODS", "Split", "WscaInputError", "analyze_ifa", "apply_scale", "cam_percentiles", "cam_similarity",
-           "channel_masks", "check_region", "common_scale", "confounder_channels", "consistency", "decompose",
-           "feature_maps", "ifa_arrays", "ifa_batch", "ifa_for_maps", "ifa_for_run", "importance_profile",
-           "maps_split", "masked_logits", "outliers", "parse_region", "per_image_scale", "principal_channels",
-           "redundancy", "region_mass", "resize_maps", "split_at"]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    **dict.fromkeys(["METHODS", "Split", "feature_maps", "ifa_arrays", "ifa_batch", "maps_split", "resize_maps",
+                     "split_at"], "cams"),
+    **dict.fromkeys(["apply_scale", "cam_percentiles", "common_scale", "consistency", "importance_profile", "outliers",
+                     "per_image_scale", "principal_channels", "redundancy"], "profiles"),
+    **dict.fromkeys(["cam_similarity", "channel_masks", "check_region", "confounder_channels", "decompose",
+                     "masked_logits", "region_mass"], "decomposition"),
+    **dict.fromkeys(["analyze_ifa", "ifa_for_maps", "ifa_for_run"], "app"),
+    **dict.fromkeys(["IfaConfig", "parse_region"], "config"),
+})

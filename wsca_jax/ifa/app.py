@@ -11,7 +11,7 @@ from ..errors import require
 from .cams import Split, feature_maps, ifa_arrays, maps_split, resize_maps, split_at
 from ..checks import check_columns
 from ..config import with_deprecated_keywords
-from .config import IfaConfig, parse_region, RENAMED  # noqa: F401  (parse_region: the 0.8 home)
+from .config import RENAMED, IfaConfig
 from .decomposition import confounder_channels, decompose, region_mass
 from .profiles import (apply_scale, cam_percentiles, common_scale, consistency, importance_profile, outliers,
                        per_image_scale, principal_channels, redundancy)
@@ -170,6 +170,8 @@ def ifa_for_maps(path: str, primary: str | None = None, config: IfaConfig | None
     from ..io import load_embeddings
     from ..tasks import encode_categorical
 
+    if isinstance(config, (list, tuple)):                             # 0.8's third positional argument: tasks
+        deprecated, config = {"tasks": config, **deprecated}, None
     config = with_deprecated_keywords(IfaConfig, config, deprecated, "ifa_for_maps", RENAMED)
     require(config.method == "cam", f"--method {config.method}: stored feature maps support CAM only (gradients "
                                     "need the network: use --run)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Config, Constraint, at_least, names, one_of, optional, setting
+from ..config import Config, Constraint, at_least, boolean, is_integer, names, one_of, optional, setting
 from ..errors import WscaInputError
 
 METHODS = ("cam", "gradcam", "gradxact")
@@ -33,10 +33,6 @@ def parse_region(text: str | None) -> tuple | None:
     return y0, y1, x0, x1
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _fractions() -> Constraint:
     return Constraint(lambda v: not isinstance(v, str) and len(v) > 0
                       and all(not isinstance(f, bool) and np.isfinite(f) and 0 < f <= 1 for f in v),
@@ -44,17 +40,13 @@ def _fractions() -> Constraint:
 
 
 def _target() -> Constraint:
-    return Constraint(lambda v: v in TARGETS if isinstance(v, str) else _is_int(v) and v >= 0,
+    return Constraint(lambda v: v in TARGETS if isinstance(v, str) else is_integer(v) and v >= 0,
                       "predicted, true or a class index")
 
 
 def _region() -> Constraint:
-    return Constraint(lambda v: v is None or (len(v) == 4 and all(_is_int(p) for p in v)),
+    return Constraint(lambda v: v is None or (len(v) == 4 and all(is_integer(p) for p in v)),
                       "None or y0:y1,x0:x1 in image pixels")
-
-
-def _boolean() -> Constraint:
-    return Constraint(lambda v: isinstance(v, (bool, np.bool_)), "True or False")
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ class IfaConfig(Config):
     region: tuple[int, int, int, int] | None = setting(None, "y0:y1,x0:x1 image pixels: map mass inside it per class "
                                                        "(a known confounder)", _region(), type=str,
                                                        metavar="Y0:Y1,X0:X1")
-    all_samples: bool = setting(False, "profiles over all samples (default: the correctly classified ones)", _boolean())
+    all_samples: bool = setting(False, "profiles over all samples (default: the correctly classified ones)", boolean())
     mapping: str = setting("linear", "common-scale mapping", one_of("linear", "tanh"))
     seed: int = setting(0, "seeds the random channel masks and the confounder channels' random sets", at_least(0))
     batch_size: int = setting(256, "images per batch of maps and gradients", at_least(1), cli=False)

@@ -4,6 +4,10 @@
 ``retrain`` fits and scores last layers, ``app`` is the pipeline behind ``wsca mid`` (:func:`analyze_mid`).
 """
 
-from .app import analyze_mid, split_arrays  # noqa: F401
-from .config import MidConfig, MiningConfig, RetrainingConfig, VerificationConfig  # noqa: F401
-from .mining import METHODS, retrain_methods  # noqa: F401
+from ..lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, {
+    **dict.fromkeys(["analyze_mid", "split_arrays"], "app"),
+    **dict.fromkeys(["METHODS", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig"], "config"),
+    "retrain_methods": "mining",
+})

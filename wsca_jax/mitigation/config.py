@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..analysis.config import ResamplingConfig
-from ..config import Config, Constraint, at_least, interval, names, one_of, optional, section, setting
+from ..config import Config, Constraint, at_least, interval, names, numbers, one_of, optional, section, setting
 
 
 METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
@@ -47,6 +47,8 @@ def _cluster_counts() -> Constraint:
 def _k_text(ks) -> str | tuple[int, ...]:
     """The ``k`` setting of a deprecated ``ks=`` iterable: ``"LO:HI"`` when it is a range, else the ints."""
     ks = tuple(int(k) for k in ks)
+    if not ks:
+        return ks                                     # refused by the constraint, in one line
     if len(ks) > 1 and ks == tuple(range(ks[0], ks[-1] + 1)):
         return f"{ks[0]}:{ks[-1]}"
     return str(ks[0]) if len(ks) == 1 else ks
@@ -55,11 +57,6 @@ def _k_text(ks) -> str | tuple[int, ...]:
 def _methods() -> Constraint:
     return Constraint(lambda v: not isinstance(v, str) and len(v) > 0 and all(m in METHODS for m in v),
                       "one or more of " + ", ".join(METHODS))
-
-
-def _positive_numbers() -> Constraint:
-    return Constraint(lambda v: not isinstance(v, str) and len(v) > 0 and all(np.isfinite(c) and c > 0 for c in v),
-                      "one or more finite numbers > 0")
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class RetrainingConfig(Config):
     jtt_upweight: float = setting(20.0, "weight of ERM's errors for JTT", interval(0, None, open_lo=True))
     penalty: str = setting("l1", "penalty of every retrained head (l1 as DFR)", one_of("l1", "l2"))
     C_grid: tuple[float, ...] = setting(DFR_CS, "inverse regularisation strengths tried (DFR's grid; C by the worst "
-                                        "group on half the validation rows)", _positive_numbers(), cli=False)
+                                        "group on half the validation rows)", numbers(0, open_lo=True), cli=False)
     alpha: float = setting(0.05, "1 - level of the accuracy intervals", interval(0, 1, open_lo=True, open_hi=True),
                            cli=False)
 

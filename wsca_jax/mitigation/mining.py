@@ -29,7 +29,7 @@ from scipy import stats as sps
 
 from ..errors import require
 from ..config import with_deprecated_keywords
-from .config import METHODS, MidConfig, MiningConfig, RetrainingConfig, RENAMED  # noqa: F401 (METHODS)
+from .config import RENAMED, MidConfig, MiningConfig, RetrainingConfig
 from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
                       weighted_accuracy, weighted_accuracy_interval)
 from ..stats import holm
@@ -363,6 +363,8 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
       ``{"methods": {name: {..., "C"}}, "heads": {name: head on the validation-standardised columns},
       "mining": {"band", "k", "silhouette", "cells", "clusters"}}``.
     """
+    if isinstance(config, (list, tuple)):                              # 0.8's fourth positional argument: methods
+        deprecated, config = {"methods": config, **deprecated}, None
     config = with_deprecated_keywords(MidConfig, config, deprecated, "retrain_methods", RENAMED)
     rt, seed = config.retraining, config.seed
     yv, yt = np.asarray(val["y"]), np.asarray(test["y"])

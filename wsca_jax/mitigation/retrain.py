@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import require
-from .config import DFR_CS  # noqa: F401  (DFR's published grid; the default of MidConfig.C_grid)
+from .config import DFR_CS    # tune_and_refit's default grid: DFR's published one
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:

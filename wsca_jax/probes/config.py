@@ -20,16 +20,18 @@ class ProbeConfig(Config):
     (memory about ``REPLICATE_BYTES * T * K * N`` bytes per replicate). ``memory_gb`` counts the
     logistic solver only: the ridge solver's ``(T, N, D)`` centred copies are not counted.
     ``warm_iter`` None means ``min(500, max_iter)``; :func:`~wsca_jax.probes.resolve_memory` fills
-    it in, so the config every fit of an analysis uses (and its settings record) holds a number.
+    it in, so the config every fit of an analysis uses holds a number (``wsca.json``: ``settings.probe``
+    as given, ``resolved.probe`` as used).
     """
 
     C: float = setting(1.0, "inverse L2 strength in scikit-learn's convention (objective sum w CE + ||W||^2/(2C))",
                        _POSITIVE, flag="C")
     tol: float = setting(1e-5, "stop once every problem in a chunk has max |gradient| <= tol (of the "
                          "mean-normalised objective, as scikit-learn's lbfgs tol)", _POSITIVE, cli=False)
-    max_iter: int = setting(1000, "iteration cap from a cold start (zero weights)", at_least(1), flag="max-iter")
+    max_iter: int = setting(1000, "iteration cap from a cold start (zero weights); fits that reach it are flagged "
+                         "not converged (warm starts: at most min(500, max_iter))", at_least(1), flag="max-iter")
     warm_iter: int | None = setting(None, "iteration cap for replicates warm-started at the full-data solution "
-                                    "(bootstrap, jackknife, cross-validation folds); None: min(500, max_iter)",
+                                    "(bootstrap, jackknife; the cross-validation folds start cold); None: min(500, max_iter)",
                                     optional(at_least(0)), cli=False)
     history: int = setting(10, "L-BFGS memory", at_least(1), cli=False)
     patience: int = setting(100, "iterations without progress (objective down by more than its float32 rounding "

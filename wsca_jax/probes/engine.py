@@ -72,7 +72,7 @@ def resolve_memory(config: ProbeConfig, n: int, d: int, t: int, k: int) -> Probe
     """``config`` with the memory budget fixed once (``memory_gb``: the given one, or half the memory
     available now, the smallest over all processes) and ``chunk`` the replicates per compiled call
     it allows: every later fit uses the same chunk (results depend on which problems iterate
-    together), every process the same shapes, and the settings record what was used."""
+    together), every process the same shapes, and ``resolved.probe`` in ``wsca.json`` records what was used."""
     gb = config.memory_gb if config.memory_gb is not None else 0.5 * _device_memory() / 1e9
     gb = sharding.agree_min(gb)
     return config.replace(memory_gb=float(gb), chunk=chunk_for_memory(gb, n, d, t, k, max(1, int(config.chunk))),

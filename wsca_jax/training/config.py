@@ -10,30 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
-from ..config import Config, Constraint, at_least, interval, one_of, optional
+from ..config import Config, at_least, boolean, integer_list, interval, numbers, one_of, optional
 from ..config import setting as _setting     # the name `setting` is also a field of TrainConfig
 
 BACKBONES = ("small_cnn", "resnet18", "sononet")
 SETTINGS = ("fine_tuned", "multi_task", "pooling")
-
-
-def _is_bool(v) -> bool:
-    return isinstance(v, (bool, np.bool_))
-
-
-def _finite(v, lo: float) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            and bool(np.isfinite(v)) and v >= lo)
-
-
-FLAG = Constraint(_is_bool, "True or False")
-WIDTHS = Constraint(lambda v: isinstance(v, tuple) and len(v) > 0 and all(
-    isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in v),
-    "a list of integers >= 1")
-WEIGHTS = Constraint(lambda v: isinstance(v, tuple) and len(v) > 0 and all(_finite(w, 0) for w in v),
-                     "a list of finite numbers >= 0")
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -59,7 +41,7 @@ class TrainConfig(Config):
     backbone: str = _setting("small_cnn", "network under the heads", one_of(*BACKBONES))
     widths: tuple[int, ...] | None = _setting(None, "comma-separated channel widths of the backbone's stages "
                                               "(sononet: one base width; default: the backbone's own)",
-                                              optional(WIDTHS), type=int_list, metavar="W,...")
+                                              optional(integer_list(1)), type=int_list, metavar="W,...")
     epochs: int = _setting(10, "training epochs", at_least(1))
     batch_size: int = _setting(64, "images per training step", at_least(1))
     learning_rate: float = _setting(2e-3, "peak learning rate of AdamW (linear warmup, then cosine decay)",
@@ -67,11 +49,11 @@ class TrainConfig(Config):
     weight_decay: float = _setting(1e-4, "AdamW's weight decay", interval(0, None))
     warmup_epochs: float = _setting(1.0, "epochs of linear learning-rate warmup", interval(0, None))
     augment: bool = _setting(True, "random flips and shifts (up to 2 pixels) of the training batches "
-                             "(--no-augment: off)", FLAG, flag="no-augment")
+                             "(--no-augment: off)", boolean(), flag="no-augment")
     class_weights: bool = _setting(True, "cross-entropy of each head weighted inversely to its training "
-                                   "class counts (--no-class-weights: off)", FLAG, flag="no-class-weights")
+                                   "class counts (--no-class-weights: off)", boolean(), flag="no-class-weights")
     task_weights: tuple[float, ...] | None = _setting(None, "comma-separated loss weight of every head, primary "
-                                                      "first (default: equal)", optional(WEIGHTS), type=float_list,
+                                                      "first (default: equal)", optional(numbers(0)), type=float_list,
                                                       metavar="W,...")
     seed: int = _setting(0, "initialisation, batch order and augmentation", at_least(0))
 
