@@ -18,7 +18,8 @@ def test_margins_binary_and_top_two():
     np.testing.assert_allclose(margins(np.array([[0.0, 2.0], [1.0, -1.0]])), [2.0, -2.0])
     np.testing.assert_allclose(margins(np.array([0.5, -3.0])), [0.5, -3.0])
     np.testing.assert_allclose(margins(np.array([[1.0, 4.0, 3.5], [0.0, 0.0, -1.0]])), [0.5, 0.0])
-    with pytest.raises(WscaInputError, match="non-finite"):
+    np.testing.assert_allclose(margins(np.array([[0.5], [-3.0]])), [0.5, -3.0])       # (N, 1): one logit
+    with pytest.raises(WscaInputError, match=r"1 row\(s\) with NaN or inf logits \(first: row 0\)"):
         margins(np.array([[0.0, np.nan]]))
 
 
@@ -348,6 +349,12 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--test", "{d}/narrow.npz"], "the splits' embeddings differ in width (--train 20, --val 20, --test 19)"),
     (["--train", "{d}/train_twogroups.npz"], "groups label=0,place=1, label=1,place=0 of the test rows have no training rows"),
     (["--band-threshold", "-1"], "--band-threshold must be None or a finite number > 0, found -1.0"),
+    (["--test", "{d}/nan_logits.npz"], "nan_logits.npz: logits_label: 2 row(s) with NaN or inf logits (first: row 3)"),
+    (["--val", "{d}/nan_logits.npz"], "nan_logits.npz: logits_label: 2 row(s) with NaN or inf logits"),
+    (["--test", "{d}/inf_embeddings.npz"], "inf_embeddings.npz: embeddings have 1 row(s) with NaN or inf (first: row 5)"),
+    (["--test", "{d}/three_logits.npz"], "three_logits.npz: logits_label: shape (3000, 3), expected (N,) or (N, 1) "
+                                         "(one logit: class 1 when > 0) or (N, 2) for 2 classes"),
+    (["--val", "{d}/cube_logits.npz"], "cube_logits.npz: logits_label: shape (3000, 2, 1), expected"),
 ])
 def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, capsys, extra, message):
     from wsca_jax.cli import main
@@ -364,6 +371,14 @@ def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, 
             a = dict(z)
         keep = (a["label"] == 0) == (a["place"] == "0")
         np.savez(d / "train_twogroups.npz", **{k: v[keep] if len(v) == len(keep) else v for k, v in a.items()})
+        with np.load(d / "test.npz") as z:
+            a = dict(z)
+        nan_logits, inf_emb = a["logits_label"].copy(), a["embeddings"].copy()
+        nan_logits[[3, 9], 1], inf_emb[5, 2] = np.nan, np.inf
+        np.savez(d / "nan_logits.npz", **{**a, "logits_label": nan_logits})
+        np.savez(d / "inf_embeddings.npz", **{**a, "embeddings": inf_emb})
+        np.savez(d / "three_logits.npz", **{**a, "logits_label": np.zeros((len(nan_logits), 3))})
+        np.savez(d / "cube_logits.npz", **{**a, "logits_label": np.zeros((len(nan_logits), 2, 1))})
     args = {"--train": str(d / "train.npz"), "--val": str(d / "val.npz"), "--test": str(d / "test.npz"),
             "--primary": "label", "--groups": "label,place", "--k": "2:3", "--restarts": "2", "--refits": "2",
             "--methods": "erm,mid,dfr"}
@@ -375,6 +390,32 @@ def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_one_logit_as_n_or_n_by_1_and_two_logits_give_the_same_erm_result(mid_files, tmp_path):
+    """The same model's logits as (N,), (N, 1) and (N, 2), for --val and --test: the same ERM (and JTT,
+    which reweights ERM's validation errors) accuracy; (N, 1) is not argmax over one column (all class 0)."""
+    import json
+    from wsca_jax.cli import main
+    d, results = mid_files, []
+    for shape in ("n", "n1", "n2"):
+        files = {}
+        for split in ("val", "test"):
+            with np.load(d / f"{split}.npz") as z:
+                a = dict(z)
+            one = a["logits_label"][:, 1] - a["logits_label"][:, 0]
+            a["logits_label"] = {"n": one, "n1": one[:, None], "n2": a["logits_label"]}[shape]
+            files[split] = tmp_path / f"{split}_{shape}.npz"
+            np.savez(files[split], **a)
+        out = tmp_path / shape
+        assert main(["mid", "--train", str(d / "train.npz"), "--val", str(files["val"]), "--test", str(files["test"]),
+                     "--primary", "label", "--groups", "label,place", "--methods", "erm,jtt", "--refits", "1",
+                     "--no-figures", "--out", str(out)]) == 0
+        results.append(json.loads((out / "mid.json").read_text())["methods"])
+    assert results[0]["erm"]["mean"] > 0.8
+    for r in results[1:]:
+        for m in ("erm", "jtt"):
+            assert r[m]["mean"] == results[0][m]["mean"] and r[m]["per_group"] == results[0][m]["per_group"], m
 
 
 def test_within_class_eta_known_answers():

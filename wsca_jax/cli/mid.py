@@ -54,9 +54,11 @@ def run(args) -> int:
     groups = list(config.groups)
     require(groups, "--groups: worst-group accuracy needs the group column(s) of the test rows")
     splits = _mid_splits(args)
-    tr = split_arrays(splits["train"], args.primary, groups, splits.get("classes"), what="--train")
-    va = split_arrays(splits["val"], args.primary, groups, tr["classes"], what="--val")
-    te = split_arrays(splits["test"], args.primary, groups, tr["classes"], what="--test")
+    arr = {}
+    for k in ("train", "val", "test"):                         # every split's arrays checked by one function
+        arr[k] = split_arrays(splits[k], args.primary, groups, arr["train"]["classes"] if arr else splits.get("classes"),
+                              what=f"--{k}", source=getattr(args, k) or f"(the {k} split of run {args.run})")
+    tr, va, te = arr["train"], arr["val"], arr["test"]
     for t in config.verification.verify:
         check_columns([t], te["meta"], "--verify", "in the test split")
     rec, arrays = analyze_mid(tr, va, te, config)

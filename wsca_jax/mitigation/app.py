@@ -16,19 +16,23 @@ from ..io import EmbeddingFile
 from ..checks import check_columns
 from ..config import with_deprecated_keywords
 from .config import MidConfig, RENAMED
-from .mining import enrichment, margins, mislabel_scores, retrain_methods
+from .mining import enrichment, logit_array, margins, mislabel_scores, retrain_methods
 from .retrain import standardise
 from ..tasks import bin_continuous, encode_categorical
 
 
-def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=None, what: str = "--val") -> dict:
+def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=None, what: str = "--val",
+                 source: str | None = None) -> dict:
     """One split as :func:`~wsca_jax.mitigation.mining.retrain_methods` takes it.
 
     ``ef``: a loaded ``wsca embed`` file (with ``logits_<primary>``, the model's outputs; their columns
     follow the class order of ``wsca train``: numbers numerically, text alphabetically).
     ``groups``: columns whose joint value is the group (e.g. ``label,place``). ``classes``: the
     primary class names in the logits' order (default: this split's values in that order; pass the
-    training split's, or the run's). The split records ``group_columns`` (:func:`analyze_mid` writes
+    training split's, or the run's). The logits are checked by
+    :func:`~wsca_jax.mitigation.mining.logit_array` (``(N,)`` or ``(N, 1)``: one logit of a two-class
+    primary, returned as ``(N,)``; ``(N, C)``; no NaN or inf), the embeddings for NaN and inf;
+    ``source`` (the file) is named in those messages. The split records ``group_columns`` (:func:`analyze_mid` writes
     them as the ``groups`` setting).
     """
     cols = ef.columns
@@ -42,18 +46,20 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
     logits = (ef.logits or {}).get(primary)
     require(logits is not None, f"{what}: no logits_{primary} array (the model's outputs; wsca embed writes them "
                                 "from version 0.7 on: embed the split again)")
-    logits = np.asarray(logits, np.float64)
-    width = 1 if logits.ndim == 1 else logits.shape[1]
-    require(width in (1, len(classes)) and not (width == 1 and len(classes) != 2),
-            f"{what}: logits_{primary} has {width} columns for {len(classes)} classes")
+    where = what if source is None else f"{what} {source}"
+    logits = logit_array(logits, len(classes), f"{where}: logits_{primary}")
     require(len(logits) == len(y), f"{what}: logits_{primary} has {len(logits)} rows, embeddings {len(y)}")
+    x = np.asarray(ef.embeddings, np.float64)
+    bad = ~np.isfinite(x).all(1) if x.ndim == 2 else None
+    require(bad is not None and not bad.any(), f"{where}: embeddings " + (f"of shape {x.shape}, expected (N, D)"
+            if bad is None else f"have {int(bad.sum())} row(s) with NaN or inf (first: row {int(np.argmax(bad))})"))
     g = None
     if groups:
         parts = [np.array([f"{c}={v}" for v in np.asarray(cols[c], dtype=object)]) for c in groups]
         g = parts[0]
         for p in parts[1:]:
             g = np.char.add(np.char.add(g, ","), p)
-    return {"x": np.asarray(ef.embeddings, np.float64), "y": y, "logits": logits, "groups": g, "classes": classes,
+    return {"x": x, "y": y, "logits": logits, "groups": g, "classes": classes,
             "head": ef.heads.get(primary), "meta": cols, "group_columns": list(groups)}
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ..errors import require
+from ..errors import WscaInputError, require
 from ..config import with_deprecated_keywords
 from .config import RENAMED, MidConfig, MiningConfig, RetrainingConfig
 from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
@@ -37,18 +37,41 @@ from ..stats import holm
 
 # ----------------------------------------------------------------------------------------- margins
 
+def logit_array(logits, n_classes: int | None = None, what: str = "logits") -> np.ndarray:
+    """The model's logits of one split, checked the same way whichever split or option they come from.
+
+    ``(N,)`` or ``(N, 1)``: one logit of a two-class primary (class 1 when > 0), returned as ``(N,)``;
+    ``(N, C)``: C per-class logits (C = ``n_classes`` when given, else any C >= 2). Any other shape,
+    text, and NaN or inf values are refused in one line (``what`` names the array and its file).
+    """
+    try:
+        z = np.asarray(logits, np.float64)
+    except (TypeError, ValueError):
+        raise WscaInputError(f"{what}: not numbers (dtype {np.asarray(logits).dtype})") from None
+    if z.ndim == 2 and z.shape[1] == 1:
+        z = z[:, 0]
+    two = "(N,) or (N, 1) (one logit: class 1 when > 0)"
+    if n_classes is None:
+        ok, want = z.ndim == 1 or (z.ndim == 2 and z.shape[1] >= 2), f"{two} or (N, C) with C >= 2"
+    else:
+        ok = (z.ndim == 1 and n_classes == 2) or (z.ndim == 2 and z.shape[1] == n_classes)
+        want = f"{two} or (N, 2) for 2 classes" if n_classes == 2 else f"(N, {n_classes}) for {n_classes} classes"
+    require(ok and len(z) > 0, f"{what}: shape {np.shape(logits)}, expected {want} with N > 0")
+    bad = ~np.isfinite(z if z.ndim == 2 else z[:, None]).all(1)
+    require(not bad.any(), f"{what}: {int(bad.sum())} row(s) with NaN or inf logits (first: row {int(np.argmax(bad))})")
+    return z
+
+
 def margins(logits: np.ndarray) -> np.ndarray:
-    """Decision margin per row. ``logits``: ``(N,)`` (one binary logit), ``(N, 2)`` or ``(N, C)``.
+    """Decision margin per row. ``logits``: ``(N,)`` or ``(N, 1)`` (one binary logit), ``(N, 2)`` or
+    ``(N, C)`` (checked by :func:`logit_array`).
 
     Returns ``(N,)``: the binary logit difference (class 1 minus class 0; the sign is the
     prediction), or for C > 2 the top-two margin (>= 0; 0 = a tie between the two best classes).
     """
-    z = np.asarray(logits, np.float64)
-    require(z.ndim in (1, 2) and len(z) > 0, f"logits: expected (N,) or (N, C) with N > 0, found shape {z.shape}")
-    require(np.isfinite(z).all(), "logits: non-finite values")
+    z = logit_array(logits)
     if z.ndim == 1:
         return z
-    require(z.shape[1] >= 2, f"logits: expected at least 2 columns, found {z.shape[1]}")
     if z.shape[1] == 2:
         return z[:, 1] - z[:, 0]
     top = np.sort(z, axis=1)
@@ -327,7 +350,8 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, mining: Mining
 
 
 def _erm_pred(logits) -> np.ndarray:
-    z = np.asarray(logits)
+    """The model's classes from its logits (:func:`logit_array`: one logit is class 1 when > 0)."""
+    z = logit_array(logits)
     return (z > 0).astype(int) if z.ndim == 1 else z.argmax(1)
 
 
@@ -368,6 +392,8 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
     config = with_deprecated_keywords(MidConfig, config, deprecated, "retrain_methods", RENAMED)
     rt, seed = config.retraining, config.seed
     yv, yt = np.asarray(val["y"]), np.asarray(test["y"])
+    val, test = ({**s, "logits": logit_array(s["logits"], len(s["classes"]) if s.get("classes") else None,
+                                             f"{w} logits")} for s, w in ((val, "validation"), (test, "test")))
     gv = None if val.get("groups") is None else np.asarray(val["groups"]).astype(str)
     require(test.get("groups") is not None, "the test rows have no group column: worst-group accuracy needs one")
     gt = np.asarray(test["groups"]).astype(str)
