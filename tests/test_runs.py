@@ -126,7 +126,7 @@ def test_analyze_runs_python_api_single_run_is_refused():
         wsca.analyze_runs([{"embeddings": z, "metadata": meta}], "label", config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0))
     other = meta.assign(extra=0)
     with pytest.raises(wsca.WscaInputError, match="metadata columns"):
-        wsca.analyze_runs([{"embeddings": z, "metadata": meta}, {"embeddings": z, "metadata": other}], "label", config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0))
+        wsca.analyze_runs([{"embeddings": z, "metadata": meta}, {"embeddings": z + 1e-3, "metadata": other}], "label", config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0))
 
 
 def test_stouffer_survives_a_run_with_p_one():

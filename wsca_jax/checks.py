@@ -76,6 +76,9 @@ def check_head_null(head_null, task_heads) -> dict:
         require(name in (task_heads or {}), f"head_null {name!r}: no jointly trained head given for that task")
         a = np.asarray(v, float).ravel()
         require(len(a) >= 1 and np.isfinite(a).all(), f"head_null {name!r}: expected finite max |WSC| values")
+        bad = a[(a < 0) | (a > 1)]
+        require(len(bad) == 0, f"head_null {name!r}: value {bad[:1].tolist()[0] if len(bad) else ''} is not a max |WSC|; "
+                               f"expected values in [0, 1] ({len(bad)} outside)")
         out[name] = a
     return out
 

@@ -108,9 +108,18 @@ def _strata(meta: pd.DataFrame, primary: str, permute_within: str | None, taskse
     if permute_within is None:
         return None
     if permute_within == primary:
-        return taskset.primary.labels
-    check_columns([permute_within], meta.columns, "--permute-within")
-    return pd.factorize(meta[permute_within])[0]
+        strata = taskset.primary.labels
+    else:
+        check_columns([permute_within], meta.columns, "--permute-within")
+        strata = pd.factorize(meta[permute_within])[0]
+    for t in taskset.tasks:
+        rows = t.labels >= 0
+        codes = strata[rows] * (int(t.labels.max()) + 1) + t.labels[rows]       # (stratum, label) pairs
+        require(len(np.unique(codes)) > len(np.unique(strata[rows])),
+                f"--permute-within {permute_within!r}: it determines task {t.name!r} (one {t.name} value per "
+                f"stratum), so permuting within it leaves {t.name!r}'s labels unchanged and the null equals the "
+                "observed value; expected a column that does not determine the analysed tasks (usually the primary)")
+    return strata
 
 
 def _fixed_rows(fixed: list, taskset, task_heads: dict, basis: Basis, K: int, d: int) -> tuple:

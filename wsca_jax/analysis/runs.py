@@ -20,6 +20,7 @@ The verdict rests on the combination that the runs' dependence allows (``shared_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -242,6 +243,34 @@ def check_runs(results: Sequence[WscaResult], names: Sequence[str]) -> None:
                     f"{list(first.tasks[t].classes)}; expected the same classes in every run")
 
 
+def check_run_inputs(runs: Sequence[Mapping], primary: str, names: Sequence[str]) -> None:
+    """Runs that can be combined, before any is analysed: at least two, distinct (no run given twice,
+    by content), the same metadata columns and primary classes, and all with the model's primary
+    head or all without (otherwise different heads would be compared and combined)."""
+    require(len(runs) >= 2, f"--runs: {len(runs)} run given; expected at least 2 to combine")
+    require(len(names) == len(runs), f"names: {len(names)} given for {len(runs)} runs")
+    seen = {}
+    for n, r in zip(names, runs):
+        digest = hashlib.sha1(np.ascontiguousarray(r["embeddings"]).tobytes()).hexdigest()
+        require(digest not in seen, f"--runs {n}: the same embeddings as {seen.get(digest)} (a run given twice); "
+                                    "expected independently trained networks")
+        seen[digest] = n
+    cols0 = sorted(map(str, runs[0]["metadata"].columns))
+    for n, r in zip(names[1:], runs[1:]):
+        cols = sorted(map(str, r["metadata"].columns))
+        require(cols == cols0, f"--runs {n}: metadata columns {cols} differ from {names[0]}'s {cols0}")
+    classes0 = sorted(map(str, runs[0]["metadata"][primary].dropna().unique())) if primary in runs[0]["metadata"] else None
+    for n, r in zip(names[1:], runs[1:]):
+        if classes0 is not None and primary in r["metadata"]:
+            cl = sorted(map(str, r["metadata"][primary].dropna().unique()))
+            require(cl == classes0, f"--runs {n}: primary {primary!r} classes {cl} differ from {names[0]}'s {classes0}")
+    with_head = [n for n, r in zip(names, runs) if r.get("primary_head") is not None]
+    require(len(with_head) in (0, len(runs)),
+            f"--runs: {', '.join(with_head)} have the model's primary head and "
+            f"{', '.join(n for n in names if n not in with_head)} do not; expected all runs with it or all without "
+            "(a probe and a model's head are different statistics)")
+
+
 def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] | None = None,
                  shared_data: bool = True, config: AnalysisConfig | None = None, progress: bool = False,
                  **settings) -> RunsResult:
@@ -262,17 +291,7 @@ def analyze_runs(runs: Sequence[Mapping], primary: str, *, names: Sequence[str] 
     config = with_deprecated_keywords(AnalysisConfig, config, settings, "wsca_jax.analyze_runs", _RENAMED)
     alpha, confidence = config.inference.alpha, config.inference.confidence
     names = list(names or [f"run{i}" for i in range(len(runs))])
-    require(len(runs) >= 2, f"--runs: {len(runs)} run given; expected at least 2 to combine")
-    require(len(names) == len(runs), f"names: {len(names)} given for {len(runs)} runs")
-    cols0 = sorted(map(str, runs[0]["metadata"].columns))
-    for n, r in zip(names[1:], runs[1:]):
-        cols = sorted(map(str, r["metadata"].columns))
-        require(cols == cols0, f"--runs {n}: metadata columns {cols} differ from {names[0]}'s {cols0}")
-    classes0 = sorted(map(str, runs[0]["metadata"][primary].dropna().unique())) if primary in runs[0]["metadata"] else None
-    for n, r in zip(names[1:], runs[1:]):
-        if classes0 is not None and primary in r["metadata"]:
-            cl = sorted(map(str, r["metadata"][primary].dropna().unique()))
-            require(cl == classes0, f"--runs {n}: primary {primary!r} classes {cl} differ from {names[0]}'s {classes0}")
+    check_run_inputs(runs, primary, names)
     results = []
     for n, r in zip(names, runs):
         if progress:

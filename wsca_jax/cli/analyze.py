@@ -159,9 +159,12 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
     require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
     require(not (args.metadata or args.primary_head or args.head_null),
             "--runs: metadata and heads come from each .npz; --metadata, --primary-head and --head-null do not apply")
-    runs, names = [], []
+    runs, names, real = [], [], {}
     for path in args.runs:
         require(os.path.isfile(path), f"--runs {path}: file not found")
+        key = os.path.realpath(path)
+        require(key not in real, f"--runs {path}: given twice (also as {real.get(key)}); expected distinct runs")
+        real[key] = path
         ef = load_embeddings(path)
         if not ef.columns:
             raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")
@@ -172,8 +175,7 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
         require(not missing, f"--runs {path}: no head_{missing[0] if missing else ''} array for --task-heads")
         runs.append({"embeddings": ef.embeddings, "metadata": meta, "primary_head": ef.heads.get(args.primary),
                      "task_heads": {t: ef.heads[t] for t in csv(args.task_heads)} or None})
-        stem = os.path.splitext(os.path.basename(path))[0] or "run"
-        names.append(stem if stem not in names else f"{stem}_{len(names)}")
+        names.append(_unique_name(os.path.splitext(os.path.basename(path))[0] or "run", names))
     if "group" in runs[0]["metadata"].columns and config.encoding.group_column is None:
         config = config.replace(group_column="group")
     with warnings.catch_warnings():
@@ -185,6 +187,15 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
         print(f"{task}: {c['verdict']}")
     print(f"wrote {args.out}/runs.json and report.html (one folder per run)")
     return 0
+
+
+def _unique_name(stem: str, taken: list[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3`` ... : the first not among ``taken`` (each run's output folder)."""
+    name, i = stem, 1
+    while name in taken:
+        i += 1
+        name = f"{stem}_{i}"
+    return name
 
 
 def print_summary(result, out: str, seconds: float) -> None:

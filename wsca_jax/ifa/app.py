@@ -149,6 +149,18 @@ def ifa_for_run(run_dir: str, dataset, split_name: str = "test", which: str = "b
     return out, arrays, images
 
 
+def _check_maps(maps: np.ndarray, head: np.ndarray, path: str, n: int, primary: str) -> None:
+    """Stored maps ``(N, h, w, K)`` that a CAM analysis can read: finite, not all zero; a finite head."""
+    require(maps.ndim == 4 and len(maps) == n,
+            f"--embeddings {path}: feature_maps must be (N, h, w, K) with N = {n}, found {maps.shape}")
+    bad = ~np.isfinite(maps).reshape(len(maps), -1).all(1)
+    require(not bad.any(), f"--embeddings {path}: feature_maps of image {int(np.argmax(bad))} contain NaN or inf "
+                           f"({int(bad.sum())} such images); expected finite values")
+    require(bool(np.any(maps != 0)), f"--embeddings {path}: feature_maps are all zero (no channel carries anything); "
+                                     "expected the maps `wsca embed --feature-maps` writes")
+    require(np.isfinite(head).all(), f"--embeddings {path}: head_{primary} contains NaN or inf")
+
+
 def ifa_for_maps(path: str, primary: str | None = None, config: IfaConfig | None = None,
                  **deprecated) -> tuple[dict, dict, None]:
     """:func:`analyze_ifa` of stored feature maps (a ``wsca embed --feature-maps`` file), no network.
@@ -190,8 +202,7 @@ def ifa_for_maps(path: str, primary: str | None = None, config: IfaConfig | None
                                      f"(heads: {', '.join(ef.heads) or 'none'})")
         bias = np.asarray(data[f"bias_{primary}"]) if f"bias_{primary}" in data.files else None
     head = np.atleast_2d(np.asarray(ef.heads[primary], np.float32))
-    require(maps.ndim == 4 and len(maps) == len(ef.embeddings),
-            f"--embeddings {path}: feature_maps must be (N, h, w, K) with N = {len(ef.embeddings)}, found {maps.shape}")
+    _check_maps(maps, head, path, len(ef.embeddings), primary)
     require(head.shape[1] == maps.shape[-1], f"--embeddings {path}: head_{primary} has {head.shape[1]} columns but the "
             f"maps {maps.shape[-1]} channels (a --setting pooling run's head is on its evidence map: use --run)")
     require(primary in ef.columns, f"--embeddings {path}: no column {primary!r} with the labels")

@@ -1,0 +1,106 @@
+"""Issue 27 (no silent wrong result, round 2): inputs that gave a confident wrong answer are refused
+in one line (exit 2, nothing written), or give the right answer."""
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import wsca_jax as wsca
+from wsca_jax.cli import main
+from wsca_jax.errors import WscaInputError
+
+
+def _run_npz(path, seed, head=True, n=160, d=6):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    site = rng.integers(0, 2, n)
+    z = rng.normal(size=(n, d))
+    z[:, 0] += 2 * y
+    z[:, 1] += 2 * site
+    arrays = dict(embeddings=z.astype(np.float32), label=y, site=site)
+    if head:
+        arrays["head_label"] = np.eye(d)[:2] * [[-1], [1]]
+    np.savez(path, **arrays)
+
+
+def _refused(argv, out, capsys, message):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not os.path.exists(out)
+
+
+QUICK = ["--primary", "label", "--bootstrap", "0", "--permutations", "0", "--pca-min", "4", "--quiet", "--no-figures"]
+
+
+def test_runs_given_twice_by_name_or_by_content_are_refused(tmp_path, capsys):
+    _run_npz(tmp_path / "a.npz", 0)
+    shutil.copy(tmp_path / "a.npz", tmp_path / "copy.npz")
+    out = tmp_path / "out"
+    _refused(["analyze", "--runs", str(tmp_path / "a.npz"), str(tmp_path / "a.npz"), *QUICK, "--out", str(out)], out,
+             capsys, "given twice")
+    _refused(["analyze", "--runs", str(tmp_path / "a.npz"), str(tmp_path / "copy.npz"), *QUICK, "--out", str(out)], out,
+             capsys, "the same embeddings as a (a run given twice)")
+
+
+def test_runs_with_and_without_the_models_head_are_refused(tmp_path, capsys):
+    _run_npz(tmp_path / "a.npz", 0)
+    _run_npz(tmp_path / "b.npz", 1, head=False)
+    out = tmp_path / "out"
+    _refused(["analyze", "--runs", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), *QUICK, "--out", str(out)], out,
+             capsys, "a have the model's primary head and b do not")
+
+
+def test_runs_whose_names_collide_get_distinct_folders(tmp_path, capsys):
+    for sub, name, seed in (("d1", "a", 0), ("d3", "a_2", 1), ("d2", "a", 2)):
+        os.makedirs(tmp_path / sub)
+        _run_npz(tmp_path / sub / f"{name}.npz", seed)
+    out = tmp_path / "out"
+    assert main(["analyze", "--runs", *(str(tmp_path / p) for p in ("d1/a.npz", "d3/a_2.npz", "d2/a.npz")), *QUICK,
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a", "a_2", "a_3"]
+
+
+def test_permuting_within_a_column_that_determines_a_task_is_refused(known_answer):
+    z, meta, head = known_answer(n=200, d=8, seed=4)
+    meta = meta.assign(copy=meta["site"].map({0: "x", 1: "y"}))
+    cfg = wsca.AnalysisConfig().replace(bootstrap=0, permutations=20, pca_min=8, tasks=["site"])
+    with pytest.raises(WscaInputError, match="--permute-within 'copy': it determines task 'site'"):
+        wsca.analyze(z, meta, "label", head, config=cfg.replace(permute_within="copy"))
+    with pytest.raises(WscaInputError, match="--permute-within 'site': it determines task 'site'"):
+        wsca.analyze(z, meta, "label", head, config=cfg.replace(permute_within="site"))
+    ok = wsca.analyze(z, meta, "label", head, config=cfg.replace(permute_within="label"))   # the usual: fine
+    assert ok.tasks["site"].summary["p_value"] is not None
+
+
+@pytest.mark.parametrize("values", [[5.0, 0.2], [-3.0], [0.1, 7.0]])
+def test_seed_null_values_outside_zero_one_are_refused(values, known_answer):
+    z, meta, head = known_answer(n=200, d=8, seed=5)
+    site_head = np.eye(8)[[1]]
+    with pytest.raises(WscaInputError, match="is not a max \\|WSC\\|; expected values in \\[0, 1\\]"):
+        wsca.analyze(z, meta, "label", head, task_heads={"site": site_head}, head_null={"site": values},
+                     config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=8))
+
+
+def _maps_npz(path, maps):
+    n = len(maps)
+    W = np.zeros((2, maps.shape[-1]), np.float32)
+    W[1, 0] = 1.0
+    np.savez(path, embeddings=maps.mean((1, 2)), feature_maps=maps, head_label=W, bias_label=np.zeros(2, np.float32),
+             label=np.arange(n) % 2, source=(np.arange(n) // 2) % 2)
+
+
+@pytest.mark.parametrize("kind, message", [("zero", "feature_maps are all zero"),
+                                           ("nan", "feature_maps of image 3 contain NaN or inf (1 such images)")])
+def test_stored_feature_maps_all_zero_or_not_finite_are_refused(kind, message, tmp_path, capsys):
+    maps = np.zeros((12, 2, 2, 4), np.float32)
+    if kind == "nan":
+        maps += 1.0
+        maps[3, 0, 0, 1] = np.nan
+    _maps_npz(tmp_path / "m.npz", maps)
+    out = tmp_path / "out"
+    _refused(["ifa", "--embeddings", str(tmp_path / "m.npz"), "--no-figures", "--out", str(out)], out, capsys, message)
