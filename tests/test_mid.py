@@ -418,6 +418,28 @@ def test_one_logit_as_n_or_n_by_1_and_two_logits_give_the_same_erm_result(mid_fi
             assert r[m]["mean"] == results[0][m]["mean"] and r[m]["per_group"] == results[0][m]["per_group"], m
 
 
+def test_enrichment_columns_never_hide_a_metadata_column():
+    """--primary site --groups site,label: the enrichment's label column is the real label (it was the
+    primary's classes, and the real label was dropped); a metadata column called group stays itself."""
+    from wsca_jax.io import embedding_file
+    from wsca_jax.mitigation.app import enrichment_columns, split_arrays
+    rng = np.random.default_rng(0)
+    site, label, group = rng.integers(0, 2, 40), rng.integers(0, 3, 40), rng.choice(["g1", "g2"], 40)
+    ef = embedding_file({"embeddings": rng.normal(size=(40, 3)), "site": site, "label": label, "group": group,
+                         "logits_site": rng.normal(size=40)})
+    cols = enrichment_columns(split_arrays(ef, "site", ["site", "label"]))
+    assert set(cols) == {"site", "label", "group", "group (site,label)"}
+    np.testing.assert_array_equal(cols["label"].astype(int), label)
+    np.testing.assert_array_equal(cols["site"].astype(int), site)
+    np.testing.assert_array_equal(cols["group"], group)
+    assert cols["group (site,label)"][0] == f"site={site[0]},label={label[0]}"
+    # a split without its primary's name (the API's dicts): the classes are "label" unless that is taken
+    split = {"classes": ["a", "b"], "y": (site == 1).astype(int), "groups": None, "meta": {"label": label}}
+    cols = enrichment_columns(split)
+    assert set(cols) == {"label", "label (primary classes)"}
+    np.testing.assert_array_equal(cols["label"].astype(int), label)
+
+
 def test_within_class_eta_known_answers():
     from wsca_jax.mitigation.app import within_class_eta
     y = np.repeat([0, 1], 6)

@@ -60,22 +60,34 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
         for p in parts[1:]:
             g = np.char.add(np.char.add(g, ","), p)
     return {"x": x, "y": y, "logits": logits, "groups": g, "classes": classes,
-            "head": ef.heads.get(primary), "meta": cols, "group_columns": list(groups)}
+            "head": ef.heads.get(primary), "meta": cols, "group_columns": list(groups), "primary": primary}
 
 
 def enrichment_columns(split: dict, max_levels: int = 20) -> dict:
-    """What the band and the clusters are tested for: the label, the group, and every other metadata
-    column with 2 to ``max_levels`` values (a patient id or a continuous column is left out)."""
-    cols = {"label": np.array(split["classes"])[split["y"]]}
+    """What the band and the clusters are tested for: the primary's classes (under the primary's own
+    name), the joint group, and every other metadata column with 2 to ``max_levels`` values (a patient
+    id or a continuous column is left out). A derived column never hides a metadata column: the joint
+    group is ``group``, or ``group (label,place)`` when a metadata column is called ``group``; without a
+    ``primary`` name the classes are ``label`` (``label (primary classes)`` when that name is taken)."""
+    meta = split.get("meta", {})
+    primary = split.get("primary") or _unshadowed("label", meta, "primary classes")
+    cols = {primary: np.array(split["classes"])[split["y"]]}       # the primary's own column, as class names
     if split["groups"] is not None:
-        cols["group"] = split["groups"]
-    for name, v in sorted(split.get("meta", {}).items()):
-        if name in cols or name == "group":
+        cols[_unshadowed("group", {**meta, **cols}, ",".join(split.get("group_columns") or []) or "joint groups")] = split["groups"]
+    for name, v in sorted(meta.items()):
+        if name in cols:
             continue
         levels = pd.Series(np.asarray(v, dtype=object)).dropna().nunique()
         if 2 <= levels <= max_levels:
             cols[name] = np.asarray(v, dtype=object)
     return cols
+
+
+def _unshadowed(name: str, taken: dict, qualifier: str) -> str:
+    """``name``, or ``name (qualifier)`` while a column in ``taken`` is called that (a derived column's name)."""
+    while name in taken:
+        name = f"{name} ({qualifier})"
+    return name
 
 
 def _head_in_embedding_coords(coef: np.ndarray, sd: np.ndarray) -> np.ndarray:
