@@ -440,6 +440,25 @@ def test_enrichment_columns_never_hide_a_metadata_column():
     np.testing.assert_array_equal(cols["label"].astype(int), label)
 
 
+def test_an_unconverged_retrained_head_is_flagged_in_the_terminal_and_the_report(mid_files, tmp_path, capsys, monkeypatch):
+    """The solver capped at 2 iterations: JTT's head is unconverged; its line says so, ERM's does not,
+    and report.html carries the caveat."""
+    import functools
+    import json
+    from wsca_jax.cli import main
+    from wsca_jax.mitigation import retrain
+    monkeypatch.setattr(retrain, "fit_l1_logistic", functools.partial(retrain.fit_l1_logistic, n_iter=2))
+    d, out = mid_files, tmp_path / "o"
+    capsys.readouterr()
+    assert main(["mid", "--train", str(d / "train.npz"), "--val", str(d / "val.npz"), "--test", str(d / "test.npz"),
+                 "--primary", "label", "--groups", "label,place", "--methods", "erm,jtt", "--refits", "1",
+                 "--no-figures", "--out", str(out)]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("erm", "jtt"))}
+    assert json.loads((out / "mid.json").read_text())["methods"]["jtt"]["converged"] is False
+    assert "NOT CONVERGED" in lines["jtt"] and "NOT CONVERGED" not in lines["erm"]
+    assert "<b>Not converged:</b> the solver of the jtt head stopped" in (out / "report.html").read_text()
+
+
 def test_within_class_eta_known_answers():
     from wsca_jax.mitigation.app import within_class_eta
     y = np.repeat([0, 1], 6)

@@ -75,7 +75,9 @@ def _print_summary(rec: dict, out: str) -> None:
               f"  mean {r['mean']:.3f}" + ("" if not r["wsc"] else "  WSC " + ", ".join(
                   f"{t} {'n/a (all-zero head)' if w['max_abs_wsc'] is None else format(w['max_abs_wsc'], '.3f')}"
                   + ("" if w["within_class_eta"] is None else f" (within-class eta {w['within_class_eta']:.2f})")
-                  for t, w in r["wsc"].items())))
+                  for t, w in r["wsc"].items()))
+              + ("  NOT CONVERGED (the solver hit its iteration cap: read this head's numbers with care)"
+                 if r.get("converged") is False else ""))
     if "band" in rec:
         top = max(rec["band"]["enrichment"], key=lambda e: e["odds_ratio"], default=None)
         if top is not None:

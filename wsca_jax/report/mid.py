@@ -93,11 +93,16 @@ def render_mid_html(rec: dict, figures: dict[str, bytes]) -> str:
                 + "".join(f"<h3>cluster {c['cluster']} ({c['n']} rows)</h3><table>{head}{_enrichment_rows(c['enrichment'])}</table>"
                           for c in rec["clusters"]))
     imgs = "".join(_img(k, v) for k, v in figures.items())
+    stuck = [n for n, r in rec["methods"].items() if r.get("converged") is False]
+    caveat = "" if not stuck else (
+        f"<p class='caveats'><b>Not converged:</b> the solver of the {esc(', '.join(stuck))} head"
+        f"{'s' if len(stuck) > 1 else ''} stopped at its iteration cap before its tolerance; "
+        "the accuracy and WSC of an unconverged head are not those of the penalised optimum: read them with care.</p>")
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>wsca mid</title><style>{_CSS}</style></head><body>
 <h1>Mitigation: last-layer retraining</h1>
 <p>Heads retrained on the {esc(rec.get('resolved', rec['settings'])['retrained_on'])}; scored on the test rows. Worst-group interval: exact
 (Clopper-Pearson per group, Bonferroni); mean accuracy weighted by the training groups' shares, stratified bootstrap.</p>
-<table><tr><th>method</th><th>worst-group accuracy [95%]</th><th>mean accuracy [95%]</th><th>C</th><th>converged</th><th>after the fix: max |WSC| with the probe; within-class eta of the score</th></tr>{meth}</table>
+<table><tr><th>method</th><th>worst-group accuracy [95%]</th><th>mean accuracy [95%]</th><th>C</th><th>converged</th><th>after the fix: max |WSC| with the probe; within-class eta of the score</th></tr>{meth}</table>{caveat}
 <p>WSC is the paper's weight-space cosine of the head with the attribute's probe on the top principal
 components; the within-class eta is how much the head's score moves with the attribute once the class is
 known (0: not at all). They can disagree: a retrained head can put weight on low-variance directions that
