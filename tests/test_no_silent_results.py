@@ -104,3 +104,21 @@ def test_stored_feature_maps_all_zero_or_not_finite_are_refused(kind, message, t
     _maps_npz(tmp_path / "m.npz", maps)
     out = tmp_path / "out"
     _refused(["ifa", "--embeddings", str(tmp_path / "m.npz"), "--no-figures", "--out", str(out)], out, capsys, message)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ifa", "--embeddings", "{d}/m.npz", "--layer", ""], "--layer must be 'last' or a submodule's name or path"),
+    (["ifa", "--embeddings", "{d}/m.npz", "--seed", "-1"], "--seed must be an integer >= 0, found -1"),
+    (["ifa", "--embeddings", "{d}/m.npz", "--random-masks", "2000000"],
+     "--random-masks must be an integer from 1 to 10000, found 2000000"),
+    (["analyze", "--embeddings", "{d}/a.npz", *QUICK, "--memory-gb", "inf"],
+     "--memory-gb must be None or a finite number > 0, found inf"),
+    (["analyze", "--embeddings", "{d}/a.npz", *QUICK, "--cv-folds", "500"],
+     "--cv-folds 500: more folds than rows (160); expected at most 160"),
+])
+def test_bounded_settings_are_refused_before_any_work(argv, message, tmp_path, capsys):
+    maps = np.ones((12, 2, 2, 4), np.float32)
+    _maps_npz(tmp_path / "m.npz", maps)
+    _run_npz(tmp_path / "a.npz", 0)
+    out = tmp_path / "out"
+    _refused([a.format(d=tmp_path) for a in argv] + ["--out", str(out)], out, capsys, message)

@@ -77,6 +77,7 @@ def prepare(x: np.ndarray, meta: pd.DataFrame, primary: str, primary_head, task_
     p_rows = None if head is None else (head @ basis.rotation).astype(np.float32)
     n = x.shape[0]
     probe = resolve_memory(config.probe, n, basis.x.shape[1], *cmask.shape)
+    require(res.cv_folds <= n, f"--cv-folds {res.cv_folds}: more folds than rows ({n}); expected at most {n}")
     folds = fold_ids(n, res.cv_folds, groups, res.seed)
     return Prepared(taskset, groups, strata, basis, proj.k, float(proj.explained_variance), probe_tasks, labels,
                     cmask, len(taskset.tasks), p_rows, fixed, f_rows, f_mask, probe, folds,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Config, Constraint, at_least, boolean, is_integer, names, one_of, optional, setting
+from ..config import Config, Constraint, at_least, boolean, integers, is_integer, names, one_of, optional, setting
 from ..errors import WscaInputError
 
 METHODS = ("cam", "gradcam", "gradxact")
@@ -60,14 +60,15 @@ class IfaConfig(Config):
 
     layer: str = setting("last", "'last' (the maps before pooling), or a submodule: a name used once (conv1b) or its "
                          "path (backbone/stage1a/Conv_0)",
-                         Constraint(lambda v: isinstance(v, str) and bool(v), "'last' or a submodule's name or path"))
+                         Constraint(lambda v: isinstance(v, str) and bool(v.strip()), "'last' or a submodule's name or path"))
     method: str = setting("cam", "map: cam (class activation map), gradcam or gradxact (gradient x activation)",
                           one_of(*METHODS))
     target: str | int = setting("predicted", "the class whose map is analysed: predicted, true, or a class index",
                                 _target())
     fractions: tuple[float, ...] = setting((0.05, 0.1, 0.15, 0.25, 0.5, 1.0), "channel fractions for the "
                                            "decomposition", _fractions(), type=str, metavar="F,...")
-    random_masks: int = setting(20, "random channel masks per fraction", at_least(1))
+    random_masks: int = setting(20, "random channel masks per fraction (at most 10,000: each mask is one pass of the "
+                                 "head over every image's maps; 10,000 resolves a p-value of 1e-4)", integers(1, 10_000))
     tasks: tuple[str, ...] | None = setting(None, "metadata columns to locate (default: every other column with 2-20 "
                                             "classes)", optional(names()), type="names")
     region: tuple[int, int, int, int] | None = setting(None, "y0:y1,x0:x1 image pixels: map mass inside it per class "
