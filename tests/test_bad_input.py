@@ -308,7 +308,7 @@ CASES = {
     "ifa out is a file": ("ifa", ["--run", "{d}/run"], "exists and is not a folder", "{d}/afile"),
     "ifa fractions zero": ("ifa", I + ["--fractions", "0,0.5"], "--fractions must be comma-separated numbers in (0, 1], found 0.0,0.5"),
     "ifa fractions text": ("ifa", I + ["--fractions", "half"], "--fractions must be comma-separated numbers in (0, 1], found 'half'"),
-    "ifa random masks zero": ("ifa", I + ["--random-masks", "0"], "--random-masks must be an integer >= 1, found 0"),
+    "ifa random masks zero": ("ifa", I + ["--random-masks", "0"], "--random-masks must be an integer from 1 to 10000, found 0"),
     "ifa target out of range": ("ifa", I + ["--target", "7"], "the primary head has classes 0..1"),
     "ifa target text": ("ifa", I + ["--target", "most"], "--target must be predicted, true or a class index, found 'most'"),
     "ifa region malformed": ("ifa", I + ["--region", "top"], "expected y0:y1,x0:x1 in image pixels"),

@@ -255,7 +255,7 @@ def test_ifa_config_reads_the_flags_text_and_checks_every_setting():
                             ({"target": "most"}, "--target must be predicted, true or a class index, found 'most'"),
                             ({"target": "-1"}, "--target must be predicted, true or a class index, found -1"),
                             ({"region": "top"}, "--region 'top': expected y0:y1,x0:x1 in image pixels"),
-                            ({"random_masks": 0}, "--random-masks must be an integer >= 1, found 0"),
+                            ({"random_masks": 0}, "--random-masks must be an integer from 1 to 10000, found 0"),
                             ({"method": "lrp"}, "--method must be one of 'cam', 'gradcam', 'gradxact', found 'lrp'"),
                             ({"mapping": "log"}, "--mapping must be one of 'linear', 'tanh', found 'log'"),
                             ({"all_samples": 1}, "--all-samples must be True or False, found 1"),
