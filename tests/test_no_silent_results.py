@@ -122,3 +122,21 @@ def test_bounded_settings_are_refused_before_any_work(argv, message, tmp_path, c
     _run_npz(tmp_path / "a.npz", 0)
     out = tmp_path / "out"
     _refused([a.format(d=tmp_path) for a in argv] + ["--out", str(out)], out, capsys, message)
+
+
+def test_outputs_get_the_users_umask_not_a_private_mode(tmp_path, capsys):
+    """Temporary names are private; outputs are renamed with the mode the user's umask gives any new
+    file (0644 / 0755 under umask 022), so colleagues on a shared folder can read them."""
+    import stat
+    _run_npz(tmp_path / "a.npz", 0)
+    old = os.umask(0o022)
+    try:
+        assert main(["analyze", "--embeddings", str(tmp_path / "a.npz"), *QUICK, "--out", str(tmp_path / "r")]) == 0
+        from wsca_jax.training.embed import save_embeddings
+        save_embeddings(str(tmp_path / "e.npz"), {"embeddings": np.zeros((2, 2))})
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "r") == 0o755
+    assert mode(tmp_path / "r" / "wsca.json") == 0o644 and mode(tmp_path / "r" / "report.html") == 0o644
+    assert mode(tmp_path / "e.npz") == 0o644

@@ -128,6 +128,15 @@ def load_head(path: str) -> np.ndarray:
         raise WscaInputError(f"--primary-head {path}: cannot be read ({type(e).__name__}: {e})") from None
 
 
+def umask_mode(folder: bool = False) -> int:
+    """The mode a new file (``0o666``) or folder (``0o777``) gets under the user's umask. Temporary
+    names are created private (``0o600`` / ``0o700``); outputs get this mode before they are renamed,
+    so colleagues on a shared folder can read them as they could any file the user makes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
 def atomic_write(path, write) -> None:
     """Create ``path`` through a temporary file in the same folder, then rename (never half-written).
 
@@ -141,6 +150,7 @@ def atomic_write(path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            os.fchmod(f.fileno(), umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..io import umask_mode  # noqa: E402
+
 DISTRIBUTIONS = "wsca_distributions.npz"
 
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1150px;color:#222}table{border-collapse:collapse}
@@ -95,6 +97,7 @@ def atomic_folder(out_dir: str, fill, stale=lambda name: False) -> list[str]:
     _remove_orphans(parent, prefix)
     tmp = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
     try:
+        os.chmod(tmp, umask_mode(folder=True))
         fill(tmp)
         new = set(os.listdir(tmp))
         os.makedirs(out_dir, exist_ok=True)
