@@ -53,6 +53,16 @@ def test_resume_equals_uninterrupted(runs):
     assert [t["name"] for t in rec["tasks"]] == ["label", "site"] and rec["tasks"][1]["classes"] == ["a", "b", "c"]
 
 
+def test_resuming_a_finished_run_keeps_its_record(runs, tmp_path):
+    """Issue 27: ``--resume`` of a finished run trained nothing and wrote a throughput of 0.0."""
+    import shutil
+    ds, d, full, _ = runs
+    shutil.copytree(d / "full", tmp_path / "again")
+    again = fit(ds, "label", ["site"], CFG, str(tmp_path / "again"), resume=True, progress=False)
+    assert again["throughput_images_per_s"] == full["throughput_images_per_s"] > 0
+    assert again["history"] == full["history"] and again["test"] == full["test"]
+
+
 def test_run_json_config_is_the_train_config(runs):
     """run.json's config: every TrainConfig field, in declaration order, as before the Config rewrite;
     load_run reads it back into the same TrainConfig; a bad value is one line naming the flag."""

@@ -208,7 +208,10 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
     end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
     state, seen, elapsed = _train_epochs(t, state, dataset, record, run_dir, (latest, best),
                                          range(start_epoch, end_epoch), progress)
-    record["throughput_images_per_s"] = seen / elapsed if elapsed > 0 else None
+    if seen:
+        record["throughput_images_per_s"] = seen / elapsed if elapsed > 0 else None
+    elif resume:                         # a finished run resumed: nothing trained now, keep the measured rate
+        record["throughput_images_per_s"] = read_run_json(run_dir).get("throughput_images_per_s")
     if (dataset.split == 2).any() and end_epoch == cfg.epochs:
         _test(t, state, dataset, record, run_dir, latest, best)
     write_json(os.path.join(run_dir, "run.json"), record)
