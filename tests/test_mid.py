@@ -355,6 +355,10 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--test", "{d}/three_logits.npz"], "three_logits.npz: logits_label: shape (3000, 3), expected (N,) or (N, 1) "
                                          "(one logit: class 1 when > 0) or (N, 2) for 2 classes"),
     (["--val", "{d}/cube_logits.npz"], "cube_logits.npz: logits_label: shape (3000, 2, 1), expected"),
+    (["--band-threshold", "inf"], "--band-threshold must be None or a finite number > 0, found inf"),
+    (["--band-threshold", "nan"], "--band-threshold must be None or a finite number > 0, found nan"),
+    (["--jtt-upweight", "inf"], "--jtt-upweight must be a finite number > 0, found inf"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, found -1"),
 ])
 def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, capsys, extra, message):
     from wsca_jax.cli import main
@@ -457,6 +461,30 @@ def test_an_unconverged_retrained_head_is_flagged_in_the_terminal_and_the_report
     assert json.loads((out / "mid.json").read_text())["methods"]["jtt"]["converged"] is False
     assert "NOT CONVERGED" in lines["jtt"] and "NOT CONVERGED" not in lines["erm"]
     assert "<b>Not converged:</b> the solver of the jtt head stopped" in (out / "report.html").read_text()
+
+
+def test_an_undefined_odds_ratio_is_none_and_n_a_never_nan(mid_files, tmp_path, capsys):
+    """A band holding every row (--band-threshold far above every margin): every 2x2 table has an empty
+    row, the odds ratio is undefined: None in mid.json, n/a in the terminal and the report."""
+    import json
+    import re
+    from wsca_jax.cli import main
+    from wsca_jax.mitigation.app import _records
+    t = enrichment(np.ones(10, bool), {"c": np.array(["a", "b"] * 5)})
+    assert t.odds_ratio.isna().all() and t.ci_low.isna().all()
+    assert all(r["odds_ratio"] is None and r["ci_low"] is None and r["p_value"] == 1.0 for r in _records(t))
+    d, out = mid_files, tmp_path / "o"
+    capsys.readouterr()
+    assert main(["mid", "--train", str(d / "train.npz"), "--val", str(d / "val.npz"), "--test", str(d / "test.npz"),
+                 "--primary", "label", "--groups", "label,place", "--methods", "erm,mid", "--band-threshold", "1e6",
+                 "--k", "2:3", "--restarts", "2", "--refits", "1", "--no-figures", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert not re.search(r"\bnan\b", printed, re.I) and "no enrichment odds ratio is defined" in printed
+    rec = json.loads((out / "mid.json").read_text())
+    assert rec["band"]["n"] == 1200 and all(e["odds_ratio"] is None for e in rec["band"]["enrichment"])
+    html_text = (out / "report.html").read_text()
+    assert rec["band"]["mislabel_suspicion_mean_outside"] is None and "(|margin| &lt;= 1e+06)" in html_text
+    assert "n/a (undefined)" in html_text and not re.search(r"\bnan\b", html_text, re.I)
 
 
 def test_within_class_eta_known_answers():

@@ -79,10 +79,11 @@ def _print_summary(rec: dict, out: str) -> None:
               + ("  NOT CONVERGED (the solver hit its iteration cap: read this head's numbers with care)"
                  if r.get("converged") is False else ""))
     if "band" in rec:
-        top = max(rec["band"]["enrichment"], key=lambda e: e["odds_ratio"], default=None)
-        if top is not None:
-            print(f"band: {rec['band']['n']} rows, most enriched {top['column']}={top['value']} "
-                  f"(odds ratio {top['odds_ratio']:.2f}, Holm p {top['p_holm']:.3g}); k = {rec['k']}")
+        defined = [e for e in rec["band"]["enrichment"] if e["odds_ratio"] is not None]
+        top = max(defined, key=lambda e: e["odds_ratio"], default=None)
+        print(f"band: {rec['band']['n']} rows, " + ("no enrichment odds ratio is defined (the band holds every row "
+              "or none of a value's)" if top is None else f"most enriched {top['column']}={top['value']} "
+              f"(odds ratio {top['odds_ratio']:.2f}, Holm p {top['p_holm']:.3g})") + f"; k = {rec['k']}")
     print(f"wrote {out}/mid.json and report.html")
 
 

@@ -162,7 +162,7 @@ def _mining_record(rec: dict, arrays: dict, mi: dict, val: dict, mining) -> None
     rec["band"] = {"share": mining.band, "threshold": mining.band_threshold, "n": int(mi["band"].sum()),
                    "cells": mi["cell_sizes"], "enrichment": _records(enrichment(mi["band"], cols)),
                    "mislabel_suspicion_mean": float(suspicion[mi["band"]].mean()),
-                   "mislabel_suspicion_mean_outside": float(suspicion[~mi["band"]].mean())}
+                   "mislabel_suspicion_mean_outside": float(suspicion[~mi["band"]].mean()) if (~mi["band"]).any() else None}
     rec["k"], rec["silhouette"] = mi["k"], {str(k): v for k, v in mi["silhouette"].items()}
     rec["clusters"] = [{"cluster": c, "n": int((mi["clusters"] == c).sum()),
                         "mislabel_suspicion_mean": float(suspicion[mi["clusters"] == c].mean()),
@@ -262,4 +262,9 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
 
 
 def _records(df) -> list[dict]:
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
+    """The rows of an :func:`~wsca_jax.mitigation.mining.enrichment` table as plain values; an undefined
+    value (NaN: an odds ratio of a table with an empty row or column) is None, never NaN."""
+    def plain(v):
+        v = v.item() if hasattr(v, "item") else v
+        return None if isinstance(v, float) and np.isnan(v) else v
+    return [{k: plain(v) for k, v in row.items()} for row in df.to_dict("records")]

@@ -265,7 +265,9 @@ def enrichment(subset: np.ndarray, columns: dict, alpha: float = 0.05) -> pd.Dat
     Returns:
       one row per (column, value): ``n_subset``, ``share_subset``, ``share_all`` (of rows with a value),
       ``odds_ratio`` (conditional MLE), ``ci_low``/``ci_high`` (exact, 1 - alpha), ``p_value`` (Fisher,
-      two-sided) and ``p_holm`` (Holm over every row of the table).
+      two-sided) and ``p_holm`` (Holm over every row of the table). The odds ratio and its interval
+      are undefined (NaN; None in ``mid.json``) when the table has an empty row or column (the subset
+      holds every row, or none, of those with a value; or every row has this value).
     """
     subset = np.asarray(subset, bool)
     rows = []
@@ -278,9 +280,10 @@ def enrichment(subset: np.ndarray, columns: dict, alpha: float = 0.05) -> pd.Dat
             c, d = int((hit & ~subset).sum()), int((~hit & ~subset & ok).sum())
             res = sps.contingency.odds_ratio([[a, b], [c, d]], kind="conditional")
             ci = res.confidence_interval(1 - alpha)
+            lo, hi = (np.nan, np.nan) if np.isnan(res.statistic) else (ci.low, ci.high)   # empty row or column
             rows.append({"column": name, "value": value, "n_subset": a,
                          "share_subset": a / max(a + b, 1), "share_all": (a + c) / max(a + b + c + d, 1),
-                         "odds_ratio": float(res.statistic), "ci_low": float(ci.low), "ci_high": float(ci.high),
+                         "odds_ratio": float(res.statistic), "ci_low": float(lo), "ci_high": float(hi),
                          "p_value": float(sps.fisher_exact([[a, b], [c, d]]).pvalue)})
     out = pd.DataFrame(rows, columns=["column", "value", "n_subset", "share_subset", "share_all", "odds_ratio",
                                       "ci_low", "ci_high", "p_value"])

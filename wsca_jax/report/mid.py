@@ -60,10 +60,17 @@ def mid_figures(rec: dict, arrays: dict) -> dict[str, bytes]:
     return figs
 
 
+def _odds_text(r: dict) -> str:
+    """``2.31 [1.40, 3.85]``, or ``n/a (undefined)`` for a table with an empty row or column."""
+    if r["odds_ratio"] is None or r["odds_ratio"] != r["odds_ratio"]:
+        return "n/a (undefined)"
+    return f"{r['odds_ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+
 def _enrichment_rows(rows: list[dict]) -> str:
     esc = html.escape
     return "".join(f"<tr><td>{esc(str(r['column']))}</td><td>{esc(str(r['value']))}</td><td>{r['share_subset']:.3f}</td>"
-                   f"<td>{r['share_all']:.3f}</td><td>{r['odds_ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]</td>"
+                   f"<td>{r['share_all']:.3f}</td><td>{_odds_text(r)}</td>"
                    f"<td>{r['p_holm']:.3g}</td></tr>" for r in rows)
 
 
@@ -86,9 +93,12 @@ def render_mid_html(rec: dict, figures: dict[str, bytes]) -> str:
     band = ""
     if "band" in rec:
         b = rec["band"]
-        band = (f"<h2>The mid-range band</h2><p>{b['n']} validation rows ({b['share']:.0%} nearest 0 per predicted class); "
+        rule = (f"{b['share']:.0%} nearest 0 per predicted class" if b.get("threshold") is None
+                else f"|margin| &lt;= {b['threshold']:g}")
+        outside = b["mislabel_suspicion_mean_outside"]
+        band = (f"<h2>The mid-range band</h2><p>{b['n']} validation rows ({rule}); "
                 f"mislabel suspicion (share of 10 nearest neighbours with another label) {b['mislabel_suspicion_mean']:.3f} "
-                f"in the band, {b['mislabel_suspicion_mean_outside']:.3f} outside.</p><table>{head}{_enrichment_rows(b['enrichment'])}</table>"
+                f"in the band, {'n/a (no rows outside)' if outside is None else format(outside, '.3f')} outside.</p><table>{head}{_enrichment_rows(b['enrichment'])}</table>"
                 f"<h2>Clusters of the band (k = {rec['k']}, by silhouette)</h2>"
                 + "".join(f"<h3>cluster {c['cluster']} ({c['n']} rows)</h3><table>{head}{_enrichment_rows(c['enrichment'])}</table>"
                           for c in rec["clusters"]))
