@@ -140,3 +140,24 @@ def test_outputs_get_the_users_umask_not_a_private_mode(tmp_path, capsys):
     assert mode(tmp_path / "r") == 0o755
     assert mode(tmp_path / "r" / "wsca.json") == 0o644 and mode(tmp_path / "r" / "report.html") == 0o644
     assert mode(tmp_path / "e.npz") == 0o644
+
+
+def test_one_training_per_run_folder_at_a_time(tmp_path):
+    """A second `wsca train` into a folder being trained is one line naming the process holding it
+    (two trainings raced, and the loser reported an unreadable checkpoint); a lock left by a process
+    that no longer runs is taken over; the lock is gone when training ends."""
+    import socket
+    import subprocess
+    import sys
+    from wsca_jax.training.checkpoint import _lock_path, run_lock
+    run = str(tmp_path / "run")
+    with run_lock(run):
+        with pytest.raises(WscaInputError, match=rf"another wsca train \(process {os.getpid()} on "):
+            with run_lock(run):
+                pass
+    assert not os.path.exists(_lock_path(run))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(_lock_path(run), "w") as f:
+        f.write(f"{gone.stdout.strip()} {socket.gethostname()}")
+    with run_lock(run):                                   # stale: its process has ended
+        assert open(_lock_path(run)).read().startswith(str(os.getpid()))

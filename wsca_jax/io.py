@@ -128,6 +128,17 @@ def load_head(path: str) -> np.ndarray:
         raise WscaInputError(f"--primary-head {path}: cannot be read ({type(e).__name__}: {e})") from None
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def umask_mode(folder: bool = False) -> int:
     """The mode a new file (``0o666``) or folder (``0o777``) gets under the user's umask. Temporary
     names are created private (``0o600`` / ``0o700``); outputs get this mode before they are renamed,

@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..io import umask_mode  # noqa: E402
+from ..io import process_alive, umask_mode  # noqa: E402
 
 DISTRIBUTIONS = "wsca_distributions.npz"
 
@@ -60,16 +60,6 @@ def _write_figures(folder: str, figs: dict[str, bytes]) -> None:
             f.write(v)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_orphans(parent: str, prefix: str, min_age_s: float = 60.0) -> None:
     """Remove ``<prefix><pid>-<random>`` folders left by a run that was killed while writing: the
     name matches this output exactly, its process is gone, and it is older than ``min_age_s`` (a
@@ -79,7 +69,7 @@ def _remove_orphans(parent: str, prefix: str, min_age_s: float = 60.0) -> None:
     for name in os.listdir(parent):
         m = pattern.fullmatch(name)
         path = os.path.join(parent, name)
-        if m and not _alive(int(m.group(1))) and time.time() - os.path.getmtime(path) > min_age_s:
+        if m and not process_alive(int(m.group(1))) and time.time() - os.path.getmtime(path) > min_age_s:
             shutil.rmtree(path, ignore_errors=True)
 
 

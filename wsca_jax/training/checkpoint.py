@@ -19,10 +19,12 @@ checkpoint that verifies.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import warnings
 
 import jax
@@ -30,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ..errors import WscaInputError, WscaWarning, require
-from ..io import atomic_write_text, check_out_dir, first_line
+from ..io import atomic_write_text, check_out_dir, first_line, process_alive
 
 
 def _ckpt_managers(run_dir: str, read_only: bool = False):
@@ -267,6 +269,43 @@ def _resume_from(latest, best, run_dir: str, target, old: dict) -> tuple:
                          f"{damaged[0][1] if damaged else 'none'}); train again with --overwrite")
 
 
+
+
+def _lock_path(run_dir: str) -> str:
+    run_dir = os.path.abspath(run_dir)
+    return os.path.join(os.path.dirname(run_dir), f".{os.path.basename(run_dir)}.wsca-lock")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str):
+    """One training per run folder at a time: a lock file beside the folder (``.<name>.wsca-lock``,
+    holding the process id and host) taken before the folder is checked, released at the end. A lock
+    whose process no longer runs on this host is taken over; one held elsewhere is one line naming
+    the process and the host."""
+    path = _lock_path(run_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    me = f"{os.getpid()} {socket.gethostname()}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    pid, _, host = f.read().strip().partition(" ")
+            except OSError:
+                continue                                        # released meanwhile: try again
+            stale = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+            require(stale, f"--out {run_dir}: another wsca train (process {pid} on {host or 'an unknown host'}) is "
+                           f"writing this run; wait for it, or remove {path} if that process is gone")
+            os.unlink(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(me)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def start_run(run_dir: str) -> tuple:

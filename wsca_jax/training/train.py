@@ -26,7 +26,7 @@ from ..errors import WscaInputError, require
 from ..metrics import classification_metrics
 from ..progress import progress_bar
 from .checkpoint import (RUN_ENTRIES, CheckpointError, InjectedFault, _ckpt_managers, _fault, check_run_folder,
-                         read_run_json, restore_verified, resume_run, start_run, tree_digest, write_json)
+                         read_run_json, restore_verified, resume_run, run_lock, start_run, tree_digest, write_json)
 from .config import TrainConfig
 from .data.tfds_builder import fingerprint
 from .models import WscaModel, split_logits
@@ -194,6 +194,14 @@ def fit(dataset, primary: str, tasks: Sequence[str] = (), cfg: TrainConfig = Tra
       the run record (``run.json`` contents).
     """
     require(isinstance(cfg, TrainConfig), f"cfg: expected a TrainConfig, found {type(cfg).__name__}")
+    with run_lock(run_dir):                 # one training per folder: a second process is refused
+        return _fit(dataset, primary, tasks, cfg, run_dir, resume, overwrite, progress, dataset_source,
+                    max_epochs, split_seed, data_fingerprint)
+
+
+def _fit(dataset, primary, tasks, cfg, run_dir, resume, overwrite, progress, dataset_source, max_epochs,
+         split_seed, data_fingerprint) -> dict:
+    """:func:`fit` once the run folder is locked."""
     check_run_folder(run_dir, resume, overwrite)
     labels, specs = check_data(dataset, primary, tasks, cfg)
     t, state = _trainer(dataset, labels, specs, cfg)
