@@ -229,6 +229,15 @@ def test_retraining_bad_input_is_one_clear_error():
         MidConfig().replace(band=1.2)
     with pytest.raises(WscaInputError, match="--k must be at least 2"):
         kmeans(val["x"], ks=[1, 2])
+    import wsca_jax.mitigation.mining as mining_module
+    real = mining_module._device_memory
+    try:                                          # the vmapped call's memory is checked before it runs
+        mining_module._device_memory = lambda: 10**8
+        with pytest.raises(WscaInputError, match=r"k-means: 2000 fits \(--k x --restarts\) of 300 rows with up to 50 "
+                                                 r"clusters need about .* GB at once, over half the 0.1 GB"):
+            kmeans(val["x"], ks=[2, 50], restarts=1000)
+    finally:
+        mining_module._device_memory = real
     with pytest.raises(WscaInputError, match="config: expected a MidConfig, found dict"):
         retrain_methods(val, test, shares, {"methods": ("erm",)})
 
@@ -332,9 +341,11 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--groups", ""], "--groups: worst-group accuracy needs the group column"),
     (["--band", "1.5"], "--band must be in (0, 1), found 1.5"),
     (["--band", "0"], "--band must be in (0, 1), found 0.0"),
-    (["--k", "1:4"], "--k must be K or LO:HI with 2 <= LO <= HI, found '1:4'"),
-    (["--k", "x"], "--k must be K or LO:HI with 2 <= LO <= HI, found 'x'"),
-    (["--k", "5:3"], "--k must be K or LO:HI with 2 <= LO <= HI, found '5:3'"),
+    (["--k", "1:4"], "--k must be K or LO:HI with 2 <= LO <= HI <= 100, found '1:4'"),
+    (["--k", "x"], "--k must be K or LO:HI with 2 <= LO <= HI <= 100, found 'x'"),
+    (["--k", "5:3"], "--k must be K or LO:HI with 2 <= LO <= HI <= 100, found '5:3'"),
+    (["--k", "2:1000000000"], "--k must be K or LO:HI with 2 <= LO <= HI <= 100, found '2:1000000000'"),
+    (["--restarts", "200000"], "--restarts must be an integer from 1 to 1000, found 200000"),
     (["--methods", "erm,gdro"], "--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, found erm,gdro"),
     (["--methods", ""], "--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, found none"),
     (["--min-cell", "0"], "--min-cell must be an integer >= 1, found 0"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..analysis.config import ResamplingConfig
-from ..config import Config, Constraint, at_least, interval, names, numbers, one_of, optional, section, setting
+from ..config import Config, Constraint, at_least, integers, interval, names, numbers, one_of, optional, section, setting
 
 
 METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
@@ -23,11 +23,19 @@ DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
 _RESAMPLING = {f.name: f.default for f in dataclasses.fields(ResamplingConfig)}
 
 
+K_MAX = 100          # the largest cluster count (--k): see MiningConfig.k
+RESTARTS_MAX = 1000  # the most k-means++ restarts per k (--restarts): see MiningConfig.restarts
+
+
 def k_values(k) -> tuple[int, ...]:
-    """The cluster counts of a ``k`` setting: ``"K"``, ``"LO:HI"`` (inclusive), an int or a sequence of ints."""
+    """The cluster counts of a ``k`` setting: ``"K"``, ``"LO:HI"`` (inclusive), an int or a sequence of ints
+    (a range above :data:`K_MAX` is refused before it is built)."""
     if isinstance(k, str):
         lo, _, hi = k.partition(":")
-        return tuple(range(int(lo), int(hi or lo) + 1))
+        lo, hi = int(lo), int(hi or lo)
+        if hi > K_MAX:
+            raise ValueError(f"cluster counts above {K_MAX}: {k!r}")
+        return tuple(range(lo, hi + 1))
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
         return (int(k),)
     vals = tuple(k)
@@ -40,8 +48,8 @@ def _cluster_counts() -> Constraint:
     """``"K"`` or ``"LO:HI"`` text (the ``--k`` flag), an int or a sequence of ints; every count >= 2."""
     def test(v):
         ks = k_values(v)
-        return len(ks) > 0 and min(ks) >= 2 and not isinstance(v, bool)
-    return Constraint(test, "K or LO:HI with 2 <= LO <= HI")
+        return len(ks) > 0 and 2 <= min(ks) and max(ks) <= K_MAX and not isinstance(v, bool)
+    return Constraint(test, f"K or LO:HI with 2 <= LO <= HI <= {K_MAX}")
 
 
 def _k_text(ks) -> str | tuple[int, ...]:
@@ -68,9 +76,14 @@ class MiningConfig(Config):
                                            optional(interval(0, None, open_lo=True)), type=float)
     min_cell: int = setting(5, "MID pseudo-groups (band cluster x class) with fewer validation rows join their "
                             "class's rest", at_least(1))
-    k: str = setting("2:10", "cluster counts: K or LO:HI (chosen by silhouette)", _cluster_counts(),
+    # The bounds: every (k, restart) is one fit of a single vmapped k-means call that holds its band rows x
+    # max-k distances at once; more than K_MAX clusters of a band of a few thousand rows leaves most cells
+    # below min_cell (merged back), and more than RESTARTS_MAX restarts buys nothing k-means++ seeding
+    # does not; within the bounds, k-means checks the call's memory before it runs.
+    k: str = setting("2:10", f"cluster counts: K or LO:HI, at most {K_MAX} (chosen by silhouette)", _cluster_counts(),
                      metavar="K|LO:HI")
-    restarts: int = setting(10, "k-means++ restarts per k", at_least(1))
+    restarts: int = setting(10, f"k-means++ restarts per k (at most {RESTARTS_MAX}; all fits run in one call)",
+                            integers(1, RESTARTS_MAX))
 
     def __post_init__(self):
         if isinstance(self.k, range):                      # frozen as a tuple, like lists
@@ -136,5 +149,5 @@ RENAMED = {  # the 0.8 keywords: old name -> (field, conversion)
             "n_refits": ("refits", None), "Cs": ("C_grid", tuple), "jtt_up": ("jtt_upweight", None)}
 
 
-__all__ = ["DFR_CS", "METHODS", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig", "k_values",
+__all__ = ["DFR_CS", "K_MAX", "METHODS", "RESTARTS_MAX", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig", "k_values",
            "RENAMED"]
