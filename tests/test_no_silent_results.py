@@ -161,3 +161,15 @@ def test_one_training_per_run_folder_at_a_time(tmp_path):
         f.write(f"{gone.stdout.strip()} {socket.gethostname()}")
     with run_lock(run):                                   # stale: its process has ended
         assert open(_lock_path(run)).read().startswith(str(os.getpid()))
+
+
+def test_records_have_no_nan_or_infinity_and_files_are_named_by_their_option(tmp_path):
+    """mid.json and ifa.json are strict JSON (non-finite values as None, like wsca.json); an
+    unreadable MID split names its own option."""
+    import json
+    from wsca_jax.io import json_ready, load_embeddings
+    rec = json_ready({"a": float("inf"), "b": [np.float32(np.nan), 1.5], "c": np.arange(2), "d": {"e": -np.inf}})
+    assert rec == {"a": None, "b": [None, 1.5], "c": [0, 1], "d": {"e": None}}
+    json.dumps(rec, allow_nan=False)
+    with pytest.raises(WscaInputError, match=r"^--val: file not found: "):
+        load_embeddings(str(tmp_path / "none.npz"), "--val")

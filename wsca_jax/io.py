@@ -5,6 +5,7 @@ Every problem becomes a one-line :class:`~wsca_jax.errors.WscaInputError` naming
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import NamedTuple
@@ -41,32 +42,33 @@ def _exists(path: str, what: str) -> None:
     require(os.path.isfile(path), f"{what}: not a file: {path}")
 
 
-def load_embeddings(path: str) -> EmbeddingFile:
-    """Read ``.npy`` (N, D) or ``.npz`` with key ``embeddings`` (+ ``head_<task>``, columns)."""
-    _exists(path, "--embeddings")
+def load_embeddings(path: str, what: str = "--embeddings") -> EmbeddingFile:
+    """Read ``.npy`` (N, D) or ``.npz`` with key ``embeddings`` (+ ``head_<task>``, columns); errors
+    name the option ``what`` the file came from (``--embeddings``, ``--runs``, ``--val`` ...)."""
+    _exists(path, what)
     ext = os.path.splitext(path)[1].lower()
-    require(ext in (".npy", ".npz"), f"--embeddings {path}: expected a .npy or .npz file, found {ext or 'no extension'}")
+    require(ext in (".npy", ".npz"), f"{what} {path}: expected a .npy or .npz file, found {ext or 'no extension'}")
     try:                                   # .npy memory-mapped: read in blocks of rows, never copied whole
         data = np.load(path, allow_pickle=False, mmap_mode="r" if ext == ".npy" else None)
     except Exception as e:  # corrupt or not a NumPy file
-        raise WscaInputError(f"--embeddings {path}: cannot be read as {ext} ({type(e).__name__}: {first_line(e)})") from None
+        raise WscaInputError(f"{what} {path}: cannot be read as {ext} ({type(e).__name__}: {first_line(e)})") from None
     if ext == ".npy":
         return EmbeddingFile(data, {}, {})
     with data:
         keys = list(data.keys())
-        require("embeddings" in keys, f"--embeddings {path}: no array named 'embeddings' (found: {', '.join(keys) or 'none'})")
+        require("embeddings" in keys, f"{what} {path}: no array named 'embeddings' (found: {', '.join(keys) or 'none'})")
         arrays = {}
         for k in keys:
             try:
                 arrays[k] = np.asarray(data[k])
             except ValueError as e:
                 if "pickle" in str(e):             # object arrays need pickle, which is refused
-                    raise WscaInputError(f"--embeddings {path}: array {k!r} cannot be read without pickle ({e}); "
+                    raise WscaInputError(f"{what} {path}: array {k!r} cannot be read without pickle ({e}); "
                                          "store text as fixed-width strings (np.array(..., dtype=str))") from None
-                raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
+                raise WscaInputError(f"{what} {path}: array {k!r} is damaged ({type(e).__name__}: "
                                      f"{first_line(e)})") from None
             except Exception as e:                 # damaged member: zip CRC, header tokens, truncation ...
-                raise WscaInputError(f"--embeddings {path}: array {k!r} is damaged ({type(e).__name__}: "
+                raise WscaInputError(f"{what} {path}: array {k!r} is damaged ({type(e).__name__}: "
                                      f"{first_line(e)})") from None
     return embedding_file(arrays)
 
@@ -167,6 +169,20 @@ def atomic_write(path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def json_ready(obj):
+    """``obj`` with NumPy values as Python ones and non-finite floats as None (JSON has no NaN or
+    Infinity; every record the tool writes uses None for them, as ``wsca.json`` does)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "tolist"):                           # NumPy arrays and scalars
+        return json_ready(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def atomic_write_text(path, text: str) -> None:

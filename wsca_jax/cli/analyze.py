@@ -165,7 +165,7 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
         key = os.path.realpath(path)
         require(key not in real, f"--runs {path}: given twice (also as {real.get(key)}); expected distinct runs")
         real[key] = path
-        ef = load_embeddings(path)
+        ef = load_embeddings(path, "--runs")
         if not ef.columns:
             raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")
         meta = pd.DataFrame(ef.columns)

@@ -95,7 +95,7 @@ def _mid_splits(args) -> dict:
     if args.run is None:
         missing = [f"--{k}" for k, v in files.items() if v is None]
         require(not missing, f"wsca mid needs --run, or --train, --val and --test (missing {', '.join(missing)})")
-        return {k: load_embeddings(v) for k, v in files.items()}
+        return {k: load_embeddings(v, f"--{k}") for k, v in files.items()}
     require(all(v is None for v in files.values()), "wsca mid: give --run or the three .npz files, not both")
     from ..training.embed import embed
     from ..training.train import load_run, read_run_json

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from ..io import json_ready
 from .common import _CSS, _img, _png, _write_figures, atomic_folder, plt
 
 
@@ -143,7 +144,7 @@ def write_ifa_outputs(rec: dict, arrays: dict, images: np.ndarray | None, out_di
         figs = ifa_figures(rec, arrays, images) if figures else {}
         _write_figures(tmp, figs)
         with open(os.path.join(tmp, "ifa.json"), "w") as f:
-            json.dump(rec, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+            json.dump(json_ready(rec), f, indent=1, allow_nan=False, default=str)
         np.savez(os.path.join(tmp, "ifa_importance.npz"), **arrays)
         with open(os.path.join(tmp, "report.html"), "w") as f:
             f.write(render_ifa_html(rec, figs))

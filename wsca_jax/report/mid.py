@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from ..io import json_ready
 from .common import _CSS, _img, _png, _write_figures, atomic_folder, plt
 
 
@@ -128,7 +129,7 @@ def write_mid_outputs(rec: dict, arrays: dict, out_dir: str, figures: bool = Tru
         figs = mid_figures(rec, arrays) if figures else {}
         _write_figures(tmp, figs)
         with open(os.path.join(tmp, "mid.json"), "w") as f:
-            json.dump(rec, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+            json.dump(json_ready(rec), f, indent=1, allow_nan=False, default=str)
         with open(os.path.join(tmp, "report.html"), "w") as f:
             f.write(render_mid_html(rec, figs))
     return atomic_folder(out_dir, fill)
