@@ -230,14 +230,14 @@ def test_retraining_bad_input_is_one_clear_error():
     with pytest.raises(WscaInputError, match="--k must be at least 2"):
         kmeans(val["x"], ks=[1, 2])
     import wsca_jax.mitigation.mining as mining_module
-    real = mining_module._device_memory
+    real = mining_module.device_memory
     try:                                          # the vmapped call's memory is checked before it runs
-        mining_module._device_memory = lambda: 10**8
+        mining_module.device_memory = lambda: 10**8
         with pytest.raises(WscaInputError, match=r"k-means: 2000 fits \(--k x --restarts\) of 300 rows with up to 50 "
                                                  r"clusters need about .* GB at once, over half the 0.1 GB"):
             kmeans(val["x"], ks=[2, 50], restarts=1000)
     finally:
-        mining_module._device_memory = real
+        mining_module.device_memory = real
     with pytest.raises(WscaInputError, match="config: expected a MidConfig, found dict"):
         retrain_methods(val, test, shares, {"methods": ("erm",)})
 

@@ -19,6 +19,8 @@ IFA, MID or the datasets it never touches.
 
 __version__ = "0.9.0"
 
+from .lazy import attach  # noqa: E402  (importlib only)
+
 _NAMES = {
     "errors": ("WscaInputError", "WscaWarning"),
     "analysis": ("AnalysisConfig", "TaskResult", "WscaResult", "analyze", "fixed_head_wsc"),
@@ -26,6 +28,7 @@ _NAMES = {
     "probes": ("ProbeConfig", "fit_probes"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
+
 SUBPACKAGES = ("analysis", "checks", "cli", "config", "errors", "ifa", "io", "lazy", "metrics", "mitigation", "probes",
                "progress", "report", "sharding", "stats", "tasks", "training", "validation")
 
@@ -55,21 +58,21 @@ _MOVED = {
 }
 
 
+_names = attach(__name__, _WHERE)[0]
+
+
 def __getattr__(name: str):
     import importlib
-    module = _WHERE.get(name)
-    if module is None and name in _MOVED:
+    if name in _MOVED:
         import warnings
         where = f"wsca_jax.{_MOVED[name]}"
         attr = "initialize" if name == "init_distributed" else name
         warnings.warn(f"wsca_jax.{name} is deprecated: use {where}.{attr} (removed in 0.10)", DeprecationWarning,
                       stacklevel=2)
         return getattr(importlib.import_module(where), attr)
-    if module is None:
-        if name in SUBPACKAGES:
-            return importlib.import_module(f".{name}", __name__)
-        raise AttributeError(f"module 'wsca_jax' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    if name in SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    value = _names(name)                                    # AttributeError for an unknown name
     globals()[name] = value
     return value
 

@@ -171,6 +171,14 @@ def atomic_write(path, write) -> None:
         raise
 
 
+def finite_or_none(x):
+    """``x`` as a float, or None where it is None, NaN or infinite (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if not math.isfinite(x) else x
+
+
 def json_ready(obj):
     """``obj`` with NumPy values as Python ones and non-finite floats as None (JSON has no NaN or
     Infinity; every record the tool writes uses None for them, as ``wsca.json`` does)."""
@@ -180,9 +188,7 @@ def json_ready(obj):
         return [json_ready(v) for v in obj]
     if hasattr(obj, "tolist"):                           # NumPy arrays and scalars
         return json_ready(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    return finite_or_none(obj) if isinstance(obj, float) else obj
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -11,7 +11,8 @@ from ..metrics import classification_metrics, predict_proba
 from ..probes import Basis
 from ..stats import (basic_interval, guarded_bca_interval, near_threshold, percentile_interval, permutation_pvalue,
                      pvalue_mcse, recentred_replicates)
-from .result import TaskResult, finite_or_none
+from ..io import finite_or_none
+from .result import TaskResult
 
 
 def heldout_quality(basis: Basis, tasks, folds: np.ndarray, cv_fit, class_mask: np.ndarray) -> list[dict]:

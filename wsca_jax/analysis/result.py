@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..io import atomic_write_text
+from ..io import atomic_write_text, finite_or_none
 
 
 @dataclass(frozen=True)
@@ -162,14 +161,6 @@ class WscaResult:
                          "random_q95": s["random_direction_q95"], "converged": t.fit.get("converged"),
                          "verdict": s["verdict"]})
         return pd.DataFrame(rows)
-
-
-def finite_or_none(x):
-    """``x`` as a float, or None where it is None, NaN or infinite (JSON has no NaN)."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if not math.isfinite(x) else x
 
 
 def _mat(a):

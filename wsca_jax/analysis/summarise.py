@@ -20,9 +20,10 @@ def summarise(st: Stages, config, primary: str, head_null: dict, shape: tuple) -
     prep = st.prepared
     results = _task_results(st, config, head_null)
     resolved = resolved_design(st, config, head_null)
-    fits = {t.name: fit_summary(st.fits(), i, prep.probe.max_iter, prep.T if prep.p_rows is None else None)
+    stage_fits = st.fits()
+    fits = {t.name: fit_summary(stage_fits, i, prep.probe.max_iter, prep.T if prep.p_rows is None else None)
             for i, t in enumerate(prep.probe_tasks)}
-    warn_lines = convergence_warnings(fits, st.fits())
+    warn_lines = convergence_warnings(fits, stage_fits)
     inf = config.inference
     for name, r in results.items():
         r.fit.update(fits[name])

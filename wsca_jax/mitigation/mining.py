@@ -32,7 +32,7 @@ from ..config import with_deprecated_keywords
 from .config import RENAMED, MidConfig, MiningConfig, RetrainingConfig
 from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
                       weighted_accuracy, weighted_accuracy_interval)
-from ..probes.engine import _device_memory
+from ..probes import device_memory
 from ..stats import holm
 
 
@@ -199,7 +199,7 @@ def kmeans(x: np.ndarray, ks=range(2, 11), restarts: int = 10, seed: int = 0, n_
     require(restarts >= 1, f"restarts must be at least 1, found {restarts}")
     rk = np.repeat(ks, restarts)
     # one vmapped call holds every fit's (N, max k) distances and one-hot assignments, and its centres
-    need, avail = 4.0 * len(rk) * (2 * len(x) * int(ks.max()) + 2 * int(ks.max()) * x.shape[1] + len(x)), _device_memory()
+    need, avail = 4.0 * len(rk) * (2 * len(x) * int(ks.max()) + 2 * int(ks.max()) * x.shape[1] + len(x)), device_memory()
     require(need <= 0.5 * avail, f"k-means: {len(rk)} fits (--k x --restarts) of {len(x)} rows with up to {ks.max()} "
                                  f"clusters need about {need / 1e9:.1f} GB at once, over half the {avail / 1e9:.1f} GB "
                                  "available: lower --restarts or narrow --k")

@@ -50,12 +50,12 @@ Modules (a change goes where its name says):
 
 from .basis import ROW_BLOCK, Basis, ProbeFit, make_basis, to_original
 from .config import ProbeConfig
-from .engine import (REPLICATE_BYTES, SOLVER_OVERHEAD, available_memory, chunk_for_memory, fit_batched, fit_probes,
-                     fit_replicates, initial_params, recheck_stalled, resolve_memory, sklearn_equivalent_C,
+from .engine import (REPLICATE_BYTES, SOLVER_OVERHEAD, available_memory, chunk_for_memory, device_memory, fit_batched,
+                     fit_probes, fit_replicates, initial_params, recheck_stalled, resolve_memory, sklearn_equivalent_C,
                      width_groups)
 from .precondition import Precond, kfac_precond
 
 __all__ = ["REPLICATE_BYTES", "ROW_BLOCK", "SOLVER_OVERHEAD", "Basis", "Precond", "ProbeConfig", "ProbeFit",
-           "available_memory", "chunk_for_memory", "fit_batched", "fit_probes", "fit_replicates", "initial_params",
+           "available_memory", "chunk_for_memory", "device_memory", "fit_batched", "fit_probes", "fit_replicates", "initial_params",
            "kfac_precond", "make_basis", "recheck_stalled", "resolve_memory", "sklearn_equivalent_C", "to_original",
            "width_groups"]

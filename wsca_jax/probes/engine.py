@@ -44,7 +44,7 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _device_memory() -> int:
+def device_memory() -> int:
     """Bytes the solver's arrays can use: the accelerator's memory limit, or the host's available memory."""
     dev = jax.devices()[0]
     if dev.platform != "cpu":
@@ -73,7 +73,7 @@ def resolve_memory(config: ProbeConfig, n: int, d: int, t: int, k: int) -> Probe
     available now, the smallest over all processes) and ``chunk`` the replicates per compiled call
     it allows: every later fit uses the same chunk (results depend on which problems iterate
     together), every process the same shapes, and ``resolved.probe`` in ``wsca.json`` records what was used."""
-    gb = config.memory_gb if config.memory_gb is not None else 0.5 * _device_memory() / 1e9
+    gb = config.memory_gb if config.memory_gb is not None else 0.5 * device_memory() / 1e9
     gb = sharding.agree_min(gb)
     return config.replace(memory_gb=float(gb), chunk=chunk_for_memory(gb, n, d, t, k, max(1, int(config.chunk))),
                           warm_iter=config.warm_cap)
