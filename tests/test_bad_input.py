@@ -64,6 +64,24 @@ def _zero_npy_header(src, dst, member="embeddings.npy"):
             zout.writestr(item, data)
 
 
+def _issue27_files(d, z, meta, head):
+    """Inputs that used to give a confident wrong answer (issue 27)."""
+    cols = dict(label=meta["label"].to_numpy(), site=meta["site"].to_numpy())
+    np.savez(d / "run_a.npz", embeddings=z, head_label=head, **cols)
+    shutil.copy(d / "run_a.npz", d / "run_copy.npz")
+    np.savez(d / "run_nohead.npz", embeddings=z + 1e-3, **cols)
+    meta.assign(site_copy=meta["site"].map({0: "x", 1: "y"})).to_csv(d / "meta_copy.csv", index=False)
+    np.savez(d / "emb_heads.npz", embeddings=z, head_label=head, head_site=np.eye(z.shape[1])[[1]], **cols)
+    (d / "null_big.txt").write_text("5\n0.2\n")
+    n = 12
+    maps = np.ones((n, 2, 2, 4), np.float32)
+    extra = dict(head_label=np.eye(4, dtype=np.float32)[:2], bias_label=np.zeros(2, np.float32),
+                 label=np.arange(n) % 2, source=(np.arange(n) // 2) % 2)
+    for name, m in (("maps_ok", maps), ("maps_zero", 0 * maps), ("maps_nan", np.where(np.arange(n)[:, None, None, None] == 3,
+                                                                                    np.nan, maps))):
+        np.savez(d / f"{name}.npz", embeddings=np.nan_to_num(m).mean((1, 2)), feature_maps=m.astype(np.float32), **extra)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
@@ -91,6 +109,7 @@ def prepared(tmp_path_factory):
     np.savez(d / "noemb.npz", x=z)
     np.savez(d / "emb.npz", embeddings=z, label=meta["label"].to_numpy(), site=meta["site"].to_numpy())
     _flip_zip_payload(d / "emb.npz", d / "flipped.npz")
+    _issue27_files(d, z, meta, head)
     _zero_npy_header(d / "emb.npz", d / "zeroed.npz")
     with open(d / "emb.npz", "rb") as f:
         (d / "truncated.npz").write_bytes(f.read()[:3000])
@@ -189,6 +208,21 @@ CASES = {
     "analyze memory zero": ("analyze", a("--memory-gb", "0"), "--memory-gb must be None or a finite number > 0, found 0.0"),
     "analyze max iter zero": ("analyze", a("--max-iter", "0"), "--max-iter must be an integer >= 1, found 0"),
     "analyze one fold": ("analyze", a("--cv-folds", "1"), "--cv-folds must be an integer >= 2, found 1"),
+    # ---- issue 27: confident wrong answers, now refused before any work
+    "analyze runs given twice": ("analyze", ["--runs", "{d}/run_a.npz", "{d}/run_a.npz", "--primary", "label", "--quiet"],
+                                 "given twice"),
+    "analyze runs same content": ("analyze", ["--runs", "{d}/run_a.npz", "{d}/run_copy.npz", "--primary", "label",
+                                              "--quiet"], "the same embeddings as run_a (a run given twice)"),
+    "analyze runs head and probe": ("analyze", ["--runs", "{d}/run_a.npz", "{d}/run_nohead.npz", "--primary", "label",
+                                                "--quiet"], "run_a have the model's primary head and run_nohead do not"),
+    "analyze permute within a copy of the task": ("analyze", a("--metadata", "{d}/meta_copy.csv", "--tasks", "site",
+                                                              "--permute-within", "site_copy"),
+                                                  "--permute-within 'site_copy': it determines task 'site'"),
+    "analyze seed null above one": ("analyze", ["--embeddings", "{d}/emb_heads.npz", "--primary", "label", "--task-heads",
+                                                "site", "--head-null", "site={d}/null_big.txt", "--quiet"],
+                                    "head_null 'site': value 5.0 is not a max |WSC|"),
+    "analyze cv folds above rows": ("analyze", a("--cv-folds", "1000"), "--cv-folds 1000: more folds than rows (400)"),
+    "analyze memory inf": ("analyze", a("--memory-gb", "inf"), "--memory-gb must be None or a finite number > 0, found inf"),
     "analyze distributed options alone": ("analyze", a("--process-id", "1"), "go with --distributed"),
     "analyze embeddings folder": ("analyze", a("--embeddings", "{d}/folder.npy"), "not a file"),
     "analyze embeddings extension": ("analyze", a("--embeddings", "{d}/meta.txt"), "expected a .npy or .npz"),
@@ -309,6 +343,13 @@ CASES = {
     "ifa fractions zero": ("ifa", I + ["--fractions", "0,0.5"], "--fractions must be comma-separated numbers in (0, 1], found 0.0,0.5"),
     "ifa fractions text": ("ifa", I + ["--fractions", "half"], "--fractions must be comma-separated numbers in (0, 1], found 'half'"),
     "ifa random masks zero": ("ifa", I + ["--random-masks", "0"], "--random-masks must be an integer from 1 to 10000, found 0"),
+    "ifa stored maps all zero": ("ifa", ["--embeddings", "{d}/maps_zero.npz", "--no-figures"], "feature_maps are all zero"),
+    "ifa stored maps nan": ("ifa", ["--embeddings", "{d}/maps_nan.npz", "--no-figures"],
+                            "feature_maps of image 3 contain NaN or inf (1 such images)"),
+    "ifa layer blank": ("ifa", ["--embeddings", "{d}/maps_ok.npz", "--layer", ""], "--layer must be 'last' or a submodule"),
+    "ifa random masks huge": ("ifa", ["--embeddings", "{d}/maps_ok.npz", "--random-masks", "2000000"],
+                              "--random-masks must be an integer from 1 to 10000, found 2000000"),
+    "ifa seed negative": ("ifa", ["--embeddings", "{d}/maps_ok.npz", "--seed", "-1"], "--seed must be an integer >= 0"),
     "ifa target out of range": ("ifa", I + ["--target", "7"], "the primary head has classes 0..1"),
     "ifa target text": ("ifa", I + ["--target", "most"], "--target must be predicted, true or a class index, found 'most'"),
     "ifa region malformed": ("ifa", I + ["--region", "top"], "expected y0:y1,x0:x1 in image pixels"),
