@@ -212,12 +212,12 @@ def test_adaptive_permutations_add_batches_only_near_alpha(known_answer):
 
 
 def test_a_fit_that_did_not_converge_is_flagged_everywhere(known_answer, tmp_path):
-    """An iteration cap the probes cannot meet: a UserWarning, converged False in the task's fit, a
+    """An iteration cap the probes cannot meet (and no Newton steps to polish): a UserWarning, converged False in the task's fit, a
     caveat, top-level warnings in wsca.json and in the HTML report -- never a silent value."""
     from wsca_jax.report import render_html
     z, meta, head = known_answer(n=300, d=8)
     with pytest.warns(UserWarning, match="did not converge"):
-        res = wsca.analyze(z, meta, "label", head, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=8, max_iter=1, warm_iter=1))
+        res = wsca.analyze(z, meta, "label", head, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=8, max_iter=1, warm_iter=1, newton_steps=0))
     t = res.tasks["site"]
     assert t.fit["converged"] is False and t.fit["replicates_not_converged"]["cv"] > 0
     assert any("did not converge" in c for c in t.summary["caveats"])
@@ -227,7 +227,7 @@ def test_a_fit_that_did_not_converge_is_flagged_everywhere(known_answer, tmp_pat
     assert "did not converge" in render_html(res, {})
     # a primary *probe* that did not converge is named in every task's caveats
     with pytest.warns(UserWarning, match="did not converge"):
-        res = wsca.analyze(z, meta, "label", None, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=8, max_iter=1, warm_iter=1))
+        res = wsca.analyze(z, meta, "label", None, config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=8, max_iter=1, warm_iter=1, newton_steps=0))
     assert res.primary["fit"]["converged"] is False
     assert "primary probe ('label') did not converge" in res.tasks["site"].summary["caveats"][0]
 

@@ -248,17 +248,28 @@ def test_fit_batched_with_absent_classes_anywhere_and_batched_starts():
         assert np.all(padded.coef[:, t, absent] == 0) and np.all(padded.intercept[:, t, absent] == 0)
 
 
+def _uncertified(X, y, config):
+    """fit_probes' dict judged by the gradient rule alone (as replicate fits are): no certificate."""
+    fit = fit_replicates(make_basis(X), np.asarray(y, np.int32)[None], np.ones((1, len(y)), np.float32),
+                         np.ones((1, 2), bool), config)
+    return {"converged": fit.converged[0], "grad_max": fit.grad_max[0], "grad_floor": fit.grad_floor[0],
+            "iterations": int(fit.iterations[0].max())}
+
+
 def test_a_fit_that_cannot_converge_is_flagged():
-    """The iteration cap, and a tolerance below what float32 can resolve with too little patience,
-    both end in converged = False; analyze() then warns and says so in wsca.json."""
+    """The gradient rule of replicate fits: the iteration cap, and a tolerance below what float32
+    can resolve with too little patience, both end in converged = False. A certified full-data fit
+    at the cap without Newton steps is flagged too (its gap is above gap_tol)."""
     X, y = cnn_like()
-    capped = fit_probes(X, y, config=ProbeConfig(C=100.0, max_iter=50))
+    capped = _uncertified(X, y, ProbeConfig(C=100.0, max_iter=50))
     assert not bool(capped["converged"][0]) and capped["iterations"] == 50
     assert capped["grad_max"][0] > 1e-5
-    stalled = fit_probes(X, y, config=ProbeConfig(C=100.0, tol=1e-12, patience=5, max_iter=3000))
+    certified = fit_probes(X, y, config=ProbeConfig(C=100.0, max_iter=50, newton_steps=0))
+    assert not bool(certified["converged"][0]) and certified["gap"][0] > 1e-6
+    stalled = _uncertified(X, y, ProbeConfig(C=100.0, tol=1e-12, patience=5, max_iter=3000))
     assert stalled["iterations"] < 3000 and not bool(stalled["converged"][0])
     assert stalled["grad_max"][0] > stalled["grad_floor"][0]
-    ok = fit_probes(X, y, config=ProbeConfig(C=1.0))
+    ok = _uncertified(X, y, ProbeConfig(C=1.0))
     assert bool(ok["converged"][0]) and ok["grad_max"][0] <= 1e-5
 
 
@@ -267,10 +278,10 @@ def test_a_stall_counts_as_converged_only_at_the_measured_float32_floor():
     floor is converged, judged by the float64 gradient against the measured float32 error there (not
     the worst-case bound); a stall far above that floor is not."""
     X, y = cnn_like()
-    at_floor = fit_probes(X, y, config=ProbeConfig(C=100.0, tol=1e-12, patience=100, max_iter=3000))
+    at_floor = _uncertified(X, y, ProbeConfig(C=100.0, tol=1e-12, patience=100, max_iter=3000))
     assert at_floor["iterations"] < 3000 and bool(at_floor["converged"][0])
     assert at_floor["grad_max"][0] <= at_floor["grad_floor"][0] < 1e-6          # measured, far below tol 1e-5
-    early = fit_probes(X, y, config=ProbeConfig(C=100.0, tol=1e-12, patience=5, max_iter=3000))
+    early = _uncertified(X, y, ProbeConfig(C=100.0, tol=1e-12, patience=5, max_iter=3000))
     assert not bool(early["converged"][0]) and early["grad_max"][0] > early["grad_floor"][0]
 
 
@@ -349,7 +360,8 @@ def test_probe_config_checks_its_fields_and_resolves_the_warm_cap():
     assert resolved.warm_iter == 200 and resolved.memory_gb == 1.0 and resolved.chunk >= 1
     assert resolve_memory(ProbeConfig(memory_gb=1.0), 500, 16, 3, 4).warm_iter == 500
     d = ProbeConfig().to_dict()
-    assert list(d) == ["model", "C", "solver", "tol", "max_iter", "warm_iter", "history", "patience", "chunk",
+    assert list(d) == ["model", "C", "solver", "tol", "max_iter", "warm_iter", "history", "patience", "gap_tol",
+                       "newton_steps", "chunk",
                        "memory_gb", "objective"] and d["warm_iter"] is None   # as given; the resolved config holds the number
     assert ProbeConfig.from_dict(resolved.to_dict()) == resolved
     assert ProbeConfig.from_dict(ProbeConfig().to_dict()) == ProbeConfig()

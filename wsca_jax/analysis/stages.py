@@ -108,10 +108,11 @@ class Stages(NamedTuple):
 
 
 def point(prep: Prepared, config, run: Runtime) -> Point:
-    """Full-data fits and the observed WSC (fixed heads: head to head)."""
+    """Full-data fits, certified by their Newton decrement (:func:`~wsca_jax.probes.certify.certify`),
+    and the observed WSC (fixed heads: head to head)."""
     n = prep.basis.x.shape[0]
     fit = fit_replicates(prep.basis, prep.labels, np.ones((1, n), np.float32), prep.cmask, prep.probe,
-                         progress=run.bar.update)
+                         progress=run.bar.update, certified=True)
     compare = Comparison(prep, fit, config.projection.heads == "centered")
     wsc_hat = compare.probes(fit)[0]                                      # (T, Ca, K)
     probe_hat = wsc_hat.copy()

@@ -87,11 +87,14 @@ def _task_results(st: Stages, config, head_null: dict) -> dict[str, TaskResult]:
 
 
 def fit_summary(fits: dict, i: int, max_iter: int, primary_index: int | None = None) -> dict:
-    """Convergence of task ``i``'s probe: the full-data fit (``at_cap``: it stopped at ``max_iter``)
+    """Convergence of task ``i``'s probe: the full-data fit (``gap``: its estimated relative
+    optimality gap, the criterion of ``converged``; ``at_cap``: L-BFGS stopped at ``max_iter``)
     and the count of replicate fits (per stage) that did not converge."""
     point = fits["point"]
+    gap = float(point.gap[0, i])
     out = {"converged": bool(point.converged[0, i]), "grad_max": float(point.grad_max[0, i]),
-           "grad_floor": float(point.grad_floor[0, i]), "objective": float(point.objective[0, i]),
+           "grad_floor": float(point.grad_floor[0, i]), "gap": gap if np.isfinite(gap) else None,
+           "objective": float(point.objective[0, i]),
            "iterations": int(point.iterations[0, i]), "at_cap": bool(int(point.iterations[0, i]) >= max_iter)}
     # the primary probe's permutation refits are not used (the null keeps the observed primary)
     unused = {"permutation"} if i == primary_index else set()

@@ -76,11 +76,8 @@ def caveats(s: dict, probe: dict, source: str, fit: dict, *, alpha: float, permu
         out.append(f"the attribute is weakly encoded (probe AUROC {auroc:.2f}): its direction is unreliable, and a high "
                    "WSC with a poor probe is not evidence (the paper discounts such values itself)")
     if not fit.get("converged", True):
-        why = (f"it reached the iteration cap ({fit['iterations']})" if fit.get("at_cap") else
-               "it stalled with the gradient above its float32 rounding floor")
-        out.append(f"the probe fit did not converge: {why}, max |gradient| {fit['grad_max']:.1e} (tolerance "
-                   f"not met; floor {fit['grad_floor']:.1e}): its WSC is not to be trusted; raise max_iter, "
-                   "lower C, or check the embeddings' scale")
+        out.append(f"the probe fit did not converge: {_not_converged(fit)}: its WSC is not to be trusted; raise "
+                   "max_iter, lower C, or check the embeddings' scale")
     bad = {k: v for k, v in fit.get("replicates_not_converged", {}).items() if v}
     if bad:
         out.append("replicate fits that did not converge: " + ", ".join(f"{v} {k}" for k, v in bad.items())
@@ -130,13 +127,23 @@ def caveats(s: dict, probe: dict, source: str, fit: dict, *, alpha: float, permu
     return out
 
 
+def _not_converged(fit: dict) -> str:
+    """Why a full-data fit is not converged, from its ``fit`` block: its estimated optimality gap
+    (the criterion of certified fits), else the gradient rule's stop."""
+    gap = fit.get("gap")
+    if gap is not None:
+        return (f"its estimated optimality gap (Newton decrement) is {gap:.1e} of the objective, above the "
+                f"tolerance, after {fit['iterations']} L-BFGS iterations and the float64 Newton steps allowed")
+    why = (f"it reached the iteration cap ({fit['iterations']})" if fit.get("at_cap") else
+           "it stalled with the gradient above its float32 rounding floor")
+    return f"{why}, max |gradient| {fit['grad_max']:.1e}, float32 floor {fit['grad_floor']:.1e}"
+
+
 def convergence_warnings(fits: dict, stages: dict) -> list[str]:
     out = []
     for name, f in fits.items():
         if not f["converged"]:
-            how = "at the iteration cap" if f["at_cap"] else "stalled above its float32 floor"
-            out.append(f"probe {name!r}: the full-data fit did not converge ({how}: max |gradient| {f['grad_max']:.1e} "
-                       f"after {f['iterations']} iterations, float32 floor {f['grad_floor']:.1e}); its WSC is not to be trusted")
+            out.append(f"probe {name!r}: the full-data fit did not converge ({_not_converged(f)}); its WSC is not to be trusted")
         bad = {k: v for k, v in f["replicates_not_converged"].items() if v}
         if bad:
             out.append(f"probe {name!r}: replicate fits did not converge: "

@@ -214,8 +214,9 @@ def print_summary(result, out: str, seconds: float) -> None:
               "(groups are exchanged among groups of equal size); group-level attributes barely move under the null")
     dg = result.diagnostics
     if dg["fits_not_converged"]:
-        print(f"note: {dg['fits_not_converged']} of {dg['fits_total']} probe fits did not converge (iteration cap, or "
-              f"stalled above the float32 floor; largest max |gradient| {dg['replicate_grad_max']:.1e}); "
+        print(f"note: {dg['fits_not_converged']} of {dg['fits_total']} probe fits did not converge (a full-data fit "
+              "whose optimality gap stayed above its tolerance, or a replicate at the iteration cap or stalled "
+              f"above the float32 floor; largest max |gradient| {dg['replicate_grad_max']:.1e}); "
               "see 'fit' per task and 'warnings' in wsca.json")
     if any(r.summary.get("ci_method") == "corrected" for r in result.tasks.values()):
         print("note: max_abs_wsc is the raw value (the paper's number); ci_low/ci_high are the interval of the "

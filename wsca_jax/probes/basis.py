@@ -43,11 +43,15 @@ class ProbeFit(NamedTuple):
       grad_max: ``(..., T)`` max |gradient| at the end (scikit-learn's stopping criterion).
       iterations: ``(..., T)`` L-BFGS iterations the task's compiled call ran (shared by the replicates
         of one call and by the tasks of one class width, which are fitted together).
-      converged: ``(..., T)`` bool: ``max |gradient| <= tol``, or stalled with the float64 gradient
+      converged: ``(..., T)`` bool: for certified fits, the estimated relative gap at most
+        ``gap_tol``; for the others ``max |gradient| <= tol``, or stalled with the float64 gradient
         at the measured float32 floor (:func:`~wsca_jax.probes.engine.recheck_stalled`). False: the
-        fit is not to be trusted (iteration cap, or a stall above the floor).
+        fit is not to be trusted (iteration cap, a stall above the floor, a gap above ``gap_tol``).
       grad_floor: ``(..., T)`` the gradient's float32 floor: measured for stalled fits (ten times
         ``|g32 - g64|``), else the worst-case bound (rounding of the sums and of the logits).
+      gap: ``(..., T)`` the estimated relative optimality gap ``lambda^2 / (2 f)`` (Newton decrement,
+        float64) of certified fits (:func:`~wsca_jax.probes.certify.certify`: full-data fits), NaN
+        where a fit was not certified (replicates are judged by the gradient rule alone).
     """
 
     coef: jax.Array
@@ -57,6 +61,7 @@ class ProbeFit(NamedTuple):
     iterations: jax.Array
     converged: jax.Array
     grad_floor: jax.Array
+    gap: jax.Array
 
 
 ROW_BLOCK = 16384          # rows per block of the host's passes over the embeddings (no whole copy)

@@ -33,6 +33,11 @@ class ProbeConfig(Config):
     warm_iter: int | None = setting(None, "iteration cap for replicates warm-started at the full-data solution "
                                     "(bootstrap, jackknife; the cross-validation folds start cold); None: min(500, max_iter)",
                                     optional(at_least(0)), cli=False)
+    gap_tol: float = setting(1e-6, "a full-data fit counts as converged only where its estimated relative optimality gap "
+                             "(Newton decrement lambda^2 / 2 over the objective, float64) is at most gap_tol",
+                             _POSITIVE, cli=False)
+    newton_steps: int = setting(20, "float64 Newton-CG steps the host may take to bring a full-data fit's gap to gap_tol",
+                                at_least(0), cli=False)
     history: int = setting(10, "L-BFGS memory", at_least(1), cli=False)
     patience: int = setting(100, "iterations without progress (objective down by more than its float32 rounding "
                             "floor, or max |gradient| down by 10%) after which a problem counts as stalled",
@@ -55,7 +60,7 @@ class ProbeConfig(Config):
         return {"model": "multinomial_logistic_l2" if self.solver == "lbfgs" else "ridge_one_hot",
                 "C": self.C, "solver": self.solver, "tol": self.tol, "max_iter": self.max_iter,
                 "warm_iter": self.warm_iter, "history": self.history,
-                "patience": self.patience, "chunk": self.chunk, "memory_gb": self.memory_gb,
+                "patience": self.patience, "gap_tol": self.gap_tol, "newton_steps": self.newton_steps, "chunk": self.chunk, "memory_gb": self.memory_gb,
                 "objective": "mean weighted cross-entropy + ||W||^2 / (2 C n)"}
 
     @classmethod

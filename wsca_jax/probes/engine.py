@@ -4,7 +4,8 @@
 (:func:`width_groups`), replicates in chunks sized to the memory budget (:func:`chunk_for_memory`,
 fixed once per analysis by :func:`resolve_memory`) and laid out over the devices
 (:mod:`wsca_jax.sharding`), one compiled call (:func:`fit_batched`) per chunk and group, then the
-fits that stopped on the stall rule judged on the host in float64 (:func:`recheck_stalled`).
+fits that stopped on the stall rule judged on the host in float64 (:func:`recheck_stalled`), and
+full-data fits certified by their Newton decrement (:func:`~wsca_jax.probes.certify.certify`).
 :func:`fit_probes` is the one-call API for full-data probes.
 """
 
@@ -21,6 +22,7 @@ from .. import sharding
 from ..errors import require
 from . import lbfgs, ridge
 from .basis import ROW_BLOCK, Basis, ProbeFit, make_basis, to_original
+from .certify import certify
 from .config import ProbeConfig
 from .objective import _aligned_width
 from .precondition import kfac_precond
@@ -195,15 +197,15 @@ def _scatter(parts: list, groups: list, t: int, k: int) -> ProbeFit:
     r, _, _, d = parts[0].coef.shape
     coef = np.zeros((r, t, k, d), np.float32)
     icpt = np.zeros((r, t, k), np.float32)
-    per_task = [np.zeros((r, t), dt) for dt in (np.float32, np.float32, bool, np.float32, np.int32)]
+    per_task = [np.zeros((r, t), dt) for dt in (np.float32, np.float32, bool, np.float32, np.int32, np.float32)]
     for fit, (tidx, w) in zip(parts, groups):
         coef[:, tidx, :w] = fit.coef
         icpt[:, tidx, :w] = fit.intercept
         its = np.broadcast_to(np.asarray(fit.iterations).reshape(r, 1), (r, len(tidx)))
-        for out, a in zip(per_task, (fit.objective, fit.grad_max, fit.converged, fit.grad_floor, its)):
+        for out, a in zip(per_task, (fit.objective, fit.grad_max, fit.converged, fit.grad_floor, its, fit.gap)):
             out[:, tidx] = a
-    obj, gmax, conv, floor, iterations = per_task
-    return ProbeFit(coef, icpt, obj, gmax, iterations, conv, floor)
+    obj, gmax, conv, floor, iterations, gap = per_task
+    return ProbeFit(coef, icpt, obj, gmax, iterations, conv, floor, gap)
 
 
 def _group_consts(x, labels, class_mask, coef0, b0, tidx, w, solver, mesh) -> tuple:
@@ -219,7 +221,7 @@ def _group_consts(x, labels, class_mask, coef0, b0, tidx, w, solver, mesh) -> tu
 
 def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_mask: np.ndarray,
                    config: ProbeConfig, init: tuple | None = None, labels_batched: bool = False,
-                   progress=None) -> ProbeFit:
+                   progress=None, certified: bool = False) -> ProbeFit:
     """Fit ``R`` replicates x ``T`` tasks, ``config.chunk`` replicates per compiled call (the last
     chunk padded, so that one compilation per group serves every call: about 4 s each, more than a
     padded chunk of full-data fits costs), one call per group of tasks of equal class width
@@ -232,6 +234,9 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
       class_mask: ``(T, K)``.
       init: warm start ``(coef (T,K,D), intercept (T,K))`` shared by all replicates; None = cold.
       progress: optional callable ``(n_done)`` called after each chunk.
+      certified: judge (and polish) every fit by its Newton decrement in float64
+        (:func:`~wsca_jax.probes.certify.certify`; full-data fits: the cost is a few host passes
+        over the embeddings per conjugate-gradient iteration), instead of the gradient rule alone.
     Returns:
       :class:`ProbeFit` as NumPy arrays with leading axis ``R``.
     """
@@ -271,6 +276,9 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
             if config.solver == "lbfgs":
                 fit = recheck_stalled(x_host, lab_g[: stop - start], w_g[: stop - start],
                                       class_mask[tidx, :w], config.C, config.tol, fit)
+                if certified:
+                    fit = certify(x_host, lab_g[: stop - start], w_g[: stop - start], class_mask[tidx, :w],
+                                  config.C, config.gap_tol, config.newton_steps, fit)
             parts.append(fit)
         outs.append(_scatter(parts, groups, *class_mask.shape))
         if progress is not None:
@@ -290,7 +298,8 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
       sample_weight: ``(N,)`` optional.
     Returns:
       dict with ``coef (T, K, D)``, ``intercept (T, K)``, ``objective (T,)``, ``grad_max (T,)``,
-      ``iterations``, ``converged (T,)`` and ``grad_floor (T,)`` (see :class:`ProbeFit`).
+      ``iterations``, ``converged (T,)``, ``grad_floor (T,)`` and ``gap (T,)`` (see :class:`ProbeFit`):
+      every fit certified by its Newton decrement (:func:`~wsca_jax.probes.certify.certify`).
 
     Example:
       >>> from sklearn.datasets import load_digits
@@ -309,7 +318,7 @@ def fit_probes(embeddings: np.ndarray, labels: np.ndarray, class_mask: np.ndarra
             class_mask[t, : int(labels[t].max()) + 1] = True
     basis = basis or make_basis(embeddings)
     w = np.ones((1, len(embeddings)), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)[None]
-    fit = fit_replicates(basis, labels, w, class_mask, config)
+    fit = fit_replicates(basis, labels, w, class_mask, config, certified=True)
     coef, intercept = to_original(fit.coef[0], fit.intercept[0], basis)
     return {"coef": coef, "intercept": intercept, "objective": fit.objective[0], "grad_max": fit.grad_max[0],
-            "iterations": int(fit.iterations[0].max()), "converged": fit.converged[0], "grad_floor": fit.grad_floor[0]}
+            "iterations": int(fit.iterations[0].max()), "converged": fit.converged[0], "grad_floor": fit.grad_floor[0], "gap": fit.gap[0]}

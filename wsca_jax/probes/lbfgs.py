@@ -207,4 +207,4 @@ def run(x, precond: Precond, labels, weights, class_mask, coef0, b0, C, n_iter, 
     floor = jnp.maximum(jnp.max(fW, axis=(-2, -1)), jnp.max(fb, axis=-1))
     b = st.b * class_mask.astype(x.dtype)
     iterations = jnp.full((labels.shape[0],), it - 1)
-    return ProbeFit(st.W, b, st.f, g, iterations, converged, floor)
+    return ProbeFit(st.W, b, st.f, g, iterations, converged, floor, jnp.full_like(st.f, jnp.nan))

@@ -37,7 +37,7 @@ def ridge_fit(x, labels, weights, class_mask, C) -> ProbeFit:
     scale = jnp.einsum("tn,nd->td", wn, jnp.abs(x)).max(axis=1) * jnp.maximum(1.0, jnp.max(jnp.abs(resid), axis=(1, 2)))
     floor = _EPS32 * (2.0 + jnp.sqrt(jnp.float32(x.shape[1]))) * 100.0 * scale     # a linear solve's error, generously
     converged = (g <= floor) & jnp.all(jnp.isfinite(W), axis=(1, 2)) & jnp.any(weights > 0, axis=1)
-    return ProbeFit(W, b, f, g, jnp.asarray(0), converged, floor)
+    return ProbeFit(W, b, f, g, jnp.asarray(0), converged, floor, jnp.full_like(f, jnp.nan))
 
 
 def run(x, labels, weights, class_mask, C) -> ProbeFit:
