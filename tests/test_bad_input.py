@@ -651,3 +651,64 @@ def test_ifa_cli_from_stored_feature_maps_equals_the_network_path(prepared, ifa_
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
         assert not out.exists()
+
+
+# ---- a full disk (issue 27): one line, exit 2, nothing left behind
+
+def _limited(argv, limit, cwd):
+    """``wsca argv`` in a subprocess whose files may not grow beyond ``limit`` bytes (RLIMIT_FSIZE,
+    SIGXFSZ ignored): every larger write fails (EFBIG), as every write does on a full disk."""
+    limits = ("import resource, runpy, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+              "runpy.run_module('wsca_jax.cli', run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", limits, *argv], capture_output=True, text=True, cwd=cwd)
+
+
+def _nothing_left(folder):
+    """No output and no temporary file or folder of ours (or Orbax's) anywhere under ``folder``."""
+    left = [os.path.join(r, n) for r, ds, fs in os.walk(folder) for n in ds + fs
+            if n.startswith((".tmp-", ".wsca-tmp")) or "orbax-checkpoint-tmp" in n]
+    assert not left, left
+
+
+@pytest.mark.parametrize("command,limit", [("analyze", 3000), ("embed", 3000), ("train", 200_000)])
+def test_a_full_disk_is_one_line_and_leaves_nothing(prepared, tmp_path, command, limit):
+    d = prepared
+    out = tmp_path / "out" / ("e.npz" if command == "embed" else "res")
+    argv = {"analyze": ["analyze", "--embeddings", str(d / "emb.npz"), "--primary", "label", "--bootstrap", "0",
+                        "--permutations", "0", "--quiet"],
+            "embed": ["embed", "--run", str(d / "run"), "--tfds-dir", str(d / "tfds")],
+            "train": ["train", *[x.format(d=d) for x in T], "--quiet"]}[command]
+    r = _limited(argv + ["--out", str(out)], limit, tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith(f"wsca {command}: error: cannot write") and "File too large" in lines[0]
+    assert "nothing written" in lines[0] and not os.path.exists(out)
+    _nothing_left(tmp_path)
+
+
+def test_a_full_disk_after_a_finished_epoch_keeps_it_for_resume(prepared, tmp_path, capsys, monkeypatch):
+    """Epoch 0 checkpointed, epoch 1's checkpoint fails for want of space (its Orbax temporary folder
+    half-written): one line that says the run keeps epoch 0, the temporary folder removed, and
+    --resume then ends where the uninterrupted run ends."""
+    import errno
+
+    import orbax.checkpoint as ocp
+    d = prepared
+    run = tmp_path / "full"
+    save = ocp.CheckpointManager.save
+
+    def failing(self, step, *args, **kwargs):
+        if step == 1:
+            os.makedirs(os.path.join(self.directory, "1.orbax-checkpoint-tmp-123"))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(self, step, *args, **kwargs)
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing)
+    assert main(["train", *[x.format(d=d) for x in T], "--quiet", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "epochs up to 0" in err[0] and "--resume" in err[0]
+    _nothing_left(run)
+    assert os.listdir(run / "ckpt" / "latest") == ["0"]
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    assert main(["train", *[x.format(d=d) for x in T], "--quiet", "--resume", "--out", str(run)]) == 0
+    _same_run(run, d / "run")

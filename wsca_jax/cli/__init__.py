@@ -54,6 +54,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"wsca {args.command}: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 -- only a write that failed for want of space is ours to word
+        from ..errors import out_of_space
+        why = out_of_space(e)
+        if why is None:
+            raise
+        where = getattr(args, "out", None)
+        print(f"wsca {args.command}: error: cannot write {'--out ' + str(where) if where else 'the outputs'}: {why} "
+              "(the disk, the quota or the file-size limit is full); nothing written: free space and run again",
+              file=sys.stderr)
+        return 2
 
 
 def _route_warnings(command: str) -> None:
@@ -83,6 +93,9 @@ def _quiet_failed_reads(logging) -> None:
     Python prints each "Event loop is closed" as an unraisable exception and asyncio logs every
     failed read. The failure itself is reported once, as one line; drop those (CLI only)."""
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # Orbax's threads log a failed write (and libraries reset absl's level): a filter, which a level
+    # change does not undo; the failure itself is reported once, as one line
+    logging.getLogger("absl").addFilter(lambda record: record.levelno >= logging.CRITICAL)
     previous = sys.unraisablehook
 
     def hook(u):

@@ -317,6 +317,32 @@ def start_run(run_dir: str) -> tuple:
     return _ckpt_managers(run_dir)
 
 
+def abandon_failed_write(run_dir: str, managers: list, fresh: bool, created: bool) -> str:
+    """After a write failed for want of space: close the checkpoint managers, remove Orbax's
+    unfinished checkpoints (``*.orbax-checkpoint-tmp*``), and remove a new run that has no finished
+    epoch (the folder too, where this run made it). Returns what is left, for the one-line error."""
+    for m in managers:
+        try:
+            m.close()
+        except Exception:  # noqa: BLE001 -- a manager whose last save failed may fail to close
+            pass
+    for which in ("latest", "best"):
+        d = os.path.join(run_dir, "ckpt", which)
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            if "orbax-checkpoint-tmp" in name:
+                shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+    latest = os.path.join(run_dir, "ckpt", "latest")
+    done = sorted(int(n) for n in (os.listdir(latest) if os.path.isdir(latest) else []) if n.isdigit())
+    if done:
+        return (f"the run folder keeps the checkpoints of epochs up to {done[-1]}: free space and continue "
+                "with --resume")
+    if fresh:
+        _clear_run(run_dir)
+        if created and os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)
+    return "nothing written: free space and run again"
+
+
 def resume_run(run_dir: str, state, record: dict, primary: str) -> tuple:
     """Continue the training in ``run_dir``: the settings, heads and data must be the run's; the
     newest latest checkpoint that verifies is restored into ``state``, and ``record`` takes the

@@ -22,10 +22,11 @@ import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from ..checks import check_columns
-from ..errors import WscaInputError, require
+from ..errors import WscaInputError, out_of_space, require
 from ..metrics import classification_metrics
 from ..progress import progress_bar
-from .checkpoint import (RUN_ENTRIES, CheckpointError, InjectedFault, _ckpt_managers, _fault, check_run_folder,
+from .checkpoint import (RUN_ENTRIES, CheckpointError, InjectedFault, _ckpt_managers, _fault, abandon_failed_write,
+                         check_run_folder,
                          read_run_json, restore_verified, resume_run, run_lock, start_run, tree_digest, write_json)
 from .config import TrainConfig
 from .data.tfds_builder import fingerprint
@@ -203,8 +204,27 @@ def _fit(dataset, primary, tasks, cfg, run_dir, resume, overwrite, progress, dat
          split_seed, data_fingerprint) -> dict:
     """:func:`fit` once the run folder is locked."""
     check_run_folder(run_dir, resume, overwrite)
+    existed = os.path.isdir(run_dir)
     labels, specs = check_data(dataset, primary, tasks, cfg)
     t, state = _trainer(dataset, labels, specs, cfg)
+    managers = []
+    try:
+        return _train_run(t, state, dataset, primary, cfg, run_dir, resume, progress, dataset_source, max_epochs,
+                          split_seed, data_fingerprint, managers)
+    except BaseException as e:
+        why = out_of_space(e)
+        if why is None:
+            raise
+        left = abandon_failed_write(run_dir, managers, fresh=not resume, created=not existed)
+        raise WscaInputError(f"cannot write the run folder {run_dir}: {why} (the disk, the quota or the file-size "
+                             f"limit is full); {left}") from None
+
+
+def _train_run(t, state, dataset, primary, cfg, run_dir, resume, progress, dataset_source, max_epochs, split_seed,
+               data_fingerprint, managers: list) -> dict:
+    """:func:`fit`'s training once the data are checked: start or resume, the epochs, the test, the
+    record. ``managers`` receives the checkpoint managers (closed by the caller after a failure)."""
+    specs = t.specs
     record = {"config": cfg.to_dict(), "primary": primary, "tasks": [dataclasses.asdict(s) for s in specs],
               "dataset": dataset.name, "dataset_source": dataset_source or dataset.name,
               "image_shape": list(dataset.images.shape[1:]), "history": [], "best": None, "digests": {},
@@ -213,6 +233,7 @@ def _fit(dataset, primary, tasks, cfg, run_dir, resume, overwrite, progress, dat
         state, start_epoch, latest, best = resume_run(run_dir, state, record, primary)
     else:
         (latest, best), start_epoch = start_run(run_dir), 0
+    managers += [latest, best]
     end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
     state, seen, elapsed = _train_epochs(t, state, dataset, record, run_dir, (latest, best),
                                          range(start_epoch, end_epoch), progress)

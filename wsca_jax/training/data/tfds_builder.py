@@ -102,7 +102,7 @@ def build_tfds(ds: ImageDataset, data_dir: str) -> str:
     from absl import logging as absl_logging
 
     tfds.disable_progress_bar()
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(min(absl_logging.get_verbosity(), absl_logging.ERROR))   # quieter, never louder
     Builder, Config = _builder_class()
     name = f"{''.join(c if c.isalnum() else '_' for c in ds.name)}-{fingerprint(ds)}"
     b = Builder(config=Config(name=name, dataset=ds), data_dir=data_dir, file_format="array_record")
