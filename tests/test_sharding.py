@@ -98,3 +98,26 @@ def test_two_processes_on_the_distributed_runtime_give_the_one_process_result(in
     assert two["diagnostics"]["devices"] == {**single["diagnostics"]["devices"], "devices": 2, "processes": 2}
     _same(single, two)
     assert sorted(os.listdir(out)) == sorted(os.listdir(d / "single"))   # written once, by process 0
+
+
+def test_a_missing_process_is_one_line_naming_the_coordinator_and_the_missing_ids(inputs, tmp_path):
+    """Processes 0 and 1 of 3 (process 2 never starts): both stop after --join-timeout with one
+    line naming the coordinator and process 2, exit 2, nothing written (JAX's own runtime aborts
+    natively at its deadline); a process without a coordinator says it could not reach it."""
+    d, args, _ = inputs
+    out, port = tmp_path / "three", _free_port()
+    coord = f"127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "wsca_jax.cli", "analyze", *args, "--distributed",
+                               "--coordinator", coord, "--num-processes", "3", "--process-id", str(i),
+                               "--join-timeout", "5", "--out", str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_env(1)) for i in (1, 0)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1, err[-2000:]
+        assert f"process 2 of 3 did not join the coordinator {coord} within 5 s (joined: 0, 1)" in lines[0]
+    assert not out.exists()
+    r = subprocess.run([sys.executable, "-m", "wsca_jax.cli", "analyze", *args, "--distributed", "--coordinator",
+                        f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1", "--join-timeout",
+                        "2", "--out", str(out)], capture_output=True, text=True, env=_env(1), timeout=120)
+    assert r.returncode == 2 and "process 1 could not reach the coordinator" in r.stderr and len(r.stderr.strip().splitlines()) == 1

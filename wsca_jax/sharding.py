@@ -23,6 +23,8 @@ Functions are no-ops on one device: ``mesh()`` is None and arrays stay as they a
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 import jax
 import numpy as np
@@ -33,12 +35,98 @@ from .errors import require
 AXIS = "replicates"
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+JOIN_TIMEOUT = 300.0        # seconds every process waits for the others to join (JAX's own default)
+
+
+def _address(coordinator: str) -> tuple[str, int]:
+    host, _, port = coordinator.rpartition(":")
+    require(bool(host) and port.isdigit() and 0 < int(port) < 65536,
+            f"--coordinator {coordinator}: expected HOST:PORT (port 1-65535)")
+    return host.strip("[]"), int(port)
+
+
+def _join_failed(coordinator: str, n: int, joined: set, timeout: float) -> str:
+    missing = sorted(set(range(n)) - joined)
+    return (f"--distributed: process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of {n} did not "
+            f"join the coordinator {coordinator} within {timeout:g} s (joined: {', '.join(map(str, sorted(joined)))}); "
+            "start one command per process id 0 .. n-1 with the same --coordinator, or raise --join-timeout")
+
+
+def _serve_join(coordinator: str, n: int, timeout: float) -> None:
+    """Process 0: accept ``join <id>`` from processes 1 .. n-1 on the coordinator's port until all
+    have joined or ``timeout`` passes, answer each ``go`` or the missing ids, then free the port
+    for JAX's coordination service."""
+    _, port = _address(coordinator)
+    conns, joined = [], {0}
+    deadline = time.monotonic() + timeout
+    with socket.create_server(("", port)) as srv:
+        while len(joined) < n and time.monotonic() < deadline:
+            srv.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                c, _ = srv.accept()
+            except (socket.timeout, TimeoutError):
+                break
+            c.settimeout(10)
+            try:
+                pid = int(c.makefile().readline().split()[1])
+            except (OSError, ValueError, IndexError):
+                c.close()
+                continue
+            require(0 < pid < n and pid not in joined,
+                    f"--distributed: process id {pid} joined the coordinator {coordinator} "
+                    f"{'twice' if pid in joined else f'but --num-processes is {n}'}; give each process its own id 0 .. {n - 1}")
+            joined.add(pid)
+            conns.append(c)
+        reply = "go" if len(joined) == n else "missing " + ",".join(map(str, sorted(joined)))
+        for c in conns:
+            with c:
+                try:
+                    c.sendall((reply + "\n").encode())
+                    c.recv(1)              # the peer closes first: the port is free at once for JAX
+                except OSError:
+                    pass
+    require(len(joined) == n, _join_failed(coordinator, n, joined, timeout))
+
+
+def _join(coordinator: str, n: int, pid: int, timeout: float) -> None:
+    """Process ``pid`` > 0: reach process 0 on the coordinator's port within ``timeout``, say
+    ``join <pid>``, and wait for its answer (``go``, or the ids that joined)."""
+    host, port = _address(coordinator)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+            break
+        except OSError:
+            require(time.monotonic() < deadline,
+                    f"--distributed: process {pid} could not reach the coordinator {coordinator} (process 0) within "
+                    f"{timeout:g} s; start process 0 there, check the address, or raise --join-timeout")
+            time.sleep(0.2)
+    with s:
+        s.sendall(f"join {pid}\n".encode())
+        s.settimeout(timeout + 30)
+        try:
+            reply = s.makefile().readline().strip()
+        except OSError:
+            reply = ""
+    if reply != "go":
+        joined = {int(i) for i in reply.split()[1].split(",")} if reply.startswith("missing ") else set()
+        require(False, _join_failed(coordinator, n, joined, timeout) if joined else
+                f"--distributed: the coordinator {coordinator} ended the start-up without an answer to process {pid}")
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               join_timeout: float = JOIN_TIMEOUT) -> None:
     """Join JAX's distributed runtime (``jax.distributed.initialize``) once per process.
 
     With no arguments the cluster is detected from the environment (SLURM, TPU pods, Open MPI) or
     from ``WSCA_COORDINATOR`` / ``WSCA_NUM_PROCESSES`` / ``WSCA_PROCESS_ID``. On CPU the collectives
     use gloo. Must be called before any computation.
+
+    Where the coordinator, process count and id are given, the processes first meet on the
+    coordinator's port (:func:`_serve_join`, :func:`_join`): a process that does not come within
+    ``join_timeout`` seconds is one line naming the coordinator and the missing process ids, on
+    every process that came (JAX's runtime would abort the process natively at its deadline).
     """
     env = os.environ
     coordinator = coordinator or env.get("WSCA_COORDINATOR")
@@ -52,6 +140,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         pass
     kw = {k: v for k, v in dict(coordinator_address=coordinator, num_processes=num_processes,
                                 process_id=process_id).items() if v is not None}
+    if coordinator and num_processes and process_id is not None and num_processes > 1:
+        require(0 <= process_id < num_processes,
+                f"--process-id must be 0 .. {num_processes - 1} (--num-processes {num_processes}), found {process_id}")
+        (_serve_join(coordinator, num_processes, join_timeout) if process_id == 0 else
+         _join(coordinator, num_processes, process_id, join_timeout))
+        kw["initialization_timeout"] = int(max(60, join_timeout))
     try:
         jax.distributed.initialize(**kw)
     except (RuntimeError, ValueError) as e:

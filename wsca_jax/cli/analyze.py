@@ -57,6 +57,8 @@ def register(sub) -> None:
     a.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0")
     a.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
     a.add_argument("--process-id", type=int, help="with --distributed: this process's rank (0 .. n-1)")
+    a.add_argument("--join-timeout", type=float, default=300.0,
+                   help="with --distributed: seconds every process waits for the others to join (default: 300)")
     a.add_argument("--out", required=True, help="output folder")
     a.set_defaults(handler=run)
 
@@ -69,7 +71,9 @@ def run(args) -> int:
     quiet, main_process = args.quiet, True
     if args.distributed:
         from ..sharding import initialize, is_main
-        initialize(args.coordinator, args.num_processes, args.process_id)
+        require(args.join_timeout > 0 and args.join_timeout < 1e6,
+                f"--join-timeout must be a number of seconds > 0, found {args.join_timeout}")
+        initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
         main_process = is_main()
         quiet = quiet or not main_process
     else:
