@@ -370,9 +370,21 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--band-threshold", "nan"], "--band-threshold must be None or a finite number > 0, found nan"),
     (["--jtt-upweight", "inf"], "--jtt-upweight must be a finite number > 0, found inf"),
     (["--seed", "-1"], "--seed must be an integer >= 0, found -1"),
+    # found late (after all the compute) before issue 27
+    (["--test", "{d}/test_const.npz", "--verify", "place,const"],
+     "--verify const: the test split's column cannot be a task: constant (fewer than two distinct values)"),
+    (["--val", "{d}/val_short.npz"], "--val: column 'label' has 1195 values, the embeddings 1200 rows; expected one "
+                                     "value per row"),
 ])
-def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, capsys, extra, message):
+def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, capsys, monkeypatch, extra, message):
+    """Each refusal is one line, exit 2, nothing written -- and comes before the retraining (which
+    is made to fail here: a refusal found only after the compute would show as that failure)."""
     from wsca_jax.cli import main
+    from wsca_jax.mitigation import app
+
+    def compute(*a, **k):
+        raise AssertionError("the retraining started before the refusal")
+    monkeypatch.setattr(app, "retrain_methods", compute)
     d = mid_files
     if not (d / "val_onegroup.npz").exists():
         with np.load(d / "val.npz") as z:
@@ -394,6 +406,9 @@ def test_cli_mid_bad_input_one_line_exit_2_nothing_written(mid_files, tmp_path, 
         np.savez(d / "inf_embeddings.npz", **{**a, "embeddings": inf_emb})
         np.savez(d / "three_logits.npz", **{**a, "logits_label": np.zeros((len(nan_logits), 3))})
         np.savez(d / "cube_logits.npz", **{**a, "logits_label": np.zeros((len(nan_logits), 2, 1))})
+        np.savez(d / "test_const.npz", **{**a, "const": np.zeros(len(a["label"]))})
+        with np.load(d / "val.npz") as z:
+            np.savez(d / "val_short.npz", **{**dict(z), "label": z["label"][:-5]})
     args = {"--train": str(d / "train.npz"), "--val": str(d / "val.npz"), "--test": str(d / "test.npz"),
             "--primary": "label", "--groups": "label,place", "--k": "2:3", "--restarts": "2", "--refits": "2",
             "--methods": "erm,mid,dfr"}
@@ -431,6 +446,24 @@ def test_one_logit_as_n_or_n_by_1_and_two_logits_give_the_same_erm_result(mid_fi
     for r in results[1:]:
         for m in ("erm", "jtt"):
             assert r[m]["mean"] == results[0][m]["mean"] and r[m]["per_group"] == results[0][m]["per_group"], m
+
+
+def test_float_labels_name_the_same_classes_and_groups_as_integer_ones(mid_files, tmp_path):
+    """A validation file whose label column is float (0.0 / 1.0) beside integer train and test
+    files: the same classes and groups (it said "groups ... have no validation rows"), the same result."""
+    import json
+    from wsca_jax.cli import main
+    d, results = mid_files, []
+    with np.load(d / "val.npz") as z:
+        np.savez(tmp_path / "val_float.npz", **{**dict(z), "label": z["label"].astype(float)})
+    for val in (d / "val.npz", tmp_path / "val_float.npz"):
+        out = tmp_path / val.stem
+        assert main(["mid", "--train", str(d / "train.npz"), "--val", str(val), "--test", str(d / "test.npz"),
+                     "--primary", "label", "--groups", "label,place", "--methods", "erm,dfr", "--refits", "1",
+                     "--no-figures", "--out", str(out)]) == 0
+        results.append(json.loads((out / "mid.json").read_text())["methods"])
+    assert results[0] == results[1] and set(results[1]["dfr"]["per_group"]) == {
+        "label=0,place=0", "label=0,place=1", "label=1,place=0", "label=1,place=1"}
 
 
 def test_enrichment_columns_never_hide_a_metadata_column():
@@ -496,6 +529,22 @@ def test_an_undefined_odds_ratio_is_none_and_n_a_never_nan(mid_files, tmp_path, 
     html_text = (out / "report.html").read_text()
     assert rec["band"]["mislabel_suspicion_mean_outside"] is None and "(|margin| &lt;= 1e+06)" in html_text
     assert "n/a (undefined)" in html_text and not re.search(r"\bnan\b", html_text, re.I)
+
+
+def test_an_infinite_odds_ratio_is_told_apart_from_an_undefined_one():
+    """A subset holding every row with value 'a' and no other row: the odds ratio is defined and
+    infinite (scipy: inf); mid.json has no Infinity (None) but odds_ratio_kind says 'infinite', and
+    the report prints inf, where an undefined one prints n/a."""
+    from wsca_jax.mitigation.app import _records
+    from wsca_jax.report.mid import _odds_text
+    t = enrichment(np.array([True] * 5 + [False] * 15), {"c": np.array(["a"] * 5 + ["b"] * 15)})
+    a = t[t.value == "a"].iloc[0]
+    assert np.isinf(a.odds_ratio) and a.odds_ratio_kind == "infinite" and a.ci_low > 1 and a.p_value < 1e-3
+    rec = {r["value"]: r for r in _records(t)}
+    assert rec["a"]["odds_ratio"] is None and rec["a"]["odds_ratio_kind"] == "infinite"
+    assert _odds_text(rec["a"]).startswith("inf [") and _odds_text(rec["a"]).endswith(", inf]")
+    u = {r["value"]: r for r in _records(enrichment(np.ones(10, bool), {"c": np.array(["a", "b"] * 5)}))}
+    assert u["a"]["odds_ratio_kind"] == "undefined" and _odds_text(u["a"]) == "n/a (undefined)"
 
 
 def test_within_class_eta_known_answers():

@@ -60,11 +60,15 @@ def check_head(head, d: int, n_classes: int, what: str = "primary head") -> np.n
     return h
 
 
-def check_columns(names, columns, what: str, where: str = "") -> None:
+def check_columns(names, columns, what: str, where: str = "", lengths: dict | None = None, rows: int | None = None) -> None:
     """Every name in ``names`` is a column of ``columns`` (a table's columns, or a mapping's keys);
-    else one line: ``{what}: no column 'x'{ where} (columns: a, b)``."""
+    else one line: ``{what}: no column 'x'{ where} (columns: a, b)``, or, where ``lengths`` (an
+    :class:`~wsca_jax.io.EmbeddingFile`'s ``mislength``) has the name, its length against ``rows``."""
     have = [str(c) for c in columns]
     for name in names:
+        if name not in have and name in (lengths or {}):
+            require(False, f"{what}: column {name!r}{' ' + where if where else ''} has {lengths[name]} values, the "
+                           f"embeddings {rows} rows; expected one value per row")
         require(name in have, f"{what}: no column {name!r}{' ' + where if where else ''} "
                               f"(columns: {', '.join(sorted(have)) or 'none'})")
 

@@ -24,12 +24,15 @@ class EmbeddingFile(NamedTuple):
       heads: ``{task: (C, D) or (D,)}`` from ``head_<task>`` arrays (``wsca embed`` writes them).
       columns: ``{name: (N,)}`` other 1-D arrays of length N (labels, metadata).
       logits: ``{task: (N, C)}`` from ``logits_<task>`` arrays (the model's outputs; None for ``.npy``).
+      mislength: ``{name: length}`` of the 1-D arrays whose length is not N (not columns; a column
+        asked for by one of these names is refused with its length: :func:`~wsca_jax.checks.check_columns`).
     """
 
     embeddings: np.ndarray
     heads: dict
     columns: dict
     logits: dict | None = None
+    mislength: dict = {}
 
 
 def first_line(e: BaseException, limit: int = 160) -> str:
@@ -80,14 +83,26 @@ def embedding_file(arrays: dict) -> EmbeddingFile:
     heads = {k[len("head_"):]: v for k, v in arrays.items() if k.startswith("head_")}
     logits = {k[len("logits_"):]: v for k, v in arrays.items() if k.startswith("logits_")}
     n = emb.shape[0] if emb.ndim >= 1 else -1
-    cols = {}
+    cols, mislength = {}, {}
     for k, v in arrays.items():
-        if k == "embeddings" or k.startswith(("head_", "bias_", "logits_")) or v.ndim != 1 or v.shape[0] != n:
+        if k == "embeddings" or k.startswith(("head_", "bias_", "logits_")) or v.ndim != 1:
+            continue
+        name = k[len("meta_"):] if k.startswith("meta_") else k
+        if v.shape[0] != n:
+            mislength[name] = int(v.shape[0])
             continue
         if v.dtype.kind == "U":                     # "" marks a missing text value
             v = np.where(v == "", None, v.astype(object))
-        cols[k[len("meta_"):] if k.startswith("meta_") else k] = v
-    return EmbeddingFile(emb, heads, cols, logits)
+        cols[name] = v
+    return EmbeddingFile(emb, heads, cols, logits, mislength)
+
+
+def whole_numbers(v: np.ndarray) -> np.ndarray:
+    """A float column whose values are all finite whole numbers as integers (so that 1.0 and 1 name
+    one class in every split and file: ``wsca mid``'s classes and groups), else as it is."""
+    if v.dtype.kind == "f" and len(v) and np.isfinite(v).all() and (v == np.round(v)).all() and np.abs(v).max() < 2 ** 53:
+        return v.astype(np.int64)
+    return v
 
 
 def load_metadata(path: str) -> pd.DataFrame:

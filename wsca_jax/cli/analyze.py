@@ -9,6 +9,7 @@ import time
 import warnings
 
 from ..analysis.config import AnalysisConfig
+from ..checks import check_columns
 from ..errors import WscaInputError, require
 from .common import add_config_arguments, add_parser, config_from_args, csv
 
@@ -126,6 +127,9 @@ def _metadata(args, ef, config: AnalysisConfig):
         return load_metadata(args.metadata), config
     if not ef.columns:
         raise WscaInputError("--metadata is required (the embeddings file holds no metadata columns)")
+    named = [args.primary, *(config.encoding.tasks or ()), *config.encoding.categorical, *config.encoding.continuous]
+    check_columns([c for c in named if c in ef.mislength], ef.columns, "--embeddings", "in the file",
+                  lengths=ef.mislength, rows=len(ef.embeddings))
     meta = pd.DataFrame(ef.columns)
     if "group" in meta.columns and config.encoding.group_column is None:
         config = config.replace(group_column="group")      # written by `wsca embed`: the patient id
@@ -172,9 +176,8 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
         ef = load_embeddings(path, "--runs")
         if not ef.columns:
             raise WscaInputError(f"--runs {path}: holds no metadata columns; expected an .npz written by `wsca embed`")
+        check_columns([args.primary], ef.columns, f"--runs {path}", lengths=ef.mislength, rows=len(ef.embeddings))
         meta = pd.DataFrame(ef.columns)
-        require(args.primary in meta.columns, f"--runs {path}: no column {args.primary!r} "
-                                              f"(columns: {', '.join(meta.columns)})")
         missing = [t for t in csv(args.task_heads) if t not in ef.heads]
         require(not missing, f"--runs {path}: no head_{missing[0] if missing else ''} array for --task-heads")
         runs.append({"embeddings": ef.embeddings, "metadata": meta, "primary_head": ef.heads.get(args.primary),

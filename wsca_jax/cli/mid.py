@@ -79,11 +79,14 @@ def _print_summary(rec: dict, out: str) -> None:
               + ("  NOT CONVERGED (the solver hit its iteration cap: read this head's numbers with care)"
                  if r.get("converged") is False else ""))
     if "band" in rec:
-        defined = [e for e in rec["band"]["enrichment"] if e["odds_ratio"] is not None]
-        top = max(defined, key=lambda e: e["odds_ratio"], default=None)
+        defined = [e for e in rec["band"]["enrichment"] if e.get("odds_ratio_kind", "finite") != "undefined"
+                   and (e["odds_ratio"] is not None or e.get("odds_ratio_kind") == "infinite")]
+        top = max(defined, key=lambda e: (e.get("odds_ratio_kind") == "infinite", e["odds_ratio"] or 0.0,
+                                          -e["p_holm"]), default=None)
+        odds = None if top is None else ("inf" if top.get("odds_ratio_kind") == "infinite" else f"{top['odds_ratio']:.2f}")
         print(f"band: {rec['band']['n']} rows, " + ("no enrichment odds ratio is defined (the band holds every row "
               "or none of a value's)" if top is None else f"most enriched {top['column']}={top['value']} "
-              f"(odds ratio {top['odds_ratio']:.2f}, Holm p {top['p_holm']:.3g})") + f"; k = {rec['k']}")
+              f"(odds ratio {odds}, Holm p {top['p_holm']:.3g})") + f"; k = {rec['k']}")
     print(f"wrote {out}/mid.json and report.html")
 
 

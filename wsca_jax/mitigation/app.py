@@ -12,13 +12,13 @@ import pandas as pd
 
 from ..analysis import AnalysisConfig, analyze
 from ..errors import require
-from ..io import EmbeddingFile
+from ..io import EmbeddingFile, whole_numbers
 from ..checks import check_columns
 from ..config import with_deprecated_keywords
 from .config import MidConfig, RENAMED
-from .mining import enrichment, logit_array, margins, mislabel_scores, retrain_methods
+from .mining import check_groups, enrichment, logit_array, margins, mislabel_scores, retrain_methods
 from .retrain import standardise
-from ..tasks import bin_continuous, encode_categorical
+from ..tasks import bin_continuous, build_tasks, encode_categorical
 
 
 def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=None, what: str = "--val",
@@ -35,8 +35,8 @@ def split_arrays(ef: EmbeddingFile, primary: str, groups: list[str], classes=Non
     ``source`` (the file) is named in those messages. The split records ``group_columns`` (:func:`analyze_mid` writes
     them as the ``groups`` setting).
     """
-    cols = ef.columns
-    check_columns([primary, *groups], cols, what)
+    check_columns([primary, *groups], ef.columns, what, lengths=ef.mislength, rows=len(ef.embeddings))
+    cols = {**ef.columns, **{c: whole_numbers(np.asarray(ef.columns[c])) for c in (primary, *groups)}}
     lab, names = encode_categorical(pd.Series(np.asarray(cols[primary], dtype=object)))
     require((lab >= 0).all(), f"{what}: column {primary!r} has missing values")
     classes = list(names) if classes is None else [str(c) for c in classes]
@@ -115,6 +115,8 @@ def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = N
     """
     config = _with_split_groups(with_deprecated_keywords(MidConfig, config, deprecated, "analyze_mid", RENAMED), train)
     shares = _group_shares(train, val, test)
+    check_groups(val, test, config.retraining.methods)          # every check before the retraining
+    check_verify(test, config.verification.verify)
     r = retrain_methods(val, test, shares, config)
     rec = {"methods": r["methods"], "settings": config.to_dict(),
            "resolved": {"k": list(config.mining.ks), "retrained_on": "validation rows", "group_shares_train": shares}}
@@ -129,6 +131,17 @@ def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = N
         m["wsc"] = {} if head is None else verify_head(test, head, ver.verify, ver.bootstrap, ver.permutations,
                                                        config.seed)
     return rec, arrays
+
+
+def check_verify(split: dict, tasks) -> None:
+    """Every ``--verify`` column is in ``split`` (the test rows) and can be a task there (not constant,
+    no class rarer than analyze's ``min_class_count``, not an identifier): the check
+    :func:`verify_head` would otherwise fail at, after the retraining."""
+    for t in tasks:
+        check_columns([t], split["meta"], "--verify", "in the test split")
+        meta = pd.DataFrame({"__primary": np.array(split["classes"])[split["y"]], t: split["meta"][t]})
+        reason = build_tasks(meta, "__primary", tasks=[t]).skipped.get(t)
+        require(reason is None, f"--verify {t}: the test split's column cannot be a task: {reason}")
 
 
 def _with_split_groups(config: MidConfig, train: dict) -> MidConfig:
@@ -262,9 +275,10 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
 
 
 def _records(df) -> list[dict]:
-    """The rows of an :func:`~wsca_jax.mitigation.mining.enrichment` table as plain values; an undefined
-    value (NaN: an odds ratio of a table with an empty row or column) is None, never NaN."""
+    """The rows of an :func:`~wsca_jax.mitigation.mining.enrichment` table as plain values; a
+    non-finite value (NaN: an odds ratio of a table with an empty row or column; inf: an infinite
+    one, told apart by ``odds_ratio_kind``) is None, as in ``mid.json``."""
     def plain(v):
         v = v.item() if hasattr(v, "item") else v
-        return None if isinstance(v, float) and np.isnan(v) else v
+        return None if isinstance(v, float) and not np.isfinite(v) else v
     return [{k: plain(v) for k, v in row.items()} for row in df.to_dict("records")]

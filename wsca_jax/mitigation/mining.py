@@ -273,7 +273,10 @@ def enrichment(subset: np.ndarray, columns: dict, alpha: float = 0.05) -> pd.Dat
       ``odds_ratio`` (conditional MLE), ``ci_low``/``ci_high`` (exact, 1 - alpha), ``p_value`` (Fisher,
       two-sided) and ``p_holm`` (Holm over every row of the table). The odds ratio and its interval
       are undefined (NaN; None in ``mid.json``) when the table has an empty row or column (the subset
-      holds every row, or none, of those with a value; or every row has this value).
+      holds every row, or none, of those with a value; or every row has this value). A defined odds
+      ratio is infinite when the subset has no row without the value or the rest no row with it
+      (``inf``; None in ``mid.json`` too): ``odds_ratio_kind`` (``finite``, ``infinite``,
+      ``undefined``) tells them apart.
     """
     subset = np.asarray(subset, bool)
     rows = []
@@ -290,11 +293,16 @@ def enrichment(subset: np.ndarray, columns: dict, alpha: float = 0.05) -> pd.Dat
             rows.append({"column": name, "value": value, "n_subset": a,
                          "share_subset": a / max(a + b, 1), "share_all": (a + c) / max(a + b + c + d, 1),
                          "odds_ratio": float(res.statistic), "ci_low": float(lo), "ci_high": float(hi),
+                         "odds_ratio_kind": _odds_kind(float(res.statistic)),
                          "p_value": float(sps.fisher_exact([[a, b], [c, d]]).pvalue)})
     out = pd.DataFrame(rows, columns=["column", "value", "n_subset", "share_subset", "share_all", "odds_ratio",
-                                      "ci_low", "ci_high", "p_value"])
+                                      "ci_low", "ci_high", "odds_ratio_kind", "p_value"])
     out["p_holm"] = holm(out.p_value.to_numpy()) if len(out) else []
     return out
+
+
+def _odds_kind(odds: float) -> str:
+    return "undefined" if np.isnan(odds) else "infinite" if np.isinf(odds) else "finite"
 
 
 # ------------------------------------------------------------------------------------ mislabelling
@@ -403,14 +411,7 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
     yv, yt = np.asarray(val["y"]), np.asarray(test["y"])
     val, test = ({**s, "logits": logit_array(s["logits"], len(s["classes"]) if s.get("classes") else None,
                                              f"{w} logits")} for s, w in ((val, "validation"), (test, "test")))
-    gv = None if val.get("groups") is None else np.asarray(val["groups"]).astype(str)
-    require(test.get("groups") is not None, "the test rows have no group column: worst-group accuracy needs one")
-    gt = np.asarray(test["groups"]).astype(str)
-    need = [m for m in rt.methods if m in ("dfr", "jtt", "mid_oracle")]
-    require(gv is not None or not need, f"--methods {', '.join(need)} need the validation rows' groups (--groups)")
-    if gv is not None:
-        empty = sorted(set(gt) - set(gv))
-        require(not empty, f"groups {', '.join(empty)} have no validation rows")
+    gv, gt = check_groups(val, test, rt.methods)
     xv, xt = standardise(val["x"], test["x"])
     shares = {str(g): v for g, v in train_shares.items()}
     mined = mined_cells(xv, yv, val["logits"], config.mining, seed) if {"mid", "mid_oracle"} & set(rt.methods) else None
@@ -429,6 +430,21 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
                                 "converged": None if C is None else head["converged"],
                                 "rows_per_refit": None if C is None else head["rows_per_refit"]}
     return out
+
+
+def check_groups(val: dict, test: dict, methods) -> tuple:
+    """The validation and test rows' groups as text ``((N_val,) or None, (N_test,))``, checked: the
+    test rows have groups, the methods that need the validation rows' groups have them, and every
+    test group has validation rows. Called before any retraining."""
+    gv = None if val.get("groups") is None else np.asarray(val["groups"]).astype(str)
+    require(test.get("groups") is not None, "the test rows have no group column: worst-group accuracy needs one")
+    gt = np.asarray(test["groups"]).astype(str)
+    need = [m for m in methods if m in ("dfr", "jtt", "mid_oracle")]
+    require(gv is not None or not need, f"--methods {', '.join(need)} need the validation rows' groups (--groups)")
+    if gv is not None:
+        empty = sorted(set(gt) - set(gv))
+        require(not empty, f"groups {', '.join(empty)} have no validation rows")
+    return gv, gt
 
 
 def _refit(name: str, xv, yv, gv, logits, mined, rt: RetrainingConfig, seed: int) -> dict:

@@ -62,7 +62,10 @@ def mid_figures(rec: dict, arrays: dict) -> dict[str, bytes]:
 
 
 def _odds_text(r: dict) -> str:
-    """``2.31 [1.40, 3.85]``, or ``n/a (undefined)`` for a table with an empty row or column."""
+    """``2.31 [1.40, 3.85]``, ``inf [4.20, inf]`` for an infinite one, or ``n/a (undefined)`` for a
+    table with an empty row or column."""
+    if r.get("odds_ratio_kind") == "infinite":
+        return f"inf [{r['ci_low']:.2f}, inf]"
     if r["odds_ratio"] is None or r["odds_ratio"] != r["odds_ratio"]:
         return "n/a (undefined)"
     return f"{r['odds_ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
