@@ -104,7 +104,7 @@ def test_the_certificate_of_a_multiclass_fit():
     assert bool(out["converged"][0]) and (objective(out["coef"][0], out["intercept"][0]) - f_ref) / f_ref <= 1e-6
 
 
-@pytest.mark.filterwarnings("ignore:probe .* replicate fits did not converge")
+@pytest.mark.filterwarnings("ignore:probe .* did not converge")
 def test_an_uncertifiable_fit_is_flagged_in_the_analysis(tmp_path):
     """analyze(): a full-data probe whose gap stays above gap_tol (no Newton steps allowed, 50
     iterations) is converged = False with its gap in wsca.json's fit block, and a warning says why."""
@@ -117,3 +117,24 @@ def test_an_uncertifiable_fit_is_flagged_in_the_analysis(tmp_path):
     assert any("optimality gap" in w and "'site'" in w for w in res.warnings)
     good = wsca.analyze(x, meta, "label", config=cfg.replace(newton_steps=20))
     assert good.tasks["site"].fit["converged"] is True and good.tasks["site"].fit["gap"] <= 1e-6
+
+
+def test_a_cut_short_solve_is_no_certificate_and_labels_beyond_the_width_carry_no_weight():
+    """Conjugate gradients stopped after 5 products give a decrement that may be too low: the gap is
+    NaN and the fit not converged (never a certificate). A label beyond the class mask's width is
+    left out, as the solver leaves it out (it raised an IndexError)."""
+    from wsca_jax.probes.certify import _blocks, _Problem, certify_task
+    x, y = flat_valley(480)
+    basis = make_basis(x)
+    raw = fit_replicates(basis, y[None].astype(np.int32), np.ones((1, 480), np.float32), np.ones((1, 2), bool),
+                         ProbeConfig(C=100.0))
+    prob = _Problem(_blocks(np.asarray(basis.x)), y, np.full(480, 1 / 480), np.ones(2, bool), 1 / (100.0 * 480))
+    cut = certify_task(prob, raw.coef[0, 0], raw.intercept[0, 0], 1e-6, 0, cg_iter=5)
+    assert np.isnan(cut.gap)
+    full = certify_task(prob, raw.coef[0, 0], raw.intercept[0, 0], 1e-6, 0)
+    assert full.gap > 1e-5
+    y3 = y.copy()
+    y3[:10] = 2
+    out = fit_probes(x, y3, class_mask=np.ones((1, 2), bool), config=ProbeConfig(C=1.0))
+    ref = fit_probes(x[10:], y3[10:], config=ProbeConfig(C=1.0))
+    assert bool(out["converged"][0]) and np.allclose(out["coef"], ref["coef"], atol=1e-4 * np.abs(ref["coef"]).max())

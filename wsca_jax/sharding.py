@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .errors import require
+from .errors import WscaInputError, require
 
 AXIS = "replicates"
 
@@ -59,7 +59,13 @@ def _serve_join(coordinator: str, n: int, timeout: float) -> None:
     _, port = _address(coordinator)
     conns, joined = [], {0}
     deadline = time.monotonic() + timeout
-    with socket.create_server(("", port)) as srv:
+    try:
+        dual = socket.has_dualstack_ipv6()
+        srv = socket.create_server(("", port), family=socket.AF_INET6 if dual else socket.AF_INET, dualstack_ipv6=dual)
+    except OSError as e:
+        raise WscaInputError(f"--coordinator {coordinator}: process 0 cannot listen on port {port} "
+                             f"({e.strerror or type(e).__name__}); choose a free port") from None
+    with srv:
         while len(joined) < n and time.monotonic() < deadline:
             srv.settimeout(max(0.05, deadline - time.monotonic()))
             try:
@@ -77,14 +83,16 @@ def _serve_join(coordinator: str, n: int, timeout: float) -> None:
                     f"{'twice' if pid in joined else f'but --num-processes is {n}'}; give each process its own id 0 .. {n - 1}")
             joined.add(pid)
             conns.append(c)
-        reply = "go" if len(joined) == n else "missing " + ",".join(map(str, sorted(joined)))
-        for c in conns:
-            with c:
-                try:
-                    c.sendall((reply + "\n").encode())
-                    c.recv(1)              # the peer closes first: the port is free at once for JAX
-                except OSError:
-                    pass
+    # the listening socket is closed before any answer: a peer told "go" connects to JAX's service,
+    # never to a listener that is going away
+    reply = "go" if len(joined) == n else "missing " + ",".join(map(str, sorted(joined)))
+    for c in conns:
+        with c:
+            try:
+                c.sendall((reply + "\n").encode())
+                c.recv(1)              # the peer closes first: no TIME_WAIT on process 0's side of the port
+            except OSError:
+                pass
     require(len(joined) == n, _join_failed(coordinator, n, joined, timeout))
 
 

@@ -93,9 +93,9 @@ def _quiet_failed_reads(logging) -> None:
     Python prints each "Event loop is closed" as an unraisable exception and asyncio logs every
     failed read. The failure itself is reported once, as one line; drop those (CLI only)."""
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    # Orbax's threads log a failed write (and libraries reset absl's level): a filter, which a level
-    # change does not undo; the failure itself is reported once, as one line
-    logging.getLogger("absl").addFilter(lambda record: record.levelno >= logging.CRITICAL)
+    # Orbax's threads log a failed write (an OS error code in the message) that is reported once, as
+    # one line: a filter (a level change would be undone by libraries, and would hide other errors)
+    logging.getLogger("absl").addFilter(lambda record: "os_error_code" not in _log_text(record))
     previous = sys.unraisablehook
 
     def hook(u):
@@ -103,6 +103,15 @@ def _quiet_failed_reads(logging) -> None:
             return
         previous(u)
     sys.unraisablehook = hook
+
+
+def _log_text(record) -> str:
+    """A log record's message and exception text (for the failed-write filter)."""
+    try:
+        text = record.getMessage()
+    except Exception:  # noqa: BLE001 -- a record whose arguments do not format
+        text = str(record.msg)
+    return text + ("" if not record.exc_info else str(record.exc_info[1]))
 
 
 def entry() -> None:

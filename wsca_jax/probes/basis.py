@@ -61,7 +61,7 @@ class ProbeFit(NamedTuple):
     iterations: jax.Array
     converged: jax.Array
     grad_floor: jax.Array
-    gap: jax.Array
+    gap: jax.Array | None = None
 
 
 ROW_BLOCK = 16384          # rows per block of the host's passes over the embeddings (no whole copy)

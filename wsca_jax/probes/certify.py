@@ -117,7 +117,8 @@ def _diagonal(prob: _Problem, p):
 
 def _pcg(prob: _Problem, pt: _Point, rtol: float, max_iter: int):
     """Solve ``H s = g`` by conjugate gradients preconditioned with the diagonal. Returns the step
-    ``(sW, sb)`` and the decrement ``g^T s`` (a lower bound on ``g^T H^-1 g`` that rises to it)."""
+    ``(sW, sb)``, the decrement ``g^T s`` (a lower bound on ``g^T H^-1 g`` that rises to it) and
+    whether the residual reached ``rtol`` (else the decrement may be too low: not a certificate)."""
     dW, db = _diagonal(prob, pt.p)
 
     def dot(a, b):
@@ -131,12 +132,12 @@ def _pcg(prob: _Problem, pt: _Point, rtol: float, max_iter: int):
     r, gnorm = g, np.sqrt(dot(g, g))
     zr = precond(r)
     d, rz = zr, dot(r, zr)
-    for _ in range(max_iter):
-        if np.sqrt(dot(r, r)) <= rtol * gnorm or rz <= 0:
-            break
+    for _ in range(max_iter + 1):
+        if np.sqrt(dot(r, r)) <= rtol * gnorm or gnorm == 0:
+            return s, dot(g, s), True
         Hd = _hvp(prob, pt.p, *d)
         dHd = dot(d, Hd)
-        if not dHd > 0:
+        if not (dHd > 0 and rz > 0):
             break
         a = rz / dHd
         s = (s[0] + a * d[0], s[1] + a * d[1])
@@ -145,12 +146,13 @@ def _pcg(prob: _Problem, pt: _Point, rtol: float, max_iter: int):
         rz_new = dot(r, zr)
         d = (zr[0] + rz_new / rz * d[0], zr[1] + rz_new / rz * d[1])
         rz = rz_new
-    return s, dot(g, s)
+    return s, dot(g, s), False
 
 
 class Certificate(NamedTuple):
     """The outcome for one task: weights ``W (K, D)``, ``b (K,)``, objective, ``max |grad|``, the
-    estimated relative gap ``lambda^2 / (2 f)`` and the Newton steps taken."""
+    estimated relative gap ``lambda^2 / (2 f)`` (NaN where it could not be estimated: a non-finite
+    objective, or conjugate gradients that did not reach their tolerance) and the Newton steps taken."""
 
     W: np.ndarray
     b: np.ndarray
@@ -161,18 +163,20 @@ class Certificate(NamedTuple):
 
 
 def certify_task(prob: _Problem, W, b, gap_tol: float, newton_steps: int, cg_rtol: float = 1e-6,
-                 cg_iter: int = 500) -> Certificate:
+                 cg_iter: int | None = None) -> Certificate:
     """The Newton decrement at ``(W, b)`` and, while the estimated relative gap is above
     ``gap_tol``, damped Newton steps (at most ``newton_steps``; a step that lowers nothing ends
-    them). W ``(K, D)``, b ``(K,)`` as the solver returned them."""
+    them). W ``(K, D)``, b ``(K,)`` as the solver returned them. ``cg_iter`` None: the problem's
+    dimension ``K (D + 1)`` (where exact conjugate gradients end), at most 2000."""
     W, b = _center(np.asarray(W, np.float64), np.asarray(b, np.float64), prob.mask)
+    cg_iter = min(2000, W.size + b.size) if cg_iter is None else cg_iter
     pt = evaluate(prob, W, b)
     steps = 0
     while True:
-        (sW, sb), dec = _pcg(prob, pt, cg_rtol, cg_iter)
-        gap = 0.5 * max(dec, 0.0) / max(abs(pt.f), 1e-300)
-        if gap <= gap_tol or steps >= newton_steps:
-            break
+        (sW, sb), dec, solved = _pcg(prob, pt, cg_rtol, cg_iter)
+        gap = 0.5 * max(dec, 0.0) / abs(pt.f) if solved and np.isfinite(pt.f) and pt.f != 0 else float("nan")
+        if gap <= gap_tol or steps >= newton_steps or not np.isfinite(pt.f) or not dec > 0:
+            break                  # certified, out of steps, or nothing to step along (a cut-short solve still steps)
         t, moved = 1.0, False
         while t > 1e-12:
             W1, b1 = _center(W - t * sW, b - t * sb, prob.mask)
@@ -202,12 +206,14 @@ def certify(x, labels, weights, class_mask, C, gap_tol: float, newton_steps: int
     obj, gmax, conv, gap = fit.objective.copy(), fit.grad_max.copy(), fit.converged.copy(), fit.gap.copy()
     for r in range(labels.shape[0]):
         for t in range(labels.shape[1]):
-            w = np.where(labels[r, t] >= 0, np.asarray(weights[r, t], np.float64), 0.0)
+            k = class_mask.shape[1]                   # labels beyond the width carry no weight (as in the solver)
+            lab = np.where((labels[r, t] >= 0) & (labels[r, t] < k), labels[r, t], -1)
+            w = np.where(lab >= 0, np.asarray(weights[r, t], np.float64), 0.0)
             n = w.sum()
             if n <= 0 or class_mask[t].sum() < 2:
                 continue
-            prob = _Problem(blocks, labels[r, t], w / n, np.asarray(class_mask[t], bool), 1.0 / (C * n))
+            prob = _Problem(blocks, lab, w / n, np.asarray(class_mask[t], bool), 1.0 / (C * n))
             c = certify_task(prob, coef[r, t], icpt[r, t], gap_tol, newton_steps)
             coef[r, t], icpt[r, t], obj[r, t], gmax[r, t], gap[r, t] = c.W, c.b, c.f, c.grad_max, c.gap
-            conv[r, t] = c.gap <= gap_tol and np.isfinite(c.f)
+            conv[r, t] = bool(c.gap <= gap_tol)                  # NaN (no certificate): not converged
     return fit._replace(coef=coef, intercept=icpt, objective=obj, grad_max=gmax, converged=conv, gap=gap)

@@ -336,8 +336,16 @@ def abandon_failed_write(run_dir: str, managers: list, fresh: bool, created: boo
     if done:
         return (f"the run folder keeps the checkpoints of epochs up to {done[-1]}: free space and continue "
                 "with --resume")
-    if fresh:
-        _clear_run(run_dir)
+    if fresh:                                  # this run's record and checkpoint folders (nothing else)
+        for name in RUN_ENTRIES:
+            p = os.path.join(run_dir, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.lexists(p):
+                try:
+                    os.remove(p)
+                except OSError:
+                    pass
         if created and os.path.isdir(run_dir) and not os.listdir(run_dir):
             os.rmdir(run_dir)
     return "nothing written: free space and run again"
