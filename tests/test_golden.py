@@ -20,8 +20,9 @@ SETTINGS_BLOCKS = ("settings", "resolved")      # where a setting may live now
 # (resolved.permutations is the count run, the old "permutations")
 RENAMED = {"permutations_requested": "permutations"}
 # output keys added since the records were made (schema additions; nothing else may appear):
-# fit.gap, the full-data fit's estimated optimality gap; odds_ratio_kind of an enrichment row (issue 27)
-ADDED = {"fit.gap", "odds_ratio_kind"}
+# fit.gap, the full-data fit's estimated optimality gap; odds_ratio_kind of an enrichment row (issue 27);
+# summary.statistics, the decision-use statistics beside the paper's WSC (issue 28)
+ADDED = {"fit.gap", "odds_ratio_kind", "summary.statistics"}
 _NUM = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 

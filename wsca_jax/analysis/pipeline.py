@@ -21,6 +21,7 @@ from .config import AnalysisConfig, ProjectionConfig
 from .prepare import prepare
 from .result import WscaResult
 from .summarise import summarise
+from .use_stage import decision_use
 
 
 def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary: str, primary_head=None, *,
@@ -78,7 +79,9 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     null = stages.null(prep, config, run, point, n_head_null=len(head_null))
     bar.close()
     k_sens = stages.k_sensitivity(prep, config, run, point, null)
-    st = stages.Stages(prep, point, quality, resampled, null, k_sens)
+    use = decision_use(prep, config, point)
+    clock.lap("decision_use")
+    st = stages.Stages(prep, point, quality, resampled, null, k_sens, use)
     result = summarise(st, config, primary, head_null, x.shape)
     clock.lap("statistics")
     result.diagnostics.update(

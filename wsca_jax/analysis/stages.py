@@ -99,6 +99,7 @@ class Stages(NamedTuple):
     resampled: Resampled
     null: Null | None
     k_sensitivity: dict
+    decision_use: dict | None = None        # {task: {statistic: {...}}} (analysis.use_stage)
 
     def fits(self) -> dict[str, ProbeFit]:
         """The probe fits by stage name (``point``, ``cv``, ``bootstrap``, ``jackknife``, ``permutation``)."""

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from ..io import json_ready
 from ..stats import exchangeable_fraction, holm, random_cosine_quantile, random_direction_null
 from .inference import TaskDraws, task_statistics
 from .result import TaskResult, WscaResult
@@ -27,6 +28,7 @@ def summarise(st: Stages, config, primary: str, head_null: dict, shape: tuple) -
     inf = config.inference
     for name, r in results.items():
         r.fit.update(fits[name])
+        r.summary["statistics"] = statistics_block(r.summary, (st.decision_use or {}).get(name, {}))
         r.summary["verdict"] = verdict(r.summary, r.probe, st.null is not None, r.source, inf.alpha)
         r.summary["caveats"] = caveats(r.summary, r.probe, r.source, r.fit, alpha=inf.alpha,
                                        permutations=resolved["permutations"],
@@ -51,6 +53,15 @@ def summarise(st: Stages, config, primary: str, head_null: dict, shape: tuple) -
                       primary=prim_info, tasks=results, skipped=dict(prep.taskset.skipped),
                       null_reference=_null_reference(prep.k), diagnostics=_diagnostics(st), warnings=warn_lines,
                       k_sensitivity=st.k_sensitivity, heads=heads_in_embedding_coords(st))
+
+
+def statistics_block(summary: dict, use: dict) -> dict:
+    """``summary.statistics``: the paper's WSC (``wsc``: its estimate, interval and p-value as in the
+    summary) beside the decision-use statistics of :mod:`~wsca_jax.analysis.use_stage`, each
+    ``{"estimate", "ci", "p_value", "p_mcse", ...}`` with non-finite values as None."""
+    wsc = {"estimate": summary.get("max_abs_wsc"), "ci": summary.get("ci"), "p_value": summary.get("p_value"),
+           "p_mcse": summary.get("p_value_mcse")}
+    return json_ready({"wsc": wsc, **use})
 
 
 def _task_results(st: Stages, config, head_null: dict) -> dict[str, TaskResult]:

@@ -1,0 +1,151 @@
+"""Statistics of the decision (issue 28): invariance where the paper's WSC moves, known answers, LEACE."""
+
+import numpy as np
+import pytest
+
+import wsca_jax as wsca
+from wsca_jax.use import (_eta_many, decision_scores, erasure_effect, leace, score_correlation, whiten,
+                          whitened_probe_scores, within_class_eta)
+
+
+def world(n=600, d=8, use=0.6, seed=0):
+    """Embeddings with a binary class and a binary attribute (both encoded, correlated 0.3); the
+    head reads the class axis and, with weight ``use``, the attribute axis."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    a = np.where(rng.random(n) < 0.65, y, 1 - y)
+    x = rng.normal(size=(n, d))
+    x[:, 0] += 1.5 * (2 * y - 1)
+    x[:, 1] += 1.2 * (2 * a - 1)
+    x = x @ rng.normal(size=(d, d)) * 0.5 + x                  # correlated channels
+    head = np.zeros((2, d))
+    head[1] = np.linalg.lstsq(x, (2 * y - 1) + use * (2 * a - 1), rcond=None)[0]
+    return x, y, a, head, np.array([0.0, 0.1])
+
+
+def transforms(d, seed=1):
+    """Invertible changes of coordinates ``x -> x A + c``, each with its kept-logit head map."""
+    rng = np.random.default_rng(seed)
+    scale2 = np.eye(d)
+    scale2[2, 2] = 10.0
+    rot = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    lognormal = np.diag(np.exp(rng.normal(0, 1, d)))
+    return {"channel 2 x10": (scale2, 0.0), "channel 2 x0.1": (np.linalg.inv(scale2), 0.0), "rotation": (rot, 0.0),
+            "log-normal scales": (lognormal, 0.0),
+            "folded BatchNorm": (np.diag(rng.uniform(0.2, 5.0, d)), rng.normal(0, 3, d))}
+
+
+def moved(x, head, bias, A, c):
+    """``x A + c`` and the head and bias that keep every logit."""
+    h = head @ np.linalg.inv(A).T
+    c = np.broadcast_to(np.asarray(c, float), (x.shape[1],))
+    return x @ A + c, h, bias - c @ h.T
+
+
+def statistics(x, y, a, head, bias):
+    s = decision_scores(head, x, bias)
+    p = whitened_probe_scores(x, a)
+    return {"eta": within_class_eta(s, y, a, permutations=0)["estimate"],
+            "corr": score_correlation(s, p), "corr_within": score_correlation(s, p, y),
+            "erasure": erasure_effect(x, head, bias, y, a, draws=0)["estimate"]}
+
+
+def test_the_new_statistics_do_not_move_where_the_papers_wsc_does():
+    """Every logit kept (x -> x A + c, head -> head A^-T): each statistic of the decision unchanged to
+    1e-4; the paper's WSC (k = D, no truncation) moves under the same changes."""
+    x, y, a, head, bias = world()
+    base = statistics(x, y, a, head, bias)
+    assert 0.05 < base["eta"] < 0.9 and base["corr"] > 0.1 and base["erasure"] > 0.05
+    cfg = wsca.AnalysisConfig().replace(bootstrap=0, permutations=0, pca_min=x.shape[1], pca_variance=1.0)
+    meta = {"label": y, "site": a}
+    wsc0 = wsca.analyze(x, meta, "label", head, config=cfg).tasks["site"].summary["max_abs_wsc"]
+    wscs = []
+    for name, (A, c) in transforms(x.shape[1]).items():
+        x2, h2, b2 = moved(x, head, bias, A, c)
+        np.testing.assert_allclose(decision_scores(h2, x2, b2), decision_scores(head, x, bias), atol=1e-8)
+        new = statistics(x2, y, a, h2, b2)
+        for k in base:
+            assert new[k] == pytest.approx(base[k], abs=1e-4), (name, k)
+        wscs.append(wsca.analyze(x2, meta, "label", h2, config=cfg).tasks["site"].summary["max_abs_wsc"])
+    assert max(abs(w - wsc0) for w in wscs) > 0.1                   # the paper's statistic moves
+
+
+def test_eta_known_answers_and_the_vectorised_form():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    a = rng.integers(0, 3, 400)
+    exact = within_class_eta(a + 10.0 * y, y, a, permutations=50)
+    assert exact["estimate"] == pytest.approx(1.0) and exact["p_value"] == pytest.approx(1 / 51)
+    noise = within_class_eta(rng.normal(size=400) + 3 * y, y, a, permutations=200)
+    assert noise["estimate"] < 0.2 and noise["p_value"] > 0.01
+
+    def loop(score, y, a):                                      # the textbook form
+        between = total = 0.0
+        for c in np.unique(y):
+            s, v = score[y == c], a[y == c]
+            total += np.sum((s - s.mean()) ** 2)
+            between += sum(np.sum(v == u) * (s[v == u].mean() - s.mean()) ** 2 for u in np.unique(v))
+        return np.sqrt(between / total)
+    score = rng.normal(size=400) + 0.3 * a
+    perms = np.stack([rng.permutation(a) for _ in range(5)])
+    np.testing.assert_allclose(_eta_many(score, y, perms), [loop(score, y, p) for p in perms], rtol=1e-10)
+
+
+def test_leace_leaves_no_linear_information_and_only_that_rank():
+    """After LEACE no linear function of the embeddings covaries with the attribute (3 classes: rank
+    2 erased), a probe is at chance, erasing again changes nothing, and the whitening whitens."""
+    rng = np.random.default_rng(3)
+    n, d = 900, 6
+    a = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    x[:, :2] += np.eye(3)[a][:, :2] * 4.0
+    wh = whiten(x)
+    xw = (x - wh.mean) @ wh.forward
+    np.testing.assert_allclose(np.cov(xw.T, bias=True), np.eye(d), atol=1e-8)
+    erased, rank = leace(x, a)
+    z = np.eye(3)[a]
+    assert rank == 2
+    np.testing.assert_allclose((erased - erased.mean(0)).T @ (z - z.mean(0)) / n, 0.0, atol=1e-10)
+    again, _ = leace(erased, a)
+    np.testing.assert_allclose(again, erased, atol=1e-8)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    # the best linear predictor after erasure is a constant (LEACE's guarantee for convex losses)
+    fit = LogisticRegression(tol=1e-10, max_iter=10000)
+    before, after = (fit.fit(v, a == 0).coef_.copy() for v in (x, erased))
+    assert roc_auc_score(a == 0, x @ before[0]) > 0.8 and np.linalg.norm(after) < 1e-4 * np.linalg.norm(before)
+
+
+def test_erasure_separates_a_head_that_uses_the_attribute_from_one_that_does_not():
+    """Same embeddings (the attribute encoded, correlated with the class): a head fitted to the class
+    alone moves little when the attribute is erased, one that also reads the attribute moves more
+    than random erasures of the same rank; eta orders them the same way."""
+    x, y, a, used, bias = world(use=1.0, seed=4)
+    _, _, _, unused, _ = world(use=0.0, seed=4)
+    u = erasure_effect(x, used, bias, y, a, draws=200, seed=1)
+    n = erasure_effect(x, unused, bias, y, a, draws=200, seed=1)
+    assert u["p_value"] < 0.01 and u["estimate"] > 2 * n["estimate"]
+    su, sn = decision_scores(used, x, bias), decision_scores(unused, x, bias)
+    eu, en = within_class_eta(su, y, a, permutations=200), within_class_eta(sn, y, a, permutations=200)
+    assert eu["p_value"] < 0.01 and eu["estimate"] > en["estimate"]
+
+
+def test_analyze_reports_every_statistic_beside_the_papers_wsc(tmp_path):
+    """wsca.json: summary.statistics holds wsc (the paper's, as in the summary) and the decision-use
+    statistics, each with estimate, ci and p_value; on a head that reads the attribute, eta and the
+    erasure reject their nulls; strict JSON."""
+    import json
+    from wsca_jax.report import write_outputs
+    x, y, a, head, bias = world(n=1000, d=16, use=1.0, seed=2)
+    res = wsca.analyze(x, {"label": y, "site": a}, "label", head,
+                       config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=99))
+    s = res.tasks["site"].summary
+    st = s["statistics"]
+    assert set(st) == {"wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure"}
+    assert st["wsc"]["estimate"] == s["max_abs_wsc"] and st["wsc"]["p_value"] == s["p_value"]
+    assert all({"estimate", "ci", "p_value"} <= set(v) for v in st.values())
+    assert st["within_class_eta"]["p_value"] == pytest.approx(0.01) and st["erasure"]["p_value"] == pytest.approx(0.01)
+    assert st["erasure"]["flip_rate"] is None                # a head given without its bias: no threshold
+    write_outputs(res, str(tmp_path / "o"), figures=False)
+    d = json.loads((tmp_path / "o" / "wsca.json").read_text())
+    assert d["tasks"]["site"]["summary"]["statistics"]["erasure"]["rank"] == 1

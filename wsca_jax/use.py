@@ -1,0 +1,237 @@
+"""Does the decision use an attribute? Statistics of the decision itself, beside the paper's WSC.
+
+The paper's WSC is a Euclidean cosine between the head and a probe: rescale an embedding channel
+and the head's weight on it inversely and every logit stays, yet WSC moves (0.24 to 0.01 or 0.97
+in issue 28's measurement). The statistics here are properties of the decision -- of the head's
+scores on the rows -- and of the data's covariance, so they do not move under any invertible
+linear change of embedding coordinates that keeps every logit (``x -> x A``, ``head -> head A^-T``):
+
+* :func:`within_class_eta` -- how much the decision score follows the attribute once the class is
+  known (the correlation ratio within classes), with a within-class permutation null.
+* :func:`score_correlation` -- the cosine of ``Sigma^1/2 w`` and ``Sigma^1/2 b``: the correlation over
+  rows of the head's score and the attribute probe's score (the probe fitted on whitened embeddings,
+  where the L2 penalty is coordinate-free: :func:`whiten`), over all rows or within classes.
+* :func:`erasure_effect` -- remove the attribute's linear information from the embeddings with
+  LEACE (Belrose et al., 2023: :func:`leace`) and measure how the decision moves (mean |delta
+  score| in SDs of the score, flip rate, primary AUROC change), against erasing random subspaces of
+  the same rank in the whitened space (:func:`random_erasure_null`).
+
+Shapes: ``N`` rows, ``D`` embedding dimensions, ``S`` score columns of a head (1 for a binary
+head), ``K`` attribute classes. Labels are ints ``0 .. K-1`` with ``-1`` missing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+EIGEN_FLOOR = 1e-10        # eigenvalues below this share of the largest are the embeddings' null space
+
+
+def decision_scores(head: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """A head's decision scores ``(N, S)``: its logit (one row), the second logit minus the first
+    (two rows), or each logit minus the rows' mean (more classes). head ``(C, D)`` or ``(D,)``."""
+    h = np.atleast_2d(np.asarray(head, np.float64))
+    z = np.asarray(x, np.float64) @ h.T + (0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1))
+    if h.shape[0] == 1:
+        return z
+    if h.shape[0] == 2:
+        return z[:, 1:] - z[:, :1]
+    return z - z.mean(1, keepdims=True)
+
+
+# ---------------------------------------------------------------------- within-class dependence
+
+def _eta_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The pooled within-class correlation ratio of ``score (N,)`` on levels ``a`` for each row of
+    ``a (P, N)``: sqrt(between-level SS / total SS, both within the classes ``y (N,)``). ``(P,)``."""
+    a = np.atleast_2d(a)
+    P, n = a.shape
+    yc = np.unique(y, return_inverse=True)[1]
+    levels = int(a.max()) + 1
+    total = sum(np.sum((score[yc == c] - score[yc == c].mean()) ** 2) for c in np.unique(yc))
+    cells = (yc * levels + a + (np.arange(P) * (yc.max() + 1) * levels)[:, None]).ravel()
+    m = P * (yc.max() + 1) * levels
+    sums = np.bincount(cells, np.tile(score, P), minlength=m)
+    counts = np.bincount(cells, minlength=m)
+    cell_part = np.where(counts > 0, sums ** 2 / np.maximum(counts, 1), 0.0).reshape(P, -1).sum(1)
+    class_part = sum(score[yc == c].sum() ** 2 / np.sum(yc == c) for c in np.unique(yc))
+    between = np.maximum(cell_part - class_part, 0.0)
+    return np.sqrt(between / total) if total > 0 else np.full(P, np.nan)
+
+
+def within_class_permutations(rng: np.random.Generator, y: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
+    """``(n, N)`` copies of ``a (N,)`` with its values permuted within each class of ``y``."""
+    out = np.repeat(a[None], n, axis=0)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        out[:, idx] = a[idx][rng.permuted(np.tile(np.arange(len(idx)), (n, 1)), axis=1)]
+    return out
+
+
+def within_class_eta(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutations: int = 200,
+                     seed: int = 0) -> dict:
+    """How much the decision follows the attribute beyond the label.
+
+    The correlation ratio of ``score`` (``(N,)``, or ``(N, S)``: the largest over the columns) on the
+    attribute's levels ``a (N,)`` (ints, -1 missing: left out) within each class of ``y (N,)``: 0 =
+    the score does not move with the attribute once the class is known, 1 = within a class it is a
+    function of it. Chance is not 0, so the attribute is permuted within classes: ``{"estimate",
+    "null_q95", "p_value", "p_mcse"}`` (p-value ``(1 + #null >= observed) / (1 + permutations)``)."""
+    keep = np.asarray(a) >= 0
+    s = np.atleast_2d(np.asarray(score, np.float64).T).T[keep]
+    y, a = np.asarray(y)[keep], np.asarray(a)[keep]
+    perms = within_class_permutations(np.random.default_rng(seed), y, a, permutations)
+    obs = max(float(_eta_many(col, y, a)[0]) for col in s.T)
+    null = np.max([_eta_many(col, y, perms) for col in s.T], axis=0) if permutations else np.empty(0)
+    p = (1 + np.sum(null >= obs - 1e-12)) / (permutations + 1) if permutations else None
+    return {"estimate": obs, "null_q95": float(np.quantile(null, 0.95)) if permutations else None,
+            "p_value": None if p is None else float(p),
+            "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (permutations + 1)))}
+
+
+# ------------------------------------------------------------------------------- whitening
+
+class Whitener(NamedTuple):
+    """``x -> (x - mean) @ forward`` whitens (``(D, r)``: r the rank); ``@ back`` ``(r, D)`` returns."""
+
+    mean: np.ndarray
+    forward: np.ndarray
+    back: np.ndarray
+
+
+def whiten(x: np.ndarray, weights: np.ndarray | None = None) -> Whitener:
+    """The symmetric whitening of ``x (N, D)`` on its non-null space (eigenvalues above
+    ``EIGEN_FLOOR`` of the largest): ``forward = V L^-1/2``, ``back = L^1/2 V^T``. ``weights (N,)``
+    optional row weights."""
+    x = np.asarray(x, np.float64)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
+    mean = w @ x / w.sum()
+    xc = x - mean
+    cov = (xc * w[:, None]).T @ xc / w.sum()
+    ev, V = np.linalg.eigh(cov)
+    keep = ev > EIGEN_FLOOR * max(ev.max(), 1e-300)
+    ev, V = ev[keep], V[:, keep]
+    return Whitener(mean, V / np.sqrt(ev), (V * np.sqrt(ev)).T)
+
+
+def whitened_probe_scores(x: np.ndarray, a: np.ndarray, C: float = 1.0) -> np.ndarray:
+    """The attribute probe's scores ``(N, S)`` (:func:`decision_scores` of its head), the probe fitted
+    on the whitened embeddings (:func:`whiten`, rows with a label), where the L2 penalty does not
+    depend on the coordinates: the same scores for ``x`` and ``x A`` (certified to a relative gap of
+    1e-12, so that they agree to rounding)."""
+    from .probes import ProbeConfig, fit_probes
+    keep = np.asarray(a) >= 0
+    wh = whiten(x[keep])
+    xw = (np.asarray(x, np.float64) - wh.mean) @ wh.forward
+    fit = fit_probes(xw[keep], np.asarray(a)[keep], config=ProbeConfig(C=C, gap_tol=1e-12, newton_steps=50))
+    return decision_scores(fit["coef"][0], xw, fit["intercept"][0])
+
+
+def score_correlation(head_scores: np.ndarray, probe_scores: np.ndarray, y: np.ndarray | None = None) -> float:
+    """The largest |correlation| over rows between a head's score columns ``(N, S)`` and a probe's
+    ``(N, K')``: the cosine of ``Sigma^1/2 w`` and ``Sigma^1/2 b``. With ``y (N,)``, both are centred
+    within its classes first (the within-class covariance ``Sigma_W``)."""
+    h = np.atleast_2d(np.asarray(head_scores, np.float64).T).T
+    p = np.atleast_2d(np.asarray(probe_scores, np.float64).T).T
+    if y is not None:
+        h, p = h.copy(), p.copy()
+        for c in np.unique(y):
+            m = y == c
+            h[m] -= h[m].mean(0)
+            p[m] -= p[m].mean(0)
+    h, p = h - h.mean(0), p - p.mean(0)
+    nh, np_ = np.linalg.norm(h, axis=0), np.linalg.norm(p, axis=0)
+    ok_h, ok_p = nh > 0, np_ > 0
+    if not ok_h.any() or not ok_p.any():
+        return float("nan")
+    c = (h[:, ok_h] / nh[ok_h]).T @ (p[:, ok_p] / np_[ok_p])
+    return float(np.abs(c).max())
+
+
+# ------------------------------------------------------------------------------- erasure
+
+def _onehot(a: np.ndarray) -> np.ndarray:
+    """Labels ``(N,)`` (-1 missing) -> ``(N, K)`` one-hot (zero rows where missing)."""
+    k = int(a.max()) + 1
+    return (a[:, None] == np.arange(k)).astype(np.float64)
+
+
+def leace(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, int]:
+    """LEACE (Belrose et al., 2023): the least-squares eraser of ``a``'s linear information from
+    ``x (N, D)``, on the rows with a label (their statistics), applied to every row:
+    ``x - W^+ P W (x - mean)`` with ``W`` the whitening and ``P`` the orthogonal projection onto the
+    column space of ``W Cov(x, onehot(a))``. After it no linear function of ``x`` has any covariance
+    with the attribute. Returns the erased ``(N, D)`` and the rank erased."""
+    a = np.asarray(a)
+    keep = a >= 0
+    wh = whiten(x[keep])
+    z = _onehot(a[keep])
+    xc = np.asarray(x[keep], np.float64) - wh.mean
+    cross = wh.forward.T @ (xc.T @ (z - z.mean(0))) / keep.sum()                 # W Sigma_xz (r, K)
+    u, sv, _ = np.linalg.svd(cross, full_matrices=False)
+    u = u[:, sv > 1e-9]               # whitened x has unit variance: covariances below this are rounding
+    return _erase(x, wh, u), u.shape[1]
+
+
+def _erase(x: np.ndarray, wh: Whitener, u: np.ndarray) -> np.ndarray:
+    """``x - (x - mean) W u u^T W^+``: the whitened directions ``u (r, m)`` (orthonormal) removed."""
+    xc = np.asarray(x, np.float64) - wh.mean
+    return np.asarray(x, np.float64) - ((xc @ wh.forward) @ u) @ (u.T @ wh.back)
+
+
+class Effect(NamedTuple):
+    """How the decision moved: mean |delta score| / SD(score) (largest over score columns), the
+    share of rows whose predicted class changed (None without the head's bias: the decision
+    threshold is unknown), and the primary AUROC after minus before (None for a primary that is
+    not binary)."""
+
+    delta_sd: float
+    flip_rate: float | None
+    auroc_change: float | None
+
+
+def decision_effect(head: np.ndarray, bias, x: np.ndarray, x_new: np.ndarray, y: np.ndarray) -> Effect:
+    """:class:`Effect` of replacing ``x`` by ``x_new`` (both ``(N, D)``) on the head's decision."""
+    h = np.atleast_2d(np.asarray(head, np.float64))
+    b = 0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1)
+    s0, s1 = decision_scores(h, x, bias), decision_scores(h, x_new, bias)
+    sd = s0.std(0)
+    delta = float(np.max(np.abs(s1 - s0).mean(0) / np.where(sd > 0, sd, np.inf)))
+    logits0, logits1 = np.asarray(x, np.float64) @ h.T + b, np.asarray(x_new, np.float64) @ h.T + b
+    pred = (lambda z: (z[:, 0] > 0).astype(int)) if h.shape[0] == 1 else (lambda z: z.argmax(1))
+    flip = None if bias is None else float(np.mean(pred(logits0) != pred(logits1)))
+    auc = None
+    if len(np.unique(y)) == 2 and s0.shape[1] == 1:
+        from sklearn.metrics import roc_auc_score
+        auc = float(roc_auc_score(y, s1[:, 0]) - roc_auc_score(y, s0[:, 0]))
+    return Effect(delta, flip, auc)
+
+
+def random_erasure_null(x: np.ndarray, head, bias, y, a, rank: int, draws: int, seed: int = 0) -> np.ndarray:
+    """``(draws,)`` mean |delta score| / SD of erasing ``rank`` random whitened directions (Haar
+    distributed) instead of the attribute's: the effect an erasure of that size has by itself."""
+    keep = np.asarray(a) >= 0
+    wh = whiten(x[keep])
+    rng = np.random.default_rng(seed)
+    out = np.empty(draws)
+    for i in range(draws):
+        q, _ = np.linalg.qr(rng.standard_normal((wh.forward.shape[1], max(rank, 1))))
+        out[i] = decision_effect(head, bias, x, _erase(x, wh, q), y).delta_sd
+    return out
+
+
+def erasure_effect(x: np.ndarray, head, bias, y: np.ndarray, a: np.ndarray, draws: int = 200,
+                   seed: int = 0) -> dict:
+    """LEACE-erase the attribute ``a (N,)`` from ``x (N, D)`` and measure the head's decision
+    (:class:`Effect`), against ``draws`` random erasures of the same rank: ``{"estimate" (mean
+    |delta score| / SD), "flip_rate", "auroc_change", "rank", "null_q95", "p_value", "p_mcse"}``."""
+    erased, rank = leace(x, a)
+    eff = decision_effect(head, bias, x, erased, y)
+    null = random_erasure_null(x, head, bias, y, a, rank, draws, seed) if draws else np.empty(0)
+    p = (1 + np.sum(null >= eff.delta_sd - 1e-12)) / (draws + 1) if draws else None
+    return {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change, "rank": rank,
+            "null_q95": float(np.quantile(null, 0.95)) if draws else None,
+            "p_value": None if p is None else float(p),
+            "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (draws + 1)))}
