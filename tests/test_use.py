@@ -149,3 +149,29 @@ def test_analyze_reports_every_statistic_beside_the_papers_wsc(tmp_path):
     write_outputs(res, str(tmp_path / "o"), figures=False)
     d = json.loads((tmp_path / "o" / "wsca.json").read_text())
     assert d["tasks"]["site"]["summary"]["statistics"]["erasure"]["rank"] == 1
+
+
+def test_the_zoo_scoring_on_records_with_a_known_truth():
+    """experiments/use_validation.py: the unused arm's 99th percentile sets the truth per kind and
+    setting; a statistic equal to the effect has AUROC 1 and Spearman 1; a test that rejects exactly
+    the users has sensitivity and specificity 1; counts match."""
+    import os
+    import sys
+    import pandas as pd
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+    from use_validation import score, truth
+    rows = []
+    for i, (assoc, effect) in enumerate([(0.0, 0.10), (0.0, 0.20), (0.0, 0.15), (0.5, 0.18), (0.5, 0.9), (1.0, 1.5),
+                                         (1.0, 2.0), (0.8, 0.05)]):
+        used = effect > np.quantile([0.10, 0.20, 0.15], 0.99, method="higher")
+        st = {"probe_auroc": 0.9, "perfect": {"estimate": effect, "p_value": 0.01 if used else 0.5},
+              "flat": {"estimate": 0.3, "p_value": None}}
+        rows.append({"kind": "k", "setting": "s", "association": assoc, "seed": i, "statistics": st,
+                     "intervention": {"artefact": {"effect": effect}, "control": {"effect": 0.1}}})
+    df = truth(pd.DataFrame(rows))
+    assert df.uses.tolist() == [False, False, False, False, True, True, True, False]
+    r = score(df, "perfect")
+    assert r["auroc"][0] == 1.0 and r["spearman"] == pytest.approx(1.0)
+    assert r["sensitivity"].startswith("3/3 = 1.00") and r["specificity"].startswith("5/5 = 1.00")
+    flat = score(df, "flat")
+    assert flat["auroc"][0] == 0.5 and "sensitivity" not in flat

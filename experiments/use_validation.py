@@ -1,0 +1,137 @@
+"""How well each statistic recovers the decision's use of an artefact measured by intervention (issue 28, Build 4).
+
+Reads ``results/use_zoo_runs.jsonl`` (``experiments/use_zoo.py``) and renders
+``results/use_validation.md`` from it only. The truth, defined before any statistic was looked at:
+a network **uses** the artefact when its intervention effect (mean |delta decision score| in SDs,
+artefact put on every clean test image) is above the 99th percentile of the effects of the
+association-0 networks of the same artefact kind and setting, taken as one of their values (with
+fewer than 100 such networks: their maximum). Those are the unused arm: their artefact is encoded
+but useless to the decision, and none of them counts as using it. **Encoded** means the artefact probe's held-out
+AUROC is at least 0.8.
+
+For each statistic: the AUROC of its estimate for classifying use (95% interval: bootstrap over
+networks, 2000 draws), its Spearman correlation with the continuous effect, and where it has a
+test, the sensitivity and specificity of that test at alpha 0.05 (Clopper-Pearson intervals) --
+over all networks, per setting, and the specificity on the encoded-but-unused networks.
+
+    .venv/bin/python experiments/use_validation.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
+
+import runner  # first: puts the repository root on sys.path
+
+RUNS = "use_zoo_runs.jsonl"
+STATISTICS = ("wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure")
+ALPHA, ENCODED = 0.05, 0.8
+
+
+def truth(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``effect``, ``control_effect``, ``threshold`` (the unused arm's 99th percentile per
+    kind and setting), ``uses`` and ``encoded``."""
+    df = df.copy()
+    df["effect"] = [r["artefact"]["effect"] for r in df.intervention]
+    df["control_effect"] = [r["control"]["effect"] for r in df.intervention]
+    # the arm's 99th percentile as one of its values ("higher"): with fewer than 100 networks, its maximum
+    arm = df[df.association == 0].groupby(["kind", "setting"]).effect.quantile(0.99, interpolation="higher")
+    arm = arm.rename("threshold")
+    df = df.join(arm, on=["kind", "setting"])
+    df["uses"] = df.effect > df.threshold
+    df["encoded"] = [r["probe_auroc"] is not None and r["probe_auroc"] >= ENCODED for r in df.statistics]
+    return df
+
+
+def _auroc_ci(y: np.ndarray, s: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        i = rng.integers(0, len(y), len(y))
+        if y[i].min() != y[i].max():
+            out.append(roc_auc_score(y[i], s[i]))
+    return float(roc_auc_score(y, s)), float(np.quantile(out, 0.025)), float(np.quantile(out, 0.975))
+
+
+def _rate(k: int, n: int) -> str:
+    if n == 0:
+        return "n/a"
+    ci = sps.binomtest(k, n).proportion_ci(0.95, method="exact")
+    return f"{k}/{n} = {k / n:.2f} [{ci.low:.2f}, {ci.high:.2f}]"
+
+
+def score(df: pd.DataFrame, name: str) -> dict:
+    """One statistic's row: AUROC for use, Spearman with the effect, sensitivity and specificity."""
+    est = np.array([np.nan if r[name]["estimate"] is None else r[name]["estimate"] for r in df.statistics], float)
+    p = np.array([np.nan if r[name].get("p_value") is None else r[name]["p_value"] for r in df.statistics], float)
+    y = df.uses.to_numpy()
+    ok = np.isfinite(est)
+    row = {"statistic": name, "n": int(ok.sum())}
+    row["auroc"] = _auroc_ci(y[ok], est[ok]) if ok.any() and y[ok].min() != y[ok].max() else None
+    row["spearman"] = float(sps.spearmanr(est[ok], df.effect.to_numpy()[ok]).statistic) if ok.sum() > 2 else None
+    tested = np.isfinite(p)
+    if tested.any():
+        rej = p <= ALPHA
+        row["sensitivity"] = _rate(int((rej & y & tested).sum()), int((y & tested).sum()))
+        row["specificity"] = _rate(int((~rej & ~y & tested).sum()), int((~y & tested).sum()))
+        unused_enc = ~y & tested & df.encoded.to_numpy()
+        row["specificity_encoded_unused"] = _rate(int((~rej & unused_enc).sum()), int(unused_enc.sum()))
+        for s in sorted(df.setting.unique()):
+            m = (df.setting == s).to_numpy() & tested
+            row[f"sensitivity_{s}"] = _rate(int((rej & y & m).sum()), int((y & m).sum()))
+            row[f"specificity_{s}"] = _rate(int((~rej & ~y & m).sum()), int((~y & m).sum()))
+    return row
+
+
+def report(out: str) -> str:
+    df = truth(runner.records_frame(os.path.join(out, RUNS)))
+    f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    lines = ["# Does a statistic recover measured use? (rendered from `use_zoo_runs.jsonl` by "
+             "`experiments/use_validation.py`)", "",
+             f"{len(df)} networks (PneumoniaMNIST, small CNN; artefact kinds {', '.join(sorted(df.kind.unique()))}; "
+             f"associations {', '.join(f'{a:g}' for a in sorted(df.association.unique()))}; settings "
+             f"{', '.join(sorted(df.setting.unique()))}; seeds {', '.join(str(s) for s in sorted(df.seed.unique()))}). "
+             f"Use measured by intervention: **{int(df.uses.sum())} use** the artefact, {int((~df.uses).sum())} do not, "
+             f"of which {int((~df.uses & df.encoded).sum())} encode it (probe AUROC >= {ENCODED}).", "",
+             "Truth: effect above the 99th percentile of the association-0 networks of the same kind and setting "
+             "(the unused arm; with few such networks that is about their maximum). The control perturbation's effect "
+             "is recorded beside it.", "",
+             "| statistic | networks | AUROC for use [95% CI] | Spearman with effect | sensitivity at 0.05 | "
+             "specificity at 0.05 | specificity, encoded and unused |", "|---|---|---|---|---|---|---|"]
+    rows = [score(df, s) for s in STATISTICS]
+    for r in rows:
+        a = r["auroc"]
+        lines.append(f"| `{r['statistic']}` | {r['n']} | {'n/a' if a is None else f'{a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}]'} | "
+                     f"{f(r['spearman'])} | {r.get('sensitivity', 'no test')} | {r.get('specificity', 'no test')} | "
+                     f"{r.get('specificity_encoded_unused', 'no test')} |")
+    lines += ["", "Per setting (sensitivity / specificity of each test at 0.05):", ""]
+    for r in rows:
+        per = [f"{k[len('sensitivity_'):]}: {r[k]} / {r['specificity_' + k[len('sensitivity_'):]]}"
+               for k in r if k.startswith("sensitivity_")]
+        if per:
+            lines.append(f"- `{r['statistic']}`: " + "; ".join(per))
+    lines += ["", "Networks (effect = mean |delta decision score| / SD when the artefact is put on every clean test "
+              "image; control = the same for a perturbation never seen with the label):", "",
+              "| kind | setting | association | networks | use | effect (median) | control effect (median) |",
+              "|---|---|---|---|---|---|---|"]
+    for (k, s, a), g in df.groupby(["kind", "setting", "association"]):
+        lines.append(f"| {k} | {s} | {a:g} | {len(g)} | {int(g.uses.sum())} | {g.effect.median():.3f} | "
+                     f"{g.control_effect.median():.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser():
+    return runner.parser(__doc__, data_dir=False)
+
+
+def main(argv=None) -> None:
+    runner.run_study(build_parser().parse_args(argv), None, {"use_validation.md": lambda a: report(a.out)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""A zoo of networks whose use of an artefact is measured by intervention (issue 28, Build 1-2).
+
+Each network is a small CNN trained on its own draw of PneumoniaMNIST training rows, where a
+scanner-like signature is stamped on the training images with an **association** to the label:
+0 = stamped on half of each class (encoded, useless to the decision) up to 1 = stamped on exactly
+the positive class (perfectly predictive). Kinds: ``text_band`` (vendor text / UI band),
+``intensity`` (a gain curve), ``noise`` (a speckle texture). Settings: ``fine_tuned`` (one head)
+and ``multi_task`` (a second head learns the artefact, so the embedding encodes it strongly).
+
+**Ground truth of use, by intervention** (defined before any statistic is looked at): every test
+image is shown clean and with the artefact; the effect is the mean |delta decision score| in SDs
+of the clean scores (``effect``), with the flip rate and the primary AUROC on the stamped test set.
+The same is measured for a **control** perturbation of the same kind and size that the network
+never saw with the label (another glyph pattern, the reversed gain curve, another texture).
+A network **uses** the artefact when its effect is above the 99th percentile of the effects of the
+association-0 networks of the same kind and setting, taken as one of their values (their maximum
+with fewer than 100 of them; computed when the records are scored by
+``experiments/use_validation.py``; the continuous effect is stored). Each network draws its own training rows (seeded by its kind,
+setting, association and seed).
+
+**Statistics**: ``wsca.analyze`` on the embeddings of the validation and test rows (the artefact
+stamped on half of each class) with the model's primary head: the paper's WSC and the statistics
+of ``summary.statistics`` (within-class eta, covariance-metric WSC, LEACE erasure), 200
+permutations, no bootstrap. Embeddings are cached outside the repository (``--cache``, default
+``~/.cache/wsca_jax/use_zoo``) so that statistics can be recomputed without retraining; one JSON
+line per network in ``results/use_zoo_runs.jsonl`` (a rerun skips the networks recorded).
+
+    .venv/bin/python experiments/use_zoo.py                      # every network (hours on 2 cores)
+    .venv/bin/python experiments/use_zoo.py --seeds 0 --kinds text_band
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+import runner  # first: puts the repository root on sys.path
+import wsca_jax as wsca
+from wsca_jax.training.data import load_dataset
+from wsca_jax.training.data.shortcuts import stamp_artefact
+from wsca_jax.training.embed import embed
+from wsca_jax.training.models import split_logits
+from wsca_jax.training.train import TrainConfig, fit, load_run, predict_batches
+from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset
+
+RUNS = "use_zoo_runs.jsonl"
+ASSOCIATIONS = (0.0, 0.5, 0.8, 1.0)
+KINDS = ("text_band", "intensity", "noise")
+SETTINGS = ("fine_tuned", "multi_task")
+PATTERN, CONTROL = 1234, 999            # the stamp's pattern seed (training), the control's
+
+
+def control_images(images: np.ndarray, kind: str) -> np.ndarray:
+    """The control perturbation of every image: the same kind and size, never seen with the label
+    (the band at the bottom rows, the gain curve reversed, another texture)."""
+    every = np.ones(len(images), bool)
+    if kind == "noise":
+        return stamp_artefact(images, every, kind, seed=CONTROL)
+    return stamp_artefact(images[:, ::-1], every, kind, seed=PATTERN)[:, ::-1]       # upside down
+
+
+def intervention(run_dir: str, clean: np.ndarray, y: np.ndarray, kind: str) -> dict:
+    """How the primary decision moves when the artefact (and, apart, the control) is put on every
+    clean test image: ``{"artefact": {effect, flip_rate, auroc_clean, auroc_toggled}, "control": {...}}``."""
+    from sklearn.metrics import roc_auc_score
+    model, params, record = load_run(run_dir, "best")
+    classes = [len(t["classes"]) for t in record["tasks"]]
+
+    def score(images):
+        logits = split_logits(predict_batches(model, params, images)["logits"], classes)[0]
+        return np.asarray(logits[:, 1] - logits[:, 0], np.float64)
+    s0 = score(clean)
+    out = {}
+    for name, images in (("artefact", stamp_artefact(clean, np.ones(len(clean), bool), kind, seed=PATTERN)),
+                         ("control", control_images(clean, kind))):
+        s1 = score(images)
+        out[name] = {"effect": float(np.mean(np.abs(s1 - s0)) / max(s0.std(), 1e-12)),
+                     "flip_rate": float(np.mean((s1 > 0) != (s0 > 0))),
+                     "auroc_clean": float(roc_auc_score(y, s0)), "auroc_toggled": float(roc_auc_score(y, s1))}
+    return out
+
+
+def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
+    """Train one network, measure its use by intervention, cache its embeddings, run the statistics."""
+    spec = artefact_spec("pneumoniamnist", kind=kind)
+    rng = np.random.default_rng([seed, KINDS.index(kind), SETTINGS.index(setting), int(round(100 * assoc))])
+    tr = np.flatnonzero(ds.split == 0)
+    keep = rng.choice(tr, min(args.train_rows, len(tr)), replace=False)        # the network's own rows
+    sub = ds.subset(np.sort(np.concatenate([keep, np.flatnonzero(ds.split != 0)])))
+    cond = condition_dataset(sub, spec, assoc, seed)
+    tasks = ("artefact",) if setting == "multi_task" else ()
+    tmp = tempfile.mkdtemp(prefix="wsca-zoo-")
+    try:
+        cfg = TrainConfig(setting=setting, epochs=args.epochs, batch_size=32, widths=EXPERIMENT_WIDTHS, seed=seed)
+        rec = fit(cond, spec.primary, tasks, cfg, run_dir=tmp, progress=False)
+        test = sub.split == 2
+        y = np.asarray(sub.columns[spec.primary])[test].astype(int)
+        truth = intervention(tmp, sub.images[test], y, kind)
+        parts = [embed(tmp, cond, s) for s in ("val", "test")]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("embeddings", spec.primary, "artefact")}
+    head, bias = parts[0][f"head_{spec.primary}"], parts[0][f"bias_{spec.primary}"]
+    key = f"{kind}-{assoc:g}-{setting}-{seed}"
+    os.makedirs(args.cache, exist_ok=True)
+    np.savez(os.path.join(args.cache, f"{key}.npz"), head=head, bias=bias, **arrays)
+    return {"key": key, "kind": kind, "association": assoc, "setting": setting, "seed": seed,
+            "train_rows": int(len(keep)), "epochs": args.epochs, "primary_test_auroc":
+            rec.get("test", {}).get(spec.primary, {}).get("auroc"), "intervention": truth,
+            "statistics": statistics(arrays, head, spec, args.permutations, seed), "wsca_version": wsca.__version__}
+
+
+def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: int) -> dict:
+    """The paper's WSC and the decision-use statistics of the artefact task, and its probe's AUROC."""
+    meta = pd.DataFrame({spec.primary: arrays[spec.primary], "artefact": arrays["artefact"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = wsca.AnalysisConfig().replace(tasks=["artefact"], bootstrap=0, permutations=permutations, seed=seed)
+        r = wsca.analyze(arrays["embeddings"], meta, spec.primary, head, config=cfg)
+    t = r.tasks["artefact"]
+    return {"probe_auroc": t.probe["auroc"], **t.summary["statistics"]}
+
+
+def run(args) -> None:
+    ds = load_dataset("pneumoniamnist", args.data_dir)
+    path = os.path.join(args.out, RUNS)
+    done = runner.done_keys(path, ["key"])
+    grid = itertools.product([int(s) for s in args.seeds.split(",")], args.kinds.split(","), SETTINGS, ASSOCIATIONS)
+    for seed, kind, setting, assoc in grid:
+        if (f"{kind}-{assoc:g}-{setting}-{seed}",) in done:
+            continue
+        t0 = time.time()
+        row = one(args, ds, kind, assoc, setting, seed)
+        row["seconds"] = round(time.time() - t0, 1)
+        runner.append_record(path, row)
+        s, e = row["statistics"], row["intervention"]
+        print(f"{row['key']}: effect {e['artefact']['effect']:.3f} (control {e['control']['effect']:.3f}), "
+              f"probe AUROC {s['probe_auroc']:.2f}, WSC p {s['wsc']['p_value']}, eta p {s['within_class_eta']['p_value']}, "
+              f"erasure p {s['erasure']['p_value']} [{row['seconds']:.0f} s]", flush=True)
+
+
+def build_parser():
+    def arguments(p):
+        p.add_argument("--seeds", default="0,1,2,3")
+        p.add_argument("--kinds", default=",".join(KINDS))
+        p.add_argument("--epochs", type=int, default=4)
+        p.add_argument("--train-rows", type=int, default=1500)
+        p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "wsca_jax", "use_zoo"),
+                       help="where the networks' embeddings are kept (never in the repository)")
+    return runner.parser(__doc__, arguments)
+
+
+def main(argv=None) -> None:
+    runner.run_study(build_parser().parse_args(argv), run, {})
+
+
+if __name__ == "__main__":
+    main()
