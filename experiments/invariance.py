@@ -22,7 +22,7 @@ import wsca_jax as wsca
 from wsca_jax.use import decision_scores, erasure_effect, score_correlation, whitened_probe_scores, within_class_eta
 
 RUNS = "invariance_runs.jsonl"
-NAMES = ("wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure")
+NAMES = ("wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure", "erasure_within")
 
 
 def world(n=2000, d=16, use=0.6, seed=0):
@@ -61,7 +61,8 @@ def measure(x, y, a, head, bias) -> dict:
     p = whitened_probe_scores(x, a)
     return {"wsc": wsc, "within_class_eta": within_class_eta(s, y, a, permutations=0)["estimate"],
             "score_correlation": score_correlation(s, p), "score_correlation_within": score_correlation(s, p, y),
-            "erasure": erasure_effect(x, head, bias, y, a, draws=0)["estimate"]}
+            "erasure": erasure_effect(x, head, bias, y, a, draws=0)["estimate"],
+            "erasure_within": erasure_effect(x, head, bias, y, a, draws=0, within=True)["estimate"]}
 
 
 def run(args) -> None:

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 import runner  # first: puts the repository root on sys.path
 
 RUNS = "use_zoo_runs.jsonl"
-STATISTICS = ("wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure")
+STATISTICS = ("wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure", "erasure_within")
 ALPHA, ENCODED = 0.05, 0.8
 
 

@@ -27,6 +27,7 @@ line per network in ``results/use_zoo_runs.jsonl`` (a rerun skips the networks r
 
     .venv/bin/python experiments/use_zoo.py                      # every network (hours on 2 cores)
     .venv/bin/python experiments/use_zoo.py --seeds 0 --kinds text_band
+    .venv/bin/python experiments/use_zoo.py --recompute          # statistics again, from the cache
 """
 
 from __future__ import annotations
@@ -128,7 +129,32 @@ def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: in
     return {"probe_auroc": t.probe["auroc"], **t.summary["statistics"]}
 
 
+def recompute(args) -> None:
+    """Every recorded network's statistics again from its cached embeddings (no retraining): the
+    records file is rewritten with the current statistics; a network without a cache is kept as it was."""
+    import json
+    path = os.path.join(args.out, RUNS)
+    rows = runner.read_records(path)
+    for row in rows:
+        cached = os.path.join(args.cache, f"{row['key']}.npz")
+        if not os.path.exists(cached):
+            print(f"{row['key']}: no cached embeddings; kept", flush=True)
+            continue
+        with np.load(cached) as z:
+            arrays = {k: z[k] for k in ("embeddings", "label", "artefact")}
+            head = z["head"]
+        row["statistics"] = statistics(arrays, head, artefact_spec("pneumoniamnist", kind=row["kind"]),
+                                       args.permutations, row["seed"])
+        row["wsca_version"] = wsca.__version__
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
+    print(f"recomputed {len(rows)} networks' statistics", flush=True)
+
+
 def run(args) -> None:
+    if args.recompute:
+        return recompute(args)
     ds = load_dataset("pneumoniamnist", args.data_dir)
     path = os.path.join(args.out, RUNS)
     done = runner.done_keys(path, ["key"])
@@ -153,6 +179,8 @@ def build_parser():
         p.add_argument("--epochs", type=int, default=4)
         p.add_argument("--train-rows", type=int, default=1500)
         p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--recompute", action="store_true",
+                       help="recompute the recorded networks' statistics from the cached embeddings (no training)")
         p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "wsca_jax", "use_zoo"),
                        help="where the networks' embeddings are kept (never in the repository)")
     return runner.parser(__doc__, arguments)

@@ -47,7 +47,8 @@ def statistics(x, y, a, head, bias):
     p = whitened_probe_scores(x, a)
     return {"eta": within_class_eta(s, y, a, permutations=0)["estimate"],
             "corr": score_correlation(s, p), "corr_within": score_correlation(s, p, y),
-            "erasure": erasure_effect(x, head, bias, y, a, draws=0)["estimate"]}
+            "erasure": erasure_effect(x, head, bias, y, a, draws=0)["estimate"],
+            "erasure_within": erasure_effect(x, head, bias, y, a, draws=0, within=True)["estimate"]}
 
 
 def test_the_new_statistics_do_not_move_where_the_papers_wsc_does():
@@ -141,7 +142,8 @@ def test_analyze_reports_every_statistic_beside_the_papers_wsc(tmp_path):
                        config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=99))
     s = res.tasks["site"].summary
     st = s["statistics"]
-    assert set(st) == {"wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure"}
+    assert set(st) == {"wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure",
+                       "erasure_within"}
     assert st["wsc"]["estimate"] == s["max_abs_wsc"] and st["wsc"]["p_value"] == s["p_value"]
     assert all({"estimate", "ci", "p_value"} <= set(v) for v in st.values())
     assert st["within_class_eta"]["p_value"] == pytest.approx(0.01) and st["erasure"]["p_value"] == pytest.approx(0.01)
@@ -175,3 +177,40 @@ def test_the_zoo_scoring_on_records_with_a_known_truth():
     assert r["sensitivity"].startswith("3/3 = 1.00") and r["specificity"].startswith("5/5 = 1.00")
     flat = score(df, "flat")
     assert flat["auroc"][0] == 0.5 and "sensitivity" not in flat
+
+
+def test_the_class_conditional_erasure_ignores_a_confounded_attribute_the_head_does_not_read():
+    """Confounded design: the attribute goes with the class (agreeing in 90% of rows) and is encoded
+    on its own axis; the head reads only the class axis. The marginal eraser removes part of the class
+    and moves the decision (its null rejects); the class-conditional one moves it by rounding only."""
+    rng = np.random.default_rng(7)
+    n = 1500
+    y = rng.integers(0, 2, n)
+    a = np.where(rng.random(n) < 0.9, y, 1 - y)
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += 2.0 * (2 * y - 1)
+    x[:, 1] += 2.0 * (2 * a - 1)
+    head = np.zeros((2, 6))
+    head[1, 0] = 1.0
+    marginal = erasure_effect(x, head, None, y, a, draws=100, seed=0)
+    within = erasure_effect(x, head, None, y, a, draws=100, seed=0, within=True)
+    assert marginal["p_value"] < 0.05 and within["estimate"] < 0.1 * marginal["estimate"]
+    erased, rank = leace(x, a, y)
+    z = np.eye(2)[a]
+    for c in (0, 1):                                   # no covariance with the attribute within a class
+        m = y == c
+        cov = (erased[m] - erased[m].mean(0)).T @ (z[m] - z[m].mean(0)) / m.sum()
+        assert rank == 1 and np.abs(cov).max() < 0.05
+
+
+def test_the_vectorised_erasure_null_is_the_direct_computation():
+    """random_erasure_null's closed form equals erasing each random subspace and rescoring."""
+    from wsca_jax.use import decision_effect, erase, fit_eraser, random_erasure_null
+    x, y, a, head, bias = world(n=300, d=6, seed=9)
+    for within in (False, True):
+        er = fit_eraser(x, a, y if within else None)
+        fast = random_erasure_null(x, head, y, er, 7, seed=3)
+        rng = np.random.default_rng(3)
+        q = np.linalg.qr(rng.standard_normal((7, er.whitener.forward.shape[1], 1)))[0]
+        slow = [decision_effect(head, bias, x, erase(x, er, qi), y).delta_sd for qi in q]
+        np.testing.assert_allclose(fast, slow, rtol=1e-10)

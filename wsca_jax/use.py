@@ -14,7 +14,9 @@ linear change of embedding coordinates that keeps every logit (``x -> x A``, ``h
 * :func:`erasure_effect` -- remove the attribute's linear information from the embeddings with
   LEACE (Belrose et al., 2023: :func:`leace`) and measure how the decision moves (mean |delta
   score| in SDs of the score, flip rate, primary AUROC change), against erasing random subspaces of
-  the same rank in the whitened space (:func:`random_erasure_null`).
+  the same rank in the whitened space (:func:`random_erasure_null`); ``within=True``: the
+  class-conditional eraser, which removes only what the attribute adds once the class is known
+  (in a confounded design the marginal eraser also removes part of the class).
 
 Shapes: ``N`` rows, ``D`` embedding dimensions, ``S`` score columns of a head (1 for a binary
 head), ``K`` attribute classes. Labels are ints ``0 .. K-1`` with ``-1`` missing.
@@ -158,27 +160,57 @@ def _onehot(a: np.ndarray) -> np.ndarray:
     return (a[:, None] == np.arange(k)).astype(np.float64)
 
 
-def leace(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, int]:
-    """LEACE (Belrose et al., 2023): the least-squares eraser of ``a``'s linear information from
-    ``x (N, D)``, on the rows with a label (their statistics), applied to every row:
-    ``x - W^+ P W (x - mean)`` with ``W`` the whitening and ``P`` the orthogonal projection onto the
-    column space of ``W Cov(x, onehot(a))``. After it no linear function of ``x`` has any covariance
-    with the attribute. Returns the erased ``(N, D)`` and the rank erased."""
+def _centred(v: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """``v (N, ...)`` minus its mean, or minus its mean within each class of ``y (N,)``."""
+    v = np.asarray(v, np.float64)
+    if y is None:
+        return v - v.mean(0)
+    out = v.copy()
+    for c in np.unique(y):
+        out[y == c] -= v[y == c].mean(0)
+    return out
+
+
+class Eraser(NamedTuple):
+    """A fitted LEACE eraser: the whitening (of the total, or of the pooled within-class
+    covariance), the erased whitened directions ``u (r, m)`` (orthonormal), and the classes
+    ``y (N,)`` whose means it centres on (None: the overall mean)."""
+
+    whitener: Whitener
+    u: np.ndarray
+    y: np.ndarray | None
+
+
+def fit_eraser(x: np.ndarray, a: np.ndarray, y: np.ndarray | None = None) -> Eraser:
+    """LEACE (Belrose et al., 2023), fitted on the rows with a label: ``W`` whitens ``x (N, D)``, ``u``
+    spans the column space of ``W Cov(x, onehot(a))``. With ``y (N,)`` the class-conditional variant:
+    every covariance pooled within the classes of ``y``, so that only what the attribute adds once
+    the class is known is erased (in a confounded design the attribute's total covariance includes
+    the class's)."""
     a = np.asarray(a)
     keep = a >= 0
-    wh = whiten(x[keep])
-    z = _onehot(a[keep])
-    xc = np.asarray(x[keep], np.float64) - wh.mean
-    cross = wh.forward.T @ (xc.T @ (z - z.mean(0))) / keep.sum()                 # W Sigma_xz (r, K)
+    yk = None if y is None else np.asarray(y)[keep]
+    xc = _centred(np.asarray(x)[keep], yk)
+    wh = whiten(xc)
+    z = _centred(_onehot(a[keep]), yk)
+    cross = wh.forward.T @ ((xc - wh.mean).T @ z) / keep.sum()                 # W Sigma_xz (r, K)
     u, sv, _ = np.linalg.svd(cross, full_matrices=False)
-    u = u[:, sv > 1e-9]               # whitened x has unit variance: covariances below this are rounding
-    return _erase(x, wh, u), u.shape[1]
+    return Eraser(wh, u[:, sv > 1e-9], None if y is None else np.asarray(y))   # below 1e-9: rounding (unit variance)
 
 
-def _erase(x: np.ndarray, wh: Whitener, u: np.ndarray) -> np.ndarray:
-    """``x - (x - mean) W u u^T W^+``: the whitened directions ``u (r, m)`` (orthonormal) removed."""
-    xc = np.asarray(x, np.float64) - wh.mean
-    return np.asarray(x, np.float64) - ((xc @ wh.forward) @ u) @ (u.T @ wh.back)
+def erase(x: np.ndarray, er: Eraser, u: np.ndarray | None = None) -> np.ndarray:
+    """``x - (x - m) W u u^T W^+`` (``u``: the eraser's directions, or others), ``m`` the overall mean
+    or each row's class mean (the class-conditional eraser)."""
+    u = er.u if u is None else u
+    xc = _centred(x, er.y)
+    return np.asarray(x, np.float64) - ((xc @ er.whitener.forward) @ u) @ (u.T @ er.whitener.back)
+
+
+def leace(x: np.ndarray, a: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """The LEACE-erased ``x (N, D)`` (:func:`fit_eraser`: after it no linear function of ``x`` has any
+    covariance with the attribute -- within the classes of ``y`` when given) and the rank erased."""
+    er = fit_eraser(x, a, y)
+    return erase(x, er), er.u.shape[1]
 
 
 class Effect(NamedTuple):
@@ -209,29 +241,46 @@ def decision_effect(head: np.ndarray, bias, x: np.ndarray, x_new: np.ndarray, y:
     return Effect(delta, flip, auc)
 
 
-def random_erasure_null(x: np.ndarray, head, bias, y, a, rank: int, draws: int, seed: int = 0) -> np.ndarray:
-    """``(draws,)`` mean |delta score| / SD of erasing ``rank`` random whitened directions (Haar
-    distributed) instead of the attribute's: the effect an erasure of that size has by itself."""
-    keep = np.asarray(a) >= 0
-    wh = whiten(x[keep])
+def score_rows(head: np.ndarray) -> np.ndarray:
+    """``M (S, D)`` with :func:`decision_scores` ``= x M^T`` + a constant: the head's row (one), the
+    second minus the first (two), or each row minus the rows' mean (more)."""
+    h = np.atleast_2d(np.asarray(head, np.float64))
+    if h.shape[0] == 1:
+        return h
+    if h.shape[0] == 2:
+        return h[1:] - h[:1]
+    return h - h.mean(0)
+
+
+def random_erasure_null(x: np.ndarray, head, y, er: Eraser, draws: int, seed: int = 0) -> np.ndarray:
+    """``(draws,)`` mean |delta score| / SD of erasing as many random whitened directions (Haar
+    distributed, in the eraser's whitening) as ``er`` erases: the effect an erasure of that size has
+    by itself. Vectorised: the score moves by ``-(xc W q)(q^T W^+ M^T)`` (:func:`score_rows`)."""
     rng = np.random.default_rng(seed)
+    M = score_rows(head)
+    sd = (np.asarray(x, np.float64) @ M.T).std(0)                              # (S,)
+    t = _centred(x, er.y) @ er.whitener.forward                                # (N, r)
+    g = er.whitener.back @ M.T                                                 # (r, S)
+    r, m = t.shape[1], max(er.u.shape[1], 1)
     out = np.empty(draws)
-    for i in range(draws):
-        q, _ = np.linalg.qr(rng.standard_normal((wh.forward.shape[1], max(rank, 1))))
-        out[i] = decision_effect(head, bias, x, _erase(x, wh, q), y).delta_sd
+    for s0 in range(0, draws, 50):                                             # 50 draws at a time
+        q = np.linalg.qr(rng.standard_normal((min(50, draws - s0), r, m)))[0]   # (b, r, m)
+        delta = np.einsum("nr,brm,bms->bns", t, q, np.einsum("brm,rs->bms", q, g))
+        out[s0:s0 + len(q)] = np.max(np.abs(delta).mean(1) / np.where(sd > 0, sd, np.inf), axis=1)
     return out
 
 
 def erasure_effect(x: np.ndarray, head, bias, y: np.ndarray, a: np.ndarray, draws: int = 200,
-                   seed: int = 0) -> dict:
-    """LEACE-erase the attribute ``a (N,)`` from ``x (N, D)`` and measure the head's decision
-    (:class:`Effect`), against ``draws`` random erasures of the same rank: ``{"estimate" (mean
-    |delta score| / SD), "flip_rate", "auroc_change", "rank", "null_q95", "p_value", "p_mcse"}``."""
-    erased, rank = leace(x, a)
-    eff = decision_effect(head, bias, x, erased, y)
-    null = random_erasure_null(x, head, bias, y, a, rank, draws, seed) if draws else np.empty(0)
+                   seed: int = 0, within: bool = False) -> dict:
+    """LEACE-erase the attribute ``a (N,)`` from ``x (N, D)`` (``within``: the class-conditional
+    eraser, classes ``y``) and measure the head's decision (:class:`Effect`), against ``draws`` random
+    erasures of the same rank: ``{"estimate" (mean |delta score| / SD), "flip_rate",
+    "auroc_change", "rank", "null_q95", "p_value", "p_mcse"}``."""
+    er = fit_eraser(x, a, y if within else None)
+    eff = decision_effect(head, bias, x, erase(x, er), y)
+    null = random_erasure_null(x, head, y, er, draws, seed) if draws else np.empty(0)
     p = (1 + np.sum(null >= eff.delta_sd - 1e-12)) / (draws + 1) if draws else None
-    return {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change, "rank": rank,
-            "null_q95": float(np.quantile(null, 0.95)) if draws else None,
+    return {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change,
+            "rank": int(er.u.shape[1]), "null_q95": float(np.quantile(null, 0.95)) if draws else None,
             "p_value": None if p is None else float(p),
             "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (draws + 1)))}

@@ -4,7 +4,8 @@ For every metadata task, on the rows with a primary label: the within-class depe
 decision score on the attribute (``within_class_eta``, within-class permutation null), the
 correlation of the decision score with the attribute probe's score -- the probe fitted on whitened
 embeddings, over all rows and within classes (``score_correlation``, ``score_correlation_within``;
-the covariance-metric WSC) -- and the LEACE erasure effect (``erasure``, random-erasure null). The
+the covariance-metric WSC) -- and the LEACE erasure effect, marginal and class-conditional
+(``erasure``, ``erasure_within``; random-erasure nulls). The
 decision is the model's primary head when given (its bias is not: no flip rate), else the primary
 probe. Every statistic is invariant to invertible linear changes of the embedding coordinates that
 keep the logits (``tests/test_use.py``). Nulls use ``resampling.permutations`` draws; intervals are
@@ -51,5 +52,6 @@ def decision_use(prep, config, pt) -> dict:
             "score_correlation_within": {"estimate": score_correlation(scores[rows], probe[rows], y[rows]),
                                          "ci": None, "p_value": None, "p_mcse": None},
             "erasure": {**erasure_effect(x, head, bias, y, a, draws=draws, seed=seed), "ci": None},
+            "erasure_within": {**erasure_effect(x, head, bias, y, a, draws=draws, seed=seed, within=True), "ci": None},
         }
     return out
