@@ -11,15 +11,16 @@ and ``multi_task`` (a second head learns the artefact, so the embedding encodes 
 image is shown clean and with the artefact; the effect is the mean |delta decision score| in SDs
 of the clean scores (``effect``), with the flip rate and the primary AUROC on the stamped test set.
 The same is measured for a **control** perturbation of the same kind and size that the network
-never saw with the label (another glyph pattern, the reversed gain curve, another texture).
+never saw with the label (the band upside down at the bottom rows, the gain curve reversed,
+another texture).
 A network **uses** the artefact when its effect is above the 99th percentile of the effects of the
 association-0 networks of the same kind and setting, taken as one of their values (their maximum
 with fewer than 100 of them; computed when the records are scored by
 ``experiments/use_validation.py``; the continuous effect is stored). Each network draws its own training rows (seeded by its kind,
 setting, association and seed).
 
-**Statistics**: ``wsca.analyze`` on the embeddings of the validation and test rows (the artefact
-stamped on half of each class) with the model's primary head: the paper's WSC and the statistics
+**Statistics**: ``wsca.analyze`` on the embeddings of the validation rows (the artefact stamped on
+half of each class; the truth is measured on the test rows) with the model's primary head: the paper's WSC and the statistics
 of ``summary.statistics`` (within-class eta, covariance-metric WSC, LEACE erasure), 200
 permutations, no bootstrap. Embeddings are cached outside the repository (``--cache``, default
 ``~/.cache/wsca_jax/use_zoo``) so that statistics can be recomputed without retraining; one JSON
@@ -108,6 +109,7 @@ def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("embeddings", spec.primary, "artefact")}
+    arrays["split"] = np.repeat([1, 2], [len(p["embeddings"]) for p in parts])
     head, bias = parts[0][f"head_{spec.primary}"], parts[0][f"bias_{spec.primary}"]
     key = f"{kind}-{assoc:g}-{setting}-{seed}"
     os.makedirs(args.cache, exist_ok=True)
@@ -115,11 +117,16 @@ def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     return {"key": key, "kind": kind, "association": assoc, "setting": setting, "seed": seed,
             "train_rows": int(len(keep)), "epochs": args.epochs, "primary_test_auroc":
             rec.get("test", {}).get(spec.primary, {}).get("auroc"), "intervention": truth,
-            "statistics": statistics(arrays, head, spec, args.permutations, seed), "wsca_version": wsca.__version__}
+            "statistics": statistics(arrays, head, spec, args.permutations, seed), "analysed": "val",
+            "wsca_version": wsca.__version__}
 
 
 def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: int) -> dict:
-    """The paper's WSC and the decision-use statistics of the artefact task, and its probe's AUROC."""
+    """The paper's WSC and the decision-use statistics of the artefact task, and its probe's AUROC,
+    on the validation rows only (``split`` 1): the truth is measured on the test rows, so that no
+    statistic is computed on the rows and stamps its truth was measured with."""
+    val = np.asarray(arrays["split"]) == 1
+    arrays = {k: np.asarray(v)[val] for k, v in arrays.items()}
     meta = pd.DataFrame({spec.primary: arrays[spec.primary], "artefact": arrays["artefact"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,12 +137,18 @@ def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: in
 
 
 def recompute(args) -> None:
-    """Every recorded network's statistics again from its cached embeddings (no retraining): the
-    records file is rewritten with the current statistics; a network without a cache is kept as it was."""
+    """The recorded networks' statistics again from their cached embeddings (no retraining): those
+    that lack one of the statistics scored (``use_validation.STATISTICS``), or every one with
+    ``--recompute all``; the records file is rewritten; a network without a cache is kept as it was."""
     import json
+
+    from use_validation import STATISTICS
     path = os.path.join(args.out, RUNS)
     rows = runner.read_records(path)
+    n_val = int((load_dataset("pneumoniamnist", args.data_dir).split == 1).sum())   # caches written without split
     for row in rows:
+        if args.recompute != "all" and all(k in row["statistics"] for k in STATISTICS) and row.get("analysed") == "val":
+            continue
         cached = os.path.join(args.cache, f"{row['key']}.npz")
         if not os.path.exists(cached):
             print(f"{row['key']}: no cached embeddings; kept", flush=True)
@@ -143,9 +156,10 @@ def recompute(args) -> None:
         with np.load(cached) as z:
             arrays = {k: z[k] for k in ("embeddings", "label", "artefact")}
             head = z["head"]
+            arrays["split"] = z["split"] if "split" in z else np.repeat([1, 2], [n_val, len(z["label"]) - n_val])
         row["statistics"] = statistics(arrays, head, artefact_spec("pneumoniamnist", kind=row["kind"]),
                                        args.permutations, row["seed"])
-        row["wsca_version"] = wsca.__version__
+        row["wsca_version"], row["analysed"] = wsca.__version__, "val"
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     os.replace(path + ".tmp", path)
@@ -179,8 +193,9 @@ def build_parser():
         p.add_argument("--epochs", type=int, default=4)
         p.add_argument("--train-rows", type=int, default=1500)
         p.add_argument("--permutations", type=int, default=200)
-        p.add_argument("--recompute", action="store_true",
-                       help="recompute the recorded networks' statistics from the cached embeddings (no training)")
+        p.add_argument("--recompute", nargs="?", const="missing", choices=["missing", "all"],
+                       help="recompute the recorded networks' statistics from the cached embeddings (no training): "
+                            "those missing a statistic (default), or all")
         p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "wsca_jax", "use_zoo"),
                        help="where the networks' embeddings are kept (never in the repository)")
     return runner.parser(__doc__, arguments)

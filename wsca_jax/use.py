@@ -51,6 +51,9 @@ def _eta_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
     a = np.atleast_2d(a)
     P, n = a.shape
     yc = np.unique(y, return_inverse=True)[1]
+    score = np.asarray(score, np.float64).copy()
+    for c in np.unique(yc):                               # centred within classes: no cancellation below
+        score[yc == c] -= score[yc == c].mean()
     levels = int(a.max()) + 1
     total = sum(np.sum((score[yc == c] - score[yc == c].mean()) ** 2) for c in np.unique(yc))
     cells = (yc * levels + a + (np.arange(P) * (yc.max() + 1) * levels)[:, None]).ravel()
@@ -173,11 +176,12 @@ def _centred(v: np.ndarray, y: np.ndarray | None) -> np.ndarray:
 
 class Eraser(NamedTuple):
     """A fitted LEACE eraser: the whitening (of the total, or of the pooled within-class
-    covariance), the erased whitened directions ``u (r, m)`` (orthonormal), and the classes
-    ``y (N,)`` whose means it centres on (None: the overall mean)."""
+    covariance), the erased whitened directions ``u (r, m)`` (orthonormal), the means it was fitted
+    on (``(1, D)`` overall, or ``(C, D)`` per class) and the rows' classes ``y (N,)`` (None: overall)."""
 
     whitener: Whitener
     u: np.ndarray
+    means: np.ndarray
     y: np.ndarray | None
 
 
@@ -186,24 +190,37 @@ def fit_eraser(x: np.ndarray, a: np.ndarray, y: np.ndarray | None = None) -> Era
     spans the column space of ``W Cov(x, onehot(a))``. With ``y (N,)`` the class-conditional variant:
     every covariance pooled within the classes of ``y``, so that only what the attribute adds once
     the class is known is erased (in a confounded design the attribute's total covariance includes
-    the class's)."""
+    the class's). Equal to the reference implementation (EleutherAI's ``LeaceFitter`` without
+    shrinkage or trace constraint) to 1e-14 (checked in review)."""
     a = np.asarray(a)
     keep = a >= 0
-    yk = None if y is None else np.asarray(y)[keep]
-    xc = _centred(np.asarray(x)[keep], yk)
+    xk = np.asarray(x, np.float64)[keep]
+    if y is None:
+        yc, means = np.zeros(int(keep.sum()), int), xk.mean(0, keepdims=True)
+    else:
+        yc = np.asarray(y)[keep]
+        means = np.stack([xk[yc == c].mean(0) if (yc == c).any() else np.zeros(xk.shape[1])
+                          for c in range(int(np.max(y)) + 1)])
+    xc = xk - means[yc]
     wh = whiten(xc)
-    z = _centred(_onehot(a[keep]), yk)
+    z = _centred(_onehot(a[keep]), None if y is None else yc)
     cross = wh.forward.T @ ((xc - wh.mean).T @ z) / keep.sum()                 # W Sigma_xz (r, K)
     u, sv, _ = np.linalg.svd(cross, full_matrices=False)
-    return Eraser(wh, u[:, sv > 1e-9], None if y is None else np.asarray(y))   # below 1e-9: rounding (unit variance)
+    return Eraser(wh, u[:, sv > 1e-9], means, None if y is None else np.asarray(y))   # 1e-9: rounding (unit variance)
+
+
+def _fitted_centred(x: np.ndarray, er: Eraser) -> np.ndarray:
+    """``x`` minus the means the eraser was fitted on (each row's class mean for the class-conditional
+    one), then minus the whitening's own centre (zero up to rounding)."""
+    m = er.means[0] if er.y is None else er.means[np.asarray(er.y)]
+    return np.asarray(x, np.float64) - m - er.whitener.mean
 
 
 def erase(x: np.ndarray, er: Eraser, u: np.ndarray | None = None) -> np.ndarray:
-    """``x - (x - m) W u u^T W^+`` (``u``: the eraser's directions, or others), ``m`` the overall mean
-    or each row's class mean (the class-conditional eraser)."""
+    """``x - (x - m) W u u^T W^+`` (``u``: the eraser's directions, or others), ``m`` the fitted
+    overall mean or each row's fitted class mean (the class-conditional eraser)."""
     u = er.u if u is None else u
-    xc = _centred(x, er.y)
-    return np.asarray(x, np.float64) - ((xc @ er.whitener.forward) @ u) @ (u.T @ er.whitener.back)
+    return np.asarray(x, np.float64) - ((_fitted_centred(x, er) @ er.whitener.forward) @ u) @ (u.T @ er.whitener.back)
 
 
 def leace(x: np.ndarray, a: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -253,20 +270,25 @@ def score_rows(head: np.ndarray) -> np.ndarray:
 
 
 def random_erasure_null(x: np.ndarray, head, y, er: Eraser, draws: int, seed: int = 0) -> np.ndarray:
-    """``(draws,)`` mean |delta score| / SD of erasing as many random whitened directions (Haar
-    distributed, in the eraser's whitening) as ``er`` erases: the effect an erasure of that size has
-    by itself. Vectorised: the score moves by ``-(xc W q)(q^T W^+ M^T)`` (:func:`score_rows`)."""
+    """``(draws,)`` mean |delta score| / SD of erasing as many random whitened directions as ``er``
+    erases: the effect an erasure of that size has by itself. The directions are ``orth(T^T G)``,
+    ``T`` the whitened rows and ``G`` Gaussian ``(N, m)``: Haar distributed, and turning with the data
+    under a change of coordinates (the same seed gives the same null). Vectorised: the score moves by
+    ``-(t q)(q^T W^+ M^T)`` (:func:`score_rows`). Valid but conservative where the attribute is
+    strongly encoded (the erased direction is then closer to orthogonal to an unused head than a
+    random one is)."""
     rng = np.random.default_rng(seed)
     M = score_rows(head)
     sd = (np.asarray(x, np.float64) @ M.T).std(0)                              # (S,)
-    t = _centred(x, er.y) @ er.whitener.forward                                # (N, r)
+    t = _fitted_centred(x, er) @ er.whitener.forward                           # (N, r)
     g = er.whitener.back @ M.T                                                 # (r, S)
-    r, m = t.shape[1], max(er.u.shape[1], 1)
+    m = max(er.u.shape[1], 1)
     out = np.empty(draws)
     for s0 in range(0, draws, 50):                                             # 50 draws at a time
-        q = np.linalg.qr(rng.standard_normal((min(50, draws - s0), r, m)))[0]   # (b, r, m)
+        b = min(50, draws - s0)
+        q = np.linalg.qr(np.einsum("nr,bnm->brm", t, rng.standard_normal((b, t.shape[0], m))))[0]
         delta = np.einsum("nr,brm,bms->bns", t, q, np.einsum("brm,rs->bms", q, g))
-        out[s0:s0 + len(q)] = np.max(np.abs(delta).mean(1) / np.where(sd > 0, sd, np.inf), axis=1)
+        out[s0:s0 + b] = np.max(np.abs(delta).mean(1) / np.where(sd > 0, sd, np.inf), axis=1)
     return out
 
 
@@ -277,6 +299,9 @@ def erasure_effect(x: np.ndarray, head, bias, y: np.ndarray, a: np.ndarray, draw
     erasures of the same rank: ``{"estimate" (mean |delta score| / SD), "flip_rate",
     "auroc_change", "rank", "null_q95", "p_value", "p_mcse"}``."""
     er = fit_eraser(x, a, y if within else None)
+    if er.u.shape[1] == 0:                    # nothing to erase (the attribute never varies within a class)
+        return {"estimate": 0.0, "flip_rate": None, "auroc_change": None, "rank": 0, "null_q95": None,
+                "p_value": None, "p_mcse": None, "note": "nothing to erase: not applicable"}
     eff = decision_effect(head, bias, x, erase(x, er), y)
     null = random_erasure_null(x, head, y, er, draws, seed) if draws else np.empty(0)
     p = (1 + np.sum(null >= eff.delta_sd - 1e-12)) / (draws + 1) if draws else None
