@@ -67,11 +67,13 @@ def _eta_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def within_class_permutations(rng: np.random.Generator, y: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
-    """``(n, N)`` copies of ``a (N,)`` with its values permuted within each class of ``y``."""
+    """``(n, N)`` copies of ``a (N,)`` with its values permuted within each class of ``y`` (one
+    ``rng.permutation`` per copy and class, in that order: ``wsca mid``'s check draws the same)."""
     out = np.repeat(a[None], n, axis=0)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        out[:, idx] = a[idx][rng.permuted(np.tile(np.arange(len(idx)), (n, 1)), axis=1)]
+    classes = [np.flatnonzero(y == c) for c in np.unique(y)]
+    for i in range(n):
+        for idx in classes:
+            out[i, idx] = a[rng.permutation(idx)]
     return out
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..analysis import AnalysisConfig, analyze
 from ..errors import require
+from .. import use
 from ..io import EmbeddingFile, whole_numbers
 from ..checks import check_columns
 from ..config import with_deprecated_keywords
@@ -196,52 +197,13 @@ def _attribute_levels(values: np.ndarray, bins: int = 4) -> np.ndarray:
     return encode_categorical(v)[0]
 
 
-def _eta(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> float:
-    between = total = 0.0
-    for c in np.unique(y):
-        s, v = score[y == c], a[y == c]
-        total += np.sum((s - s.mean()) ** 2)
-        between += sum(np.sum(v == u) * (s[v == u].mean() - s.mean()) ** 2 for u in np.unique(v))
-    return float(np.sqrt(between / total)) if total > 0 else float("nan")
-
-
 def within_class_eta(score: np.ndarray, y: np.ndarray, attribute: np.ndarray, permutations: int = 200,
                      seed: int = 0) -> dict:
-    """How much a head's output follows an attribute beyond the label.
-
-    The correlation ratio of ``score`` ``(N,)`` on the attribute's levels within each class of ``y``,
-    pooled (sqrt of the between-level sum of squares over the total, both within class): 0 = the output
-    does not move with the attribute once the class is known, 1 = within a class it is a function of
-    it. Rows with a missing attribute are left out; a numeric attribute with more than 20 values is
-    binned (:func:`_attribute_levels`). Chance is not 0 (more levels, fewer rows: larger), so the
-    attribute is also permuted within classes: ``{"eta", "null_q95", "p_value"}``.
-    """
-    a = _attribute_levels(attribute)
-    keep = a >= 0
-    score, y, a = np.asarray(score, float)[keep], np.asarray(y)[keep], a[keep]
-    eta = _eta(score, y, a)
-    rng = np.random.default_rng(seed)
-    null = np.empty(permutations)
-    for i in range(permutations):
-        b = a.copy()
-        for c in np.unique(y):
-            m = np.flatnonzero(y == c)
-            b[m] = a[rng.permutation(m)]
-        null[i] = _eta(score, y, b)
-    return {"eta": eta, "null_q95": float(np.quantile(null, 0.95)) if permutations else None,
-            "p_value": float((1 + np.sum(null >= eta)) / (permutations + 1)) if permutations else None}
-
-
-def _scores(head: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A head's decision scores ``(N, S)``: the logit (one row), the last row minus the first (two),
-    or each row minus the rows' mean (more classes)."""
-    h = np.atleast_2d(head)
-    z = x @ h.T
-    if h.shape[0] == 1:
-        return z
-    if h.shape[0] == 2:
-        return z[:, 1:] - z[:, :1]
-    return z - z.mean(1, keepdims=True)
+    """How much a head's output follows an attribute beyond the label: :func:`wsca_jax.use.within_class_eta`
+    on the attribute's levels (:func:`_attribute_levels`: a numeric attribute with more than 20 values
+    is binned), as ``{"eta", "null_q95", "p_value"}``."""
+    r = use.within_class_eta(score, y, _attribute_levels(attribute), permutations=permutations, seed=seed)
+    return {"eta": r["estimate"], "null_q95": r["null_q95"], "p_value": r["p_value"]}
 
 
 def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutations: int, seed: int) -> dict:
@@ -263,7 +225,7 @@ def verify_head(split: dict, head: np.ndarray, tasks, bootstrap: int, permutatio
     res = analyze(split["x"], meta, "__primary", primary_head=head,
                   config=AnalysisConfig().replace(tasks=list(tasks), bootstrap=bootstrap, permutations=permutations,
                                                   seed=seed))
-    scores = _scores(head, split["x"])
+    scores = use.decision_scores(head, split["x"])
     out = {}
     for t in tasks:
         etas = [within_class_eta(sc, split["y"], split["meta"][t], seed=seed) for sc in scores.T]
