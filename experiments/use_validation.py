@@ -93,6 +93,8 @@ def score(df: pd.DataFrame, name: str) -> dict:
 
 def report(out: str) -> str:
     df = truth(runner.records_frame(os.path.join(out, RUNS)))
+    arm = df[df.association == 0].groupby(["kind", "setting"]).size()
+    arm_n, arm_x = int(arm.min()), int(arm.max())
     f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
     lines = ["# Does a statistic recover measured use? (rendered from `use_zoo_runs.jsonl` by "
              "`experiments/use_validation.py`)", "",
@@ -102,9 +104,9 @@ def report(out: str) -> str:
              f"Use measured by intervention: **{int(df.uses.sum())} use** the artefact, {int((~df.uses).sum())} do not, "
              f"of which {int((~df.uses & df.encoded).sum())} encode it (probe AUROC >= {ENCODED}).", "",
              "Truth: effect above the 99th percentile of the association-0 networks of the same kind and setting, "
-             "taken as one of their values: with a few such networks, their maximum -- which a network that does not "
-             "use the artefact exceeds more often than 1% of the time (about 1 in 5 with 4 arm networks), so some "
-             "'uses' may be false. The control perturbation's effect is recorded beside it, not used. Statistics are "
+             f"taken as one of their values: with {arm_n} to {arm_x} such networks, their maximum -- which a network "
+             f"that does not use the artefact exceeds about 1 time in {arm_n + 1} (not 1 in 100), so some 'uses' may "
+             "be false. The control perturbation's effect is recorded beside it, not used. Statistics are "
              "computed on the validation rows, the truth on the test rows; the stamp is the same pattern in both, "
              "so a statistic's agreement here may not carry over to artefacts that go with image content. Networks "
              "that share a seed are not independent (the bootstrap over networks ignores that).", "",

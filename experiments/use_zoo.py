@@ -29,6 +29,7 @@ line per network in ``results/use_zoo_runs.jsonl`` (a rerun skips the networks r
     .venv/bin/python experiments/use_zoo.py                      # every network (hours on 2 cores)
     .venv/bin/python experiments/use_zoo.py --seeds 0 --kinds text_band
     .venv/bin/python experiments/use_zoo.py --recompute          # statistics again, from the cache
+    .venv/bin/python experiments/use_zoo.py --associations 0 --seeds 4,5,...,19   # a larger unused arm
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def run(args) -> None:
     ds = load_dataset("pneumoniamnist", args.data_dir)
     path = os.path.join(args.out, RUNS)
     done = runner.done_keys(path, ["key"])
-    grid = itertools.product([int(s) for s in args.seeds.split(",")], args.kinds.split(","), SETTINGS, ASSOCIATIONS)
+    assocs = [float(a) for a in args.associations.split(",")]
+    grid = itertools.product([int(s) for s in args.seeds.split(",")], args.kinds.split(","), SETTINGS, assocs)
     for seed, kind, setting, assoc in grid:
         if (f"{kind}-{assoc:g}-{setting}-{seed}",) in done:
             continue
@@ -190,6 +192,8 @@ def build_parser():
     def arguments(p):
         p.add_argument("--seeds", default="0,1,2,3")
         p.add_argument("--kinds", default=",".join(KINDS))
+        p.add_argument("--associations", default=",".join(f"{a:g}" for a in ASSOCIATIONS),
+                       help="associations to train (e.g. 0 alone: more networks in the unused arm)")
         p.add_argument("--epochs", type=int, default=4)
         p.add_argument("--train-rows", type=int, default=1500)
         p.add_argument("--permutations", type=int, default=200)
