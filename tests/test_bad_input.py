@@ -206,6 +206,12 @@ CASES = {
     # ---- analyze: files
     "analyze missing file": ("analyze", a("--embeddings", "{d}/none.npy"), "file not found"),
     "analyze memory zero": ("analyze", a("--memory-gb", "0"), "--memory-gb must be None or a finite number > 0, found 0.0"),
+    "analyze join timeout zero": ("analyze", a("--distributed", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
+                                               "--process-id", "1", "--join-timeout", "0"),
+                                  "--join-timeout must be a number of seconds > 0, found 0.0"),
+    "analyze process id out of range": ("analyze", a("--distributed", "--coordinator", "127.0.0.1:1",
+                                                     "--num-processes", "2", "--process-id", "5"),
+                                        "--process-id must be 0 .. 1 (--num-processes 2), found 5"),
     "analyze max iter zero": ("analyze", a("--max-iter", "0"), "--max-iter must be an integer >= 1, found 0"),
     "analyze one fold": ("analyze", a("--cv-folds", "1"), "--cv-folds must be an integer >= 2, found 1"),
     # ---- issue 27: confident wrong answers, now refused before any work
