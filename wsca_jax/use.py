@@ -31,16 +31,26 @@ import numpy as np
 EIGEN_FLOOR = 1e-10        # eigenvalues below this share of the largest are the embeddings' null space
 
 
+def _scores_of(z: np.ndarray) -> np.ndarray:
+    """Logits ``(N, C)`` -> decision scores ``(N, S)``: the logit (one column), the second minus the
+    first (two), or each minus the columns' mean (more)."""
+    if z.shape[1] == 1:
+        return z
+    if z.shape[1] == 2:
+        return z[:, 1:] - z[:, :1]
+    return z - z.mean(1, keepdims=True)
+
+
+def _logits(head: np.ndarray, x: np.ndarray, bias=None) -> np.ndarray:
+    """``x (N, D) @ head (C, D)^T + bias``: ``(N, C)`` in float64."""
+    h = np.atleast_2d(np.asarray(head, np.float64))
+    return np.asarray(x, np.float64) @ h.T + (0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1))
+
+
 def decision_scores(head: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """A head's decision scores ``(N, S)``: its logit (one row), the second logit minus the first
     (two rows), or each logit minus the rows' mean (more classes). head ``(C, D)`` or ``(D,)``."""
-    h = np.atleast_2d(np.asarray(head, np.float64))
-    z = np.asarray(x, np.float64) @ h.T + (0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1))
-    if h.shape[0] == 1:
-        return z
-    if h.shape[0] == 2:
-        return z[:, 1:] - z[:, :1]
-    return z - z.mean(1, keepdims=True)
+    return _scores_of(_logits(head, x, bias))
 
 
 # ---------------------------------------------------------------------- within-class dependence
@@ -245,13 +255,11 @@ class Effect(NamedTuple):
 
 def decision_effect(head: np.ndarray, bias, x: np.ndarray, x_new: np.ndarray, y: np.ndarray) -> Effect:
     """:class:`Effect` of replacing ``x`` by ``x_new`` (both ``(N, D)``) on the head's decision."""
-    h = np.atleast_2d(np.asarray(head, np.float64))
-    b = 0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1)
-    s0, s1 = decision_scores(h, x, bias), decision_scores(h, x_new, bias)
+    logits0, logits1 = _logits(head, x, bias), _logits(head, x_new, bias)
+    s0, s1 = _scores_of(logits0), _scores_of(logits1)
     sd = s0.std(0)
     delta = float(np.max(np.abs(s1 - s0).mean(0) / np.where(sd > 0, sd, np.inf)))
-    logits0, logits1 = np.asarray(x, np.float64) @ h.T + b, np.asarray(x_new, np.float64) @ h.T + b
-    pred = (lambda z: (z[:, 0] > 0).astype(int)) if h.shape[0] == 1 else (lambda z: z.argmax(1))
+    pred = (lambda z: (z[:, 0] > 0).astype(int)) if logits0.shape[1] == 1 else (lambda z: z.argmax(1))
     flip = None if bias is None else float(np.mean(pred(logits0) != pred(logits1)))
     auc = None
     if len(np.unique(y)) == 2 and s0.shape[1] == 1:
@@ -261,14 +269,8 @@ def decision_effect(head: np.ndarray, bias, x: np.ndarray, x_new: np.ndarray, y:
 
 
 def score_rows(head: np.ndarray) -> np.ndarray:
-    """``M (S, D)`` with :func:`decision_scores` ``= x M^T`` + a constant: the head's row (one), the
-    second minus the first (two), or each row minus the rows' mean (more)."""
-    h = np.atleast_2d(np.asarray(head, np.float64))
-    if h.shape[0] == 1:
-        return h
-    if h.shape[0] == 2:
-        return h[1:] - h[:1]
-    return h - h.mean(0)
+    """``M (S, D)`` with :func:`decision_scores` ``= x M^T`` + a constant (the same map on the head's rows)."""
+    return _scores_of(np.atleast_2d(np.asarray(head, np.float64)).T).T
 
 
 def random_erasure_null(x: np.ndarray, head, y, er: Eraser, draws: int, seed: int = 0) -> np.ndarray:

@@ -192,7 +192,8 @@ def certify_task(prob: _Problem, W, b, gap_tol: float, newton_steps: int, cg_rto
     return Certificate(W, b, pt.f, gmax, gap, steps)
 
 
-def certify(x, labels, weights, class_mask, C, gap_tol: float, newton_steps: int, fit: ProbeFit) -> ProbeFit:
+def certify(x, labels, weights, class_mask, C, gap_tol: float, newton_steps: int, fit: ProbeFit,
+            blocks: list | None = None) -> ProbeFit:
     """Certify (and where needed polish) every fit of ``fit`` in float64 (see the module docstring).
 
     A fit is ``converged`` only where its final estimated relative gap is at most ``gap_tol``;
@@ -201,7 +202,7 @@ def certify(x, labels, weights, class_mask, C, gap_tol: float, newton_steps: int
     as it is. Shapes: x ``(N, D)``; labels, weights ``(R, T, N)``; class_mask ``(T, K)``; fit with
     leading axes ``(R, T)`` as NumPy arrays.
     """
-    blocks = _blocks(x)
+    blocks = _blocks(x) if blocks is None else blocks      # the float64 row blocks of x (made once by the caller)
     coef, icpt = fit.coef.copy(), fit.intercept.copy()
     obj, gmax, conv, gap = fit.objective.copy(), fit.grad_max.copy(), fit.converged.copy(), fit.gap.copy()
     for r in range(labels.shape[0]):

@@ -22,7 +22,7 @@ from .. import sharding
 from ..errors import require
 from . import lbfgs, ridge
 from .basis import ROW_BLOCK, Basis, ProbeFit, make_basis, to_original
-from .certify import certify
+from .certify import _blocks, certify
 from .config import ProbeConfig
 from .objective import _aligned_width
 from .precondition import kfac_precond
@@ -257,6 +257,7 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
     consts = [_group_consts(basis.x, base, class_mask, coef0, b0, tidx, w, config.solver, mesh) for tidx, w in groups]
     x = sharding.put(basis.x, mesh, sharded=False)
     x_host = np.asarray(basis.x) if config.solver == "lbfgs" else None    # the stall recheck's float64 gradient
+    blocks = _blocks(x_host) if certified and x_host is not None else None  # float64 copy once, for every group
     per_call = chunk_for_memory(config.memory_gb, *basis.x.shape, *class_mask.shape, max(1, int(config.chunk)))
     chunk = sharding.chunk_size(per_call, mesh)   # every call one shape (one compilation per group)
     outs = []
@@ -278,7 +279,7 @@ def fit_replicates(basis: Basis, labels: np.ndarray, weights: np.ndarray, class_
                                       class_mask[tidx, :w], config.C, config.tol, fit)
                 if certified:
                     fit = certify(x_host, lab_g[: stop - start], w_g[: stop - start], class_mask[tidx, :w],
-                                  config.C, config.gap_tol, config.newton_steps, fit)
+                                  config.C, config.gap_tol, config.newton_steps, fit, blocks)
             parts.append(fit)
         outs.append(_scatter(parts, groups, *class_mask.shape))
         if progress is not None:
