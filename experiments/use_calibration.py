@@ -1,93 +1,199 @@
-"""Level of the decision-use tests on null datasets with a known truth (issue 28, acceptance).
+"""Level and coverage of the decision-use statistics on datasets with a known truth (issue 28, acceptance).
 
-Each dataset: ``n`` rows, ``d`` dimensions, a binary class on axis 0 and a binary attribute encoded
-on axis 1; a head that reads only axis 0 (the class), so that the decision does not use the
-attribute. Designs: ``independent`` (the attribute independent of the class) and ``confounded``
-(the attribute agrees with the class in 90% of rows -- it goes with the class but is not used).
-For each test of ``wsca_jax.use`` (within-class eta with its within-class permutation null; the
-LEACE erasure, marginal and class-conditional, with their random-erasure nulls): the share of
-datasets rejected at 0.05, with its Monte Carlo standard error. A test of use must hold its level
-in both designs; the marginal erasure is expected to fail the confounded one (it erases part of
-the class). One JSON line per design in ``results/use_calibration_runs.jsonl``;
-``results/use_calibration.md`` is rendered from it only.
+Each dataset: ``n`` rows, a binary class ``y`` and a binary attribute ``a`` (independent of the class,
+or agreeing with it in 90% of rows: ``confounded``), each a mean shift of the embeddings; a head that
+reads the class and, in the ``used`` designs, the attribute too (its mean score differs by ``use``
+between the attribute's levels, in SDs of the class head's within-class noise). Two families:
 
-    .venv/bin/python experiments/use_calibration.py            # 500 datasets per design, minutes
-    .venv/bin/python experiments/use_calibration.py --seed 1 --datasets 1000    # appended: a replication
+* ``synthetic``: ``d`` = 8 mixed channels (``x = z (I + 0.3 G)``), shifts of 1.5 on two axes;
+* ``real``: the covariance of real embeddings -- the validation rows of a PneumoniaMNIST network of
+  ``experiments/use_zoo.py`` (256 dimensions, its cached embeddings): noise ``N(0, Sigma_W)`` with
+  ``Sigma_W`` the within-cell covariance of those rows, the class and attribute shifts their
+  measured cell-mean differences, the head the class's discriminant direction made orthogonal to
+  the attribute's shift (unused; plus a multiple of the shift: used).
 
-Runs append (each row names its seed); the first run (seed 0, 500 datasets) was pre-specified, the
-second (seed 1, 1,000 datasets) was added after it, as a replication of a level above 0.05.
+Every statistic of ``summary.statistics`` is computed as ``wsca analyze`` does (the functions of
+``wsca_jax.analysis.use_stage``: ``bootstrap`` resamples, ``permutations`` null draws), and the
+population value as the same estimate on one draw of ``POP_N`` rows. Recorded per design: the
+share of datasets each test rejects at 0.05 (the level where the head does not read the
+attribute, the power where it does) and the share of intervals holding the population value
+(coverage), each with its Monte Carlo SE. One JSON line per design and seed in
+``results/use_calibration_runs.jsonl``; ``results/use_calibration.md`` is rendered from it only.
+
+    .venv/bin/python experiments/use_calibration.py --data-dir ../shared/data          # every design (an hour or more)
+    .venv/bin/python experiments/use_calibration.py --designs independent confounded
+
+The first runs (``version`` 1: the level of three tests only) are kept in the records and shown
+below the current table.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
-from wsca_jax.use import decision_scores, erasure_effect, within_class_eta
+from wsca_jax.analysis.use_stage import correlation_blocks, erasure_block, within_block
+from wsca_jax.probes import ProbeConfig
+from wsca_jax.use import (bootstrap_rows, decision_scores, erasure_estimate, score_correlation, whitened_probe_scores,
+                          within_class_eta, within_class_shift)
 
 RUNS = "use_calibration_runs.jsonl"
-TESTS = ("within_class_eta", "erasure", "erasure_within")
-ALPHA = 0.05
+TESTS = ("within_class_eta", "within_class_shift", "score_correlation", "score_correlation_within", "erasure",
+         "erasure_within")
+ALPHA, CONFIDENCE, POP_N = 0.05, 0.95, 100_000
+ZOO_NETWORK = "text_band-0-fine_tuned-0"          # the real covariance's source (association 0: unused)
+# name -> (family, agree, use, datasets)
+DESIGNS = {"independent": ("synthetic", 0.5, 0.0, 500), "confounded": ("synthetic", 0.9, 0.0, 500),
+           "used": ("synthetic", 0.5, 0.5, 200), "used_confounded": ("synthetic", 0.9, 0.5, 200),
+           "real": ("real", 0.5, 0.0, 200), "real_confounded": ("real", 0.9, 0.0, 200),
+           "real_used": ("real", 0.5, 1.0, 200)}
 
 
-def one_design(name: str, agree: float, datasets: int, n: int, d: int, draws: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    p = {t: [] for t in TESTS}
-    for i in range(datasets):
+class World:
+    """A design's generator: ``draw(rng, n) -> (x, y, a)`` and its head ``(2, d)``."""
+
+    def __init__(self, family: str, agree: float, use: float, seed: int, cache: str | None = None):
+        self.agree = agree
+        rng = np.random.default_rng(10_000 + seed)
+        if family == "synthetic":
+            d = 8
+            self.mix = np.eye(d) + 0.3 * rng.normal(size=(d, d))
+            self.mu_y, self.mu_a = 1.5 * self.mix[0], 1.5 * self.mix[1]       # shifts of the mixed z axes
+            self.noise = self.mix                                               # x noise = N(0, I) @ mix
+            head = np.linalg.inv(self.mix)[:, 0] + use / 3 * np.linalg.inv(self.mix)[:, 1]   # levels differ by use
+        else:
+            with np.load(os.path.join(cache, f"{ZOO_NETWORK}.npz")) as z:
+                n_val = len(z["label"]) // 2          # the cache holds the validation rows, then as many test rows
+                x, y = np.asarray(z["embeddings"][:n_val], np.float64), np.asarray(z["label"][:n_val])
+                a = (np.asarray(z["artefact"][:n_val]) != "none").astype(int)
+            cells = [(y == i) & (a == j) for i in (0, 1) for j in (0, 1)]
+            means = [x[c].mean(0) for c in cells]
+            resid = np.concatenate([x[c] - m for c, m in zip(cells, means)])
+            cov = np.cov(resid.T) + 1e-6 * np.trace(np.cov(resid.T)) / x.shape[1] * np.eye(x.shape[1])
+            self.noise = np.linalg.cholesky(cov).T                               # x noise = N(0, I) @ L^T
+            self.mu_y = ((means[2] + means[3]) - (means[0] + means[1])) / 4       # +-: half the class difference
+            self.mu_a = ((means[1] + means[3]) - (means[0] + means[2])) / 4
+            w = np.linalg.solve(cov, self.mu_y)                                    # the class's discriminant
+            w -= (w @ self.mu_a) / (self.mu_a @ self.mu_a) * self.mu_a            # reads nothing of the attribute
+            w /= np.sqrt(w @ cov @ w)                                              # score noise SD 1
+            v = self.mu_a / (self.mu_a @ self.mu_a)                                # v . mu_a = 1
+            head = w + use / 2 * v                                                 # +-mu_a moves the score +-use/2
+        self.head = np.stack([np.zeros_like(head), head])
+
+    def draw(self, rng: np.random.Generator, n: int):
         y = rng.integers(0, 2, n)
-        a = np.where(rng.random(n) < agree, y, 1 - y)
-        z = rng.normal(size=(n, d))
-        z[:, 0] += 1.5 * (2 * y - 1)
-        z[:, 1] += 1.5 * (2 * a - 1)
-        mix = np.eye(d) + 0.3 * rng.normal(size=(d, d))
-        x = z @ mix                                                # mixed channels, the same information
-        head = np.zeros((2, d))
-        head[1] = np.linalg.inv(mix)[:, 0]                         # score = z[:, 0]: the class axis only
-        s = decision_scores(head, x)
-        p["within_class_eta"].append(within_class_eta(s, y, a, permutations=draws, seed=i)["p_value"])
-        p["erasure"].append(erasure_effect(x, head, None, y, a, draws=draws, seed=i)["p_value"])
-        p["erasure_within"].append(erasure_effect(x, head, None, y, a, draws=draws, seed=i, within=True)["p_value"])
-    out = {"design": name, "agree": agree, "datasets": datasets, "n": n, "d": d, "draws": draws, "seed": seed,
-           "wsca_version": wsca.__version__}
+        a = np.where(rng.random(n) < self.agree, y, 1 - y)
+        x = (rng.normal(size=(n, self.noise.shape[0])) @ self.noise
+             + np.outer(2 * y - 1, self.mu_y) + np.outer(2 * a - 1, self.mu_a))
+        return x, y, a
+
+
+def estimates(x, y, a, head) -> dict:
+    """Every statistic's point estimate (the population value on a large draw)."""
+    s = decision_scores(head, x)
+    p = whitened_probe_scores(x, a)
+    return {"within_class_eta": within_class_eta(s, y, a, permutations=0)["estimate"],
+            "within_class_shift": within_class_shift(s, y, a, permutations=0)["estimate"],
+            "score_correlation": score_correlation(s, p), "score_correlation_within": score_correlation(s, p, y),
+            "erasure": erasure_estimate(x, head, None, y, a), "erasure_within": erasure_estimate(x, head, None, y, a, True)}
+
+
+def one_dataset(x, y, a, head, boot: int, draws: int, seed: int) -> dict:
+    """``{statistic: (p_value, ci)}`` as ``wsca analyze`` computes them."""
+    s = decision_scores(head, x)
+    boots = bootstrap_rows(len(y), boot, seed + 17)
+    out = {"within_class_eta": within_block(within_class_eta, s, y, a, boots, draws, seed, CONFIDENCE, 1.0),
+           "within_class_shift": within_block(within_class_shift, s, y, a, boots, draws, seed, CONFIDENCE, None),
+           **correlation_blocks(x, s, y, a, boots, draws, seed, CONFIDENCE, ProbeConfig()),
+           "erasure": erasure_block(x, head, None, y, a, boots, draws, seed, CONFIDENCE, within=False),
+           "erasure_within": erasure_block(x, head, None, y, a, boots, draws, seed, CONFIDENCE, within=True)}
+    return {k: (v["p_value"], v["ci"]) for k, v in out.items()}
+
+
+def one_design(name: str, args) -> dict:
+    family, agree, use, datasets = DESIGNS[name]
+    datasets = args.datasets or datasets
+    world = World(family, agree, use, args.seed, args.cache)
+    pop = estimates(*world.draw(np.random.default_rng(args.seed + 99), POP_N), world.head)
+    rng = np.random.default_rng(args.seed)
+    rej, cov, width = ({t: [] for t in TESTS} for _ in range(3))
+    t0 = time.time()
+    for i in range(datasets):
+        x, y, a = world.draw(rng, args.rows)
+        for t, (p, ci) in one_dataset(x, y, a, world.head, args.bootstrap, args.draws, i).items():
+            rej[t].append(p is not None and p <= ALPHA)
+            cov[t].append(bool(ci) and ci[0] <= pop[t] <= ci[1])
+            width[t].append(np.nan if not ci else ci[1] - ci[0])
+        if (i + 1) % 50 == 0:
+            print(f"{name}: {i + 1}/{datasets} datasets ({time.time() - t0:.0f} s)", flush=True)
+    out = {"version": 2, "design": name, "family": family, "agree": agree, "use": use, "datasets": datasets,
+           "n": args.rows, "d": int(world.head.shape[1]), "bootstrap": args.bootstrap, "draws": args.draws,
+           "seed": args.seed, "population": pop, "wsca_version": wsca.__version__}
     for t in TESTS:
-        r = float(np.mean(np.asarray(p[t]) <= ALPHA))
-        out[t] = {"rejection_rate": r, "mcse": float(np.sqrt(r * (1 - r) / datasets))}
+        r, c = float(np.mean(rej[t])), float(np.mean(cov[t]))
+        out[t] = {"rejection_rate": r, "rejection_mcse": float(np.sqrt(r * (1 - r) / datasets)),
+                  "coverage": c, "coverage_mcse": float(np.sqrt(c * (1 - c) / datasets)),
+                  "mean_width": float(np.nanmean(width[t]))}
     return out
 
 
 def run(args) -> None:
     path = os.path.join(args.out, RUNS)
-    for name, agree in (("independent", 0.5), ("confounded", 0.9)):
-        row = one_design(name, agree, args.datasets, args.rows, args.dims, args.draws, args.seed)
+    for name in args.designs:
+        row = one_design(name, args)
         runner.append_record(path, row)
-        print(name, {t: row[t]["rejection_rate"] for t in TESTS}, flush=True)
+        print(name, {t: (row[t]["rejection_rate"], row[t]["coverage"]) for t in TESTS}, flush=True)
 
 
 def report(out: str) -> str:
     rows = runner.read_records(os.path.join(out, RUNS))
-    lines = ["# Level of the decision-use tests (rendered from `use_calibration_runs.jsonl` by "
-             "`experiments/use_calibration.py`)", "",
-             "Null datasets: the head reads only the class's axis; the attribute is encoded on its own axis, "
-             "independent of the class or agreeing with it in 90% of rows (confounded). Share of datasets "
-             f"rejected at {ALPHA} (Monte Carlo SE); a valid test of use stays near {ALPHA} in both designs.", "",
-             "| design | seed | datasets | rows x dims | " + " | ".join(f"`{t}`" for t in TESTS) + " |",
-             "|---|---|---|---|" + "---|" * len(TESTS)]
-    for r in rows:
-        lines.append(f"| {r['design']} | {r['seed']} | {r['datasets']} | {r['n']} x {r['d']} | " +
-                     " | ".join(f"{r[t]['rejection_rate']:.3f} ({r[t]['mcse']:.3f})" for t in TESTS) + " |")
+    cur, old = [r for r in rows if r.get("version") == 2], [r for r in rows if r.get("version") != 2]
+    lines = ["# Level, power and coverage of the decision-use statistics (rendered from `use_calibration_runs.jsonl` "
+             "by `experiments/use_calibration.py`)", "",
+             "Designs: a binary class and a binary attribute, each a mean shift of the embeddings; the attribute "
+             "independent of the class or agreeing with it in 90% of rows (confounded); the head reads the class "
+             "only (rows without 'used': the share rejected is the **false-positive rate**, to be near 0.05) or "
+             "also the attribute (its mean differs by 0.5 (synthetic) or 1 (real) noise SDs between the levels: the share rejected is the **power**). "
+             "`synthetic`: 8 mixed channels; `real`: the covariance and shifts of the validation embeddings of a "
+             f"PneumoniaMNIST network ({ZOO_NETWORK}, 256 dimensions). Each cell: share of datasets rejected at "
+             f"{ALPHA} / share of {100 * CONFIDENCE:g}% basic bootstrap intervals holding the population value "
+             "(the estimate on 100,000 rows), Monte Carlo SEs in brackets.", "",
+             "| design | family | datasets | rows x dims | B / P | " + " | ".join(f"`{t}`" for t in TESTS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(TESTS)]
+    for r in cur:
+        cells = [f"{r[t]['rejection_rate']:.3f} ({r[t]['rejection_mcse']:.3f}) / {r[t]['coverage']:.3f} "
+                 f"({r[t]['coverage_mcse']:.3f})" for t in TESTS]
+        lines.append(f"| {r['design']} | {r['family']} | {r['datasets']} | {r['n']} x {r['d']} | {r['bootstrap']} / "
+                     f"{r['draws']} | " + " | ".join(cells) + " |")
+    lines += ["", "Population values (the estimate on 100,000 rows):", "",
+              "| design | " + " | ".join(f"`{t}`" for t in TESTS) + " |", "|---|" + "---|" * len(TESTS)]
+    for r in cur:
+        lines.append(f"| {r['design']} | " + " | ".join(f"{r['population'][t]:.3f}" for t in TESTS) + " |")
+    if old:
+        lines += ["", "Earlier runs (version 1: the level of three tests, no intervals):", "",
+                  "| design | seed | datasets | rows x dims | `within_class_eta` | `erasure` | `erasure_within` |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in old:
+            lines.append(f"| {r['design']} | {r['seed']} | {r['datasets']} | {r['n']} x {r['d']} | " +
+                         " | ".join(f"{r[t]['rejection_rate']:.3f} ({r[t]['mcse']:.3f})"
+                                    for t in ("within_class_eta", "erasure", "erasure_within")) + " |")
     return "\n".join(lines) + "\n"
 
 
 def build_parser():
     def arguments(p):
-        p.add_argument("--datasets", type=int, default=500)
+        p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+        p.add_argument("--datasets", type=int, default=None, help="datasets per design (default: the design's own)")
         p.add_argument("--rows", type=int, default=600)
-        p.add_argument("--dims", type=int, default=8)
+        p.add_argument("--bootstrap", type=int, default=200)
         p.add_argument("--draws", type=int, default=200)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--cache", default=os.path.expanduser("~/.cache/wsca_jax/use_zoo"),
+                       help="the zoo's cached embeddings (the real designs' covariance)")
     return runner.parser(__doc__, arguments, data_dir=False)
 
 

@@ -14,6 +14,20 @@ networks, 2000 draws), its Spearman correlation with the continuous effect, and 
 test, the sensitivity and specificity of that test at alpha 0.05 (Clopper-Pearson intervals) --
 over all networks, per setting, and the specificity on the encoded-but-unused networks.
 
+**The verdict's rule** (``summary.decision_use``), specified before the statistics' intervals were
+computed: for a statistic with a test and an interval, "used" when its estimate is at least a
+margin tau and its test rejects at 0.05; "not used" when the whole interval lies below tau;
+"inconclusive" otherwise. tau is chosen on training networks as the smallest value of a 0.01 grid
+whose specificity (unused networks not called "used") is at least 0.95. Scored by leaving one
+artefact kind out (tau chosen on the other kinds, applied to the held-out one), pooled: the share
+of users called "used" (sensitivity), of unused networks not called "used" (specificity) and
+called "not used". The verdict's statistic is the candidate (``USE_STATISTICS``: the
+within-class statistics, whose tests hold their level where the attribute goes with the class)
+with the highest held-out sensitivity + specificity, ties to the first; its tau is then chosen on
+every network. A stricter variant ("used" only when the interval's lower end is at least tau) is
+scored beside it. The chosen statistic and tau are written to ``wsca_jax/report/zoo_accuracy.json``
+(the report cites them) and must equal the defaults of ``InferenceConfig`` (a test checks).
+
     .venv/bin/python experiments/use_validation.py
 """
 
@@ -29,8 +43,12 @@ from sklearn.metrics import roc_auc_score
 import runner  # first: puts the repository root on sys.path
 
 RUNS = "use_zoo_runs.jsonl"
-STATISTICS = ("wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure", "erasure_within")
+STATISTICS = ("wsc", "within_class_eta", "within_class_shift", "score_correlation", "score_correlation_within", "erasure", "erasure_within")
 ALPHA, ENCODED = 0.05, 0.8
+USE_STATISTICS = ("within_class_shift", "within_class_eta", "score_correlation_within", "erasure_within")
+GRID = np.round(np.arange(0.01, 1.0001, 0.01), 2)
+TARGET_SPECIFICITY = 0.95
+ACCURACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "wsca_jax", "report", "zoo_accuracy.json")
 
 
 def truth(df: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +109,97 @@ def score(df: pd.DataFrame, name: str) -> dict:
     return row
 
 
-def report(out: str) -> str:
+def calls(df: pd.DataFrame, name: str, tau: float, strict: bool = False) -> np.ndarray:
+    """The rule's verdict per network: "used", "not used" or "inconclusive" (``strict``: "used" needs
+    the interval's lower end at or above tau)."""
+    out = []
+    for r in df.statistics:
+        v = r[name]
+        est, p, ci = v.get("estimate"), v.get("p_value"), v.get("ci")
+        big = (ci[0] if strict and ci else est) if est is not None else None
+        if big is not None and p is not None and p <= ALPHA and big >= tau:
+            out.append("used")
+        elif ci and ci[1] < tau:
+            out.append("not used")
+        else:
+            out.append("inconclusive")
+    return np.array(out)
+
+
+def choose_tau(df: pd.DataFrame, name: str, strict: bool = False) -> float:
+    """The smallest tau of the grid whose specificity on ``df`` is at least the target (else the largest)."""
+    unused = ~df.uses.to_numpy()
+    for tau in GRID:
+        if np.mean(calls(df[unused], name, tau, strict) != "used") >= TARGET_SPECIFICITY:
+            return float(tau)
+    return float(GRID[-1])
+
+
+def held_out(df: pd.DataFrame, name: str, strict: bool = False) -> dict:
+    """Leave one kind out: tau from the other kinds, verdicts on the held-out one, pooled."""
+    verdicts = pd.Series(index=df.index, dtype=object)
+    taus = {}
+    for kind in sorted(df.kind.unique()):
+        test = (df.kind == kind).to_numpy()
+        taus[kind] = choose_tau(df[~test], name, strict)
+        verdicts[test] = calls(df[test], name, taus[kind], strict)
+    v, y = verdicts.to_numpy(), df.uses.to_numpy()
+    k_sens, n_sens = int(np.sum((v == "used") & y)), int(y.sum())
+    k_spec, n_spec = int(np.sum((v != "used") & ~y)), int((~y).sum())
+    return {"statistic": name, "strict": strict, "taus": taus, "sens": (k_sens, n_sens), "spec": (k_spec, n_spec),
+            "not_used": (int(np.sum((v == "not used") & ~y)), n_spec),
+            "inconclusive": (int(np.sum(v == "inconclusive")), len(v)),
+            "false_not_used": (int(np.sum((v == "not used") & y)), n_sens),
+            "tau_all": choose_tau(df, name, strict)}
+
+
+def rule_rows(df: pd.DataFrame) -> tuple[list[dict], dict]:
+    """Every candidate's held-out scores (plain and strict) and the chosen one."""
+    rows = [held_out(df, s, strict) for s in USE_STATISTICS for strict in (False, True)]
+    plain = [r for r in rows if not r["strict"]]
+    best = max(plain, key=lambda r: (r["sens"][0] / r["sens"][1] + r["spec"][0] / r["spec"][1],
+                                     -USE_STATISTICS.index(r["statistic"])))
+    return rows, best
+
+
+def write_accuracy(df: pd.DataFrame, best: dict, scored: list[dict], path: str) -> None:
+    """The record the HTML report cites: each statistic's AUROC and the chosen rule's held-out accuracy."""
+    import json
+    rec = {"source": "experiments/results/use_validation.md", "networks": len(df),
+           "statistics": {r["statistic"]: {"auroc": r["auroc"][0]} for r in scored if r["auroc"] is not None},
+           "rule": {"statistic": best["statistic"], "margin": best["tau_all"],
+                    "text": f"{best['statistic']} >= {best['tau_all']:g} with p <= {ALPHA} for 'used'; its interval "
+                            f"below {best['tau_all']:g} for 'not used'",
+                    "sensitivity": best["sens"][0] / best["sens"][1], "specificity": best["spec"][0] / best["spec"][1]}}
+    from wsca_jax.io import atomic_write_text
+    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+
+
+def rule_lines(df: pd.DataFrame, scored: list[dict], accuracy: str | None) -> list[str]:
+    rows, best = rule_rows(df)
+    if accuracy:
+        write_accuracy(df, best, scored, accuracy)
+    lines = ["", "## The verdict's rule, scored on held-out artefact kinds", "",
+             "'used': estimate >= tau and p <= 0.05 (strict: the interval's lower end >= tau); 'not used': the interval "
+             f"below tau; tau per held-out kind chosen on the other kinds (smallest with specificity >= "
+             f"{TARGET_SPECIFICITY}). Sensitivity: users called 'used'; specificity: unused networks not called 'used'.",
+             "", "| statistic | rule | tau per held-out kind | sensitivity | specificity | unused called 'not used' | "
+             "users called 'not used' | inconclusive | tau on all |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        taus = ", ".join(f"{k} {v:g}" for k, v in r["taus"].items())
+        lines.append(f"| `{r['statistic']}` | {'strict' if r['strict'] else 'estimate'} | {taus} | {_rate(*r['sens'])} | "
+                     f"{_rate(*r['spec'])} | {_rate(*r['not_used'])} | {_rate(*r['false_not_used'])} | "
+                     f"{_rate(*r['inconclusive'])} | {r['tau_all']:g} |")
+    sens, spec = best["sens"][0] / best["sens"][1], best["spec"][0] / best["spec"][1]
+    met = sens >= 0.9 and spec >= 0.95
+    lines += ["", f"Chosen (highest held-out sensitivity + specificity): **`{best['statistic']}` with tau "
+              f"{best['tau_all']:g}** (chosen on all {len(df)} networks): held-out sensitivity {sens:.2f}, specificity "
+              f"{spec:.2f} -- the goal (>= 0.9 and >= 0.95) is {'met' if met else 'not met'}."]
+    return lines
+
+
+def report(out: str, accuracy: str | None = None) -> str:
+    """The markdown (and, with ``accuracy``, the report's record written there)."""
     df = truth(runner.records_frame(os.path.join(out, RUNS)))
     arm = df[df.association == 0].groupby(["kind", "setting"]).size()
     arm_n, arm_x = int(arm.min()), int(arm.max())
@@ -118,6 +226,7 @@ def report(out: str) -> str:
         lines.append(f"| `{r['statistic']}` | {r['n']} | {'n/a' if a is None else f'{a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}]'} | "
                      f"{f(r['spearman'])} | {r.get('sensitivity', 'no test')} | {r.get('specificity', 'no test')} | "
                      f"{r.get('specificity_encoded_unused', 'no test')} |")
+    lines += rule_lines(df, rows, accuracy)
     lines += ["", "Per setting (sensitivity / specificity of each test at 0.05):", ""]
     for r in rows:
         per = [f"{k[len('sensitivity_'):]}: {r[k]} / {r['specificity_' + k[len('sensitivity_'):]]}"
@@ -139,7 +248,7 @@ def build_parser():
 
 
 def main(argv=None) -> None:
-    runner.run_study(build_parser().parse_args(argv), None, {"use_validation.md": lambda a: report(a.out)})
+    runner.run_study(build_parser().parse_args(argv), None, {"use_validation.md": lambda a: report(a.out, ACCURACY)})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ setting, association and seed).
 **Statistics**: ``wsca.analyze`` on the embeddings of the validation rows (the artefact stamped on
 half of each class; the truth is measured on the test rows) with the model's primary head: the paper's WSC and the statistics
 of ``summary.statistics`` (within-class eta, covariance-metric WSC, LEACE erasure), 200
-permutations, no bootstrap. Embeddings are cached outside the repository (``--cache``, default
+permutations, 200 bootstrap replicates. Embeddings are cached outside the repository (``--cache``, default
 ``~/.cache/wsca_jax/use_zoo``) so that statistics can be recomputed without retraining; one JSON
 line per network in ``results/use_zoo_runs.jsonl`` (a rerun skips the networks recorded).
 
@@ -118,11 +118,11 @@ def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     return {"key": key, "kind": kind, "association": assoc, "setting": setting, "seed": seed,
             "train_rows": int(len(keep)), "epochs": args.epochs, "primary_test_auroc":
             rec.get("test", {}).get(spec.primary, {}).get("auroc"), "intervention": truth,
-            "statistics": statistics(arrays, head, spec, args.permutations, seed), "analysed": "val",
+            "statistics": statistics(arrays, head, spec, args.permutations, seed, args.bootstrap), "analysed": "val",
             "wsca_version": wsca.__version__}
 
 
-def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: int) -> dict:
+def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: int, bootstrap: int = 200) -> dict:
     """The paper's WSC and the decision-use statistics of the artefact task, and its probe's AUROC,
     on the validation rows only (``split`` 1): the truth is measured on the test rows, so that no
     statistic is computed on the rows and stamps its truth was measured with."""
@@ -131,7 +131,8 @@ def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: in
     meta = pd.DataFrame({spec.primary: arrays[spec.primary], "artefact": arrays["artefact"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = wsca.AnalysisConfig().replace(tasks=["artefact"], bootstrap=0, permutations=permutations, seed=seed)
+        cfg = wsca.AnalysisConfig().replace(tasks=["artefact"], bootstrap=bootstrap, permutations=permutations,
+                                                 seed=seed)
         r = wsca.analyze(arrays["embeddings"], meta, spec.primary, head, config=cfg)
     t = r.tasks["artefact"]
     return {"probe_auroc": t.probe["auroc"], **t.summary["statistics"]}
@@ -159,7 +160,7 @@ def recompute(args) -> None:
             head = z["head"]
             arrays["split"] = z["split"] if "split" in z else np.repeat([1, 2], [n_val, len(z["label"]) - n_val])
         row["statistics"] = statistics(arrays, head, artefact_spec("pneumoniamnist", kind=row["kind"]),
-                                       args.permutations, row["seed"])
+                                       args.permutations, row["seed"], args.bootstrap)
         row["wsca_version"], row["analysed"] = wsca.__version__, "val"
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -197,6 +198,7 @@ def build_parser():
         p.add_argument("--epochs", type=int, default=4)
         p.add_argument("--train-rows", type=int, default=1500)
         p.add_argument("--permutations", type=int, default=200)
+        p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates of every interval")
         p.add_argument("--recompute", nargs="?", const="missing", choices=["missing", "all"],
                        help="recompute the recorded networks' statistics from the cached embeddings (no training): "
                             "those missing a statistic (default), or all")

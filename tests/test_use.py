@@ -5,7 +5,7 @@ import pytest
 
 import wsca_jax as wsca
 from wsca_jax.use import (_eta_many, decision_scores, erasure_effect, leace, score_correlation, whiten,
-                          whitened_probe_scores, within_class_eta)
+                          whitened_probe_scores, within_class_eta, within_class_shift)
 
 
 def world(n=600, d=8, use=0.6, seed=0):
@@ -46,6 +46,7 @@ def statistics(x, y, a, head, bias):
     s = decision_scores(head, x, bias)
     p = whitened_probe_scores(x, a)
     return {"eta": within_class_eta(s, y, a, permutations=0)["estimate"],
+            "shift": within_class_shift(s, y, a, permutations=0)["estimate"],
             "corr": score_correlation(s, p), "corr_within": score_correlation(s, p, y),
             "erasure": erasure_effect(x, head, bias, y, a, draws=0)["estimate"],
             "erasure_within": erasure_effect(x, head, bias, y, a, draws=0, within=True)["estimate"]}
@@ -133,24 +134,37 @@ def test_erasure_separates_a_head_that_uses_the_attribute_from_one_that_does_not
 
 def test_analyze_reports_every_statistic_beside_the_papers_wsc(tmp_path):
     """wsca.json: summary.statistics holds wsc (the paper's, as in the summary) and the decision-use
-    statistics, each with estimate, ci and p_value; on a head that reads the attribute, eta and the
-    erasure reject their nulls; strict JSON."""
+    statistics, each with estimate, a bootstrap interval that holds it and a p-value; on a head that
+    reads the attribute every test rejects and summary.decision_use says "used"; on a head that does
+    not, over many rows, never "used" and with this much data "not used"; strict JSON."""
     import json
     from wsca_jax.report import write_outputs
+    names = {"wsc", "within_class_eta", "within_class_shift", "score_correlation", "score_correlation_within",
+             "erasure", "erasure_within"}
+    cfg = wsca.AnalysisConfig().replace(bootstrap=50, permutations=99)
     x, y, a, head, bias = world(n=1000, d=16, use=1.0, seed=2)
-    res = wsca.analyze(x, {"label": y, "site": a}, "label", head,
-                       config=wsca.AnalysisConfig().replace(bootstrap=0, permutations=99))
+    res = wsca.analyze(x, {"label": y, "site": a}, "label", head, config=cfg)
     s = res.tasks["site"].summary
     st = s["statistics"]
-    assert set(st) == {"wsc", "within_class_eta", "score_correlation", "score_correlation_within", "erasure",
-                       "erasure_within"}
+    assert set(st) == names
     assert st["wsc"]["estimate"] == s["max_abs_wsc"] and st["wsc"]["p_value"] == s["p_value"]
-    assert all({"estimate", "ci", "p_value"} <= set(v) for v in st.values())
-    assert st["within_class_eta"]["p_value"] == pytest.approx(0.01) and st["erasure"]["p_value"] == pytest.approx(0.01)
+    for k in names - {"wsc"}:
+        lo, hi = st[k]["ci"]
+        assert 0 <= lo <= st[k]["estimate"] <= hi, k
+        if k != "score_correlation":     # its within-class null keeps the class's share (attribute ~ class here)
+            assert st[k]["p_value"] == pytest.approx(0.01), k
     assert st["erasure"]["flip_rate"] is None                # a head given without its bias: no threshold
+    du = s["decision_use"]
+    assert du["verdict"] == "used" and du["statistic"] == cfg.inference.use_statistic
+    assert du["estimate"] == st[du["statistic"]]["estimate"] and du["p_adjusted"] == pytest.approx(0.01)
     write_outputs(res, str(tmp_path / "o"), figures=False)
     d = json.loads((tmp_path / "o" / "wsca.json").read_text())
     assert d["tasks"]["site"]["summary"]["statistics"]["erasure"]["rank"] == 1
+    assert d["tasks"]["site"]["summary"]["decision_use"]["verdict"] == "used"
+    x, y, a, head, bias = world(n=4000, d=16, use=0.0, seed=3)
+    un = wsca.analyze(x, {"label": y, "site": a}, "label", head, config=cfg).tasks["site"].summary["decision_use"]
+    assert un["verdict"] == "not used", un
+    assert un["ci"][1] < cfg.inference.use_margin
 
 
 def test_the_zoo_scoring_on_records_with_a_known_truth():

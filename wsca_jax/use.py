@@ -8,6 +8,8 @@ linear change of embedding coordinates that keeps every logit (``x -> x A``, ``h
 
 * :func:`within_class_eta` -- how much the decision score follows the attribute once the class is
   known (the correlation ratio within classes), with a within-class permutation null.
+* :func:`within_class_shift` -- how far the decision score moves between the attribute's levels
+  within classes, in SDs of the score (the observational counterpart of an intervention).
 * :func:`score_correlation` -- the cosine of ``Sigma^1/2 w`` and ``Sigma^1/2 b``: the correlation over
   rows of the head's score and the attribute probe's score (the probe fitted on whitened embeddings,
   where the L2 penalty is coordinate-free: :func:`whiten`), over all rows or within classes.
@@ -87,6 +89,47 @@ def within_class_permutations(rng: np.random.Generator, y: np.ndarray, a: np.nda
     return out
 
 
+def _shift_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The within-class shift of ``score (N,)`` between the levels of each row of ``a (P, N)``: for
+    every pair of levels, the difference of their mean scores within each class of ``y (N,)``,
+    averaged over the classes with weights ``n_j n_k / (n_j + n_k)`` (inverse variance; a class
+    lacking either level weighs 0), largest |.| over the pairs, in SDs of the score. ``(P,)``."""
+    a = np.atleast_2d(a)
+    P, n = a.shape
+    yc = np.unique(y, return_inverse=True)[1]
+    C, K = int(yc.max()) + 1, int(a.max()) + 1
+    cells = (yc * K + a + (np.arange(P) * C * K)[:, None]).ravel()
+    score = np.asarray(score, np.float64)
+    sums = np.bincount(cells, np.tile(score, P), minlength=P * C * K).reshape(P, C, K)
+    counts = np.bincount(cells, minlength=P * C * K).reshape(P, C, K).astype(np.float64)
+    mean = sums / np.maximum(counts, 1)
+    best = np.zeros(P)
+    for j in range(K):
+        for k in range(j + 1, K):
+            w = counts[..., j] * counts[..., k] / np.maximum(counts[..., j] + counts[..., k], 1)   # (P, C)
+            tot = w.sum(1)
+            d = np.where(tot > 0, (w * (mean[..., j] - mean[..., k])).sum(1) / np.where(tot > 0, tot, 1), 0.0)
+            best = np.maximum(best, np.abs(d))
+    sd = score.std()
+    return best / sd if sd > 0 else np.full(P, np.nan)
+
+
+def _within_class_test(stat_many, score, y, a, permutations: int, seed: int) -> dict:
+    """A statistic of the decision score on the attribute's levels within classes (``stat_many``:
+    :func:`_eta_many` or :func:`_shift_many`; the largest over score columns), with the attribute
+    permuted within classes as its null (the same draws for every statistic and seed)."""
+    keep = np.asarray(a) >= 0
+    s = np.atleast_2d(np.asarray(score, np.float64).T).T[keep]
+    y, a = np.asarray(y)[keep], np.asarray(a)[keep]
+    perms = within_class_permutations(np.random.default_rng(seed), y, a, permutations)
+    obs = max(float(stat_many(col, y, a)[0]) for col in s.T)
+    null = np.max([stat_many(col, y, perms) for col in s.T], axis=0) if permutations else np.empty(0)
+    p = (1 + np.sum(null >= obs - 1e-12)) / (permutations + 1) if permutations else None
+    return {"estimate": obs, "null_q95": float(np.quantile(null, 0.95)) if permutations else None,
+            "p_value": None if p is None else float(p),
+            "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (permutations + 1)))}
+
+
 def within_class_eta(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutations: int = 200,
                      seed: int = 0) -> dict:
     """How much the decision follows the attribute beyond the label.
@@ -96,16 +139,18 @@ def within_class_eta(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutatio
     the score does not move with the attribute once the class is known, 1 = within a class it is a
     function of it. Chance is not 0, so the attribute is permuted within classes: ``{"estimate",
     "null_q95", "p_value", "p_mcse"}`` (p-value ``(1 + #null >= observed) / (1 + permutations)``)."""
-    keep = np.asarray(a) >= 0
-    s = np.atleast_2d(np.asarray(score, np.float64).T).T[keep]
-    y, a = np.asarray(y)[keep], np.asarray(a)[keep]
-    perms = within_class_permutations(np.random.default_rng(seed), y, a, permutations)
-    obs = max(float(_eta_many(col, y, a)[0]) for col in s.T)
-    null = np.max([_eta_many(col, y, perms) for col in s.T], axis=0) if permutations else np.empty(0)
-    p = (1 + np.sum(null >= obs - 1e-12)) / (permutations + 1) if permutations else None
-    return {"estimate": obs, "null_q95": float(np.quantile(null, 0.95)) if permutations else None,
-            "p_value": None if p is None else float(p),
-            "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (permutations + 1)))}
+    return _within_class_test(_eta_many, score, y, a, permutations, seed)
+
+
+def within_class_shift(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutations: int = 200,
+                       seed: int = 0) -> dict:
+    """How far the decision moves between the attribute's levels once the class is known, in SDs of
+    the score: the observational counterpart of the intervention effect (mean |delta score| / SD
+    when the attribute is switched), a class-stratified difference of mean scores
+    (:func:`_shift_many`). Unlike eta and the erasure effect it does not shrink when one level is
+    rare within the classes (a confounded design). Same arguments, null and keys as
+    :func:`within_class_eta`."""
+    return _within_class_test(_shift_many, score, y, a, permutations, seed)
 
 
 # ------------------------------------------------------------------------------- whitening
@@ -133,6 +178,13 @@ def whiten(x: np.ndarray, weights: np.ndarray | None = None) -> Whitener:
     return Whitener(mean, V / np.sqrt(ev), (V * np.sqrt(ev)).T)
 
 
+def whitened(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``x (N, D)`` whitened (:func:`whiten`) on the rows where the attribute ``a (N,)`` has a label:
+    ``(N, r)``, the coordinates every attribute probe of this module is fitted in."""
+    wh = whiten(np.asarray(x, np.float64)[np.asarray(a) >= 0])
+    return (np.asarray(x, np.float64) - wh.mean) @ wh.forward
+
+
 def whitened_probe_scores(x: np.ndarray, a: np.ndarray, C: float = 1.0) -> np.ndarray:
     """The attribute probe's scores ``(N, S)`` (:func:`decision_scores` of its head), the probe fitted
     on the whitened embeddings (:func:`whiten`, rows with a label), where the L2 penalty does not
@@ -140,8 +192,7 @@ def whitened_probe_scores(x: np.ndarray, a: np.ndarray, C: float = 1.0) -> np.nd
     1e-12, so that they agree to rounding)."""
     from .probes import ProbeConfig, fit_probes
     keep = np.asarray(a) >= 0
-    wh = whiten(x[keep])
-    xw = (np.asarray(x, np.float64) - wh.mean) @ wh.forward
+    xw = whitened(x, a)
     fit = fit_probes(xw[keep], np.asarray(a)[keep], config=ProbeConfig(C=C, gap_tol=1e-12, newton_steps=50))
     return decision_scores(fit["coef"][0], xw, fit["intercept"][0])
 
@@ -313,3 +364,69 @@ def erasure_effect(x: np.ndarray, head, bias, y: np.ndarray, a: np.ndarray, draw
             "rank": int(er.u.shape[1]), "null_q95": float(np.quantile(null, 0.95)) if draws else None,
             "p_value": None if p is None else float(p),
             "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (draws + 1)))}
+
+
+# ------------------------------------------------------------------------------- resampling
+
+def erasure_estimate(x: np.ndarray, head, bias, y: np.ndarray, a: np.ndarray, within: bool = False) -> float:
+    """The point estimate of :func:`erasure_effect` alone (mean |delta score| / SD; 0 where the
+    attribute has nothing to erase): what a bootstrap replicate recomputes."""
+    er = fit_eraser(x, a, y if within else None)
+    if er.u.shape[1] == 0:
+        return 0.0
+    return decision_effect(head, None, x, erase(x, er), y).delta_sd
+
+
+def bootstrap_rows(n: int, draws: int, seed: int, groups: np.ndarray | None = None) -> list[np.ndarray]:
+    """``draws`` bootstrap resamples of ``n`` rows as index arrays (whole groups resampled when
+    ``groups (N,)`` is given: :func:`wsca_jax.stats.bootstrap_weights`)."""
+    from .stats import bootstrap_weights
+    counts = bootstrap_weights(np.random.default_rng(seed), n, draws, groups).astype(np.int64)
+    return [np.repeat(np.arange(n), c) for c in counts]
+
+
+def basic_ci(estimate: float, replicates: np.ndarray, confidence: float = 0.95, lo: float = 0.0,
+             hi: float | None = None) -> list[float] | None:
+    """The basic bootstrap interval ``[2 t - q_hi, 2 t - q_lo]`` of ``replicates (B,)`` clipped to the
+    statistic's range ``[lo, hi]`` (None: fewer than 2 finite replicates or a non-finite estimate).
+    Basic, not percentile: the statistics here are maxima of magnitudes, biased upwards near 0, and
+    the basic interval reflects that bias (its coverage: ``experiments/results/use_calibration.md``)."""
+    from .stats import basic_interval
+    r = np.asarray(replicates, np.float64)
+    r = r[np.isfinite(r)]
+    if len(r) < 2 or not np.isfinite(estimate):
+        return None
+    a, b = basic_interval(float(estimate), r, confidence)
+    top = np.inf if hi is None else hi
+    return [float(np.clip(a, lo, top)), float(np.clip(b, lo, top))]
+
+
+def permutation_p(observed: float, null: np.ndarray) -> tuple[float | None, float | None]:
+    """``(1 + #null >= observed) / (1 + P)`` and its Monte Carlo SE (None, None without draws)."""
+    null = np.asarray(null, np.float64)
+    if len(null) == 0 or not np.isfinite(observed):
+        return None, None
+    p = (1 + np.sum(null >= observed - 1e-12)) / (len(null) + 1)
+    return float(p), float(np.sqrt(p * (1 - p) / (len(null) + 1)))
+
+
+def probe_score_replicates(xw: np.ndarray, labels: np.ndarray, weights: np.ndarray, config,
+                           labels_batched: bool = False) -> np.ndarray:
+    """Attribute probes refitted on replicates of whitened embeddings ``xw (N, r)``: labels ``(N,)``
+    (or ``(R, N)`` with ``labels_batched``, e.g. permutations), ``weights (R, N)`` (bootstrap counts or
+    ones), fitted together (:func:`wsca_jax.probes.engine.fit_replicates`, judged by the gradient
+    rule like every replicate fit). Returns their scores ``(R, N, S)`` on every row."""
+    from .probes.basis import make_basis
+    from .probes.engine import fit_replicates
+    labels = np.asarray(labels)
+    base = labels[0] if labels_batched else labels
+    K = max(2, int(base.max()) + 1)
+    mask = np.zeros((1, K), bool)
+    mask[0, : int(base.max()) + 1] = True                     # as fit_probes: classes 0 .. max
+    basis = make_basis(xw)
+    lab = labels[:, None, :] if labels_batched else labels[None, :]
+    fit = fit_replicates(basis, lab, weights, mask, config, labels_batched=labels_batched)
+    bx = np.asarray(basis.x, np.float64)
+    coef, icpt = np.asarray(fit.coef[:, 0], np.float64), np.asarray(fit.intercept[:, 0], np.float64)
+    logits = np.einsum("nd,rkd->rnk", bx, coef[:, mask[0]]) + icpt[:, None, mask[0]]
+    return np.stack([_scores_of(z) for z in logits])

@@ -16,6 +16,7 @@ from ..probes import ProbeConfig
 from ..tasks import EncodingConfig
 
 CI_METHODS = ("corrected", "bca", "percentile", "basic")
+USE_STATISTICS = ("within_class_shift", "within_class_eta", "score_correlation_within", "erasure_within")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ class InferenceConfig(Config):
     equivalence_margin: float = setting(0.2, "population max |WSC| below which alignment is negligible: 'encoded "
                                         "but unused' is concluded when the bootstrap shows the corrected value "
                                         "below it", interval(0, 1, open_lo=True))
+    use_statistic: str = setting("within_class_shift", "statistic of the decision-use verdict (summary.decision_use; "
+                                 "the best at recovering use measured by intervention in "
+                                 "experiments/results/use_validation.md)", one_of(*USE_STATISTICS))
+    use_margin: float = setting(0.2, "effect of use_statistic below which use is negligible: 'used' needs the "
+                                "estimate at or above it and its test to reject; 'not used' needs the whole "
+                                "interval below it (chosen on the zoo: experiments/results/use_validation.md)",
+                                interval(0, None, open_lo=True))
 
 
 @dataclass(frozen=True)

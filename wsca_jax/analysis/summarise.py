@@ -13,7 +13,7 @@ from ..stats import exchangeable_fraction, holm, random_cosine_quantile, random_
 from .inference import TaskDraws, task_statistics
 from .result import TaskResult, WscaResult
 from .stages import Stages
-from .verdicts import caveats, convergence_warnings, verdict
+from .verdicts import caveats, convergence_warnings, decision_use_verdict, verdict
 
 
 def summarise(st: Stages, config, primary: str, head_null: dict, shape: tuple) -> WscaResult:
@@ -46,6 +46,7 @@ def summarise(st: Stages, config, primary: str, head_null: dict, shape: tuple) -
                  "probe": st.quality.metrics[prep.T] if prep.p_rows is None else None, "head_rows": int(Ca),
                  "centered": bool(config.projection.heads == "centered" and Ca > 1),
                  "fit": fits[primary_task.name] if prep.p_rows is None else None}
+    decision_use_block(results, inf)
     for line in warn_lines:
         warnings.warn(line, UserWarning, stacklevel=3)
     return WscaResult(n_samples=shape[0], embedding_dim=shape[1], settings=config.to_dict(), resolved=resolved,
@@ -62,6 +63,20 @@ def statistics_block(summary: dict, use: dict) -> dict:
     wsc = {"estimate": summary.get("max_abs_wsc"), "ci": summary.get("ci"), "p_value": summary.get("p_value"),
            "p_mcse": summary.get("p_value_mcse")}
     return json_ready({"wsc": wsc, **use})
+
+
+def decision_use_block(results: dict, inf) -> None:
+    """``summary.decision_use`` of every task (:func:`decision_use_verdict`), the verdict statistic's
+    p-values Holm-adjusted across the tasks that have one."""
+    name = inf.use_statistic
+    ps = {t: (r.summary["statistics"].get(name) or {}).get("p_value") for t, r in results.items()}
+    tested = [t for t, p in ps.items() if p is not None]
+    adj = dict(zip(tested, holm(np.asarray([ps[t] for t in tested], float))))
+    for t, r in results.items():
+        if r.summary["statistics"].keys() - {"wsc"}:
+            r.summary["decision_use"] = decision_use_verdict(
+                r.summary["statistics"], name, inf.use_margin, inf.alpha,
+                None if t not in adj else float(adj[t]), inf.confidence)
 
 
 def _task_results(st: Stages, config, head_null: dict) -> dict[str, TaskResult]:

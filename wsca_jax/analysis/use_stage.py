@@ -1,22 +1,31 @@
 """The decision-use stage: statistics of the decision beside the paper's WSC (:mod:`wsca_jax.use`).
 
 For every metadata task, on the rows with a primary label: the within-class dependence of the
-decision score on the attribute (``within_class_eta``, within-class permutation null), the
-correlation of the decision score with the attribute probe's score -- the probe fitted on whitened
-embeddings, over all rows and within classes (``score_correlation``, ``score_correlation_within``;
-the covariance-metric WSC) -- and the LEACE erasure effect, marginal and class-conditional
-(``erasure``, ``erasure_within``; random-erasure nulls). The
+decision score on the attribute (``within_class_eta``) and its shift between the attribute's levels
+in SDs of the score (``within_class_shift``), the correlation of the decision score with
+the attribute probe's score -- the probe fitted on whitened embeddings, over all rows and within
+classes (``score_correlation``, ``score_correlation_within``; the covariance-metric WSC) -- and the
+LEACE erasure effect, marginal and class-conditional (``erasure``, ``erasure_within``). The
 decision is the model's primary head when given (its bias is not: no flip rate), else the primary
 probe. Every statistic is invariant to invertible linear changes of the embedding coordinates that
-keep the logits (``tests/test_use.py``). Nulls use ``resampling.permutations`` draws; intervals are
-not computed yet (``ci`` None).
+keep the logits (``tests/test_use.py``).
+
+Each statistic gets a basic bootstrap interval (``resampling.bootstrap`` resamples of the rows, of
+whole groups with ``--groups``; the probes and erasers refitted on each) and a null of its own
+(``resampling.permutations`` draws): the attribute permuted within classes for eta and the score
+correlations (the probe refitted on each permutation), random erasures of the same rank for the
+erasure effects. Their level and coverage: ``experiments/results/use_calibration.md``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..use import decision_scores, erasure_effect, score_correlation, whitened_probe_scores, within_class_eta
+from ..use import (basic_ci, bootstrap_rows, decision_scores, erasure_effect, erasure_estimate, permutation_p,
+                   probe_score_replicates, score_correlation, whitened, whitened_probe_scores, within_class_eta,
+                   within_class_permutations, within_class_shift)
+
+BOOTSTRAP_SEED = 17          # offset of the decision-use bootstrap's seed from resampling.seed
 
 
 def decision_head(prep, pt) -> tuple[np.ndarray, np.ndarray | None]:
@@ -29,29 +38,74 @@ def decision_head(prep, pt) -> tuple[np.ndarray, np.ndarray | None]:
             np.asarray(pt.fit.intercept[0, prep.T], np.float64)[present])
 
 
-def decision_use(prep, config, pt) -> dict:
+def within_block(test, scores, y, a, boots, draws: int, seed: int, confidence: float, hi: float | None) -> dict:
+    """``test`` (:func:`within_class_eta` or :func:`within_class_shift`) with its within-class
+    permutation null and a bootstrap interval (clipped to ``[0, hi]``)."""
+    out = test(scores, y, a, permutations=draws, seed=seed)
+    reps = [test(scores[i], y[i], a[i], permutations=0)["estimate"] for i in boots]
+    return {**out, "ci": basic_ci(out["estimate"], reps, confidence, 0.0, hi)}
+
+
+def correlation_blocks(x, scores, y, a, boots, draws: int, seed: int, confidence: float, probe) -> dict:
+    """``score_correlation`` (total) and ``score_correlation_within``: estimates from the certified
+    whitened probe; intervals from probes refitted on bootstrap resamples; p-values from probes
+    refitted on the attribute permuted within classes (the draws of :func:`within_block`'s null)."""
+    rows = a >= 0
+    xw, est_probe = whitened(x, a), whitened_probe_scores(x, a, probe.C)
+    est = {"score_correlation": score_correlation(scores[rows], est_probe[rows]),
+           "score_correlation_within": score_correlation(scores[rows], est_probe[rows], y[rows])}
+    out = {k: {"estimate": v, "ci": None, "p_value": None, "p_mcse": None} for k, v in est.items()}
+    if boots:
+        counts = np.stack([np.bincount(i, minlength=len(a)) for i in boots]).astype(np.float32)
+        rep = probe_score_replicates(xw, a, counts, probe)
+        kept = [i[a[i] >= 0] for i in boots]
+        tot = [score_correlation(scores[i], rep[b][i]) for b, i in enumerate(kept)]
+        wit = [score_correlation(scores[i], rep[b][i], y[i]) for b, i in enumerate(kept)]
+        out["score_correlation"]["ci"] = basic_ci(est["score_correlation"], tot, confidence, 0.0, 1.0)
+        out["score_correlation_within"]["ci"] = basic_ci(est["score_correlation_within"], wit, confidence, 0.0, 1.0)
+    if draws:
+        perms = within_class_permutations(np.random.default_rng(seed), y[rows], a[rows], draws)
+        rep = probe_score_replicates(xw[rows], perms, np.ones(perms.shape, np.float32), probe, labels_batched=True)
+        s, yr = scores[rows], y[rows]
+        for name, null in (("score_correlation", [score_correlation(s, r) for r in rep]),
+                           ("score_correlation_within", [score_correlation(s, r, yr) for r in rep])):
+            out[name]["p_value"], out[name]["p_mcse"] = permutation_p(est[name], np.asarray(null))
+    return out
+
+
+def erasure_block(x, head, bias, y, a, boots, draws: int, seed: int, confidence: float, within: bool) -> dict:
+    """``erasure`` (``within``: ``erasure_within``) with its random-erasure null and a bootstrap
+    interval (the eraser refitted on each resample)."""
+    e = erasure_effect(x, head, bias, y, a, draws=draws, seed=seed, within=within)
+    if e["rank"] == 0:
+        return {**e, "ci": None}
+    reps = [erasure_estimate(x[i], head, bias, y[i], a[i], within) for i in boots]
+    return {**e, "ci": basic_ci(e["estimate"], reps, confidence, 0.0)}
+
+
+def decision_use(prep, config, pt, progress=None) -> dict:
     """``{task: {statistic: {"estimate", "ci", "p_value", "p_mcse", ...}}}`` for the metadata tasks."""
     head, bias = decision_head(prep, pt)
     y_all = np.asarray(prep.taskset.primary.labels)
     keep = y_all >= 0
     x, y = np.asarray(prep.basis.x, np.float64)[keep], y_all[keep]
     scores = decision_scores(head, x, bias)
-    draws, seed, C = config.resampling.permutations, config.resampling.seed, prep.probe.C
+    res, conf = config.resampling, config.inference.confidence
+    draws, seed = res.permutations, res.seed
+    groups = None if prep.groups is None else np.asarray(prep.groups)[keep]
+    boots = bootstrap_rows(len(y), res.bootstrap, seed + BOOTSTRAP_SEED, groups) if res.bootstrap else []
     out = {}
     for t in range(prep.T):
         a = np.asarray(prep.labels[t])[keep]
         if len(np.unique(a[a >= 0])) < 2:
             continue
-        probe = whitened_probe_scores(x, a, C)
-        rows = a >= 0
-        eta = within_class_eta(scores, y, a, permutations=draws, seed=seed)
         out[prep.probe_tasks[t].name] = {
-            "within_class_eta": {**eta, "ci": None},
-            "score_correlation": {"estimate": score_correlation(scores[rows], probe[rows]), "ci": None,
-                                  "p_value": None, "p_mcse": None},
-            "score_correlation_within": {"estimate": score_correlation(scores[rows], probe[rows], y[rows]),
-                                         "ci": None, "p_value": None, "p_mcse": None},
-            "erasure": {**erasure_effect(x, head, bias, y, a, draws=draws, seed=seed), "ci": None},
-            "erasure_within": {**erasure_effect(x, head, bias, y, a, draws=draws, seed=seed, within=True), "ci": None},
+            "within_class_eta": within_block(within_class_eta, scores, y, a, boots, draws, seed, conf, 1.0),
+            "within_class_shift": within_block(within_class_shift, scores, y, a, boots, draws, seed, conf, None),
+            **correlation_blocks(x, scores, y, a, boots, draws, seed, conf, prep.probe),
+            "erasure": erasure_block(x, head, bias, y, a, boots, draws, seed, conf, within=False),
+            "erasure_within": erasure_block(x, head, bias, y, a, boots, draws, seed, conf, within=True),
         }
+        if progress is not None:
+            progress(1)
     return out

@@ -150,3 +150,50 @@ def convergence_warnings(fits: dict, stages: dict) -> list[str]:
                        + ", ".join(f"{v} of {len(stages[k].converged)} {k}" for k, v in bad.items()))
     return out
 
+
+
+def _fmt_ci(ci) -> str:
+    return "no interval" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: float, p_adjusted: float | None,
+                         confidence: float = 0.95) -> dict:
+    """``summary.decision_use``: does the decision use the attribute, by one statistic of
+    ``summary.statistics`` (``statistic``) and a margin of negligible use (``margin``, in that
+    statistic's units; the rule and its accuracy on networks whose use was measured by
+    intervention: ``experiments/results/use_validation.md``).
+
+    * ``"used"``: the estimate is at or above the margin and its test rejects (``p_adjusted``, Holm
+      across tasks, at most ``alpha``);
+    * ``"not used"``: the whole interval lies below the margin -- any use is smaller than it;
+    * ``"inconclusive"`` otherwise, with the reason (a test that does not reject is no evidence of
+      absence when the interval still reaches the margin).
+
+    Returns ``{"verdict", "statistic", "reason", "estimate", "ci", "p_adjusted", "margin"}``."""
+    s = stats.get(statistic) or {}
+    est, ci = s.get("estimate"), s.get("ci")
+    out = {"statistic": statistic, "estimate": est, "ci": ci, "p_adjusted": p_adjusted, "margin": margin}
+    name = f"{statistic} {est:.3f} {_fmt_ci(ci)}" if est is not None else statistic
+
+    def say(v: str, reason: str) -> dict:
+        return {"verdict": v, "reason": reason, **out}
+
+    if est is None or s.get("rank") == 0:
+        why = s.get("note") or "not computed"
+        return say("inconclusive", f"{statistic}: {why} (does the attribute vary within the primary's classes?)")
+    tested = p_adjusted is not None and p_adjusted <= alpha
+    p_text = "no test (permutations 0)" if p_adjusted is None else f"p_adj {p_adjusted:.3g}"
+    if tested and est >= margin:
+        return say("used", f"{name} is at or above the margin {margin:g} of negligible use and its test rejects "
+                           f"({p_text}): the decision moves with the attribute beyond what the class explains")
+    if ci and ci[1] < margin:
+        extra = f"; detectable ({p_text}) but smaller than the margin" if tested else f" ({p_text})"
+        return say("not used", f"the {100 * confidence:g}% interval of {name} lies below the margin {margin:g} of "
+                               f"negligible use{extra}")
+    if not ci:
+        return say("inconclusive", f"{name}: {p_text}; without an interval (bootstrap 0) 'not used' cannot be shown")
+    if tested:
+        return say("inconclusive", f"{name}: detected ({p_text}) but the estimate is below the margin {margin:g} "
+                                   "while the interval reaches it")
+    return say("inconclusive", f"{name}: not detected ({p_text}), but the interval reaches the margin {margin:g}: "
+                               "too little data to tell use from none")

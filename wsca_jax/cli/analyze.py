@@ -215,6 +215,10 @@ def print_summary(result, out: str, seconds: float) -> None:
             "p_adjusted", "random_q95", "converged"]
     with pd.option_context("display.width", 180, "display.float_format", "{:.3f}".format):
         print(result.summary_table()[cols].to_string(index=False))
+    for name, t in result.tasks.items():
+        du = t.summary.get("decision_use")
+        if du:
+            print(f"{name}: decision use -- {du['verdict']}: {du['reason']}")
     ex = result.resolved.get("permutation_exchangeable_rows")
     if ex is not None and ex < 0.5:
         print(f"note: only {100 * ex:.0f}% of the rows belong to groups that a grouped permutation can exchange "

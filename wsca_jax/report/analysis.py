@@ -184,6 +184,61 @@ def task_section(result, name: str, figures: dict[str, bytes], title: str | None
             f"<p>Caveats:</p><ul class='caveats'>{cav}</ul>{imgs}</section>")
 
 
+USE_NAMES = {"within_class_shift": "shift", "within_class_eta": "eta", "score_correlation_within": "corr (within)",
+             "erasure_within": "erasure (within)", "score_correlation": "corr", "erasure": "erasure"}
+USE_BEGIN, USE_END = "<!-- decision use -->", "<!-- /decision use -->"   # its own lines (tests/test_golden.py)
+ZOO_RECORD = os.path.join(os.path.dirname(__file__), "zoo_accuracy.json")
+
+
+def zoo_accuracy() -> dict:
+    """The measured accuracy of each statistic and of the verdict's rule on the networks whose use
+    was measured by intervention (written by ``experiments/use_validation.py``; {} when absent)."""
+    try:
+        with open(ZOO_RECORD) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _stat_cell(v: dict | None) -> str:
+    if not v or v.get("estimate") is None:
+        return ""
+    ci = "" if not v.get("ci") else f" [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
+    p = "" if v.get("p_value") is None else f", p {v['p_value']:.3f}"
+    return f"{v['estimate']:.3f}{ci}{p}"
+
+
+def use_table(d: dict) -> str:
+    """HTML: per task the decision-use verdict beside every statistic and the paper's WSC, and how
+    well each recovered use measured by intervention (:func:`zoo_accuracy`)."""
+    esc = html.escape
+    rows = []
+    for name, t in d["tasks"].items():
+        s = t["summary"]
+        du, st = s.get("decision_use"), s.get("statistics") or {}
+        if not du:
+            continue
+        cells = "".join(f"<td>{_stat_cell(st.get(k))}</td>" for k in ("wsc", *USE_NAMES))
+        rows.append(f"<tr><td>{esc(name)}</td><td class='verdict'>{esc(du['verdict'])}</td>{cells}"
+                    f"<td>{esc(du['reason'])}</td></tr>")
+    if not rows:
+        return ""
+    acc = zoo_accuracy()
+    head = "".join(f"<th>{esc(v)}</th>" for v in ("WSC (paper)", *USE_NAMES.values()))
+    note = ""
+    if acc:
+        parts = [f"{esc(USE_NAMES.get(k, k))}: AUROC {v['auroc']:.2f}" for k, v in acc.get("statistics", {}).items()]
+        r = acc.get("rule", {})
+        note = (f"<p>Measured on {acc['networks']} networks whose use of a planted artefact was measured by intervention "
+                f"({esc(acc['source'])}): AUROC for telling use from none -- {'; '.join(parts)}. The verdict's rule "
+                f"({esc(r.get('text', ''))}): sensitivity {r.get('sensitivity', float('nan')):.2f}, specificity "
+                f"{r.get('specificity', float('nan')):.2f} (held-out kinds).</p>")
+    return (f"\n{USE_BEGIN}\n<h2>Does the decision use it?</h2><table><tr><th>task</th><th>decision use</th>{head}<th>why</th></tr>"
+            f"{''.join(rows)}</table>{note}<p>Every statistic but the paper's WSC is a property of the decision's scores "
+            "(unchanged by any invertible change of embedding coordinates that keeps the logits); each cell is the "
+            f"estimate [bootstrap interval], p of its own null.</p>\n{USE_END}\n")
+
+
 def render_html(result, figures: dict[str, bytes]) -> str:
     """One self-contained HTML page (figures inlined as base64 PNG)."""
     d = result.to_dict()
@@ -213,7 +268,7 @@ def render_html(result, figures: dict[str, bytes]) -> str:
 <p>Primary task <b>{esc(prim['name'])}</b> ({esc(', '.join(prim['classes']))}); head from the {esc(prim['source'])}
 ({'centred rows' if prim['centered'] else 'raw rows'}). {d['n_samples']} samples, embedding dimension {d['embedding_dim']},
 PCA to {d['pca']['components']} components ({100 * d['pca']['explained_variance']:.1f}% of the variance).</p>
-{warn_html}<h2>Summary per task</h2>
+{warn_html}{use_table(d)}<h2>Summary per task</h2>
 <table><tr><th>task</th><th>kind</th><th>n</th><th>probe AUROC</th><th>max |WSC|</th><th>corrected</th><th>CI</th><th>p</th>
 <th>p (Holm)</th><th>random 95%</th><th>verdict</th></tr>{''.join(rows)}</table>
 <p>How to read: the probe AUROC says how strongly an attribute is <i>encoded</i>; max |WSC| says how much the primary

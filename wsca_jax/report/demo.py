@@ -63,7 +63,9 @@ def render_demo_html(record: dict, results: dict, designs: dict, confounder: str
         rows.append(f"<tr><td>{esc(cond)}</td><td>{esc(setting)}</td><td>{f3(m['primary_auroc'])}</td>"
                     f"<td>{f3(m['confounder_probe_auroc'])}</td><td>{m['max_abs_wsc']:.3f}</td><td>{ci}</td>"
                     f"<td>{p}</td><td>{pu}</td><td>{f3(m.get('null_q95'))}</td>"
-                    f"<td>{esc(res.tasks[confounder].summary.get('verdict', ''))}</td></tr>")
+                    f"<td>{esc(res.tasks[confounder].summary.get('verdict', ''))}</td>"
+                    f"<td class='verdict'>{esc((m.get('decision_use') or {}).get('verdict', ''))}</td>"
+                    f"<td>{esc((m.get('decision_use') or {}).get('reason', ''))}</td></tr>")
     design_html = "".join(f"<figure><figcaption>{esc(c)}: training images per cell</figcaption>"
                           f"{t.to_html(border=0)}</figure>" for c, t in designs.items())
     sections = []
@@ -85,8 +87,12 @@ strength {st['strengths']['biased']}), each <i>fine-tuned</i> (the model's {esc(
 <p>Expected (Wong et al., MIDL 2026): max |WSC| stays inside the null on balanced data and rises on biased data,
 most in the multi-task setting (paper: 0.06 balanced; 0.12 fine-tuned, 0.30 multi-task biased).</p>
 <h2>Verdicts</h2>
+<p>Two answers side by side: the paper's WSC (an alignment of weight directions) and the decision-use verdict
+(summary.decision_use: how far the decision moves with the {esc(st['confounder'])} within a {esc(st['primary'])} class,
+by the statistic and margin that best recovered use measured by intervention; see the README).</p>
 <table><tr><th>condition</th><th>setting</th><th>{esc(st['primary'])} test AUROC</th><th>{esc(st['confounder'])} probe AUROC</th>
-<th>max |WSC|</th><th>95% CI</th><th>p</th><th>p (conditional)</th><th>null 95%</th><th>verdict</th></tr>
+<th>max |WSC|</th><th>95% CI</th><th>p</th><th>p (conditional)</th><th>null 95%</th><th>WSC verdict</th>
+<th>decision use</th><th>why</th></tr>
 {''.join(rows)}</table>
 {comp}
 <h2>Training designs</h2>{design_html}

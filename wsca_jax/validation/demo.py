@@ -41,7 +41,7 @@ def _m(metrics: dict) -> dict:
     """The summary.json record of one condition (the contract keys first)."""
     keys = ("max_abs_wsc", "ci", "p_value", "primary_auroc", "confounder_probe_auroc", "p_value_conditional",
             "null_q95", "null_q95_conditional", "random_q95", "probe_max_abs_wsc", "source", "n_train",
-            "test", "p_value_mcse", "ci_method", "ci_fallback")
+            "test", "p_value_mcse", "ci_method", "ci_fallback", "decision_use", "statistics")
     out = {k: metrics.get(k) for k in keys}
     out["converged"] = (metrics.get("fit") or {}).get("converged")
     return out
@@ -82,6 +82,9 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
             if permutations:
                 print(f"{cond} / {setting}: {verdict(r['metrics'])}; primary test AUROC "
                       f"{r['metrics']['primary_auroc']:.3f}")
+            du = r["metrics"].get("decision_use")
+            if du:
+                print(f"{cond} / {setting}: decision use -- {du['verdict']}: {du['reason']}")
     record = {"dataset": spec.dataset, "conditions": summary,
               "settings": {"primary": spec.primary, "confounder": spec.confounder, "strengths": CONDITIONS,
                            "epochs": epochs, "bootstrap": bootstrap, "permutations": permutations, "seed": seed,

@@ -202,6 +202,7 @@ def _condition_metrics(result, cond, record: dict, spec: ShortcutSpec) -> dict:
             "test": s.get("test"), "p_value_mcse": s.get("p_value_mcse"), "n_permutations": s.get("n_permutations"),
             "p_value_conditional_mcse": None if c is None else c.get("p_value_mcse"),
             "ci_method": s.get("ci_method"), "ci_fallback": s.get("ci_fallback"), "fit": t.fit,
+            "decision_use": s.get("decision_use"), "statistics": s.get("statistics"),
             "warnings": list(result.warnings) + ([] if cond is None else list(cond.warnings))}
 
 
