@@ -108,7 +108,7 @@ def one_dataset(x, y, a, head, boot: int, draws: int, seed: int) -> dict:
     boots = bootstrap_rows(len(y), boot, seed + 17)
     out = {"within_class_eta": within_block(within_class_eta, s, y, a, boots, draws, seed, CONFIDENCE, 1.0),
            "within_class_shift": within_block(within_class_shift, s, y, a, boots, draws, seed, CONFIDENCE, None),
-           **correlation_blocks(x, s, y, a, boots, draws, seed, CONFIDENCE, ProbeConfig()),
+           **correlation_blocks(x, s, y, a, boots, draws, seed, CONFIDENCE, ProbeConfig())[0],
            "erasure": erasure_block(x, head, None, y, a, boots, draws, seed, CONFIDENCE, within=False),
            "erasure_within": erasure_block(x, head, None, y, a, boots, draws, seed, CONFIDENCE, within=True)}
     return {k: (v["p_value"], v["ci"]) for k, v in out.items()}

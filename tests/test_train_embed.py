@@ -151,6 +151,36 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
                  "--quiet", "--no-figures", "--out", str(tmp_path / "wsc")]) == 0
     d = json.loads((tmp_path / "wsc" / "wsca.json").read_text())
     assert d["primary"]["source"] == "head" and list(d["tasks"]) == ["site"]
+    # a counterfactual copy: the same rows with the site band of the next site, embedded by the same run
+    cf_img = ds.images.copy()
+    site = np.searchsorted(["a", "b", "c"], ds.columns["site"])
+    cf_img[:, :2] = (((site + 1) % 3) * 70)[:, None, None, None].astype(np.uint8)
+    np.savez(tmp_path / "cf.npz", images=cf_img, label=ds.columns["label"], site=ds.columns["site"], split=ds.split)
+    capsys.readouterr()
+    assert main(["embed", "--run", str(run), "--dataset", str(tmp_path / "cf.npz"), "--split", "train", "--tfds-dir", tf,
+                 "--out", str(tmp_path / "cf_emb.npz")]) == 0
+    assert "is not the data the run was trained on" in capsys.readouterr().out          # a note, not a refusal
+    assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
+                 "--bootstrap", "20", "--permutations", "0", "--counterfactual", f"site={tmp_path / 'cf_emb.npz'}",
+                 "--quiet", "--no-figures", "--out", str(tmp_path / "wsc_cf")]) == 0
+    printed = capsys.readouterr().out
+    s = json.loads((tmp_path / "wsc_cf" / "wsca.json").read_text())["tasks"]["site"]["summary"]
+    cf = s["statistics"]["counterfactual"]
+    e0, e1 = np.load(tmp_path / "emb.npz"), np.load(tmp_path / "cf_emb.npz")
+    h, b = e0["head_label"], e0["bias_label"]
+    s0, s1 = (z @ h.T + b for z in (e0["embeddings"], e1["embeddings"]))
+    d0, d1 = s0[:, 1] - s0[:, 0], s1[:, 1] - s1[:, 0]
+    assert cf["estimate"] == pytest.approx(np.abs(d1 - d0).mean() / d0.std(), rel=1e-3)   # the measured response
+    assert cf["p_value"] is None and cf["ci"][0] <= cf["estimate"] <= cf["ci"][1]
+    assert s["decision_use"]["statistic"] == "counterfactual" and "measured by intervention" in s["decision_use"]["reason"]
+    assert "site: decision use -- " in printed
+    assert main(["embed", "--run", str(run), "--split", "val", "--tfds-dir", tf, "--out", str(tmp_path / "val.npz")]) == 0
+    capsys.readouterr()
+    assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--counterfactual",
+                 f"site={tmp_path / 'val.npz'}", "--quiet", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--counterfactual site" in err and "expected the same rows" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "bad" / "wsca.json")
     capsys.readouterr()
     assert main(["embed", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npz")]) == 2
     assert "no run.json" in capsys.readouterr().err

@@ -250,3 +250,35 @@ def test_missing_attribute_labels_use_the_fitted_means_and_the_null_turns_with_t
     p0 = erasure_effect(x, head, bias, y, a, draws=100, seed=4, within=True)
     p1 = erasure_effect(x @ rot, head @ rot, bias, y, a, draws=100, seed=4, within=True)
     assert p0["p_value"] == pytest.approx(p1["p_value"]) and p0["null_q95"] == pytest.approx(p1["null_q95"], rel=1e-8)
+
+
+def test_the_counterfactual_response_is_measured_and_carries_the_verdict():
+    """``counterfactual=``: the head reads z0 + u z1 and the attribute shifts z1 by +-1.2, so switching
+    it moves every score by 2.4 u: the statistic equals 2.4 u / SD(score) (a known answer), has an
+    interval and no p-value, and the verdict rests on it: "used" at u = 0.5; at u = 0 the response is
+    exactly 0 and the verdict "not used" (measured by intervention)."""
+    rng = np.random.default_rng(11)
+    n, d = 800, 6
+    y, a = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    z = rng.normal(size=(n, d))
+    z[:, 0] += 1.5 * (2 * y - 1)
+    z[:, 1] += 1.2 * (2 * a - 1)
+    z_cf = z.copy()
+    z_cf[:, 1] -= 2.4 * (2 * a - 1)                                 # the same rows, the attribute switched
+    M = np.eye(d) + 0.4 * rng.normal(size=(d, d))
+    x, x_cf = z @ M, z_cf @ M
+    cfg = wsca.AnalysisConfig().replace(bootstrap=50, permutations=0)
+    for u, verdict in ((0.5, "used"), (0.0, "not used")):
+        head = np.zeros((2, d))
+        head[1] = np.linalg.inv(M)[:, 0] + u * np.linalg.inv(M)[:, 1]
+        res = wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"site": x_cf}, config=cfg)
+        s = res.tasks["site"].summary
+        cf = s["statistics"]["counterfactual"]
+        score = z[:, 0] + u * z[:, 1]
+        assert cf["estimate"] == pytest.approx(2.4 * u / score.std(), abs=1e-4)
+        assert cf["p_value"] is None and cf["ci"][0] <= cf["estimate"] + 1e-9 <= cf["ci"][1] + 2e-9
+        assert s["decision_use"]["statistic"] == "counterfactual" and s["decision_use"]["verdict"] == verdict
+    with pytest.raises(wsca.WscaInputError, match="expected the same rows"):
+        wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"site": x_cf[:-1]}, config=cfg)
+    with pytest.raises(wsca.WscaInputError, match="not a metadata task"):
+        wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"scanner": x_cf}, config=cfg)

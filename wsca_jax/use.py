@@ -178,23 +178,46 @@ def whiten(x: np.ndarray, weights: np.ndarray | None = None) -> Whitener:
     return Whitener(mean, V / np.sqrt(ev), (V * np.sqrt(ev)).T)
 
 
-def whitened(x: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``x (N, D)`` whitened (:func:`whiten`) on the rows where the attribute ``a (N,)`` has a label:
-    ``(N, r)``, the coordinates every attribute probe of this module is fitted in."""
-    wh = whiten(np.asarray(x, np.float64)[np.asarray(a) >= 0])
+def whitened(x: np.ndarray) -> np.ndarray:
+    """``x (N, D)`` whitened (:func:`whiten`) on all its rows: ``(N, r)``, the coordinates every
+    attribute probe of this module is fitted in (where the L2 penalty does not depend on the
+    embedding's coordinates)."""
+    wh = whiten(x)
     return (np.asarray(x, np.float64) - wh.mean) @ wh.forward
 
 
-def whitened_probe_scores(x: np.ndarray, a: np.ndarray, C: float = 1.0) -> np.ndarray:
-    """The attribute probe's scores ``(N, S)`` (:func:`decision_scores` of its head), the probe fitted
-    on the whitened embeddings (:func:`whiten`, rows with a label), where the L2 penalty does not
-    depend on the coordinates: the same scores for ``x`` and ``x A`` (certified to a relative gap of
-    1e-12, so that they agree to rounding)."""
+def class_masks(labels: np.ndarray) -> np.ndarray:
+    """``(T, K)``: classes ``0 .. max`` of each task of ``labels (T, N)`` (as :func:`fit_probes`)."""
+    labels = np.atleast_2d(labels)
+    mask = np.zeros((len(labels), max(2, int(labels.max()) + 1)), bool)
+    for t, lab in enumerate(labels):
+        mask[t, : int(lab.max()) + 1] = True
+    return mask
+
+
+def _probe_scores(xw: np.ndarray, coef: np.ndarray, intercept: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """Scores ``[(..., N, S_t)]`` per task of probes ``coef (..., T, K, r)``, ``intercept (..., T, K)``
+    on ``xw (N, r)`` (each task's own classes, ``mask (T, K)``)."""
+    out = []
+    for t in range(mask.shape[0]):
+        b = intercept[..., t, :][..., mask[t]]
+        z = np.einsum("nd,...kd->...nk", xw, coef[..., t, :, :][..., mask[t], :]) + b[..., None, :]
+        out.append(_scores_of(z) if z.ndim == 2 else np.stack([_scores_of(r) for r in z]))
+    return out
+
+
+def whitened_probe_scores(x: np.ndarray, labels: np.ndarray, C: float = 1.0) -> list[np.ndarray] | np.ndarray:
+    """Attribute probes' scores (:func:`decision_scores` of their heads), fitted together on the
+    whitened embeddings (:func:`whitened`), certified to a relative gap of 1e-12 so that ``x`` and
+    ``x A`` give the same scores to rounding. ``labels (N,)`` -> ``(N, S)``; ``(T, N)`` -> a list."""
     from .probes import ProbeConfig, fit_probes
-    keep = np.asarray(a) >= 0
-    xw = whitened(x, a)
-    fit = fit_probes(xw[keep], np.asarray(a)[keep], config=ProbeConfig(C=C, gap_tol=1e-12, newton_steps=50))
-    return decision_scores(fit["coef"][0], xw, fit["intercept"][0])
+    labels = np.asarray(labels)
+    many = labels.ndim == 2
+    labels = np.atleast_2d(labels)
+    xw, mask = whitened(x), class_masks(labels)
+    fit = fit_probes(xw, labels, mask, config=ProbeConfig(C=C, gap_tol=1e-12, newton_steps=50))
+    out = _probe_scores(xw, np.asarray(fit["coef"], np.float64), np.asarray(fit["intercept"], np.float64), mask)
+    return out if many else out[0]
 
 
 def score_correlation(head_scores: np.ndarray, probe_scores: np.ndarray, y: np.ndarray | None = None) -> float:
@@ -411,22 +434,17 @@ def permutation_p(observed: float, null: np.ndarray) -> tuple[float | None, floa
 
 
 def probe_score_replicates(xw: np.ndarray, labels: np.ndarray, weights: np.ndarray, config,
-                           labels_batched: bool = False) -> np.ndarray:
-    """Attribute probes refitted on replicates of whitened embeddings ``xw (N, r)``: labels ``(N,)``
-    (or ``(R, N)`` with ``labels_batched``, e.g. permutations), ``weights (R, N)`` (bootstrap counts or
-    ones), fitted together (:func:`wsca_jax.probes.engine.fit_replicates`, judged by the gradient
-    rule like every replicate fit). Returns their scores ``(R, N, S)`` on every row."""
+                           labels_batched: bool = False) -> list[np.ndarray]:
+    """Attribute probes refitted on replicates of whitened embeddings ``xw (N, r)``, every task and
+    replicate together (:func:`wsca_jax.probes.engine.fit_replicates`, judged by the gradient rule
+    like every replicate fit): labels ``(T, N)`` (or ``(R, T, N)`` with ``labels_batched``, e.g.
+    permutations), ``weights (R, N)`` (bootstrap counts or ones). Returns per task the scores
+    ``(R, N, S_t)`` on every row."""
     from .probes.basis import make_basis
     from .probes.engine import fit_replicates
     labels = np.asarray(labels)
-    base = labels[0] if labels_batched else labels
-    K = max(2, int(base.max()) + 1)
-    mask = np.zeros((1, K), bool)
-    mask[0, : int(base.max()) + 1] = True                     # as fit_probes: classes 0 .. max
+    mask = class_masks(labels[0] if labels_batched else labels)
     basis = make_basis(xw)
-    lab = labels[:, None, :] if labels_batched else labels[None, :]
-    fit = fit_replicates(basis, lab, weights, mask, config, labels_batched=labels_batched)
+    fit = fit_replicates(basis, labels, weights, mask, config, labels_batched=labels_batched)
     bx = np.asarray(basis.x, np.float64)
-    coef, icpt = np.asarray(fit.coef[:, 0], np.float64), np.asarray(fit.intercept[:, 0], np.float64)
-    logits = np.einsum("nd,rkd->rnk", bx, coef[:, mask[0]]) + icpt[:, None, mask[0]]
-    return np.stack([_scores_of(z) for z in logits])
+    return _probe_scores(bx, np.asarray(fit.coef, np.float64), np.asarray(fit.intercept, np.float64), mask)

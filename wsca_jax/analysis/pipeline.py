@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import sharding
-from ..checks import check_embeddings, check_head, check_head_null
+from ..checks import check_counterfactual, check_embeddings, check_head, check_head_null
 from ..config import with_deprecated_keywords
 from ..errors import require
 from ..probes import ProbeConfig, make_basis
@@ -26,7 +26,8 @@ from .use_stage import decision_use
 
 def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary: str, primary_head=None, *,
             task_heads: Mapping[str, np.ndarray] | None = None, head_null: Mapping[str, Sequence[float]] | None = None,
-            config: AnalysisConfig | None = None, progress: bool = False, **settings) -> WscaResult:
+            counterfactual: Mapping[str, np.ndarray] | None = None, config: AnalysisConfig | None = None,
+            progress: bool = False, **settings) -> WscaResult:
     """Weight Space Correlation analysis of one primary head against every metadata task.
 
     Args:
@@ -41,6 +42,10 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
       head_null: ``{task: (M,) values}``: max |WSC| of the heads of M networks trained like the model
         but with that task's labels permuted (:func:`fixed_head_wsc` on each network's embeddings
         and heads) -- the null of the fixed-head statistic; gives those tasks a p-value.
+      counterfactual: ``{task: (N, D)}`` embeddings of the same rows, in the same order, with that
+        attribute intervened on (``wsca embed --dataset`` of a counterfactual copy of the images):
+        the decision's measured response, ``summary.statistics.counterfactual``, which the
+        decision-use verdict then rests on.
       config: every setting (:class:`~wsca_jax.analysis.config.AnalysisConfig`: task encoding,
         projection, probe, resampling, inference; each field documented there, with its default).
       progress: show a progress bar.
@@ -69,6 +74,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     require(len(meta) == x.shape[0], f"metadata has {len(meta)} rows, embeddings have {x.shape[0]}; "
                                      "expected one metadata row per embedding, in the same order")
     prep = prepare(x, meta, primary, primary_head, task_heads, config)
+    cf = check_counterfactual(counterfactual, x.shape, [t.name for t in prep.probe_tasks[:prep.T]])
     clock.lap("prepare")
     res = config.resampling
     bar = progress_bar(prep.n_fits(res.bootstrap, res.permutations), "probe fits (replicates)", "fits", progress)
@@ -79,7 +85,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     null = stages.null(prep, config, run, point, n_head_null=len(head_null))
     bar.close()
     k_sens = stages.k_sensitivity(prep, config, run, point, null)
-    use = decision_use(prep, config, point)
+    use = decision_use(prep, config, point, cf)
     clock.lap("decision_use")
     st = stages.Stages(prep, point, quality, resampled, null, k_sens, use)
     result = summarise(st, config, primary, head_null, x.shape)

@@ -66,16 +66,18 @@ def statistics_block(summary: dict, use: dict) -> dict:
 
 
 def decision_use_block(results: dict, inf) -> None:
-    """``summary.decision_use`` of every task (:func:`decision_use_verdict`), the verdict statistic's
-    p-values Holm-adjusted across the tasks that have one."""
-    name = inf.use_statistic
-    ps = {t: (r.summary["statistics"].get(name) or {}).get("p_value") for t, r in results.items()}
+    """``summary.decision_use`` of every task (:func:`decision_use_verdict`): by the counterfactual
+    response where the user gave one, else by ``inference.use_statistic``, whose p-values are
+    Holm-adjusted across the tasks that have one."""
+    name = {t: "counterfactual" if "counterfactual" in r.summary["statistics"] else inf.use_statistic
+            for t, r in results.items()}
+    ps = {t: (r.summary["statistics"].get(name[t]) or {}).get("p_value") for t, r in results.items()}
     tested = [t for t, p in ps.items() if p is not None]
     adj = dict(zip(tested, holm(np.asarray([ps[t] for t in tested], float))))
     for t, r in results.items():
         if r.summary["statistics"].keys() - {"wsc"}:
             r.summary["decision_use"] = decision_use_verdict(
-                r.summary["statistics"], name, inf.use_margin, inf.alpha,
+                r.summary["statistics"], name[t], inf.use_margin, inf.alpha,
                 None if t not in adj else float(adj[t]), inf.confidence)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..use import (basic_ci, bootstrap_rows, decision_scores, erasure_effect, erasure_estimate, permutation_p,
+from ..use import (basic_ci, bootstrap_rows, decision_effect, decision_scores, erasure_effect, erasure_estimate, permutation_p,
                    probe_score_replicates, score_correlation, whitened, whitened_probe_scores, within_class_eta,
                    within_class_permutations, within_class_shift)
 
@@ -46,30 +46,38 @@ def within_block(test, scores, y, a, boots, draws: int, seed: int, confidence: f
     return {**out, "ci": basic_ci(out["estimate"], reps, confidence, 0.0, hi)}
 
 
-def correlation_blocks(x, scores, y, a, boots, draws: int, seed: int, confidence: float, probe) -> dict:
-    """``score_correlation`` (total) and ``score_correlation_within``: estimates from the certified
-    whitened probe; intervals from probes refitted on bootstrap resamples; p-values from probes
-    refitted on the attribute permuted within classes (the draws of :func:`within_block`'s null)."""
-    rows = a >= 0
-    xw, est_probe = whitened(x, a), whitened_probe_scores(x, a, probe.C)
-    est = {"score_correlation": score_correlation(scores[rows], est_probe[rows]),
-           "score_correlation_within": score_correlation(scores[rows], est_probe[rows], y[rows])}
-    out = {k: {"estimate": v, "ci": None, "p_value": None, "p_mcse": None} for k, v in est.items()}
+def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confidence: float, probe) -> list[dict]:
+    """Per task of ``labels (T, N)``: ``score_correlation`` (total) and ``score_correlation_within``.
+    Estimates from the certified whitened probes; intervals from probes refitted on bootstrap
+    resamples; p-values from probes refitted on the attribute permuted within classes (the draws of
+    :func:`within_block`'s null). Every task and replicate in one batched fit per kind."""
+    labels = np.atleast_2d(labels)
+    xw, est_probe = whitened(x), whitened_probe_scores(x, labels, probe.C)
+    out = []
+    for a, pr in zip(labels, est_probe):
+        r = a >= 0
+        est = {"score_correlation": score_correlation(scores[r], pr[r]),
+               "score_correlation_within": score_correlation(scores[r], pr[r], y[r])}
+        out.append({k: {"estimate": v, "ci": None, "p_value": None, "p_mcse": None} for k, v in est.items()})
     if boots:
-        counts = np.stack([np.bincount(i, minlength=len(a)) for i in boots]).astype(np.float32)
-        rep = probe_score_replicates(xw, a, counts, probe)
-        kept = [i[a[i] >= 0] for i in boots]
-        tot = [score_correlation(scores[i], rep[b][i]) for b, i in enumerate(kept)]
-        wit = [score_correlation(scores[i], rep[b][i], y[i]) for b, i in enumerate(kept)]
-        out["score_correlation"]["ci"] = basic_ci(est["score_correlation"], tot, confidence, 0.0, 1.0)
-        out["score_correlation_within"]["ci"] = basic_ci(est["score_correlation_within"], wit, confidence, 0.0, 1.0)
+        counts = np.stack([np.bincount(i, minlength=len(y)) for i in boots]).astype(np.float32)
+        reps = probe_score_replicates(xw, labels, counts, probe)
+        for a, rep, o in zip(labels, reps, out):
+            kept = [i[a[i] >= 0] for i in boots]
+            for name, yy in (("score_correlation", None), ("score_correlation_within", y)):
+                vals = [score_correlation(scores[i], rep[b][i], None if yy is None else yy[i]) for b, i in enumerate(kept)]
+                o[name]["ci"] = basic_ci(o[name]["estimate"], vals, confidence, 0.0, 1.0)
     if draws:
-        perms = within_class_permutations(np.random.default_rng(seed), y[rows], a[rows], draws)
-        rep = probe_score_replicates(xw[rows], perms, np.ones(perms.shape, np.float32), probe, labels_batched=True)
-        s, yr = scores[rows], y[rows]
-        for name, null in (("score_correlation", [score_correlation(s, r) for r in rep]),
-                           ("score_correlation_within", [score_correlation(s, r, yr) for r in rep])):
-            out[name]["p_value"], out[name]["p_mcse"] = permutation_p(est[name], np.asarray(null))
+        perms = np.full((draws,) + labels.shape, -1, labels.dtype)
+        for t, a in enumerate(labels):
+            r = a >= 0
+            perms[:, t, r] = within_class_permutations(np.random.default_rng(seed), y[r], a[r], draws)
+        reps = probe_score_replicates(xw, perms, np.ones((draws, len(y)), np.float32), probe, labels_batched=True)
+        for a, rep, o in zip(labels, reps, out):
+            r = a >= 0
+            for name, yy in (("score_correlation", None), ("score_correlation_within", y[r])):
+                null = np.asarray([score_correlation(scores[r], p[r], yy) for p in rep])
+                o[name]["p_value"], o[name]["p_mcse"] = permutation_p(o[name]["estimate"], null)
     return out
 
 
@@ -83,8 +91,25 @@ def erasure_block(x, head, bias, y, a, boots, draws: int, seed: int, confidence:
     return {**e, "ci": basic_ci(e["estimate"], reps, confidence, 0.0)}
 
 
-def decision_use(prep, config, pt, progress=None) -> dict:
-    """``{task: {statistic: {"estimate", "ci", "p_value", "p_mcse", ...}}}`` for the metadata tasks."""
+def counterfactual_block(head, bias, x, x_cf, y, boots, confidence: float) -> dict:
+    """``counterfactual``: the decision's measured response when the attribute is intervened on
+    (``x_cf (N, D)``: the same rows' counterfactual embeddings): mean |delta score| / SD(score),
+    flip rate, primary AUROC change (:func:`decision_effect`), a bootstrap interval over the rows,
+    and no p-value (a measured response has no null to test against: it is the truth the other
+    statistics estimate)."""
+    eff = decision_effect(head, bias, x, x_cf, y)
+    s0, s1 = decision_scores(head, x, bias), decision_scores(head, x_cf, bias)
+    reps = []
+    for i in boots:
+        sd = s0[i].std(0)
+        reps.append(float(np.max(np.abs(s1[i] - s0[i]).mean(0) / np.where(sd > 0, sd, np.inf))))
+    return {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change,
+            "ci": basic_ci(eff.delta_sd, reps, confidence, 0.0), "p_value": None, "p_mcse": None}
+
+
+def decision_use(prep, config, pt, counterfactual: dict | None = None, progress=None) -> dict:
+    """``{task: {statistic: {"estimate", "ci", "p_value", "p_mcse", ...}}}`` for the metadata tasks;
+    ``counterfactual``: ``{task: (N, D)}`` counterfactual embeddings (original coordinates)."""
     head, bias = decision_head(prep, pt)
     y_all = np.asarray(prep.taskset.primary.labels)
     keep = y_all >= 0
@@ -94,18 +119,26 @@ def decision_use(prep, config, pt, progress=None) -> dict:
     draws, seed = res.permutations, res.seed
     groups = None if prep.groups is None else np.asarray(prep.groups)[keep]
     boots = bootstrap_rows(len(y), res.bootstrap, seed + BOOTSTRAP_SEED, groups) if res.bootstrap else []
+    rows = {t: np.asarray(prep.labels[t])[keep] for t in range(prep.T)}
+    tasks = [t for t, a in rows.items() if len(np.unique(a[a >= 0])) >= 2]     # the attribute varies
+    if not tasks:
+        return {}
+    labels = np.stack([rows[t] for t in tasks])
+    corr = correlation_blocks(x, scores, y, labels, boots, draws, seed, conf, prep.probe)
     out = {}
-    for t in range(prep.T):
-        a = np.asarray(prep.labels[t])[keep]
-        if len(np.unique(a[a >= 0])) < 2:
-            continue
+    for t, a, c in zip(tasks, labels, corr):
         out[prep.probe_tasks[t].name] = {
             "within_class_eta": within_block(within_class_eta, scores, y, a, boots, draws, seed, conf, 1.0),
             "within_class_shift": within_block(within_class_shift, scores, y, a, boots, draws, seed, conf, None),
-            **correlation_blocks(x, scores, y, a, boots, draws, seed, conf, prep.probe),
+            **c,
             "erasure": erasure_block(x, head, bias, y, a, boots, draws, seed, conf, within=False),
             "erasure_within": erasure_block(x, head, bias, y, a, boots, draws, seed, conf, within=True),
         }
+        name = prep.probe_tasks[t].name
+        if name in (counterfactual or {}):
+            x_cf = (np.asarray(counterfactual[name], np.float64)[keep] - prep.basis.mean) @ prep.basis.rotation
+            x_cf = x_cf.astype(np.float32).astype(np.float64)          # the rounding of the basis's x
+            out[name]["counterfactual"] = counterfactual_block(head, bias, x, x_cf, y, boots, conf)
         if progress is not None:
             progress(1)
     return out

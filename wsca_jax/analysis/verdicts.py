@@ -169,6 +169,10 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     * ``"inconclusive"`` otherwise, with the reason (a test that does not reject is no evidence of
       absence when the interval still reaches the margin).
 
+    With ``statistic`` "counterfactual" (the decision's measured response to an intervention on the
+    attribute, ``wsca analyze --counterfactual``) there is no test: the response is the truth, and
+    "used" needs the estimate at or above the margin.
+
     Returns ``{"verdict", "statistic", "reason", "estimate", "ci", "p_adjusted", "margin"}``."""
     s = stats.get(statistic) or {}
     est, ci = s.get("estimate"), s.get("ci")
@@ -181,8 +185,10 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     if est is None or s.get("rank") == 0:
         why = s.get("note") or "not computed"
         return say("inconclusive", f"{statistic}: {why} (does the attribute vary within the primary's classes?)")
-    tested = p_adjusted is not None and p_adjusted <= alpha
-    p_text = "no test (permutations 0)" if p_adjusted is None else f"p_adj {p_adjusted:.3g}"
+    measured = statistic == "counterfactual"
+    tested = measured or (p_adjusted is not None and p_adjusted <= alpha)
+    p_text = ("measured by intervention" if measured else
+              "no test (permutations 0)" if p_adjusted is None else f"p_adj {p_adjusted:.3g}")
     if tested and est >= margin:
         return say("used", f"{name} is at or above the margin {margin:g} of negligible use and its test rejects "
                            f"({p_text}): the decision moves with the attribute beyond what the class explains")

@@ -48,6 +48,11 @@ def register(sub) -> None:
                    help="seed null of a fixed task head: FILE (.npy, or text with one value per line) holds the max "
                         "|WSC| of networks trained with TASK's labels permuted (wsca_jax.fixed_head_wsc); repeatable. "
                         "Without it fixed heads are reported as not tested")
+    a.add_argument("--counterfactual", action="append", default=[], metavar="TASK=FILE",
+                   help="FILE (.npy, or .npz as `wsca embed --dataset` writes it) holds the embeddings of the same "
+                        "rows, in the same order, with TASK's attribute intervened on (e.g. the images re-rendered "
+                        "as another scanner): the decision's measured response, on which the decision-use verdict "
+                        "then rests; repeatable")
     add_config_arguments(a, CONFIG, group="analysis settings (wsca_jax.AnalysisConfig)")
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
@@ -103,11 +108,13 @@ def _run_one(args, config: AnalysisConfig, quiet: bool, main_process: bool) -> i
                                  f"(heads found: {', '.join(ef.heads) or 'none'})")
         task_heads[name] = ef.heads[name]
     head_null = head_nulls(args.head_null)
+    cf = counterfactuals(args.counterfactual, ef, meta, args.primary)
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
         result = analyze(ef.embeddings, meta, args.primary, head, task_heads=task_heads or None,
-                         head_null=head_null or None, config=config, progress=not quiet)
+                         head_null=head_null or None, counterfactual=cf or None, config=config,
+                         progress=not quiet)
     if not main_process:                                   # process 0 writes the outputs
         return 0
     write_outputs(result, args.out, figures=not args.no_figures)
@@ -134,6 +141,30 @@ def _metadata(args, ef, config: AnalysisConfig):
     if "group" in meta.columns and config.encoding.group_column is None:
         config = config.replace(group_column="group")      # written by `wsca embed`: the patient id
     return meta, config
+
+
+def counterfactuals(specs: list[str], ef, meta, primary: str) -> dict:
+    """``["task=file", ...]`` -> ``{task: (N, D)}``; a file of other rows (its count, or a primary
+    column that differs from the analysed one) is one clear line."""
+    import numpy as np
+
+    from ..io import load_embeddings
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise WscaInputError(f"--counterfactual {spec!r}: expected TASK=FILE")
+        cf = load_embeddings(path, f"--counterfactual {name}")
+        require(cf.embeddings.shape == ef.embeddings.shape,
+                f"--counterfactual {name}: {path} holds embeddings {cf.embeddings.shape}, --embeddings "
+                f"{ef.embeddings.shape}; expected the same rows, in the same order, from the same network")
+        if primary in cf.columns and primary in meta.columns:
+            same = np.asarray(cf.columns[primary]).astype(str) == np.asarray(meta[primary]).astype(str)
+            require(bool(same.all()), f"--counterfactual {name}: {path}'s {primary!r} differs from the analysed one at "
+                                      f"row {int(np.argmin(same))} ({int((~same).sum())} rows); expected the same rows "
+                                      "in the same order")
+        out[name] = np.asarray(cf.embeddings)
+    return out
 
 
 def head_nulls(specs: list[str]) -> dict:
@@ -165,8 +196,9 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
     from ..report import write_runs_outputs
 
     require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
-    require(not (args.metadata or args.primary_head or args.head_null),
-            "--runs: metadata and heads come from each .npz; --metadata, --primary-head and --head-null do not apply")
+    require(not (args.metadata or args.primary_head or args.head_null or args.counterfactual),
+            "--runs: metadata and heads come from each .npz; --metadata, --primary-head, --head-null and "
+            "--counterfactual do not apply")
     runs, names, real = [], [], {}
     for path in args.runs:
         require(os.path.isfile(path), f"--runs {path}: file not found")

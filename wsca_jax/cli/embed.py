@@ -10,12 +10,21 @@ example:
 
   writes embeddings (N, D), head_<task> (C, D) for every trained head, the metadata columns and
   'group'; `wsca analyze --embeddings emb.npz --primary COLUMN` then needs no other flag.
+
+  wsca embed --run runs/busbra_mt --dataset scanner_swapped.npz --split train --out cf.npz
+  wsca analyze --embeddings emb.npz --primary malignant --counterfactual device=cf.npz --out res
+
+  (cf.npz: the same rows with the device intervened on, embedded by the same run: the decision's
+  measured response to the attribute, beside the statistics that estimate it)
 """
 
 
 def register(sub) -> None:
     e = add_parser(sub, "embed", help="embeddings, heads and metadata of a trained run -> .npz", example=EXAMPLE)
     e.add_argument("--run", required=True, help="run folder written by `wsca train` (run.json and ckpt/)")
+    e.add_argument("--dataset", help="embed this image set instead of the run's own (a named dataset or an .npz/folder "
+                                     "as `wsca train --dataset` reads; the run's image shape): a counterfactual copy "
+                                     "of the rows for `wsca analyze --counterfactual`, or an external site")
     e.add_argument("--split", default="train", choices=["train", "val", "test"],
                    help="rows to embed (WSC reads the training rows)")
     e.add_argument("--checkpoint", default="best", choices=["best", "latest"],
