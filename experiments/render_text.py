@@ -8,7 +8,8 @@ templates in ``experiments/templates/``: ``induced-shortcut`` (readme_induced.md
 ``application`` (readme_application.md, once ``busbra_application_runs.jsonl`` exists),
 ``calibration`` (readme_calibration.md, from the calibration study's records), ``runs``
 (readme_runs.md, from ``runs_combined.jsonl``), ``ifa`` (readme_ifa.md, from ``ifa_runs.jsonl``), ``mid`` (``waterbirds_mid.readme_text``, from
-``waterbirds_mid_runs.jsonl``), ``speed`` (``benchmarks/render_results.readme_speed``, from the
+``waterbirds_mid_runs.jsonl``), ``decision-use`` (``use_validation.readme_text``, from
+``use_zoo_runs.jsonl`` and ``use_calibration_runs.jsonl``), ``speed`` (``benchmarks/render_results.readme_speed``, from the
 benchmark records).
 """
 
@@ -37,6 +38,7 @@ def sections() -> dict[str, str]:
     import ifa_validation as ifv
     import induced_shortcut as ind
     import runs_combined as rc
+    import use_validation as uv
     import waterbirds_mid as wm
 
     out = runner.RESULTS
@@ -53,6 +55,8 @@ def sections() -> dict[str, str]:
         texts["ifa"] = runner.render_template("readme_ifa.md", ifv.prose_namespace(out))
     if _exists(wm.RUNS):
         texts["mid"] = wm.readme_text(out)
+    if _exists(uv.RUNS):
+        texts["decision-use"] = uv.readme_text(out)
     sys.path.insert(0, os.path.join(runner.ROOT, "benchmarks"))
     import render_results
     speed = render_results.readme_speed()

@@ -243,6 +243,37 @@ def report(out: str, accuracy: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_text(out: str) -> str:
+    """The README's ``decision-use`` paragraph, from the zoo's and the calibration's records."""
+    df = truth(runner.records_frame(os.path.join(out, RUNS)))
+    scored = {r["statistic"]: r for r in (score(df, s) for s in STATISTICS)}
+    rows, best = rule_rows(df)
+    a = lambda k: f"{scored[k]['auroc'][0]:.2f} [{scored[k]['auroc'][1]:.2f}, {scored[k]['auroc'][2]:.2f}]"  # noqa: E731
+    sens, spec = best["sens"][0] / best["sens"][1], best["spec"][0] / best["spec"][1]
+    nu = best["not_used"][0] / best["not_used"][1]
+    wsc_sens = scored["wsc"].get("sensitivity", "n/a").split(" [")[0]
+    text = (f"**Does the decision use it?** ([experiments/results/use_validation.md](experiments/results/use_validation.md), "
+            f"rendered from its records): {len(df)} networks (PneumoniaMNIST, small CNN; artefact kinds "
+            f"{', '.join(sorted(df.kind.unique()))}; fine-tuned and multi-task) whose use of a stamped artefact was "
+            f"measured by intervention: {int(df.uses.sum())} use it, {int((~df.uses).sum())} do not. AUROC for telling "
+            f"them apart: the paper's WSC {a('wsc')} (its test finds {wsc_sens} users); "
+            + ", ".join(f"`{k}` {a(k)}" for k in USE_STATISTICS)
+            + f". The verdict (`summary.decision_use`) rests on `{best['statistic']}` with margin {best['tau_all']:g}: "
+            f"on held-out artefact kinds it calls {sens:.2f} of the users 'used' and {1 - spec:.2f} of the others "
+            f"(specificity {spec:.2f}; goal >= 0.9 and >= 0.95: {'met' if sens >= 0.9 and spec >= 0.95 else 'not met'}), "
+            f"and says 'not used' for {nu:.2f} of the networks that do not use it.")
+    cal = [r for r in runner.read_records(os.path.join(out, "use_calibration_runs.jsonl"), missing_ok=True)
+           if r.get("version") == 2]
+    if cal:
+        k = best["statistic"]
+        lv = "; ".join(f"{r['design']} {r[k]['rejection_rate']:.3f} ({r[k]['rejection_mcse']:.3f})" for r in cal
+                       if r["use"] == 0)
+        cv = "; ".join(f"{r['design']} {r[k]['coverage']:.2f} ({r[k]['coverage_mcse']:.2f})" for r in cal)
+        text += (f" Its test's false-positive rate at 0.05 ([use_calibration.md](experiments/results/use_calibration.md)): "
+                 f"{lv}; coverage of its 95% interval: {cv} (Monte Carlo SEs in brackets).")
+    return text + "\n"
+
+
 def build_parser():
     return runner.parser(__doc__, data_dir=False)
 

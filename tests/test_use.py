@@ -282,3 +282,27 @@ def test_the_counterfactual_response_is_measured_and_carries_the_verdict():
         wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"site": x_cf[:-1]}, config=cfg)
     with pytest.raises(wsca.WscaInputError, match="not a metadata task"):
         wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"scanner": x_cf}, config=cfg)
+
+
+def test_the_closed_form_erasure_of_the_bootstrap_equals_leace():
+    """The bootstrap's eraser (one linear solve in whitened coordinates, ``erasure_delta_sd``) gives
+    the LEACE erasure effect of ``erasure_estimate`` (eigendecomposition) to rounding: binary and
+    three-level attributes, confounded or not, with missing labels, marginal and class-conditional."""
+    from wsca_jax.use import erasure_delta_sd, erasure_estimate, score_rows
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        n, d = 500, 10
+        y = rng.integers(0, 2, n)
+        a = np.where(rng.random(n) < 0.8, y, 1 - y) if trial % 2 else rng.integers(0, 3, n)
+        z = rng.normal(size=(n, d))
+        z[:, 0] += 2 * y
+        z[:, 1] += 1.5 * a
+        x = z @ (np.eye(d) + 0.5 * rng.normal(size=(d, d)))
+        head = rng.normal(size=(2, d))
+        if trial == 3:
+            a[:20] = -1
+        wh = whiten(x)
+        t, g = (x - wh.mean) @ wh.forward, wh.back @ score_rows(head).T
+        for within in (False, True):
+            assert erasure_delta_sd(t, g, y, a, within) == pytest.approx(erasure_estimate(x, head, None, y, a, within),
+                                                                         rel=1e-9)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..use import (basic_ci, bootstrap_rows, decision_effect, decision_scores, erasure_effect, erasure_estimate, permutation_p,
+from ..use import (basic_ci, bootstrap_rows, decision_effect, decision_scores, erasure_delta_sd, erasure_effect,
+                   permutation_p, score_rows, whiten,
                    probe_score_replicates, score_correlation, whitened, whitened_probe_scores, within_class_eta,
                    within_class_permutations, within_class_shift)
 
@@ -83,11 +84,13 @@ def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confi
 
 def erasure_block(x, head, bias, y, a, boots, draws: int, seed: int, confidence: float, within: bool) -> dict:
     """``erasure`` (``within``: ``erasure_within``) with its random-erasure null and a bootstrap
-    interval (the eraser refitted on each resample)."""
+    interval (the eraser refitted on each resample, in closed form: :func:`erasure_delta_sd`)."""
     e = erasure_effect(x, head, bias, y, a, draws=draws, seed=seed, within=within)
     if e["rank"] == 0:
         return {**e, "ci": None}
-    reps = [erasure_estimate(x[i], head, bias, y[i], a[i], within) for i in boots]
+    wh = whiten(x)
+    t, g = (x - wh.mean) @ wh.forward, wh.back @ score_rows(head).T
+    reps = [erasure_delta_sd(t[i], g, y[i], a[i], within) for i in boots]
     return {**e, "ci": basic_ci(e["estimate"], reps, confidence, 0.0)}
 
 
