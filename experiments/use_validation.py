@@ -192,6 +192,13 @@ def rule_lines(df: pd.DataFrame, scored: list[dict], accuracy: str | None) -> li
                      f"{_rate(*r['inconclusive'])} | {r['tau_all']:g} |")
     sens, spec = best["sens"][0] / best["sens"][1], best["spec"][0] / best["spec"][1]
     met = sens >= 0.9 and spec >= 0.95
+    v = calls(df, best["statistic"], best["tau_all"])
+    miss = lambda m: ", ".join(f"{r.key} (effect {r.effect:.2f}, threshold {r.threshold:.2f}, "  # noqa: E731
+                               f"estimate {r.statistics[best['statistic']]['estimate']:.2f})" for r in df[m].itertuples())
+    lines += ["", f"With tau {best['tau_all']:g} on every network, the unused networks called 'used': "
+              f"{miss((v == 'used') & ~df.uses.to_numpy()) or 'none'}; the users not called 'used': "
+              f"{miss((v != 'used') & df.uses.to_numpy()) or 'none'}. The truth is relative (above the unused arm's "
+              "largest effect of the same kind and setting) while the margin is one number for every kind and setting."]
     lines += ["", f"Chosen (highest held-out sensitivity + specificity): **`{best['statistic']}` with tau "
               f"{best['tau_all']:g}** (chosen on all {len(df)} networks): held-out sensitivity {sens:.2f}, specificity "
               f"{spec:.2f} -- the goal (>= 0.9 and >= 0.95) is {'met' if met else 'not met'}."]
