@@ -10,7 +10,17 @@ records, per draw:
   by every method (percentile, basic, BCa (guarded), corrected) and the raw and corrected cell intervals;
   the permutation p (power where the head uses the attribute).
 * null settings (the head does not use the attribute): the permutation p under the free, grouped
-  (patients) and within-strata (primary label) schemes -> the false-positive rate at alpha 0.05.
+  (patients) and within-strata (primary label) schemes -> the false-positive rate at alpha 0.05. The
+  ``null_confounded_*`` settings keep their names in the records but are not nulls: the label depends on
+  the attribute, so the probe-based primary's population max |WSC| is 0.219 and the share rejected is
+  the power there (rendered under "power").
+
+Every share (coverage, rejection rate, power) is printed with its Monte Carlo SE
+``sqrt(p (1 - p) / draws)``, draws the setting's count in the summary. ``real_cov`` and
+``real_cov_null0`` take the latent covariance from real embeddings (``REAL_COV``, cached by
+``experiments/use_zoo.py``, outside the repository: those settings stop with one line when it is absent).
+Each new record carries ``wsca_version`` and ``date``; the committed records predate that, and the report
+gives their provenance from the git history of the summary (``GIT_PROVENANCE``).
 
 One line per draw in ``results/calibration_runs.jsonl`` (a rerun skips the draws already there, so the study
 can run in parts; several MB, so not in git); population values in ``results/calibration_population.json``;
@@ -47,6 +57,9 @@ def _s(kind, n=3000, k=50, primary="head", reps=200, B=100, P=49, scheme="free",
     return dict(kind=kind, n=n, k=k, primary=primary, reps=reps, B=B, P=P, scheme=scheme, design=design)
 
 
+# the real embeddings whose within-cell covariance the real_cov settings use (first 574 = validation rows)
+REAL_COV = "~/.cache/wsca_jax/use_zoo/text_band-0-fine_tuned-0.npz"
+
 # name -> setting. Coverage: 200 draws each; nulls: 500 draws each (the head does not use the attribute).
 SETTINGS = {
     "base": _s("coverage"),                                             # 3 classes, strong probe, fixed head
@@ -77,11 +90,46 @@ SETTINGS = {
                                P=49, scheme="free"),
     "null_confounded_within": _s("null", n=500, k=20, d=32, use=0.0, confound=2.0, primary="probe", reps=500, B=0,
                                  P=49, scheme="within"),
+    # the latent covariance of real embeddings (256 dimensions; shift in SDs of the attribute's eigen-axes,
+    # about the synthetic base's 1.2 on an axis of SD 1.9)
+    "real_cov": _s("coverage", covariance=REAL_COV, shift=0.6),
+    "real_cov_null0": _s("null", n=500, k=20, covariance=REAL_COV, shift=0.0, use=0.0, reps=500, B=0, P=49),
 }
+
+# Left out after a first look (issue 28): rerun needed with the current defaults.
+STALE = ("unused", "weak", "k500")
+
+# Provenance of the records in the committed summary, which holds no version or date: the commit that first
+# committed each setting's records (git log of results/calibration_summary.json and calibration.md) and the
+# package version at that commit (the draws ran before it). Used only for settings whose summary lacks it.
+GIT_PROVENANCE = {
+    **dict.fromkeys(["base", "strong", "probed", "n300", "n10000", "c2", "weak", "moderate", "unused", "grouped",
+                     "k10", "k500", "null0_free", "null0_grouped_naive", "null0_grouped", "null_free",
+                     "null_grouped_naive", "null_grouped", "null_confounded_free", "null_confounded_within"],
+                    "0.4.0, 2026-11-29, commit 034a747"),
+    **dict.fromkeys(["c6", "use0.3"], "0.5.0, 2026-11-29, commit 9cc362b"),
+    "n1000": "0.5.0, 2026-11-29, commit 9cc362b (8 draws at 034a747, 0.4.0)",
+}
+GIT_PROVENANCE_JACKKNIFE = "0.6.0, 2026-11-29, commit 77c9b81"
 
 
 def _design(setting: dict) -> CalibrationDesign:
     return CalibrationDesign(**setting["design"])
+
+
+def _missing_files(names) -> list[str]:
+    """``"setting: path"`` for each setting whose design reads a file that is not there."""
+    out = []
+    for name in names:
+        cov = SETTINGS[name]["design"].get("covariance")
+        if isinstance(cov, str) and not os.path.exists(os.path.expanduser(cov)):
+            out.append(f"{name}: {cov}")
+    return out
+
+
+def _stamp() -> dict:
+    """What every record carries: the package version and the UTC date."""
+    return {"wsca_version": wsca.__version__, "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def _analyze(setting: dict, z, meta, head, seed: int, bootstrap: int, permutations: int, ci_method="bca",
@@ -118,7 +166,7 @@ def one_draw(name: str, setting: dict, rep: int) -> dict:
     r = _analyze(setting, z, meta, head, seed=rep, bootstrap=setting["B"], permutations=setting["P"])
     t = r.tasks["attr"]
     s = t.summary
-    row = {"setting": name, "rep": rep, "seconds": time.time() - t0, "p_value": s["p_value"],
+    row = {"setting": name, "rep": rep, **_stamp(), "seconds": time.time() - t0, "p_value": s["p_value"],
            "max_abs_wsc": s["max_abs_wsc"], "probe_auroc": t.probe["auroc"], "converged": t.fit["converged"]}
     if setting["kind"] == "coverage":
         iv = t.cell_intervals
@@ -143,7 +191,7 @@ def cells_draw(name: str, setting: dict, rep: int) -> dict:
     z, meta, head = calibration_data(_design(setting), setting["n"], seed=1000 * rep + 7)
     t0 = time.time()
     t = _analyze(setting, z, meta, head, seed=rep, bootstrap=setting["B"], permutations=0, ci_method="basic").tasks["attr"]
-    return {"setting": name, "rep": rep, "seconds": time.time() - t0, "cells": t.wsc.tolist(),
+    return {"setting": name, "rep": rep, **_stamp(), "seconds": time.time() - t0, "cells": t.wsc.tolist(),
             "cell_percentile": _pair(percentile_interval(t.boot, 0.95)),
             "cell_basic": _pair(basic_interval(t.wsc, t.boot, 0.95))}
 
@@ -157,7 +205,7 @@ def jackknife_draw(name: str, setting: dict, rep: int) -> dict:
     t = _analyze(setting, z, meta, head, seed=rep, bootstrap=setting["B"], permutations=0, ci_method="corrected",
                  correction_noise="jackknife").tasks["attr"]
     s, iv = t.summary, t.cell_intervals
-    return {"setting": name, "rep": rep, "seconds": time.time() - t0, "cells": t.wsc.tolist(),
+    return {"setting": name, "rep": rep, **_stamp(), "seconds": time.time() - t0, "cells": t.wsc.tolist(),
             "max_abs_wsc_corrected": s["max_abs_wsc_corrected"], "interval": s["intervals"].get("corrected"),
             "cells_corrected": None if t.wsc_corrected is None else t.wsc_corrected.tolist(),
             "cell_corrected": None if "corrected" not in iv else [iv["corrected"]["low"].tolist(),
@@ -174,6 +222,10 @@ def run(args) -> None:
     pop_path = os.path.join(args.out, "calibration_population.json")
     pops = json.load(open(pop_path)) if os.path.exists(pop_path) else {}
     done = _done(runs)
+    missing = _missing_files(args.settings or list(SETTINGS))
+    if missing:
+        raise SystemExit("calibration: the real embeddings these settings need are not on this machine ("
+                         + "; ".join(missing) + "); run experiments/use_zoo.py first or leave them out with --settings")
     if args.cells_only:                          # supplement: cell intervals missing from older records
         runs, todo = os.path.join(args.out, "calibration_cells.jsonl"), done - _with_cells(args.out)
         done = _done(runs) | {(s, r) for s in SETTINGS for r in range(500) if (s, r) not in todo}
@@ -241,10 +293,12 @@ def coverage_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
             ok = [v for v in iv if v is not None]
             row[f"cov_{m}"] = float(np.mean([_cover(v[0], v[1], truth) for v in ok])) if ok else None
             row[f"width_{m}"] = float(np.mean([v[1] - v[0] for v in ok])) if ok else None
+            row[f"n_{m}"] = len(ok)                      # draws with this interval (the MC SE's count)
         for kind, col in (("raw", "cell_raw"), ("corrected", "cell_corrected"), ("basic", "cell_basic"),
                           ("percentile", "cell_percentile")):
             hits = [_cover(np.array(v[0]), np.array(v[1]), cells_t).ravel() for v in g[col] if isinstance(v, list)]
             row[f"cells_cov_{kind}"] = float(np.mean(np.concatenate(hits))) if hits else None
+            row[f"n_cells_{kind}"] = len(hits)
         row["bca_fallback_share"] = float(g.bca_fallback.notna().mean())
         out.append(row)
     return pd.DataFrame(out)
@@ -318,8 +372,7 @@ def null_table(runs: pd.DataFrame, pops: dict) -> pd.DataFrame:
             continue
         fpr = float((g.p_value <= ALPHA).mean())
         out.append({"setting": name, "scheme": st["scheme"], "primary": st["primary"], "design": st["design"],
-                    "draws": len(g), "fpr": fpr, "mcse": float(np.sqrt(fpr * (1 - fpr) / len(g))),
-                    "seconds": g.seconds.mean()})
+                    "draws": len(g), "fpr": fpr, "mcse": _se(fpr, len(g)), "seconds": g.seconds.mean()})
     return pd.DataFrame(out)
 
 
@@ -353,32 +406,92 @@ def choose_default(cov: pd.DataFrame, jk: pd.DataFrame | None = None) -> tuple[d
     return score, min(choosable, key=score.get)
 
 
-def _coverage_line(c: pd.Series) -> str:
-    """``"mean coverage .. (min .., max ..) over n eligible settings; outside 0.93-0.97: .."`` of a
-    Series of coverages indexed by setting (NaN: not recorded)."""
+def _choice_draws(cov: pd.DataFrame, jk: pd.DataFrame | None = None) -> dict:
+    """Per method of :func:`_choice_table`: the draws behind each coverage (a Series by setting)."""
+    good = eligible(cov).set_index("setting")
+    out = {m: pd.Series({k: _n(x, m) for k, x in good.iterrows()}) for m in ("percentile", "basic", "bca")}
+    out["corrected_bootstrap"] = pd.Series({k: _n(x, "corrected") for k, x in good.iterrows()})
+    if jk is not None and len(jk):
+        out["corrected"] = jk.set_index("setting").reindex(good.index)["draws"]
+    return out
+
+
+def _mean_se(c: pd.Series, n: pd.Series) -> float:
+    """The Monte Carlo SE of the mean of independent settings' coverages ``c`` over ``n`` draws each."""
+    return float(np.sqrt(sum(_se(v, n[k]) ** 2 for k, v in c.items())) / len(c))
+
+
+def _coverage_line(c: pd.Series, n: pd.Series) -> str:
+    """``"mean coverage .. ± SE (min .. ± SE, max .. ± SE) over n eligible settings; outside 0.93-0.97: .."``
+    of a Series of coverages indexed by setting (NaN: not recorded) and their draws ``n``."""
     rec = c.dropna().astype(float)
-    out = [f"{k} ({_f(v, 2)})" for k, v in rec.items() if not 0.93 <= v <= 0.97]
+    if not len(rec):
+        return "not recorded"
+    out = [f"{k} ({_pm(v, n[k])})" for k, v in rec.items() if not 0.93 <= v <= 0.97]
     missing = [k for k, v in c.items() if not np.isfinite(v)]
-    return (f"mean coverage {_f(rec.mean(), 2)} (min {_f(rec.min(), 2)}, max {_f(rec.max(), 2)}) over {len(rec)} "
-            "eligible settings; outside 0.93-0.97: " + (", ".join(out) or "none")
-            + (f"; not recorded: {', '.join(missing)}" if missing else ""))
+    lo, hi = rec.idxmin(), rec.idxmax()
+    return (f"mean coverage {_f(rec.mean(), 2)} ± {_f(_mean_se(rec, n), 3)} (min {_pm(rec[lo], n[lo])}, "
+            f"max {_pm(rec[hi], n[hi])}) over {len(rec)} eligible settings; outside 0.93-0.97: "
+            + (", ".join(out) or "none") + (f"; not recorded: {', '.join(missing)}" if missing else ""))
 
 
 def _cells_line(cov: pd.DataFrame, method: str) -> str:
     """Coverage of the population cells by ``method``'s cell intervals over the eligible settings."""
-    col = f"cells_cov_{'raw' if method == 'bca' else method}"
+    kind = "raw" if method == "bca" else method
+    col = f"cells_cov_{kind}"
     good = eligible(cov)
     if col not in good or good[col].isna().all():
         return "not recorded"
-    return _coverage_line(good.set_index("setting")[col].astype(float))
+    g = good.set_index("setting")
+    return _coverage_line(g[col].astype(float), pd.Series({k: _n(x, f"cells_{kind}") for k, x in g.iterrows()}))
 
 
 def _jk_cells_line(jk: pd.DataFrame, good: pd.DataFrame) -> str:
-    return _coverage_line(jk.set_index("setting").loc[list(good.setting), "cells_cov"].astype(float))
+    j = jk.set_index("setting").loc[list(good.setting)]
+    return _coverage_line(j["cells_cov"].astype(float), j["draws"])
 
 
 def _f(x, nd=3):
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def _se(p, n) -> float:
+    """The Monte Carlo SE of a share ``p`` over ``n`` draws, ``sqrt(p (1 - p) / n)``."""
+    return float(np.sqrt(p * (1 - p) / n)) if p is not None and n and np.isfinite(p) else float("nan")
+
+
+def _pm(p, n, nd=2) -> str:
+    """``"p ± SE"`` (SE to 3 decimals); empty where ``p`` is not recorded."""
+    return "" if p is None or not np.isfinite(float(p)) else f"{float(p):.{nd}f} ± {_se(float(p), n):.3f}"
+
+
+def _n(x, col: str) -> int:
+    """The draws behind a coverage column of a summary row: its own count where the summary records it
+    (``n_*``, summaries since 0.9), else the setting's draws (the older summaries hold no other count)."""
+    v = x.get(f"n_{col}") if hasattr(x, "get") else None
+    return int(v) if v is not None and np.isfinite(float(v)) else int(x["draws"])
+
+
+def null_role(setting: dict) -> str:
+    """``level`` (the attribute is not encoded: the permutation test's own null), ``conservative`` (encoded
+    but unused: a null of WSC, not of the test's hypothesis) or ``power`` (the label depends on the
+    attribute: the probe-based primary takes up its direction, a population value above 0)."""
+    design = setting["design"]
+    if design.get("confound", 0.0) > 0:
+        return "power"
+    return "level" if design.get("shift", 1.2) == 0 else "conservative"
+
+
+def _provenance(rows: pd.DataFrame) -> dict:
+    """Per setting: the package versions and first and last dates its records carry (where they do)."""
+    if "wsca_version" not in rows:
+        return {}
+    out = {}
+    for name, g in rows.groupby("setting", sort=False):
+        v, d = g.wsca_version.dropna(), g.date.dropna()
+        if len(v):
+            out[name] = {"wsca_version": sorted(set(v)), "first": min(d), "last": max(d), "stamped": int(len(v))}
+    return out
 
 
 def summarise(out: str) -> dict:
@@ -386,9 +499,12 @@ def summarise(out: str) -> dict:
     several MB, kept out of git) and the population values."""
     runs, pops = load(out)
     cov, nul, rel = coverage_table(runs, pops), null_table(runs, pops), reliability_table(runs, pops)
-    jk = jackknife_table(runs, load_jackknife(out), pops)
+    jk_rows = load_jackknife(out)
+    jk = jackknife_table(runs, jk_rows, pops)
     return {"populations": pops, "coverage": cov.to_dict("records"), "null": nul.to_dict("records"),
             "reliability": rel.to_dict("records"), "jackknife": jk.to_dict("records"),
+            "provenance": {"main": _provenance(runs),
+                           "jackknife": _provenance(jk_rows) if jk_rows is not None else {}},
             "draws": int(len(runs)), "seconds_total": float(runs.seconds.sum()),
             "seconds_mean": float(runs.seconds.mean()), **_cells_seconds(out)}
 
@@ -407,39 +523,119 @@ def load_summary(out: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     return rec, pd.DataFrame(rec["coverage"]), pd.DataFrame(rec["null"])
 
 
+def _design_text(st: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in st["design"].items()) or "defaults"
+
+
+def _status(name: str, st: dict, cov: dict, jk: dict, nul: dict) -> str:
+    """What a setting's records lack, from the summary; the settings of :data:`STALE` flagged first."""
+    if name not in cov and name not in nul:
+        return "**not run**: no records in the summary"
+    x = cov.get(name) or nul.get(name)
+    lacks = []
+    if x["draws"] < st["reps"]:
+        lacks.append(f"{x['draws']} of {st['reps']} draws")
+    if st["kind"] == "coverage":
+        if jk.get(name, {}).get("draws", 0) < st["reps"]:
+            lacks.append("no jackknife supplement (the library's correction since 0.6)" if name not in jk
+                         else f"jackknife supplement {jk[name]['draws']} of {st['reps']} draws")
+        if pd.isna(x.get("cells_cov_basic")):
+            lacks.append("no basic or percentile cell intervals")
+    text = "; ".join(lacks) or "complete"
+    if name in STALE:
+        return f"**stale: left out after a first look, rerun needed with the current defaults (not rerun)**; {text}"
+    return text
+
+
+def _recorded_with(name: str, rec: dict, part: str, git: str | None, draws: int) -> str:
+    prov = (rec.get("provenance") or {}).get(part, {}).get(name)
+    if prov:
+        return f"{', '.join(prov['wsca_version'])}, {prov['first']}" + (
+            f" to {prov['last']}" if prov["last"] != prov["first"] else "") + f" ({prov['stamped']} records stamped" + (
+            f"; {draws - prov['stamped']} older records without a stamp" if draws > prov["stamped"] else "") + ")"
+    return f"{git} (git history)" if git else "not recorded"
+
+
 def report(out: str) -> str:
     rec, cov, nul = load_summary(out)
     pops = rec["populations"]
+    jk = pd.DataFrame(rec.get("jackknife") or [])
+    cov_d = {x["setting"]: x for x in rec["coverage"]}
+    nul_d = {x["setting"]: x for x in rec["null"]}
+    jk_d = {x["setting"]: x for x in rec.get("jackknife") or []}
+    planned = {name: p["setting"] for name, p in pops.items()}
+    planned.update({name: st for name, st in SETTINGS.items() if name not in planned})
     lines = ["# Calibration study (rendered from `calibration_summary.json` by `experiments/calibration.py`)", "",
              f"Synthetic embeddings with a known population value (the same pipeline on {POP_N:,} rows). "
              "Settings and generators: `experiments/calibration.py`, `wsca_jax/validation/simulate.py` (`CalibrationDesign`).",
-             "", "## Settings", "", "| setting | kind | N | k | primary | B | P | scheme | design |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, p in pops.items():
-        st = p["setting"]
+             "", "Every coverage, rejection rate and power carries its Monte Carlo SE, sqrt(p (1 - p) / draws), with "
+             "draws the setting's number of draws in the summary (its `draws` column). The summary holds that count "
+             "per setting, not per interval method: where a draw lacked an interval the count is smaller and the SE "
+             "larger than shown. Cell coverages pool the cells of each draw, which are not independent: their SE "
+             "uses the draws, an upper bound. A share of 0 or 1 has an SE of 0 by this formula; the rule of three "
+             "then bounds the true rate by 3 / draws (95%).",
+             "", "## Provenance: which settings are current", "",
+             "The summary records no package version or date per setting. `recorded with`: the package version and "
+             "date of the commit that first committed a setting's records (from the git history of "
+             "`calibration_summary.json`; the draws ran before it), or, for records stamped with them (new "
+             "records), the versions and dates they carry. The main records hold the correction with the bootstrap's "
+             "noise estimate (the library's before 0.6); the library's correction since 0.6 (the jackknife's) "
+             "is the `--jackknife-only` supplement. Status: what the records lack, from the summary.", "",
+             "| setting | kind | draws | planned | recorded with | jackknife supplement | status |",
+             "|---|---|---|---|---|---|---|"]
+    for name, st in planned.items():
+        x = cov_d.get(name) or nul_d.get(name)
+        j = jk_d.get(name)
+        lines.append(f"| {name} | {st['kind']} | {x['draws'] if x else 0} | {st['reps']} | "
+                     f"{_recorded_with(name, rec, 'main', GIT_PROVENANCE.get(name), x['draws']) if x else ''} | "
+                     + (f"{j['draws']} draws, {_recorded_with(name, rec, 'jackknife', GIT_PROVENANCE_JACKKNIFE, j['draws'])}"
+                        if j else ("none" if st["kind"] == "coverage" else "")) + f" | {_status(name, st, cov_d, jk_d, nul_d)} |")
+    stale = [n for n in STALE if n in planned]
+    not_run = [n for n in planned if n not in cov_d and n not in nul_d]
+    lines += ["", "Stale: " + ", ".join(f"`{n}`" for n in stale) + " were left out after a first look (what their "
+              "records lack: the status column). They need a rerun with the current defaults and have not had one: "
+              "their rows below are the records listed above (a rerun skips the draws already in "
+              "`calibration_runs.jsonl`: remove these settings' lines first, or use a new `--out`)."
+              + (" Not run yet: " + ", ".join(f"`{n}`" for n in not_run) + " (no records"
+                 + ("; `real_cov*` need the cached embeddings of `REAL_COV`, outside the repository"
+                    if any(n.startswith("real_cov") for n in not_run) else "") + ")." if not_run else "")]
+    lines += ["", "## Settings", "", "| setting | kind | N | k | primary | B | P | scheme | design |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, st in planned.items():
         lines.append(f"| {name} | {st['kind']} | {st['n']} | {st['k']} | {st['primary']} | {st['B']} | {st['P']} | "
-                     f"{st['scheme']} | {', '.join(f'{k}={v}' for k, v in st['design'].items()) or 'defaults'} |")
+                     f"{st['scheme']} | {_design_text(st)} |")
+    if any("covariance" in st["design"] for st in planned.values()):
+        lines += ["", "`covariance`: the latent covariance is the within-cell (label x artefact) covariance of the "
+                      "574 validation rows of real embeddings (a PneumoniaMNIST network of `experiments/use_zoo.py`, "
+                      "256 dimensions), scaled so its largest eigenvalue is 4; the attribute and the head sit on its "
+                      "eigen-axes as the synthetic design's sit on coordinate axes, `shift` in SDs of the attribute's "
+                      "axes (`CalibrationDesign`)."]
     if len(cov):
         lines += ["", "## Bias of max |WSC| (raw: the paper's number; corrected: disattenuated with the bootstrap's noise estimate)", "",
-                  "| setting | draws | probe AUROC | population | raw mean ± SD | corrected mean ± SD | power (p <= 0.05) |",
+                  "| setting | draws | probe AUROC | population | raw mean ± SD | corrected mean ± SD | power (p <= 0.05) ± MC SE |",
                   "|---|---|---|---|---|---|---|"]
         for _, x in cov.iterrows():
             lines.append(f"| {x.setting} | {x.draws} | {_f(x.probe_auroc, 2)} | {_f(x.population)} | "
                          f"{_f(x.raw_mean)} ± {_f(x.raw_sd)} | {_f(x.corrected_mean)} ± {_f(x.corrected_sd)} | "
-                         f"{_f(x.power, 2)} |")
-        lines += ["", "## Coverage of the population value by 95% intervals (mean width in brackets)", "",
-                  "| setting | max: percentile | max: basic | max: BCa (guarded) | max: corrected (bootstrap noise) | "
+                         f"{_pm(x.power, x.draws)} |")
+        low = [x.setting for _, x in cov.iterrows() if x.population < 0.1]
+        if low:
+            lines += ["", "Power is the share of draws with p <= 0.05; where the population max |WSC| is near 0 ("
+                      + ", ".join(f"`{n}`" for n in low) + ") it is a rejection rate, not power."]
+        lines += ["", "## Coverage of the population value by 95% intervals (± MC SE; mean width in brackets)", "",
+                  "| setting | draws | max: percentile | max: basic | max: BCa (guarded) | max: corrected (bootstrap noise) | "
                   "cells: percentile | cells: basic | cells: BCa (guarded) | cells: corrected (bootstrap noise) | "
                   "BCa fell back | corrected available |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, x in cov.iterrows():
-            cells = " | ".join(f"{_f(x[f'cov_{m}'], 2)} ({_f(x[f'width_{m}'], 3)})" for m in METHODS)
-            cc = " | ".join(_f(x.get(f"cells_cov_{m}"), 2) for m in ("percentile", "basic", "raw", "corrected"))
-            lines.append(f"| {x.setting} | {cells} | {cc} | {_f(x.bca_fallback_share, 2)} | {_f(x.corrected_available, 2)} |")
+            cells = " | ".join(f"{_pm(x[f'cov_{m}'], _n(x, m))} ({_f(x[f'width_{m}'], 3)})" for m in METHODS)
+            cc = " | ".join(_pm(x.get(f"cells_cov_{m}"), _n(x, f"cells_{m}"))
+                            for m in ("percentile", "basic", "raw", "corrected"))
+            lines.append(f"| {x.setting} | {x.draws} | {cells} | {cc} | {_f(x.bca_fallback_share, 2)} | "
+                         f"{_f(x.corrected_available, 2)} |")
         lines += ["", "Corrected (bootstrap noise): the interval as a user of version 0.5 got it -- the "
                       "attenuation-corrected interval, or the guarded BCa interval in draws where a compared row's reliability is below 0.1 (no corrected "
                       "value; share of draws with one in the last column)."]
-    jk = pd.DataFrame(rec.get("jackknife") or [])
     if len(jk):
         rel = {x["setting"]: x for x in rec.get("reliability") or []}
         lines += ["", "## The correction with the jackknife's noise estimate (the library's since 0.6)", "",
@@ -449,19 +645,20 @@ def report(out: str) -> str:
                   "where a compared row's reliability is below 0.1: share with a corrected value in `available`), "
                   "the basic interval's coverage on the same draws, and the reliability of the largest population "
                   "cell: implied by the attenuation, estimated by the bootstrap (the earlier correction) and by "
-                  "the jackknife.", "",
+                  "the jackknife. Coverages ± MC SE over the supplement's draws.", "",
                   "| setting | draws | probe AUROC | population | corrected mean ± SD | max: coverage (width) | "
                   "cells: coverage | basic, same draws | available | implied reliability | bootstrap | jackknife |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, x in jk.iterrows():
             r = rel.get(x.setting, {})
             lines.append(f"| {x.setting} | {x.draws} | {_f(x.probe_auroc, 2)} | {_f(x.population)} | "
-                         f"{_f(x.corrected_mean)} ± {_f(x.corrected_sd)} | {_f(x.coverage, 2)} ({_f(x.width)}) | "
-                         f"{_f(x.cells_cov, 2)} | {_f(x.cov_basic_same, 2)} | {_f(x.available, 2)} | "
+                         f"{_f(x.corrected_mean)} ± {_f(x.corrected_sd)} | {_pm(x.coverage, x.draws)} ({_f(x.width)}) | "
+                         f"{_pm(x.cells_cov, x.draws)} | {_pm(x.cov_basic_same, x.draws)} | {_f(x.available, 2)} | "
                          f"{_f(r.get('implied'))} | {_f(r.get('bootstrap'))} | {_f(x.reliability)} |")
-    if len(cov):
+    if len(cov) and len(eligible(cov)):
         good = eligible(cov)
         table = _choice_table(cov, jk if len(jk) else None)
+        draws = _choice_draws(cov, jk if len(jk) else None)
         score, best = choose_default(cov, jk if len(jk) else None)
         widths = {m: good[f"width_{m}"].astype(float).mean() for m in ("percentile", "basic", "bca")}
         widths["corrected_bootstrap"] = good["width_corrected"].astype(float).mean()
@@ -473,12 +670,14 @@ def report(out: str) -> str:
                   "look at the results). `corrected`: the library's correction (jackknife noise; "
                   + ("every eligible setting has 200 draws of it" if "corrected" in table else
                      "not in the choice until every eligible setting has 200 draws of it") +
-                  "); `corrected_bootstrap`: the earlier correction with the bootstrap's noise.", "",
+                  "); `corrected_bootstrap`: the earlier correction with the bootstrap's noise. Mean coverage ± the "
+                  "MC SE of the mean over independent settings; min and max ± their setting's MC SE.", "",
                   "| method | mean coverage | min | max | mean \\|coverage - 0.95\\| | mean width |", "|---|---|---|---|---|---|"]
         for m, c in table.items():
-            lines.append(f"| {m} | {_f(c.mean(), 2)} | {_f(c.min(), 2)} | {_f(c.max(), 2)} | {_f(score[m], 3)} | "
-                         f"{_f(widths[m], 3)} |")
-        outside = [f"{k} ({_f(v, 2)})" for k, v in table[best].items() if not 0.93 <= v <= 0.97]
+            n = draws[m]
+            lines.append(f"| {m} | {_f(c.mean(), 2)} ± {_f(_mean_se(c, n), 3)} | {_pm(c.min(), n[c.idxmin()])} | "
+                         f"{_pm(c.max(), n[c.idxmax()])} | {_f(score[m], 3)} | {_f(widths[m], 3)} |")
+        outside = [f"{k} ({_pm(v, draws[best][k])})" for k, v in table[best].items() if not 0.93 <= v <= 0.97]
         lines += ["", f"Default: **{best}** (closest to the nominal 0.95 on average; `wsca analyze --ci-method`). "
                       "Eligible settings where it leaves 0.93-0.97: " + (", ".join(outside) or "none") + ". "
                       "Its cell intervals: " + (_cells_line(cov, best) if best != "corrected" else _jk_cells_line(jk, good))
@@ -494,30 +693,51 @@ def report(out: str) -> str:
             lines.append(f"| {x['setting']} | {_f(x['probe_auroc'], 2)} | {_f(x['population'])} | {_f(x['raw_mean'])} | "
                          f"{_f(x['implied'])} | {_f(x['bootstrap'])} |")
     if len(nul):
-        lines += ["", f"## False-positive rate of the permutation test at alpha {ALPHA}", "",
-                  "| setting | scheme | primary | design | draws | FPR ± MC SE |", "|---|---|---|---|---|---|"]
-        for _, x in nul.iterrows():
-            d = ", ".join(f"{k}={v}" for k, v in x.design.items())
-            lines.append(f"| {x.setting} | {x.scheme} | {x.primary} | {d} | {x.draws} | {_f(x.fpr)} ± {_f(x.mcse)} |")
-        lines += ["", "`null0_*`: the attribute is not encoded (shift 0), the hypothesis the permutation null "
-                      "represents. `null_*`: encoded but unused (use 0): the permuted probes point in random "
-                      "directions while the real probe points along the attribute, orthogonal to the head, so the "
-                      "test is conservative there; absence is concluded with the equivalence test instead. "
-                      "`grouped_naive`: rows of one patient share the attribute and an offset, but rows are "
-                      "permuted freely; `grouped`: patients are exchanged whole. `confounded`: the label depends "
-                      "on the attribute outside the head, the primary is a probe; `within` permutes within "
-                      "primary classes."]
+        role = nul.setting.map(lambda n: null_role(pops[n]["setting"]))
+        fp, pw = nul[role != "power"], nul[role == "power"]
+        if len(fp):
+            lines += ["", f"## False-positive rate of the permutation test at alpha {ALPHA}", "",
+                      "| setting | scheme | primary | design | population max \\|WSC\\| | draws | FPR ± MC SE |",
+                      "|---|---|---|---|---|---|---|"]
+            for _, x in fp.iterrows():
+                lines.append(f"| {x.setting} | {x.scheme} | {x.primary} | {_design_text(x)} | "
+                             f"{_f(pops[x.setting]['max_abs_wsc'])} | {x.draws} | {_pm(x.fpr, x.draws, 3)} |")
+            lines += ["", "`null0_*`: the attribute is not encoded (shift 0), the hypothesis the permutation null "
+                          "represents (its population max |WSC| is that of a probe fitted to noise, not a WSC the head "
+                          "has). `null_*`: encoded but unused (use 0): the permuted probes point in random "
+                          "directions while the real probe points along the attribute, orthogonal to the head, so the "
+                          "test is conservative there; absence is concluded with the equivalence test instead. "
+                          "`grouped_naive`: rows of one patient share the attribute and an offset, but rows are "
+                          "permuted freely; `grouped`: patients are exchanged whole."]
+        if len(pw):
+            lines += ["", f"## Power of the permutation test at alpha {ALPHA} where the label depends on the attribute", "",
+                      "| setting | scheme | primary | design | population max \\|WSC\\| | draws | power ± MC SE |",
+                      "|---|---|---|---|---|---|---|"]
+            for _, x in pw.iterrows():
+                lines.append(f"| {x.setting} | {x.scheme} | {x.primary} | {_design_text(x)} | "
+                             f"{_f(pops[x.setting]['max_abs_wsc'])} | {x.draws} | {_pm(x.fpr, x.draws, 3)} |")
+            lines += ["", "These settings keep their names (`null_confounded_*`) in the records but are not nulls: the "
+                          "attribute goes with the label (confound 2.0) and the primary is a probe fitted to that "
+                          "label, so the primary takes up the attribute's direction and the population max |WSC| is "
+                          f"{_f(float(pops[pw.setting.iloc[0]]['max_abs_wsc']))}, not 0; the share rejected is the power "
+                          "at that value. `within` permutes the attribute within primary classes: every permutation "
+                          "keeps the attribute's association with the label, through which this WSC arises."]
     short = cov[cov.draws < 200] if len(cov) else cov
     if len(short):
         lines += ["", "Incomplete settings (fewer than 200 draws, so not eligible for the choice of the default): " + "; ".join(
             f"{x.setting} (N {pops[x.setting]['setting']['n']:,}, k {pops[x.setting]['setting']['k']}): {x.draws} draws, raw max |WSC| "
-            f"{_f(x.raw_mean)} ± {_f(x.raw_sd)} against a population value of {_f(x.population)}, coverage of the percentile / "
-            f"basic / BCa / corrected intervals {_f(x.cov_percentile, 2)} / {_f(x.cov_basic, 2)} / {_f(x.cov_bca, 2)} / "
-            f"{_f(x.cov_corrected, 2)}, a corrected value in {_f(x.corrected_available, 2)} of them" for _, x in short.iterrows())
-            + ". Where the raw estimate sits this far below the population value in every draw, more draws would not "
-              "change the conclusion: with this many components for this many rows the probe direction is mostly noise, "
-              "no interval built around the estimate covers, and a user sees it as reliabilities below 0.1 (no corrected "
-              "value) and the basic-interval fallback."]
+            f"{_f(x.raw_mean)} ± {_f(x.raw_sd)} (mean ± SD) against a population value of {_f(x.population)}, coverage "
+            f"(± MC SE over {x.draws} draws) of the percentile / basic / BCa / corrected intervals "
+            f"{_pm(x.cov_percentile, _n(x, 'percentile'))} / {_pm(x.cov_basic, _n(x, 'basic'))} / "
+            f"{_pm(x.cov_bca, _n(x, 'bca'))} / {_pm(x.cov_corrected, _n(x, 'corrected'))}"
+            + (f" (where 0: below {3 / x.draws:.2f} at 95% by the rule of three)"
+               if any(x[f"cov_{m}"] in (0.0, 1.0) for m in METHODS) else "")
+            + f", a corrected value in {_f(x.corrected_available, 2)} of them"
+            for _, x in short.iterrows()) + "."
+            + (" k500: where the raw estimate sits this far below the population value in every draw, more draws would "
+               "not change the conclusion: with this many components for this many rows the probe direction is mostly "
+               "noise, no interval built around the estimate covers, and a user sees it as reliabilities below 0.1 (no "
+               "corrected value) and the basic-interval fallback." if "k500" in set(short.setting) else "")]
     lines += ["", f"Run time: {rec['seconds_total'] / 60:.0f} minutes of `wsca.analyze` for {rec['draws']} analysed "
                   f"datasets ({rec['seconds_mean']:.1f} s each on average, 2 CPU cores, several studies sharing them)"
                   + (f"; the basic and percentile cell intervals of {rec['cells_draws']} draws recorded before they were "
@@ -557,6 +777,18 @@ def load(out: str):
     return runs, pops
 
 
+def se_span(df: pd.DataFrame, col: str, count: str | None = None, nd: int = 2) -> str:
+    """``"lo ± SE (setting) to hi ± SE (setting)"`` of a share over settings, each SE over that setting's
+    draws (``count``: the column whose ``n_*`` count applies, :func:`_n`; else ``draws``)."""
+    d = df[pd.to_numeric(df[col], errors="coerce").notna()]
+    if not len(d):
+        return "n/a"
+    v = d[col].astype(float)
+    lo, hi = d.loc[v.idxmin()], d.loc[v.idxmax()]
+    one = lambda x: f"{_pm(x[col], _n(x, count) if count else x['draws'], nd)} ({x['setting']})"  # noqa: E731
+    return one(lo) if lo["setting"] == hi["setting"] else f"{one(lo)} to {one(hi)}"
+
+
 def prose_namespace(out: str) -> dict:
     """Values for ``templates/readme_calibration.md``, from the records only."""
     from prose import namespace
@@ -564,18 +796,29 @@ def prose_namespace(out: str) -> dict:
     good = eligible(cov)
     _, best = choose_default(cov, pd.DataFrame(rec.get("jackknife") or []))
     weakest = cov.loc[cov.probe_auroc.idxmin()]
-    enc = nul.setting.str.startswith("null_")
+    role = nul.setting.map(lambda n: null_role(rec["populations"][n]["setting"]))
     closer = int(np.sum(np.abs(good.cov_corrected.astype(float) - 0.95) < np.abs(good.cov_basic.astype(float) - 0.95)))
     jk = pd.DataFrame(rec.get("jackknife") or [])
-    jkg = jk[jk.setting.isin(good.setting)] if len(jk) else pd.DataFrame(columns=["coverage", "cells_cov",
+    jkg = jk[jk.setting.isin(good.setting)] if len(jk) else pd.DataFrame(columns=["setting", "coverage", "cells_cov",
                                                                                    "cov_basic_same", "draws"])
     jk_closer = int(np.sum(np.abs(jkg.coverage - 0.95) < np.abs(jkg.cov_basic_same - 0.95))) if len(jkg) else 0
-    outside = ", ".join(f"{x.setting} ({x.coverage:.2f})" for _, x in jkg.iterrows() if not 0.93 <= x.coverage <= 0.97)
+    outside = ", ".join(f"{x.setting} ({_pm(x.coverage, x.draws)})" for _, x in jkg.iterrows()
+                        if not 0.93 <= x.coverage <= 0.97)
     draws = sorted(set(int(d) for d in jkg.draws)) if len(jkg) else []
+    pops = rec["populations"]
+    power = nul[role == "power"]
+    stale = [n for n in STALE if n in pops]
+    cov_d = {x["setting"]: x for x in rec["coverage"]}
+    stale_text = ", ".join(f"`{n}`" + (f" ({cov_d[n]['draws']} of {pops[n]['setting']['reps']} draws)"
+                                         if n in cov_d and cov_d[n]["draws"] < pops[n]["setting"]["reps"] else "")
+                           for n in stale)
     return namespace(good=good, n_cov=len(cov), n_draws=rec["draws"], best=best, weakest_auroc=_f(weakest.probe_auroc, 2),
                      n_corr_closer=closer, jkg=jkg, n_jk_closer=jk_closer, jk_outside=outside or "none",
                      jk_draws=" to ".join(str(d) for d in (draws[:1] + draws[-1:] if len(draws) > 1 else draws)) or "no",
-                     weakest_cov=_f(weakest.cov_corrected, 2), nul0=nul[~enc], nul_enc=nul[enc])
+                     weakest_cov=_f(weakest.cov_corrected, 2), nul0=nul[role == "level"],
+                     nul_enc=nul[role == "conservative"], nul_power=power, se_span=se_span,
+                     power_population=_f(max(pops[n]["max_abs_wsc"] for n in power.setting)) if len(power) else "n/a",
+                     stale=stale_text or "none")
 
 
 def build_parser():

@@ -306,3 +306,18 @@ def test_the_closed_form_erasure_of_the_bootstrap_equals_leace():
         for within in (False, True):
             assert erasure_delta_sd(t, g, y, a, within) == pytest.approx(erasure_estimate(x, head, None, y, a, within),
                                                                          rel=1e-9)
+
+
+def test_the_verdicts_defaults_are_the_rule_the_zoo_record_ships():
+    """--use-statistic and --use-margin default to the rule ``experiments/use_validation.py`` wrote
+    into ``wsca_jax/report/zoo_accuracy.json`` (the report cites that record's accuracy), and the
+    record's shipped rule is one of its scored candidates with its own margin."""
+    import json
+    from wsca_jax.report.analysis import ZOO_RECORD, zoo_accuracy
+    with open(ZOO_RECORD) as f:
+        rec = json.load(f)
+    inf = wsca.AnalysisConfig().inference
+    assert (inf.use_statistic, inf.use_margin) == (rec["rule"]["statistic"], rec["rule"]["margin"])
+    cand = rec["candidates"][rec["rule"]["statistic"]]
+    assert cand["margin"] == rec["rule"]["margin"] and cand["sensitivity"] == rec["rule"]["sensitivity"]
+    assert zoo_accuracy() == rec

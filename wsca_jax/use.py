@@ -465,12 +465,12 @@ def permutation_p(observed: float, null: np.ndarray) -> tuple[float | None, floa
 
 
 def probe_score_replicates(xw: np.ndarray, labels: np.ndarray, weights: np.ndarray, config,
-                           labels_batched: bool = False) -> list[np.ndarray]:
+                           labels_batched: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
     """Attribute probes refitted on replicates of whitened embeddings ``xw (N, r)``, every task and
     replicate together (:func:`wsca_jax.probes.engine.fit_replicates`, judged by the gradient rule
     like every replicate fit): labels ``(T, N)`` (or ``(R, T, N)`` with ``labels_batched``, e.g.
     permutations), ``weights (R, N)`` (bootstrap counts or ones). Returns per task the scores
-    ``(R, N, S_t)`` on every row."""
+    ``(R, N, S_t)`` on every row, and ``converged (R, T)``."""
     from .probes.basis import make_basis
     from .probes.engine import fit_replicates
     labels = np.asarray(labels)
@@ -478,4 +478,5 @@ def probe_score_replicates(xw: np.ndarray, labels: np.ndarray, weights: np.ndarr
     basis = make_basis(xw)
     fit = fit_replicates(basis, labels, weights, mask, config, labels_batched=labels_batched)
     bx = np.asarray(basis.x, np.float64)
-    return _probe_scores(bx, np.asarray(fit.coef, np.float64), np.asarray(fit.intercept, np.float64), mask)
+    scores = _probe_scores(bx, np.asarray(fit.coef, np.float64), np.asarray(fit.intercept, np.float64), mask)
+    return scores, np.asarray(fit.converged, bool)

@@ -70,7 +70,7 @@ class InferenceConfig(Config):
     use_statistic: str = setting("within_class_shift", "statistic of the decision-use verdict (summary.decision_use; "
                                  "the best at recovering use measured by intervention in "
                                  "experiments/results/use_validation.md)", one_of(*USE_STATISTICS))
-    use_margin: float = setting(0.2, "effect of use_statistic below which use is negligible: 'used' needs the "
+    use_margin: float = setting(0.34, "effect of use_statistic below which use is negligible: 'used' needs the "
                                 "estimate at or above it and its test to reject; 'not used' needs the whole "
                                 "interval below it (chosen on the zoo: experiments/results/use_validation.md)",
                                 interval(0, None, open_lo=True))

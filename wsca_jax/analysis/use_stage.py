@@ -51,7 +51,9 @@ def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confi
     """Per task of ``labels (T, N)``: ``score_correlation`` (total) and ``score_correlation_within``.
     Estimates from the certified whitened probes; intervals from probes refitted on bootstrap
     resamples; p-values from probes refitted on the attribute permuted within classes (the draws of
-    :func:`within_block`'s null). Every task and replicate in one batched fit per kind."""
+    :func:`within_block`'s null). Every task and replicate in one batched fit per kind; the replicate
+    fits that did not converge are counted (``bootstrap_not_converged``, ``permutations_not_converged``)
+    and named in the task's caveats."""
     labels = np.atleast_2d(labels)
     xw, est_probe = whitened(x), whitened_probe_scores(x, labels, probe.C)
     out = []
@@ -62,23 +64,25 @@ def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confi
         out.append({k: {"estimate": v, "ci": None, "p_value": None, "p_mcse": None} for k, v in est.items()})
     if boots:
         counts = np.stack([np.bincount(i, minlength=len(y)) for i in boots]).astype(np.float32)
-        reps = probe_score_replicates(xw, labels, counts, probe)
-        for a, rep, o in zip(labels, reps, out):
+        reps, ok = probe_score_replicates(xw, labels, counts, probe)
+        for a, rep, o, bad in zip(labels, reps, out, (~ok).sum(0)):
             kept = [i[a[i] >= 0] for i in boots]
             for name, yy in (("score_correlation", None), ("score_correlation_within", y)):
                 vals = [score_correlation(scores[i], rep[b][i], None if yy is None else yy[i]) for b, i in enumerate(kept)]
                 o[name]["ci"] = basic_ci(o[name]["estimate"], vals, confidence, 0.0, 1.0)
+                o[name]["bootstrap_not_converged"] = int(bad)
     if draws:
         perms = np.full((draws,) + labels.shape, -1, labels.dtype)
         for t, a in enumerate(labels):
             r = a >= 0
             perms[:, t, r] = within_class_permutations(np.random.default_rng(seed), y[r], a[r], draws)
-        reps = probe_score_replicates(xw, perms, np.ones((draws, len(y)), np.float32), probe, labels_batched=True)
-        for a, rep, o in zip(labels, reps, out):
+        reps, ok = probe_score_replicates(xw, perms, np.ones((draws, len(y)), np.float32), probe, labels_batched=True)
+        for a, rep, o, bad in zip(labels, reps, out, (~ok).sum(0)):
             r = a >= 0
             for name, yy in (("score_correlation", None), ("score_correlation_within", y[r])):
                 null = np.asarray([score_correlation(scores[r], p[r], yy) for p in rep])
                 o[name]["p_value"], o[name]["p_mcse"] = permutation_p(o[name]["estimate"], null)
+                o[name]["permutations_not_converged"] = int(bad)
     return out
 
 

@@ -124,6 +124,11 @@ def caveats(s: dict, probe: dict, source: str, fit: dict, *, alpha: float, permu
     if exchangeable is not None and exchangeable < 0.5:
         out.append(f"only {100 * exchangeable:.0f}% of the rows are in groups a grouped permutation can exchange: "
                    "group-level attributes barely move under the null")
+    for name, st in (s.get("statistics") or {}).items():
+        bad = {k.split("_")[0]: v for k, v in st.items() if k.endswith("_not_converged") and v}
+        if bad:
+            out.append(f"{name}: probe refits that did not converge, kept in its " +
+                       " and ".join(f"{k} ({v})" for k, v in bad.items()))
     return out
 
 

@@ -10,11 +10,15 @@ use it: the null for fixed-head WSC); ``dependence > 0`` lets the label depend o
 
 :func:`calibration_data` draws embeddings of a :class:`CalibrationDesign` whose population WSC is
 fixed by the design (computed by running the same pipeline on a very large draw): the generator of
-the calibration study of estimates, intervals and tests.
+the calibration study of estimates, intervals and tests. ``CalibrationDesign(covariance=...)`` takes the
+latent's covariance from real embeddings (:func:`real_covariance`: the within-cell covariance of a cached
+``.npz`` of embeddings) or from a given matrix, with the attribute and the head planted on its eigen-axes.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -133,6 +137,17 @@ class CalibrationDesign(NamedTuple):
       sd_first, sd_last: the latent SDs run linearly from the first to the last axis (anisotropy).
       confound: direct effect of attribute class 0 on the label logit, outside the head (a confounded
         design whose head does not use the attribute when ``use = 0``).
+      covariance: ``None`` (the diagonal latent above), or the latent's covariance: a ``(D, D)``
+        array, or the path of an ``.npz`` of real embeddings (:func:`real_covariance`). The latent is
+        then ``N(0, s Sigma)`` with ``s`` making the largest eigenvalue ``sd_first ** 2``; ``d`` and
+        ``sd_last`` are not used (the width is ``D``); the axes below are the eigenvectors of ``Sigma``
+        (descending eigenvalues) in place of the coordinate axes, and ``shift`` is in units of the SD
+        of each attribute axis (``sqrt`` of its eigenvalue), since real spectra fall by orders of
+        magnitude. As in the diagonal design, the head's axis (eigen-axis 0) is orthogonal to the
+        attribute's axes (5 .. 5 + C - 2), in the Euclidean and in the ``Sigma^-1`` metric (the
+        attribute's discriminant directions lie in the same eigen-axes), so ``use = 0`` has a
+        population WSC of 0. WSC is rotation-invariant, so what the real covariance brings is its
+        spectrum (its anisotropy and effective dimension).
     """
 
     d: int = 96
@@ -143,28 +158,105 @@ class CalibrationDesign(NamedTuple):
     sd_first: float = 2.0
     sd_last: float = 0.3
     confound: float = 0.0
+    covariance: object = None
 
 
-def _attribute_means(design: CalibrationDesign) -> np.ndarray:
-    """``(C, d)`` class means: a centred simplex on latent axes 5 .. 5 + C - 2, scaled to ``shift``."""
+def _simplex_coords(design: CalibrationDesign) -> np.ndarray:
+    """``(C, C-1)`` a centred simplex, each vertex at distance ``shift`` from the centre."""
     C = design.n_classes
     simplex = np.eye(C) - 1.0 / C                                     # rows: centred vertices in R^C
     basis = np.linalg.svd(simplex, full_matrices=False)[2][: C - 1]   # (C-1, C) orthonormal
     coords = simplex @ basis.T                                        # (C, C-1)
-    coords *= design.shift / np.linalg.norm(coords, axis=1, keepdims=True)
+    return coords * (design.shift / np.linalg.norm(coords, axis=1, keepdims=True))   # as before: same bits
+
+
+def _attribute_means(design: CalibrationDesign) -> np.ndarray:
+    """``(C, d)`` class means: a centred simplex on latent axes 5 .. 5 + C - 2, scaled to ``shift``
+    (with a ``covariance``: on its eigen-axes 5 .., in units of their SDs, :func:`_latent`)."""
+    if design.covariance is not None:
+        lam, U = _latent(design.covariance, design.sd_first)
+        C = design.n_classes
+        return (_simplex_coords(design) * np.sqrt(lam[5:5 + C - 1])) @ U[:, 5:5 + C - 1].T
+    C = design.n_classes
     means = np.zeros((C, design.d))
-    means[:, 5:5 + C - 1] = coords
+    means[:, 5:5 + C - 1] = _simplex_coords(design)
     return means
 
 
 def calibration_head(design: CalibrationDesign) -> np.ndarray:
-    """``(d,)`` the primary head: axis 0 plus ``use`` times the unit direction of attribute class 0."""
+    """``(d,)`` the primary head: axis 0 (with a ``covariance``: its leading eigenvector) plus ``use``
+    times the unit direction of attribute class 0."""
     m = _attribute_means(design)[0]
-    head = np.zeros(design.d)
-    head[0] = 1.0
+    if design.covariance is not None:
+        head = _latent(design.covariance, design.sd_first)[1][:, 0].copy()
+    else:
+        head = np.zeros(design.d)
+        head[0] = 1.0
     if design.shift > 0:
         head += design.use * m / np.linalg.norm(m)
     return head
+
+
+# ---- a latent covariance from real embeddings
+
+
+def real_covariance(path: str, rows: int | None = None) -> np.ndarray:
+    """``(D, D)`` the within-cell covariance of real embeddings cached as ``.npz``.
+
+    The file (as ``experiments/use_zoo.py`` caches a network's embeddings) holds ``embeddings (N, D)``,
+    ``label (N,)`` and ``artefact (N,)``; its first half are the validation rows (``rows``: how many
+    to use instead). The mean of each label x artefact cell is subtracted, so neither the label nor
+    the artefact moves the covariance. Raises ``FileNotFoundError`` with one line when the file is
+    absent (such caches are outside the repository).
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"real embeddings for the covariance not found: {path} "
+                                "(experiments/use_zoo.py caches them; they are not in the repository)")
+    with np.load(path) as f:
+        n = len(f["label"]) // 2 if rows is None else int(rows)
+        x = np.asarray(f["embeddings"][:n], np.float64)
+        y, a = np.asarray(f["label"][:n]), np.asarray(f["artefact"][:n]).astype(str)
+    resid = x.copy()
+    for yy in np.unique(y):
+        for aa in np.unique(a):
+            cell = (y == yy) & (a == aa)
+            resid[cell] -= x[cell].mean(0)
+    return np.cov(resid.T)
+
+
+@functools.lru_cache(maxsize=4)
+def _file_latent(path: str, sd_first: float):
+    return _eigen(real_covariance(path), sd_first)
+
+
+def _eigen(cov, sd_first: float):
+    """Eigenvalues (descending, scaled so the largest is ``sd_first ** 2``, negatives clipped to 0) and
+    eigenvectors (columns; each with its largest-magnitude entry positive, so the draw is reproducible)."""
+    cov = np.asarray(cov, np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not np.allclose(cov, cov.T, atol=1e-8 * np.abs(cov).max()):
+        raise ValueError(f"the covariance must be a symmetric (D, D) matrix, found shape {cov.shape}")
+    lam, U = np.linalg.eigh((cov + cov.T) / 2)
+    lam, U = np.clip(lam[::-1], 0.0, None), U[:, ::-1]
+    if lam[0] <= 0:
+        raise ValueError("the covariance has no positive eigenvalue")
+    U = U * np.where(U[np.argmax(np.abs(U), axis=0), np.arange(U.shape[1])] < 0, -1.0, 1.0)
+    return lam * (sd_first ** 2 / lam[0]), U
+
+
+def _latent(covariance, sd_first: float):
+    """``(eigenvalues (D,), eigenvectors (D, D))`` of a design's latent covariance."""
+    if isinstance(covariance, (str, os.PathLike)):
+        return _file_latent(os.path.expanduser(str(covariance)), float(sd_first))
+    return _eigen(covariance, sd_first)
+
+
+def calibration_covariance(design: CalibrationDesign) -> np.ndarray:
+    """``(d, d)`` the covariance of a design's latent noise (one row, no group offset)."""
+    if design.covariance is None:
+        return np.diag(np.linspace(design.sd_first, design.sd_last, design.d) ** 2)
+    lam, U = _latent(design.covariance, design.sd_first)
+    return (U * lam) @ U.T
 
 
 def calibration_data(design: CalibrationDesign, n: int, seed: int):
@@ -176,17 +268,28 @@ def calibration_data(design: CalibrationDesign, n: int, seed: int):
     ``1[head . z + confound (1[attr = 0] - 1/C) + noise > 0]`` with the head of
     :func:`calibration_head`, so with ``use = 0`` the head is orthogonal to the attribute's
     directions (population WSC of the head 0), and with ``confound = 0`` too the label is
-    independent of the attribute. Metadata columns: ``label``, ``attr``, ``group``.
+    independent of the attribute. With a ``covariance`` the latent is ``N(0, s Sigma)`` and the axes
+    are its eigenvectors (:class:`CalibrationDesign`). Metadata columns: ``label``, ``attr``, ``group``.
     """
     rng = np.random.default_rng(seed)
     g = max(1, int(design.group_size))
     n_groups = -(-n // g)
     group = np.repeat(np.arange(n_groups), g)[:n]
     attr = rng.integers(0, design.n_classes, n_groups)[group]
-    sd = np.linspace(design.sd_first, design.sd_last, design.d)
-    z = rng.normal(size=(n, design.d)) * sd
-    if g > 1:
-        z += 0.5 * rng.normal(size=(n_groups, design.d))[group] * sd
+    if design.covariance is None:
+        sd = np.linspace(design.sd_first, design.sd_last, design.d)
+        z = rng.normal(size=(n, design.d)) * sd
+        if g > 1:
+            z += 0.5 * rng.normal(size=(n_groups, design.d))[group] * sd
+    else:
+        lam, U = _latent(design.covariance, design.sd_first)
+        if len(lam) < 5 + design.n_classes - 1:
+            raise ValueError(f"the covariance has {len(lam)} axes; the design needs at least {5 + design.n_classes - 1}")
+        sd = np.sqrt(lam)
+        z = rng.normal(size=(n, len(lam))) * sd
+        if g > 1:
+            z += 0.5 * rng.normal(size=(n_groups, len(lam)))[group] * sd
+        z = z @ U.T
     z += _attribute_means(design)[attr]
     head = calibration_head(design)
     logit = z @ head + design.confound * ((attr == 0) - 1.0 / design.n_classes)
