@@ -30,6 +30,16 @@ both are summarised per setting into ``results/calibration_summary.json`` (commi
     .venv/bin/python experiments/calibration.py                      # every setting (see --list)
     .venv/bin/python experiments/calibration.py --settings base n300 # some
     .venv/bin/python experiments/calibration.py --report-only
+
+A rerun of some settings into a fresh folder summarises only those; ``--merge-into`` puts them into the
+committed summary, replacing exactly their entries and keeping every other setting's (``merge_summary``;
+each merged setting must be complete, and the summary then records the rerun's version and dates, which
+lifts the report's staleness flag of a ``STALE`` setting)::
+
+    .venv/bin/python experiments/calibration.py --settings weak --out /tmp/cal_weak
+    .venv/bin/python experiments/calibration.py --settings weak --out /tmp/cal_weak --jackknife-only
+    .venv/bin/python experiments/calibration.py --settings weak --out /tmp/cal_weak --report-only \
+        --merge-into experiments/results
 """
 
 from __future__ import annotations
@@ -527,8 +537,23 @@ def _design_text(st: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in st["design"].items()) or "defaults"
 
 
-def _status(name: str, st: dict, cov: dict, jk: dict, nul: dict) -> str:
-    """What a setting's records lack, from the summary; the settings of :data:`STALE` flagged first."""
+def rerun_of(name: str, rec: dict) -> dict | None:
+    """The summary's record of a complete rerun of ``name`` (``rec["reruns"]``, written by
+    :func:`merge_summary`: version, dates, draws of the fresh records), or None where the setting was not
+    rerun or not with all its planned draws. A setting of :data:`STALE` is stale until it has one."""
+    r = (rec.get("reruns") or {}).get(name)
+    return r if r and r["draws"] >= r["planned"] else None
+
+
+def _rerun_text(r: dict) -> str:
+    """``"0.9.0, 2026-12-07, all 200 draws"`` of a :func:`rerun_of` record."""
+    return (f"{', '.join(r['wsca_version'])}, {r['first']}" + (f" to {r['last']}" if r["last"] != r["first"] else "")
+            + f", all {r['draws']} draws")
+
+
+def _status(name: str, st: dict, cov: dict, jk: dict, nul: dict, rerun: dict | None = None) -> str:
+    """What a setting's records lack, from the summary; the settings of :data:`STALE` flagged first
+    (``rerun``: their :func:`rerun_of` record, which lifts the flag)."""
     if name not in cov and name not in nul:
         return "**not run**: no records in the summary"
     x = cov.get(name) or nul.get(name)
@@ -542,6 +567,8 @@ def _status(name: str, st: dict, cov: dict, jk: dict, nul: dict) -> str:
         if pd.isna(x.get("cells_cov_basic")):
             lacks.append("no basic or percentile cell intervals")
     text = "; ".join(lacks) or "complete"
+    if name in STALE and rerun:
+        return f"rerun with the current code ({_rerun_text(rerun)}; merged with `--merge-into`); {text}"
     if name in STALE:
         return f"**stale: left out after a first look, rerun needed with the current defaults (not rerun)**; {text}"
     return text
@@ -589,13 +616,20 @@ def report(out: str) -> str:
         lines.append(f"| {name} | {st['kind']} | {x['draws'] if x else 0} | {st['reps']} | "
                      f"{_recorded_with(name, rec, 'main', GIT_PROVENANCE.get(name), x['draws']) if x else ''} | "
                      + (f"{j['draws']} draws, {_recorded_with(name, rec, 'jackknife', GIT_PROVENANCE_JACKKNIFE, j['draws'])}"
-                        if j else ("none" if st["kind"] == "coverage" else "")) + f" | {_status(name, st, cov_d, jk_d, nul_d)} |")
-    stale = [n for n in STALE if n in planned]
+                        if j else ("none" if st["kind"] == "coverage" else "")) + f" | {_status(name, st, cov_d, jk_d, nul_d, rerun_of(name, rec))} |")
+    stale = [n for n in STALE if n in planned and not rerun_of(n, rec)]
+    rerun = [n for n in STALE if n in planned and rerun_of(n, rec)]
     not_run = [n for n in planned if n not in cov_d and n not in nul_d]
-    lines += ["", "Stale: " + ", ".join(f"`{n}`" for n in stale) + " were left out after a first look (what their "
+    lines += ["", ("Stale: " + ", ".join(f"`{n}`" for n in stale) + " were left out after a first look (what their "
               "records lack: the status column). They need a rerun with the current defaults and have not had one: "
               "their rows below are the records listed above (a rerun skips the draws already in "
-              "`calibration_runs.jsonl`: remove these settings' lines first, or use a new `--out`)."
+              "`calibration_runs.jsonl`: remove these settings' lines first, or use a new `--out`"
+              + (" and `--merge-into`" if rerun else "") + ")." if stale else "")
+              + (("" if not stale else " ") + "Rerun: " + "; ".join(
+                  f"`{n}` ({_rerun_text(rerun_of(n, rec))}; merged {rerun_of(n, rec)['merged']})" for n in rerun)
+                 + " -- left out after a first look, then rerun with the current code into a fresh `--out` and merged "
+                   "into this summary with `--merge-into`, which replaced exactly these settings' entries (their rows "
+                   "below are the rerun's); no longer stale." if rerun else "")
               + (" Not run yet: " + ", ".join(f"`{n}`" for n in not_run) + " (no records"
                  + ("; `real_cov*` need the cached embeddings of `REAL_COV`, outside the repository"
                     if any(n.startswith("real_cov") for n in not_run) else "") + ")." if not_run else "")]
@@ -807,7 +841,8 @@ def prose_namespace(out: str) -> dict:
     draws = sorted(set(int(d) for d in jkg.draws)) if len(jkg) else []
     pops = rec["populations"]
     power = nul[role == "power"]
-    stale = [n for n in STALE if n in pops]
+    stale = [n for n in STALE if n in pops and not rerun_of(n, rec)]
+    rerun = [n for n in STALE if n in pops and rerun_of(n, rec)]
     cov_d = {x["setting"]: x for x in rec["coverage"]}
     stale_text = ", ".join(f"`{n}`" + (f" ({cov_d[n]['draws']} of {pops[n]['setting']['reps']} draws)"
                                          if n in cov_d and cov_d[n]["draws"] < pops[n]["setting"]["reps"] else "")
@@ -818,7 +853,9 @@ def prose_namespace(out: str) -> dict:
                      weakest_cov=_f(weakest.cov_corrected, 2), nul0=nul[role == "level"],
                      nul_enc=nul[role == "conservative"], nul_power=power, se_span=se_span,
                      power_population=_f(max(pops[n]["max_abs_wsc"] for n in power.setting)) if len(power) else "n/a",
-                     stale=stale_text or "none")
+                     stale=stale_text or "none",
+                     rerun=("; rerun since with the current code: " + ", ".join(
+                         f"`{n}` ({_rerun_text(rerun_of(n, rec))})" for n in rerun)) if rerun else "")
 
 
 def build_parser():
@@ -832,6 +869,12 @@ def build_parser():
         p.add_argument("--jackknife-only", action="store_true",
                        help="only the attenuation correction with the jackknife's noise estimate "
                             "(-> calibration_jackknife.jsonl, summarised beside the main records)")
+        p.add_argument("--merge-into", metavar="DIR",
+                       help="after summarising --out (a fresh folder holding a rerun's records), merge the settings "
+                            "of --settings (default: every setting summarised there) into DIR's "
+                            "calibration_summary.json and calibration_population.json, replacing exactly their "
+                            "entries (each rerun must be complete and every record stamped; see merge_summary), "
+                            "and render DIR/calibration.md")
     return runner.parser(__doc__, arguments, data_dir=False)
 
 
@@ -842,13 +885,121 @@ def write_summary(args) -> None:
             json.dump(summarise(args.out), f, indent=1)
 
 
+SUMMARY_LISTS = ("coverage", "null", "reliability", "jackknife")
+
+
+def merge_summary(fresh: str, into: str, names: list[str] | None = None) -> dict:
+    """Merge the settings ``names`` (default: every setting summarised in ``fresh``) of the summary in
+    ``fresh`` (a rerun's ``--out``: ``calibration_summary.json``, written from its records by
+    :func:`summarise`, and ``calibration_population.json``) into the committed summary and population file
+    in ``into``; returns the merged summary.
+
+    A run into a fresh ``--out`` summarises only the settings it ran; this puts them beside the records
+    of every other setting, whose per-draw lines may be gone. For each merged setting:
+
+    * its entries in ``coverage``, ``null``, ``reliability`` and ``jackknife`` and its population value
+      (in the summary and in the population file) are replaced by the fresh ones: an entry that only the
+      fresh summary has is inserted in the population file's order of settings, and an old entry that the
+      fresh summary lacks is removed (a ``reliability`` row, or a ``jackknife`` row paired with the
+      replaced draws);
+    * ``provenance`` holds the versions and dates its fresh records carry, and ``reruns[name]`` records the
+      rerun: ``wsca_version`` (list), ``first`` and ``last`` date, ``draws`` and ``planned`` draws,
+      ``jackknife_draws`` and the date ``merged``. :func:`rerun_of` reads it; the report's staleness flag of
+      a :data:`STALE` setting turns off only with it;
+    * ``draws``, ``seconds_total`` and ``seconds_mean`` lose the old entry's draws and seconds
+      (``draws * seconds``) and gain the fresh ones (``cells_draws`` and ``cells_seconds_total`` belong to
+      the ``--cells-only`` supplement of older records and stay).
+
+    Every other setting's entries stay as they were, byte for byte (the files are written as
+    :func:`write_summary` writes them: ``json.dump(..., indent=1)``). Refused (``SystemExit``, nothing
+    written) unless each merged setting's fresh main records -- and its jackknife supplement, where the
+    fresh folder has one -- hold all its planned draws, every record stamped with ``wsca_version`` and
+    ``date``, and its fresh population was computed for the setting as :data:`SETTINGS` defines it now."""
+    fresh_rec, _, _ = load_summary(fresh)
+    with open(os.path.join(fresh, "calibration_population.json")) as f:
+        fresh_pops = json.load(f)
+    rec, _, _ = load_summary(into)
+    pop_path = os.path.join(into, "calibration_population.json")
+    with open(pop_path) as f:
+        pops = json.load(f)
+    entries = {key: {x["setting"]: x for x in fresh_rec.get(key) or []} for key in SUMMARY_LISTS}
+    summarised = [n for n in fresh_rec["populations"] if n in entries["coverage"] or n in entries["null"]]
+    names = list(names or summarised)
+    if not names:
+        raise SystemExit(f"calibration --merge-into: nothing merged: no settings summarised in {fresh}")
+    prov = fresh_rec.get("provenance") or {}
+    problems = []
+    for name in names:
+        main = entries["coverage"].get(name) or entries["null"].get(name)
+        st = fresh_rec["populations"].get(name, {}).get("setting")
+        if main is None:
+            problems.append(f"{name}: no records in {fresh}")
+            continue
+        if name not in SETTINGS or st != SETTINGS[name] or fresh_pops.get(name) != fresh_rec["populations"][name]:
+            problems.append(f"{name}: the fresh population is not that of the setting as SETTINGS defines it now")
+        if main["draws"] < st["reps"]:
+            problems.append(f"{name}: {main['draws']} of {st['reps']} draws")
+        if prov.get("main", {}).get(name, {}).get("stamped") != main["draws"]:
+            problems.append(f"{name}: not every record stamped with wsca_version and date")
+        jk = entries["jackknife"].get(name)
+        if jk is not None and jk["draws"] < st["reps"]:
+            problems.append(f"{name}: jackknife supplement {jk['draws']} of {st['reps']} draws (complete it, or "
+                            "move calibration_jackknife.jsonl aside to merge the main records alone)")
+        if jk is not None and prov.get("jackknife", {}).get(name, {}).get("stamped") != jk["draws"]:
+            problems.append(f"{name}: not every jackknife record stamped")
+    if problems:
+        raise SystemExit("calibration --merge-into: nothing merged: " + "; ".join(problems))
+    order = list(pops) + [n for n in fresh_rec["populations"] if n not in pops]
+    for name in names:
+        old = next((x for x in (rec.get("coverage") or []) + (rec.get("null") or []) if x["setting"] == name), None)
+        new = entries["coverage"].get(name) or entries["null"].get(name)
+        if old is not None:
+            rec["draws"] -= int(old["draws"])
+            rec["seconds_total"] -= float(old["draws"]) * float(old["seconds"])
+        rec["draws"] += int(new["draws"])
+        rec["seconds_total"] += float(new["draws"]) * float(new["seconds"])
+        for key in SUMMARY_LISTS:
+            rows = [x for x in rec.get(key) or [] if x["setting"] != name]
+            if name in entries[key]:
+                rank = {n: i for i, n in enumerate(order)}
+                at = next((i for i, x in enumerate(rows) if rank.get(x["setting"], len(order)) > rank[name]), len(rows))
+                old_at = next((i for i, x in enumerate(rec.get(key) or []) if x["setting"] == name), None)
+                rows.insert(at if old_at is None else old_at, entries[key][name])
+            rec[key] = rows
+        for target in (rec["populations"], pops):
+            target[name] = fresh_rec["populations"][name]
+        rec.setdefault("provenance", {"main": {}, "jackknife": {}})
+        for part in ("main", "jackknife"):
+            rec["provenance"].setdefault(part, {}).pop(name, None)
+            if name in prov.get(part, {}):
+                rec["provenance"][part][name] = prov[part][name]
+        p = prov["main"][name]
+        rec.setdefault("reruns", {})[name] = {
+            "wsca_version": p["wsca_version"], "first": p["first"], "last": p["last"], "draws": int(new["draws"]),
+            "planned": int(fresh_rec["populations"][name]["setting"]["reps"]),
+            "jackknife_draws": int(entries["jackknife"][name]["draws"]) if name in entries["jackknife"] else 0,
+            "merged": _stamp()["date"]}
+    rec["seconds_mean"] = rec["seconds_total"] / rec["draws"]
+    with open(os.path.join(into, "calibration_summary.json"), "w") as f:
+        json.dump(rec, f, indent=1)
+    with open(pop_path, "w") as f:
+        json.dump(pops, f, indent=1)
+    print(f"merged {', '.join(names)} from {fresh} into {into}")
+    return rec
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.list:
         for k, v in SETTINGS.items():
             print(k, v)
         return
+    if args.merge_into and os.path.abspath(args.merge_into) == os.path.abspath(args.out):
+        raise SystemExit("calibration: --merge-into names the --out folder itself")
     runner.run_study(args, run, {"calibration.md": lambda a: report(a.out)}, prepare=write_summary)
+    if args.merge_into:
+        merge_summary(args.out, args.merge_into, args.settings)
+        runner.write_text(args.merge_into, "calibration.md", report(args.merge_into))
 
 
 if __name__ == "__main__":

@@ -195,8 +195,12 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     p_text = ("measured by intervention" if measured else
               "no test (permutations 0)" if p_adjusted is None else f"p_adj {p_adjusted:.3g}")
     if tested and est >= margin:
+        why = ("the decision responds to the intervention" if measured else
+               "the decision moves with the attribute beyond what the class explains (an observational statistic: "
+               "the attribute itself or what differs with it within a class, e.g. the patients; a counterfactual, "
+               "--counterfactual, tells them apart)")
         return say("used", f"{name} is at or above the margin {margin:g} of negligible use and its test rejects "
-                           f"({p_text}): the decision moves with the attribute beyond what the class explains")
+                           f"({p_text}): {why}")
     if ci and ci[1] < margin:
         extra = f"; detectable ({p_text}) but smaller than the margin" if tested else f" ({p_text})"
         return say("not used", f"the {100 * confidence:g}% interval of {name} lies below the margin {margin:g} of "
