@@ -138,6 +138,7 @@ def _analyze(z, meta, head, k, bootstrap, seed=0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         config = wsca.AnalysisConfig().replace(tasks=["attr"], categorical=["attr"], bootstrap=bootstrap, permutations=0,
+                                               skip_decision_use=True,
                                                pca_variance=1e-9, pca_min=k, cv_folds=2, seed=seed, **kw)
         return wsca.analyze(z, meta, "label", head, config=config)
 

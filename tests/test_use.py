@@ -321,3 +321,18 @@ def test_the_verdicts_defaults_are_the_rule_the_zoo_record_ships():
     cand = rec["candidates"][rec["rule"]["statistic"]]
     assert cand["margin"] == rec["rule"]["margin"] and cand["sensitivity"] == rec["rule"]["sensitivity"]
     assert zoo_accuracy() == rec
+
+
+def test_skip_decision_use_keeps_the_papers_wsc_alone():
+    """``skip_decision_use``: summary.statistics holds only the paper's WSC (the same value as with the
+    statistics), no summary.decision_use; a counterfactual with it is refused (one clear line)."""
+    x, y, a, head, bias = world(n=400, d=8, use=1.0, seed=5)
+    cfg = wsca.AnalysisConfig().replace(bootstrap=0, permutations=0)
+    full = wsca.analyze(x, {"label": y, "site": a}, "label", head, config=cfg).tasks["site"].summary
+    bare = wsca.analyze(x, {"label": y, "site": a}, "label", head,
+                        config=cfg.replace(skip_decision_use=True)).tasks["site"].summary
+    assert set(bare["statistics"]) == {"wsc"} and "decision_use" not in bare
+    assert bare["statistics"]["wsc"] == full["statistics"]["wsc"] and "decision_use" in full
+    with pytest.raises(wsca.WscaInputError, match="skip_decision_use"):
+        wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"site": x},
+                     config=cfg.replace(skip_decision_use=True))

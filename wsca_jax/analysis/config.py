@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Config, at_least, interval, one_of, optional, optional_name, section, setting
+from ..config import Config, at_least, boolean, interval, one_of, optional, optional_name, section, setting
 from ..errors import require
 from ..probes import ProbeConfig
 from ..tasks import EncodingConfig
@@ -67,6 +67,9 @@ class InferenceConfig(Config):
     equivalence_margin: float = setting(0.2, "population max |WSC| below which alignment is negligible: 'encoded "
                                         "but unused' is concluded when the bootstrap shows the corrected value "
                                         "below it", interval(0, 1, open_lo=True))
+    skip_decision_use: bool = setting(False, "skip the decision-use statistics and verdict (summary.statistics keeps "
+                                      "the paper's WSC alone; no summary.decision_use): for WSC-only simulation "
+                                      "studies, where they cost more than WSC", boolean())
     use_statistic: str = setting("within_class_shift", "statistic of the decision-use verdict (summary.decision_use; "
                                  "the best at recovering use measured by intervention in "
                                  "experiments/results/use_validation.md)", one_of(*USE_STATISTICS))

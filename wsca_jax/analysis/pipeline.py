@@ -75,6 +75,8 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
                                      "expected one metadata row per embedding, in the same order")
     prep = prepare(x, meta, primary, primary_head, task_heads, config)
     cf = check_counterfactual(counterfactual, x.shape, [t.name for t in prep.probe_tasks[:prep.T]])
+    require(not (cf and config.inference.skip_decision_use),
+            "counterfactual embeddings were given with skip_decision_use: the counterfactual is a decision-use statistic")
     clock.lap("prepare")
     res = config.resampling
     bar = progress_bar(prep.n_fits(res.bootstrap, res.permutations), "probe fits (replicates)", "fits", progress)
@@ -85,7 +87,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     null = stages.null(prep, config, run, point, n_head_null=len(head_null))
     bar.close()
     k_sens = stages.k_sensitivity(prep, config, run, point, null)
-    use = decision_use(prep, config, point, cf)
+    use = {} if config.inference.skip_decision_use else decision_use(prep, config, point, cf)
     clock.lap("decision_use")
     st = stages.Stages(prep, point, quality, resampled, null, k_sens, use)
     result = summarise(st, config, primary, head_null, x.shape)
