@@ -227,7 +227,8 @@ def use_table(d: dict) -> str:
     head = "".join(f"<th>{esc(v)}</th>" for v in ("WSC (paper)", *USE_NAMES.values()))
     note = ""
     if acc:
-        parts = [f"{esc(USE_NAMES.get(k, k))}: AUROC {v['auroc']:.2f}" for k, v in acc.get("statistics", {}).items()]
+        label = {**USE_NAMES, "wsc": "the paper's WSC"}
+        parts = [f"{esc(label.get(k, k))}: AUROC {v['auroc']:.2f}" for k, v in acc.get("statistics", {}).items()]
         r = acc.get("rule", {})
         note = (f"<p>Measured on {acc['networks']} networks whose use of a planted artefact was measured by intervention "
                 f"({esc(acc['source'])}): AUROC for telling use from none -- {'; '.join(parts)}. The verdict's rule "
