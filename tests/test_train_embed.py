@@ -160,6 +160,13 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     assert main(["embed", "--run", str(run), "--dataset", str(tmp_path / "cf.npz"), "--split", "train", "--tfds-dir", tf,
                  "--out", str(tmp_path / "cf_emb.npz")]) == 0
     assert "is not the data the run was trained on" in capsys.readouterr().out          # a note, not a refusal
+    np.savez(tmp_path / "big.npz", images=np.zeros((8, 32, 32, 1), np.uint8), label=np.arange(8) % 2,
+             split=np.zeros(8, np.int8))
+    assert main(["embed", "--run", str(run), "--dataset", str(tmp_path / "big.npz"), "--tfds-dir", tf,
+                 "--out", str(tmp_path / "big_emb.npz")]) == 2
+    out, err = capsys.readouterr()
+    assert "expected the run's image shape" in err and len(err.strip().splitlines()) == 1 and "note" not in out
+    assert not any(p.startswith("big-") for p in os.listdir(os.path.join(tf, "wsca_images")))   # nothing prepared
     assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
                  "--bootstrap", "20", "--permutations", "0", "--counterfactual", f"site={tmp_path / 'cf_emb.npz'}",
                  "--quiet", "--no-figures", "--out", str(tmp_path / "wsc_cf")]) == 0

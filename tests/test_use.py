@@ -336,3 +336,38 @@ def test_skip_decision_use_keeps_the_papers_wsc_alone():
     with pytest.raises(wsca.WscaInputError, match="skip_decision_use"):
         wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"site": x},
                      config=cfg.replace(skip_decision_use=True))
+
+
+def test_an_attribute_that_never_varies_within_a_class_is_inconclusive_not_unused():
+    """The attribute equals the class and the head reads it: nothing within a class can show its
+    effect, so the within-class statistics are not applicable (a note, no estimate) and the verdict
+    is "inconclusive" -- never "not used" from an interval of zeros (review of issue 28)."""
+    rng = np.random.default_rng(4)
+    n, d = 300, 6
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, d))
+    x[:, 1] += 2.0 * (2 * y - 1)
+    head = np.zeros((2, d))
+    head[1, 1] = 1.0
+    s = wsca.analyze(x, {"label": y, "site": y.copy()}, "label", head,
+                     config=wsca.AnalysisConfig().replace(bootstrap=20, permutations=19)).tasks["site"].summary
+    assert s["statistics"]["within_class_shift"]["estimate"] is None
+    assert "does not vary within any class" in s["statistics"]["within_class_shift"]["note"]
+    assert s["decision_use"]["verdict"] == "inconclusive"
+
+
+def test_the_within_class_null_exchanges_whole_patients():
+    """A patient-level attribute with a patient random effect in the score and no use: permuting
+    rows would reject far more often than 5% (the review measured 53 of 100); exchanging whole
+    patients within classes keeps the level (at most 10 of 60 datasets at 0.05, binomial tail
+    probability under 0.05 < 0.01)."""
+    from wsca_jax.use import within_class_shift
+    rng = np.random.default_rng(0)
+    rejected = 0
+    for _ in range(60):
+        g = np.repeat(np.arange(40), 15)
+        yg, ag = rng.integers(0, 2, 40), rng.integers(0, 2, 40)
+        score = 1.5 * yg[g] + rng.normal(0, 1.0, 40)[g] + rng.normal(0, 0.3, len(g))
+        p = within_class_shift(score, yg[g], ag[g], permutations=99, seed=int(rng.integers(1e6)), groups=g)["p_value"]
+        rejected += p <= 0.05
+    assert rejected <= 10

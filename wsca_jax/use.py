@@ -78,15 +78,38 @@ def _eta_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.sqrt(between / total) if total > 0 else np.full(P, np.nan)
 
 
-def within_class_permutations(rng: np.random.Generator, y: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
+def within_class_permutations(rng: np.random.Generator, y: np.ndarray, a: np.ndarray, n: int,
+                              groups: np.ndarray | None = None) -> np.ndarray:
     """``(n, N)`` copies of ``a (N,)`` with its values permuted within each class of ``y`` (one
-    ``rng.permutation`` per copy and class, in that order: ``wsca mid``'s check draws the same)."""
+    ``rng.permutation`` per copy and class, in that order: ``wsca mid``'s check draws the same).
+    With ``groups (N,)`` (patients) that each lie inside one class: whole groups are exchanged
+    within classes (:func:`wsca_jax.stats.permutation_indices`), so that a group-level attribute
+    moves as a block; groups that span classes fall back to rows (:func:`nested_groups`)."""
+    if groups is not None and nested_groups(y, groups):
+        from .stats import permutation_indices
+        return np.asarray(a)[permutation_indices(rng, len(a), n, groups, strata=y)]
     out = np.repeat(a[None], n, axis=0)
     classes = [np.flatnonzero(y == c) for c in np.unique(y)]
     for i in range(n):
         for idx in classes:
             out[i, idx] = a[rng.permutation(idx)]
     return out
+
+
+def nested_groups(y: np.ndarray, groups: np.ndarray | None) -> bool:
+    """Whether every group of ``groups (N,)`` lies inside one class of ``y (N,)``."""
+    if groups is None:
+        return False
+    pairs = np.unique(np.stack([np.unique(groups, return_inverse=True)[1].ravel(),
+                                np.unique(y, return_inverse=True)[1].ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1]
+
+
+def varies_within_classes(y: np.ndarray, a: np.ndarray) -> bool:
+    """Whether some class of ``y`` holds two levels of ``a`` (-1 missing): else nothing within a
+    class can show the attribute's effect apart from the class's."""
+    keep = np.asarray(a) >= 0
+    return any(len(np.unique(np.asarray(a)[keep][np.asarray(y)[keep] == c])) >= 2 for c in np.unique(np.asarray(y)[keep]))
 
 
 def _shift_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -114,24 +137,25 @@ def _shift_many(score: np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
     return best / sd if sd > 0 else np.full(P, np.nan)
 
 
-def _within_class_test(stat_many, score, y, a, permutations: int, seed: int) -> dict:
+def _within_class_test(stat_many, score, y, a, permutations: int, seed: int, groups=None) -> dict:
     """A statistic of the decision score on the attribute's levels within classes (``stat_many``:
     :func:`_eta_many` or :func:`_shift_many`; the largest over score columns), with the attribute
-    permuted within classes as its null (the same draws for every statistic and seed)."""
+    permuted within classes as its null (the same draws for every statistic and seed; whole
+    ``groups`` where given, :func:`within_class_permutations`)."""
     keep = np.asarray(a) >= 0
     s = np.atleast_2d(np.asarray(score, np.float64).T).T[keep]
     y, a = np.asarray(y)[keep], np.asarray(a)[keep]
-    perms = within_class_permutations(np.random.default_rng(seed), y, a, permutations)
+    g = None if groups is None else np.asarray(groups)[keep]
+    perms = within_class_permutations(np.random.default_rng(seed), y, a, permutations, g)
     obs = max(float(stat_many(col, y, a)[0]) for col in s.T)
     null = np.max([stat_many(col, y, perms) for col in s.T], axis=0) if permutations else np.empty(0)
-    p = (1 + np.sum(null >= obs - 1e-12)) / (permutations + 1) if permutations else None
+    p, mcse = permutation_p(obs, null)
     return {"estimate": obs, "null_q95": float(np.quantile(null, 0.95)) if permutations else None,
-            "p_value": None if p is None else float(p),
-            "p_mcse": None if p is None else float(np.sqrt(p * (1 - p) / (permutations + 1)))}
+            "p_value": p, "p_mcse": mcse}
 
 
 def within_class_eta(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutations: int = 200,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, groups: np.ndarray | None = None) -> dict:
     """How much the decision follows the attribute beyond the label.
 
     The correlation ratio of ``score`` (``(N,)``, or ``(N, S)``: the largest over the columns) on the
@@ -139,18 +163,18 @@ def within_class_eta(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutatio
     the score does not move with the attribute once the class is known, 1 = within a class it is a
     function of it. Chance is not 0, so the attribute is permuted within classes: ``{"estimate",
     "null_q95", "p_value", "p_mcse"}`` (p-value ``(1 + #null >= observed) / (1 + permutations)``)."""
-    return _within_class_test(_eta_many, score, y, a, permutations, seed)
+    return _within_class_test(_eta_many, score, y, a, permutations, seed, groups)
 
 
 def within_class_shift(score: np.ndarray, y: np.ndarray, a: np.ndarray, permutations: int = 200,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, groups: np.ndarray | None = None) -> dict:
     """How far the decision moves between the attribute's levels once the class is known, in SDs of
     the score: the observational counterpart of the intervention effect (mean |delta score| / SD
     when the attribute is switched), a class-stratified difference of mean scores
     (:func:`_shift_many`). Unlike eta and the erasure effect it does not shrink when one level is
     rare within the classes (a confounded design). Same arguments, null and keys as
     :func:`within_class_eta`."""
-    return _within_class_test(_shift_many, score, y, a, permutations, seed)
+    return _within_class_test(_shift_many, score, y, a, permutations, seed, groups)
 
 
 # ------------------------------------------------------------------------------- whitening

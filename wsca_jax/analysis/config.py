@@ -70,9 +70,11 @@ class InferenceConfig(Config):
     skip_decision_use: bool = setting(False, "skip the decision-use statistics and verdict (summary.statistics keeps "
                                       "the paper's WSC alone; no summary.decision_use): for WSC-only simulation "
                                       "studies, where they cost more than WSC", boolean())
-    use_statistic: str = setting("within_class_shift", "statistic of the decision-use verdict (summary.decision_use; "
-                                 "the best at recovering use measured by intervention in "
-                                 "experiments/results/use_validation.md)", one_of(*USE_STATISTICS))
+    use_statistic: str = setting("within_class_shift", "statistic of the decision-use verdict (summary.decision_use): "
+                                 "shipped after the zoo's scoring in experiments/results/use_validation.md (the "
+                                 "pre-specified choice, score_correlation_within, has no power where the attribute "
+                                 "goes with the class; so has erasure_within's test: use_calibration.md)",
+                                 one_of(*USE_STATISTICS))
     use_margin: float = setting(0.34, "effect of use_statistic below which use is negligible: 'used' needs the "
                                 "estimate at or above it and its test to reject; 'not used' needs the whole "
                                 "interval below it (chosen on the zoo: experiments/results/use_validation.md)",

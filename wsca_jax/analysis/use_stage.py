@@ -24,7 +24,7 @@ import numpy as np
 from ..use import (basic_ci, bootstrap_rows, decision_effect, decision_scores, erasure_delta_sd, erasure_effect,
                    permutation_p, score_rows, whiten,
                    probe_score_replicates, score_correlation, whitened, whitened_probe_scores, within_class_eta,
-                   within_class_permutations, within_class_shift)
+                   varies_within_classes, within_class_permutations, within_class_shift)
 
 BOOTSTRAP_SEED = 17          # offset of the decision-use bootstrap's seed from resampling.seed
 
@@ -39,15 +39,24 @@ def decision_head(prep, pt) -> tuple[np.ndarray, np.ndarray | None]:
             np.asarray(pt.fit.intercept[0, prep.T], np.float64)[present])
 
 
-def within_block(test, scores, y, a, boots, draws: int, seed: int, confidence: float, hi: float | None) -> dict:
+NOT_WITHIN = "the attribute does not vary within any class of the primary: its effect cannot be told from the class's"
+
+
+def within_block(test, scores, y, a, boots, draws: int, seed: int, confidence: float, hi: float | None,
+                 groups=None) -> dict:
     """``test`` (:func:`within_class_eta` or :func:`within_class_shift`) with its within-class
-    permutation null and a bootstrap interval (clipped to ``[0, hi]``)."""
-    out = test(scores, y, a, permutations=draws, seed=seed)
+    permutation null (whole ``groups`` where they nest in classes) and a bootstrap interval
+    (clipped to ``[0, hi]``); not applicable (estimate None, with a note) where no class holds two
+    levels of the attribute."""
+    if not varies_within_classes(y, a):
+        return {"estimate": None, "ci": None, "p_value": None, "p_mcse": None, "null_q95": None, "note": NOT_WITHIN}
+    out = test(scores, y, a, permutations=draws, seed=seed, groups=groups)
     reps = [test(scores[i], y[i], a[i], permutations=0)["estimate"] for i in boots]
     return {**out, "ci": basic_ci(out["estimate"], reps, confidence, 0.0, hi)}
 
 
-def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confidence: float, probe) -> list[dict]:
+def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confidence: float, probe,
+                       groups=None) -> list[dict]:
     """Per task of ``labels (T, N)``: ``score_correlation`` (total) and ``score_correlation_within``.
     Estimates from the certified whitened probes; intervals from probes refitted on bootstrap
     resamples; p-values from probes refitted on the attribute permuted within classes (the draws of
@@ -75,7 +84,8 @@ def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confi
         perms = np.full((draws,) + labels.shape, -1, labels.dtype)
         for t, a in enumerate(labels):
             r = a >= 0
-            perms[:, t, r] = within_class_permutations(np.random.default_rng(seed), y[r], a[r], draws)
+            perms[:, t, r] = within_class_permutations(np.random.default_rng(seed), y[r], a[r], draws,
+                                                       None if groups is None else groups[r])
         reps, ok = probe_score_replicates(xw, perms, np.ones((draws, len(y)), np.float32), probe, labels_batched=True)
         for a, rep, o, bad in zip(labels, reps, out, (~ok).sum(0)):
             r = a >= 0
@@ -131,12 +141,12 @@ def decision_use(prep, config, pt, counterfactual: dict | None = None, progress=
     if not tasks:
         return {}
     labels = np.stack([rows[t] for t in tasks])
-    corr = correlation_blocks(x, scores, y, labels, boots, draws, seed, conf, prep.probe)
+    corr = correlation_blocks(x, scores, y, labels, boots, draws, seed, conf, prep.probe, groups)
     out = {}
     for t, a, c in zip(tasks, labels, corr):
         out[prep.probe_tasks[t].name] = {
-            "within_class_eta": within_block(within_class_eta, scores, y, a, boots, draws, seed, conf, 1.0),
-            "within_class_shift": within_block(within_class_shift, scores, y, a, boots, draws, seed, conf, None),
+            "within_class_eta": within_block(within_class_eta, scores, y, a, boots, draws, seed, conf, 1.0, groups),
+            "within_class_shift": within_block(within_class_shift, scores, y, a, boots, draws, seed, conf, None, groups),
             **c,
             "erasure": erasure_block(x, head, bias, y, a, boots, draws, seed, conf, within=False),
             "erasure_within": erasure_block(x, head, bias, y, a, boots, draws, seed, conf, within=True),

@@ -102,6 +102,8 @@ def run_dataset(args, rec: dict):
     says so instead of the refusal."""
     import os
 
+    import numpy as np
+
     from ..training.data import prepare_dataset
     from ..training.data.sources import NAMED_DATASETS
     from ..training.data.tfds_builder import fingerprint
@@ -117,6 +119,9 @@ def run_dataset(args, rec: dict):
     def check(d):
         was, now = rec.get("data_fingerprint"), fingerprint(d)
         if other is not None:
+            shape = list(np.shape(d.images)[1:])
+            require(shape == list(rec["image_shape"]), f"--dataset {other}: images {shape}, the run was trained on "
+                                                       f"{list(rec['image_shape'])}; expected the run's image shape")
             if was is not None and was != now:
                 note["text"] = (f"note: --dataset {other} is not the data the run was trained on ({rec['dataset_source']}; "
                                 f"content fingerprint {now} != {was}): embedded as asked, with the run's weights")

@@ -89,7 +89,7 @@ most in the multi-task setting (paper: 0.06 balanced; 0.12 fine-tuned, 0.30 mult
 <h2>Verdicts</h2>
 <p>Two answers side by side: the paper's WSC (an alignment of weight directions) and the decision-use verdict
 (summary.decision_use: how far the decision moves with the {esc(st['confounder'])} within a {esc(st['primary'])} class,
-by the statistic and margin that best recovered use measured by intervention; see the README).</p>
+by a statistic and margin scored on networks whose use was measured by intervention; see the README).</p>
 <table><tr><th>condition</th><th>setting</th><th>{esc(st['primary'])} test AUROC</th><th>{esc(st['confounder'])} probe AUROC</th>
 <th>max |WSC|</th><th>95% CI</th><th>p</th><th>p (conditional)</th><th>null 95%</th><th>WSC verdict</th>
 <th>decision use</th><th>why</th></tr>
