@@ -39,7 +39,8 @@ import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
 from wsca_jax.analysis.use_stage import correlation_blocks, erasure_block, within_block
 from wsca_jax.probes import ProbeConfig
-from wsca_jax.use import (bootstrap_rows, decision_scores, erasure_estimate, score_correlation, whitened_probe_scores,
+from wsca_jax.use_resampling import bootstrap_rows
+from wsca_jax.use import (decision_scores, erasure_estimate, score_correlation, whitened_probe_scores,
                           within_class_eta, within_class_shift)
 
 RUNS = "use_calibration_runs.jsonl"

@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wsca_jax")
 FLOORS = {  # top-level part of wsca_jax -> floor
     **dict.fromkeys(["__init__", "errors", "config", "checks", "io", "progress", "sharding", "tasks", "wsc", "stats",
-                     "metrics", "probes", "lazy", "use"], 0),
+                     "metrics", "probes", "lazy", "use", "use_resampling"], 0),
     **dict.fromkeys(["analysis", "training", "ifa", "mitigation"], 1),
     "report": 2, "validation": 3, "cli": 4,
 }

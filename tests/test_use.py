@@ -288,7 +288,8 @@ def test_the_closed_form_erasure_of_the_bootstrap_equals_leace():
     """The bootstrap's eraser (one linear solve in whitened coordinates, ``erasure_delta_sd``) gives
     the LEACE erasure effect of ``erasure_estimate`` (eigendecomposition) to rounding: binary and
     three-level attributes, confounded or not, with missing labels, marginal and class-conditional."""
-    from wsca_jax.use import erasure_delta_sd, erasure_estimate, score_rows
+    from wsca_jax.use import erasure_estimate, score_rows
+    from wsca_jax.use_resampling import erasure_delta_sd
     rng = np.random.default_rng(0)
     for trial in range(4):
         n, d = 500, 10

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..use import (basic_ci, bootstrap_rows, decision_effect, decision_scores, erasure_delta_sd, erasure_effect,
-                   permutation_p, score_rows, whiten,
-                   probe_score_replicates, score_correlation, whitened, whitened_probe_scores, within_class_eta,
+from ..use import (decision_effect, decision_scores, erasure_effect, permutation_p, score_rows, whiten,
+                   score_correlation, whitened, whitened_probe_scores, within_class_eta,
                    varies_within_classes, within_class_permutations, within_class_shift)
+
+from ..use_resampling import basic_ci, bootstrap_rows, erasure_delta_sd, probe_score_replicates
 
 BOOTSTRAP_SEED = 17          # offset of the decision-use bootstrap's seed from resampling.seed
 
