@@ -154,6 +154,7 @@ def counterfactuals(specs: list[str], ef, meta, primary: str) -> dict:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise WscaInputError(f"--counterfactual {spec!r}: expected TASK=FILE")
+        require(name not in out, f"--counterfactual {name}: given twice; expected one file per task")
         cf = load_embeddings(path, f"--counterfactual {name}")
         require(cf.embeddings.shape == ef.embeddings.shape,
                 f"--counterfactual {name}: {path} holds embeddings {cf.embeddings.shape}, --embeddings "

@@ -224,6 +224,9 @@ def use_table(d: dict) -> str:
     if not rows:
         return ""
     acc = zoo_accuracy()
+    inf = (d.get("settings") or {}).get("inference") or {}
+    rule_is_default = (inf.get("use_statistic"), inf.get("use_margin")) == ((acc.get("rule") or {}).get("statistic"),
+                                                                            (acc.get("rule") or {}).get("margin"))
     head = "".join(f"<th>{esc(v)}</th>" for v in ("WSC (paper)", *USE_NAMES.values()))
     note = ""
     if acc:
@@ -231,9 +234,11 @@ def use_table(d: dict) -> str:
         parts = [f"{esc(label.get(k, k))}: AUROC {v['auroc']:.2f}" for k, v in acc.get("statistics", {}).items()]
         r = acc.get("rule", {})
         note = (f"<p>Measured on {acc['networks']} networks whose use of a planted artefact was measured by intervention "
-                f"({esc(acc['source'])}): AUROC for telling use from none -- {'; '.join(parts)}. The verdict's rule "
+                f"({esc(acc['source'])}): AUROC for telling use from none -- {'; '.join(parts)}. The default rule "
                 f"({esc(r.get('text', ''))}): sensitivity {r.get('sensitivity', float('nan')):.2f}, specificity "
-                f"{r.get('specificity', float('nan')):.2f} (held-out kinds).</p>")
+                f"{r.get('specificity', float('nan')):.2f} (margins chosen on held-out kinds)"
+                + ("" if rule_is_default else "; this analysis used another statistic or margin, whose accuracy "
+                   "was not measured") + ".</p>")
     return (f"\n{USE_BEGIN}\n<h2>Does the decision use it?</h2><table><tr><th>task</th><th>decision use</th>{head}<th>why</th></tr>"
             f"{''.join(rows)}</table>{note}<p>Every statistic but the paper's WSC is a property of the decision's scores "
             "(unchanged by any invertible change of embedding coordinates that keeps the logits); each cell is the "
