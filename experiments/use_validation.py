@@ -4,8 +4,8 @@ Reads ``results/use_zoo_runs.jsonl`` (``experiments/use_zoo.py``) and renders
 ``results/use_validation.md`` from it only. The truth, defined before any statistic was looked at:
 a network **uses** the artefact when its intervention effect (mean |delta decision score| in SDs,
 artefact put on every clean test image) is above the 99th percentile of the effects of the
-association-0 networks of the same artefact kind and setting, taken as one of their values (with
-fewer than 100 such networks: their maximum). Those are the unused arm: their artefact is encoded
+association-0 networks of the same dataset, backbone, artefact kind and setting, taken as one of
+their values (with fewer than 100 such networks: their maximum). Those are the unused arm: their artefact is encoded
 but useless to the decision, and none of them counts as using it. **Encoded** means the artefact probe's held-out
 AUROC is at least 0.8.
 
@@ -27,6 +27,14 @@ with the highest held-out sensitivity + specificity, ties to the first; its tau 
 every network. A stricter variant ("used" only when the interval's lower end is at least tau) is
 scored beside it. The chosen statistic and tau are written to ``wsca_jax/report/zoo_accuracy.json``
 (the report cites them) and must equal the defaults of ``InferenceConfig`` (a test checks).
+
+Everything above is done on the **development zoo** (PneumoniaMNIST, small CNN, kinds ``text_band``,
+``intensity``, ``noise``: :func:`development`). **External zoo** (specified before its networks were
+trained, 2026-12-07): the networks of other datasets, of the ResNet-18-style backbone and of the
+kinds ``corner_stamp`` and ``blur`` are never used to choose a statistic or a margin. The shipped
+rule, as fixed on the development zoo, is applied to them unchanged and scored: sensitivity,
+specificity and the share called "not used", with Clopper-Pearson intervals, overall and per
+dataset, backbone and kind; every statistic's AUROC and test accuracy as on the development zoo.
 
     .venv/bin/python experiments/use_validation.py
 """
@@ -62,19 +70,32 @@ SHIPPED: tuple[str, str] | None = (
 ACCURACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "wsca_jax", "report", "zoo_accuracy.json")
 
 
+GROUP = ["dataset", "backbone", "kind", "setting"]
+DEVELOPMENT_KINDS = ("text_band", "intensity", "noise")
+
+
+def development(df: pd.DataFrame) -> np.ndarray:
+    """``(N,)`` bool: the development zoo's networks (the rule was chosen on them)."""
+    return ((df.dataset == "pneumoniamnist") & (df.backbone == "small_cnn") & df.kind.isin(DEVELOPMENT_KINDS)).to_numpy()
+
+
 def truth(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with ``effect``, ``control_effect``, ``threshold`` (the unused arm's 99th percentile per
-    kind and setting), ``uses`` and ``encoded``."""
+    """``df`` with ``dataset`` and ``backbone`` (the development zoo's records lack them),
+    ``effect``, ``control_effect``, ``threshold`` (the unused arm's 99th percentile per dataset,
+    backbone, kind and setting), ``uses`` and ``encoded``."""
     df = df.copy()
+    for col, default in (("dataset", "pneumoniamnist"), ("backbone", "small_cnn")):
+        df[col] = df[col].fillna(default) if col in df else default
     df["effect"] = [r["artefact"]["effect"] for r in df.intervention]
     df["control_effect"] = [r["control"]["effect"] for r in df.intervention]
     # the arm's 99th percentile as one of its values ("higher"): with fewer than 100 networks, its maximum
-    arm = df[df.association == 0].groupby(["kind", "setting"]).effect.quantile(0.99, interpolation="higher")
+    arm = df[df.association == 0].groupby(GROUP).effect.quantile(0.99, interpolation="higher")
     arm = arm.rename("threshold")
-    df = df.join(arm, on=["kind", "setting"])
+    df = df.join(arm, on=GROUP)
     missing = df[df.threshold.isna()]
     if len(missing):
-        raise SystemExit(f"no association-0 arm for {sorted(set(zip(missing.kind, missing.setting)))}: no truth there")
+        print(f"no association-0 arm for {sorted(set(map(tuple, missing[GROUP].to_numpy())))}: left out (no truth there)")
+        df = df[df.threshold.notna()]
     df["uses"] = df.effect > df.threshold
     df["encoded"] = [r["probe_auroc"] is not None and r["probe_auroc"] >= ENCODED for r in df.statistics]
     return df
@@ -174,7 +195,7 @@ def rule_rows(df: pd.DataFrame) -> tuple[list[dict], dict]:
 
 
 def write_accuracy(df: pd.DataFrame, rows: list[dict], best: dict, scored: list[dict], path: str,
-                   reason: str | None) -> None:
+                   reason: str | None, outside: dict | None = None) -> None:
     """The record the HTML report cites and the library's defaults must equal (``tests/test_use.py``):
     each statistic's AUROC, every candidate rule's held-out accuracy, the pre-specified choice
     (``chosen``) and the shipped rule (``rule``: :data:`SHIPPED` where it overrides the choice, with
@@ -192,14 +213,61 @@ def write_accuracy(df: pd.DataFrame, rows: list[dict], best: dict, scored: list[
            "statistics": {r["statistic"]: {"auroc": r["auroc"][0]} for r in scored if r["auroc"] is not None},
            "candidates": {k: rule(r) for k, r in plain.items()}, "chosen": rule(best),
            "rule": {**rule(ship), "reason": reason or "the pre-specified choice"}}
+    if outside:
+        rec["external"] = {"networks": outside["networks"], "sensitivity": outside["sens"][0] / max(outside["sens"][1], 1),
+                           "specificity": outside["spec"][0] / max(outside["spec"][1], 1)}
     from wsca_jax.io import atomic_write_text
     atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
 
 
-def rule_lines(df: pd.DataFrame, scored: list[dict], accuracy: str | None, out: str) -> list[str]:
+def external(ext: pd.DataFrame, ship: dict) -> dict:
+    """The shipped rule, fixed on the development zoo, on the external networks: counts of
+    ``sens``, ``spec``, ``not_used`` as ``(k, n)``, overall (``all``) and per (dataset, backbone, kind)."""
+    def counts(g):
+        v, y = calls(g, ship["statistic"], ship["tau_all"]), g.uses.to_numpy()
+        return {"networks": len(g), "sens": (int(np.sum((v == "used") & y)), int(y.sum())),
+                "spec": (int(np.sum((v != "used") & ~y)), int((~y).sum())),
+                "not_used": (int(np.sum((v == "not used") & ~y)), int((~y).sum()))}
+    out = {"all": counts(ext)} if len(ext) else {}
+    for key, g in ext.groupby(["dataset", "backbone", "kind"]):
+        out[" / ".join(key)] = counts(g)
+    return out
+
+
+def external_lines(ext: pd.DataFrame, ship: dict) -> list[str]:
+    """The external zoo's section: every statistic's accuracy and the shipped rule's, unchanged."""
+    lines = ["", "## External zoo (the rule applied unchanged)", ""]
+    if not len(ext):
+        return lines + ["No external networks recorded yet (`experiments/use_zoo.py --dataset digits`, "
+                        "`--backbone resnet18`, `--kinds corner_stamp,blur`)."]
+    f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    lines += [f"{len(ext)} networks that played no part in choosing the statistic or the margin (datasets "
+              f"{', '.join(sorted(ext.dataset.unique()))}; backbones {', '.join(sorted(ext.backbone.unique()))}; kinds "
+              f"{', '.join(sorted(ext.kind.unique()))}): **{int(ext.uses.sum())} use** the artefact, "
+              f"{int((~ext.uses).sum())} do not, of which {int((~ext.uses & ext.encoded).sum())} encode it. Truth as above, "
+              "per dataset, backbone, kind and setting.", "",
+              "| statistic | networks | AUROC for use [95% CI] | Spearman with effect | sensitivity at 0.05 | "
+              "specificity at 0.05 | specificity, encoded and unused |", "|---|---|---|---|---|---|---|"]
+    for r in (score(ext, s) for s in STATISTICS):
+        a = r["auroc"]
+        lines.append(f"| `{r['statistic']}` | {r['n']} | {'n/a' if a is None else f'{a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}]'} | "
+                     f"{f(r['spearman'])} | {r.get('sensitivity', 'no test')} | {r.get('specificity', 'no test')} | "
+                     f"{r.get('specificity_encoded_unused', 'no test')} |")
+    lines += ["", f"The shipped rule (`{ship['statistic']}` >= {ship['tau_all']:g} with p <= {ALPHA}), unchanged:", "",
+              "| networks | count | sensitivity | specificity | unused called 'not used' |", "|---|---|---|---|---|"]
+    for key, c in external(ext, ship).items():
+        lines.append(f"| {'**all**' if key == 'all' else key} | {c['networks']} | {_rate(*c['sens'])} | "
+                     f"{_rate(*c['spec'])} | {_rate(*c['not_used'])} |")
+    return lines
+
+
+def rule_lines(df: pd.DataFrame, scored: list[dict], accuracy: str | None, out: str,
+               ext: pd.DataFrame | None = None) -> list[str]:
     rows, best = rule_rows(df)
+    ext = df.iloc[:0] if ext is None else ext
     if accuracy:
-        write_accuracy(df, rows, best, scored, accuracy, shipped_reason(out, best) if SHIPPED else None)
+        write_accuracy(df, rows, best, scored, accuracy, shipped_reason(out, best) if SHIPPED else None,
+                       external(ext, shipped_rule(rows, best)).get("all"))
     lines = ["", "## The verdict's rule, scored on held-out artefact kinds", "",
              "'used': estimate >= tau and p <= 0.05 (strict: the interval's lower end >= tau); 'not used': the interval "
              f"below tau; tau per held-out kind chosen on the other kinds (smallest with specificity >= "
@@ -248,12 +316,14 @@ def shipped_rule(rows: list[dict], best: dict) -> dict:
 
 def report(out: str, accuracy: str | None = None) -> str:
     """The markdown (and, with ``accuracy``, the report's record written there)."""
-    df = truth(runner.records_frame(os.path.join(out, RUNS)))
-    arm = df[df.association == 0].groupby(["kind", "setting"]).size()
+    full = truth(runner.records_frame(os.path.join(out, RUNS)))
+    df = full[development(full)]
+    arm = df[df.association == 0].groupby(GROUP).size()
     arm_n, arm_x = int(arm.min()), int(arm.max())
     f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
     lines = ["# Does a statistic recover measured use? (rendered from `use_zoo_runs.jsonl` by "
              "`experiments/use_validation.py`)", "",
+             "## Development zoo (the rule was chosen here)", "",
              f"{len(df)} networks (PneumoniaMNIST, small CNN; artefact kinds {', '.join(sorted(df.kind.unique()))}; "
              f"associations {', '.join(f'{a:g}' for a in sorted(df.association.unique()))}; settings "
              f"{', '.join(sorted(df.setting.unique()))}; seeds {', '.join(str(s) for s in sorted(df.seed.unique()))}). "
@@ -274,19 +344,20 @@ def report(out: str, accuracy: str | None = None) -> str:
         lines.append(f"| `{r['statistic']}` | {r['n']} | {'n/a' if a is None else f'{a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}]'} | "
                      f"{f(r['spearman'])} | {r.get('sensitivity', 'no test')} | {r.get('specificity', 'no test')} | "
                      f"{r.get('specificity_encoded_unused', 'no test')} |")
-    lines += rule_lines(df, rows, accuracy, out)
+    lines += rule_lines(df, rows, accuracy, out, full[~development(full)])
     lines += ["", "Per setting (sensitivity / specificity of each test at 0.05):", ""]
     for r in rows:
         per = [f"{k[len('sensitivity_'):]}: {r[k]} / {r['specificity_' + k[len('sensitivity_'):]]}"
                for k in r if k.startswith("sensitivity_")]
         if per:
             lines.append(f"- `{r['statistic']}`: " + "; ".join(per))
+    lines += external_lines(full[~development(full)], shipped_rule(*rule_rows(df)))
     lines += ["", "Networks (effect = mean |delta decision score| / SD when the artefact is put on every clean test "
               "image; control = the same for a perturbation never seen with the label):", "",
-              "| kind | setting | association | networks | use | effect (median) | control effect (median) |",
-              "|---|---|---|---|---|---|---|"]
-    for (k, s, a), g in df.groupby(["kind", "setting", "association"]):
-        lines.append(f"| {k} | {s} | {a:g} | {len(g)} | {int(g.uses.sum())} | {g.effect.median():.3f} | "
+              "| dataset | backbone | kind | setting | association | networks | use | effect (median) | "
+              "control effect (median) |", "|---|---|---|---|---|---|---|---|---|"]
+    for (d, b, k, s, a), g in full.groupby(GROUP + ["association"]):
+        lines.append(f"| {d} | {b} | {k} | {s} | {a:g} | {len(g)} | {int(g.uses.sum())} | {g.effect.median():.3f} | "
                      f"{g.control_effect.median():.3f} |")
     return "\n".join(lines) + "\n"
 

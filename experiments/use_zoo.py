@@ -1,18 +1,30 @@
 """A zoo of networks whose use of an artefact is measured by intervention (issue 28, Build 1-2).
 
-Each network is a small CNN trained on its own draw of PneumoniaMNIST training rows, where a
-scanner-like signature is stamped on the training images with an **association** to the label:
+Each network is a small CNN (``--backbone small_cnn``, widths 16-32-256) or a ResNet-18-style
+network (``--backbone resnet18``, stage widths 16-32-64-128) trained on its own draw of
+PneumoniaMNIST training rows (``--dataset pneumoniamnist``; ``digits``: scikit-learn's digits at
+16x16, odd vs even; ``breastmnist``), where a scanner-like signature is stamped on the training
+images with an **association** to the label:
 0 = stamped on half of each class (encoded, useless to the decision) up to 1 = stamped on exactly
 the positive class (perfectly predictive). Kinds: ``text_band`` (vendor text / UI band),
-``intensity`` (a gain curve), ``noise`` (a speckle texture). Settings: ``fine_tuned`` (one head)
-and ``multi_task`` (a second head learns the artefact, so the embedding encodes it strongly).
+``intensity`` (a gain curve), ``noise`` (a speckle texture), ``corner_stamp`` (a site logo or
+ruler mark in the top-left corner), ``blur`` (a horizontal box blur: another lateral resolution).
+Settings: ``fine_tuned`` (one head) and ``multi_task`` (a second head learns the artefact, so the
+embedding encodes it strongly).
+
+The first 192 networks (PneumoniaMNIST, small CNN, the first three kinds) are the **development
+zoo** on which the verdict's rule was chosen (``experiments/use_validation.py``). The networks
+of the other datasets, the ResNet-18-style backbone and the kinds ``corner_stamp`` and ``blur``
+were added after the rule was fixed and are scored as an **external zoo**: the rule is not
+changed by them.
 
 **Ground truth of use, by intervention** (defined before any statistic is looked at): every test
 image is shown clean and with the artefact; the effect is the mean |delta decision score| in SDs
 of the clean scores (``effect``), with the flip rate and the primary AUROC on the stamped test set.
 The same is measured for a **control** perturbation of the same kind and size that the network
 never saw with the label (the band upside down at the bottom rows, the gain curve reversed,
-another texture).
+another texture, the stamp in the bottom-left corner, the blur vertical; training flips are
+horizontal only).
 A network **uses** the artefact when its effect is above the 99th percentile of the effects of the
 association-0 networks of the same kind and setting, taken as one of their values (their maximum
 with fewer than 100 of them; computed when the records are scored by
@@ -30,6 +42,7 @@ line per network in ``results/use_zoo_runs.jsonl`` (a rerun skips the networks r
     .venv/bin/python experiments/use_zoo.py --seeds 0 --kinds text_band
     .venv/bin/python experiments/use_zoo.py --recompute          # statistics again, from the cache
     .venv/bin/python experiments/use_zoo.py --associations 0 --seeds 4,5,...,19   # a larger unused arm
+    .venv/bin/python experiments/use_zoo.py --backbone resnet18 --kinds corner_stamp,blur   # external zoo
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ import pandas as pd
 
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
-from wsca_jax.training.data import load_dataset
+from wsca_jax.training.data import load_dataset, load_digits_dataset
 from wsca_jax.training.data.shortcuts import stamp_artefact
 from wsca_jax.training.embed import embed
 from wsca_jax.training.models import split_logits
@@ -55,7 +68,9 @@ from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, con
 
 RUNS = "use_zoo_runs.jsonl"
 ASSOCIATIONS = (0.0, 0.5, 0.8, 1.0)
-KINDS = ("text_band", "intensity", "noise")
+KINDS = ("text_band", "intensity", "noise", "corner_stamp", "blur")
+DATASETS = ("pneumoniamnist", "digits", "breastmnist")
+BACKBONE_WIDTHS = {"small_cnn": EXPERIMENT_WIDTHS, "resnet18": (16, 32, 64, 128)}
 SETTINGS = ("fine_tuned", "multi_task")
 PATTERN, CONTROL = 1234, 999            # the stamp's pattern seed (training), the control's
 
@@ -66,6 +81,8 @@ def control_images(images: np.ndarray, kind: str) -> np.ndarray:
     every = np.ones(len(images), bool)
     if kind == "noise":
         return stamp_artefact(images, every, kind, seed=CONTROL)
+    if kind == "blur":                                                               # vertical
+        return stamp_artefact(images.transpose(0, 2, 1, 3), every, kind, seed=PATTERN).transpose(0, 2, 1, 3)
     return stamp_artefact(images[:, ::-1], every, kind, seed=PATTERN)[:, ::-1]       # upside down
 
 
@@ -90,18 +107,32 @@ def intervention(run_dir: str, clean: np.ndarray, y: np.ndarray, kind: str) -> d
     return out
 
 
+def network_key(dataset: str, backbone: str, kind: str, assoc: float, setting: str, seed: int) -> str:
+    """The record's key (the development zoo's keys carry no dataset or backbone)."""
+    prefix = "" if (dataset, backbone) == ("pneumoniamnist", "small_cnn") else f"{dataset}-{backbone}-"
+    return f"{prefix}{kind}-{assoc:g}-{setting}-{seed}"
+
+
+def zoo_dataset(name: str, data_dir: str | None):
+    """The zoo's image set: a named dataset from the data folder, or scikit-learn's digits."""
+    return load_digits_dataset() if name == "digits" else load_dataset(name, data_dir)
+
+
 def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     """Train one network, measure its use by intervention, cache its embeddings, run the statistics."""
-    spec = artefact_spec("pneumoniamnist", kind=kind)
-    rng = np.random.default_rng([seed, KINDS.index(kind), SETTINGS.index(setting), int(round(100 * assoc))])
+    spec = artefact_spec(args.dataset, kind=kind)
+    extra = [] if (args.dataset, args.backbone) == ("pneumoniamnist", "small_cnn") else \
+        [DATASETS.index(args.dataset), list(BACKBONE_WIDTHS).index(args.backbone)]
+    rng = np.random.default_rng([seed, KINDS.index(kind), SETTINGS.index(setting), int(round(100 * assoc)), *extra])
     tr = np.flatnonzero(ds.split == 0)
-    keep = rng.choice(tr, min(args.train_rows, len(tr)), replace=False)        # the network's own rows
+    keep = rng.choice(tr, min(args.train_rows, int(0.8 * len(tr))), replace=False)   # the network's own rows
     sub = ds.subset(np.sort(np.concatenate([keep, np.flatnonzero(ds.split != 0)])))
     cond = condition_dataset(sub, spec, assoc, seed)
     tasks = ("artefact",) if setting == "multi_task" else ()
     tmp = tempfile.mkdtemp(prefix="wsca-zoo-")
     try:
-        cfg = TrainConfig(setting=setting, epochs=args.epochs, batch_size=32, widths=EXPERIMENT_WIDTHS, seed=seed)
+        cfg = TrainConfig(setting=setting, epochs=args.epochs, batch_size=32, backbone=args.backbone,
+                          widths=BACKBONE_WIDTHS[args.backbone], seed=seed)
         rec = fit(cond, spec.primary, tasks, cfg, run_dir=tmp, progress=False)
         test = sub.split == 2
         y = np.asarray(sub.columns[spec.primary])[test].astype(int)
@@ -112,10 +143,11 @@ def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("embeddings", spec.primary, "artefact")}
     arrays["split"] = np.repeat([1, 2], [len(p["embeddings"]) for p in parts])
     head, bias = parts[0][f"head_{spec.primary}"], parts[0][f"bias_{spec.primary}"]
-    key = f"{kind}-{assoc:g}-{setting}-{seed}"
+    key = network_key(args.dataset, args.backbone, kind, assoc, setting, seed)
     os.makedirs(args.cache, exist_ok=True)
     np.savez(os.path.join(args.cache, f"{key}.npz"), head=head, bias=bias, **arrays)
-    return {"key": key, "kind": kind, "association": assoc, "setting": setting, "seed": seed,
+    return {"key": key, "dataset": args.dataset, "backbone": args.backbone, "kind": kind, "association": assoc,
+            "setting": setting, "seed": seed,
             "train_rows": int(len(keep)), "epochs": args.epochs, "primary_test_auroc":
             rec.get("test", {}).get(spec.primary, {}).get("auroc"), "intervention": truth,
             "statistics": statistics(arrays, head, spec, args.permutations, seed, args.bootstrap), "analysed": "val",
@@ -149,6 +181,7 @@ def recompute(args) -> None:
     rows = runner.read_records(path)
     n_val = int((load_dataset("pneumoniamnist", args.data_dir).split == 1).sum())   # caches written without split
     for row in rows:
+        dataset = row.get("dataset", "pneumoniamnist")
         if args.recompute != "all" and all(k in row["statistics"] for k in STATISTICS) and row.get("analysed") == "val":
             continue
         cached = os.path.join(args.cache, f"{row['key']}.npz")
@@ -159,7 +192,7 @@ def recompute(args) -> None:
             arrays = {k: z[k] for k in ("embeddings", "label", "artefact")}
             head = z["head"]
             arrays["split"] = z["split"] if "split" in z else np.repeat([1, 2], [n_val, len(z["label"]) - n_val])
-        row["statistics"] = statistics(arrays, head, artefact_spec("pneumoniamnist", kind=row["kind"]),
+        row["statistics"] = statistics(arrays, head, artefact_spec(dataset, kind=row["kind"]),
                                        args.permutations, row["seed"], args.bootstrap)
         row["wsca_version"], row["analysed"] = wsca.__version__, "val"
     with open(path + ".tmp", "w") as f:
@@ -171,13 +204,13 @@ def recompute(args) -> None:
 def run(args) -> None:
     if args.recompute:
         return recompute(args)
-    ds = load_dataset("pneumoniamnist", args.data_dir)
+    ds = zoo_dataset(args.dataset, args.data_dir)
     path = os.path.join(args.out, RUNS)
     done = runner.done_keys(path, ["key"])
     assocs = [float(a) for a in args.associations.split(",")]
     grid = itertools.product([int(s) for s in args.seeds.split(",")], args.kinds.split(","), SETTINGS, assocs)
     for seed, kind, setting, assoc in grid:
-        if (f"{kind}-{assoc:g}-{setting}-{seed}",) in done:
+        if (network_key(args.dataset, args.backbone, kind, assoc, setting, seed),) in done:
             continue
         t0 = time.time()
         row = one(args, ds, kind, assoc, setting, seed)
@@ -192,7 +225,9 @@ def run(args) -> None:
 def build_parser():
     def arguments(p):
         p.add_argument("--seeds", default="0,1,2,3")
-        p.add_argument("--kinds", default=",".join(KINDS))
+        p.add_argument("--dataset", default="pneumoniamnist", choices=DATASETS)
+        p.add_argument("--backbone", default="small_cnn", choices=sorted(BACKBONE_WIDTHS))
+        p.add_argument("--kinds", default=",".join(KINDS[:3]), help=f"comma-separated, of {', '.join(KINDS)}")
         p.add_argument("--associations", default=",".join(f"{a:g}" for a in ASSOCIATIONS),
                        help="associations to train (e.g. 0 alone: more networks in the unused arm)")
         p.add_argument("--epochs", type=int, default=4)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from wsca_jax import WscaInputError
-from wsca_jax.training.data import (artefact_indices, balanced_indices, biased_indices, group_split, load_busbra_npz,
+from wsca_jax.training.data import (ARTEFACT_KINDS, artefact_indices, balanced_indices, biased_indices, group_split, load_busbra_npz,
                            load_busbra_release, load_dataset, load_generic_npz, load_image_folder,
                            load_medmnist_npz, load_waterbirds_npz, stamp_artefact)
 
@@ -124,7 +124,7 @@ def test_artefact_stamping_changes_only_selected_rows():
     mask = artefact_indices(y, {1: 0.6, 0: 0.1}, seed=3)
     assert mask[y == 1].sum() == 30 and mask[y == 0].sum() == 5
     imgs = np.random.default_rng(4).integers(20, 200, (100, 16, 16, 1), dtype=np.uint8)
-    for kind in ("text_band", "intensity", "noise"):
+    for kind in ARTEFACT_KINDS:
         out = stamp_artefact(imgs, mask, kind)
         changed = (out != imgs).reshape(100, -1).any(1)
         assert (changed == mask).all() and out.dtype == np.uint8

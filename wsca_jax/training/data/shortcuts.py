@@ -165,18 +165,24 @@ def artefact_indices(labels, fractions: dict, seed: int = 0) -> np.ndarray:
     return mask
 
 
+ARTEFACT_KINDS = ("text_band", "intensity", "noise", "corner_stamp", "blur")
+
+
 def stamp_artefact(images: np.ndarray, mask: np.ndarray, kind: str = "text_band", seed: int = 0) -> np.ndarray:
     """Stamp an acquisition-like signature on ``images[mask]`` (a copy is returned).
 
     Kinds:
       ``text_band``: a bright band with dark 'characters' along the top rows (vendor text / UI);
       ``intensity``: a vertical gain curve (a different time-gain compensation);
-      ``noise``: a fixed speckle texture (another transducer's noise).
+      ``noise``: a fixed speckle texture (another transducer's noise);
+      ``corner_stamp``: a bright square with a fixed dark glyph in the top-left corner (a site logo
+      or ruler mark);
+      ``blur``: a horizontal box blur over 5 columns (another transducer's lateral resolution).
 
     Args:
       images: ``(N, H, W, C)`` uint8.  mask: ``(N,)`` bool.
     """
-    require(kind in ("text_band", "intensity", "noise"), f"artefact kind must be text_band, intensity or noise, found {kind!r}")
+    require(kind in ARTEFACT_KINDS, f"artefact kind must be one of {', '.join(ARTEFACT_KINDS)}, found {kind!r}")
     out = np.array(images, copy=True)
     n, h, w, c = out.shape
     sel = out[mask].astype(np.float32)
@@ -188,8 +194,15 @@ def stamp_artefact(images: np.ndarray, mask: np.ndarray, kind: str = "text_band"
     elif kind == "intensity":
         gain = np.linspace(1.35, 0.65, h, dtype=np.float32)[None, :, None, None]
         sel = sel * gain
-    else:
+    elif kind == "noise":
         texture = rng.normal(0.0, 25.0, (h, w, 1)).astype(np.float32)
         sel = sel + texture[None]
+    elif kind == "corner_stamp":
+        side = max(3, h // 5)
+        glyph = (rng.random((side, side)) < 0.35).astype(np.float32)
+        sel[:, :side, :side] = 240.0 - 200.0 * glyph[None, :, :, None]
+    else:                                                   # blur: mean over 5 columns, edges padded
+        padded = np.pad(sel, ((0, 0), (0, 0), (2, 2), (0, 0)), mode="edge")
+        sel = sum(padded[:, :, i:i + w] for i in range(5)) / 5.0
     out[mask] = np.clip(sel, 0, 255).astype(np.uint8)
     return out
