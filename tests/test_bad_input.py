@@ -289,6 +289,8 @@ CASES = {
     "analyze counterfactual rows": ("analyze", a("--counterfactual", "site={d}/badhead.npy"),
                                     "expected the same rows, in the same order"),
     "analyze counterfactual task": ("analyze", a("--counterfactual", "zzz={d}/emb.npz"), "counterfactual 'zzz': not a metadata task"),
+    "analyze control alone": ("analyze", a("--counterfactual-control", "site={d}/emb.npz"),
+                              "--counterfactual-control site: no --counterfactual for that task"),
     "analyze counterfactual twice": ("analyze", a() + ["--counterfactual", "site={d}/emb.npz", "--counterfactual",
                                                        "site={d}/emb.npz"], "--counterfactual site: given twice"),
     "analyze use margin zero": ("analyze", a("--use-margin", "0"), "--use-margin must be a finite number > 0, found 0.0"),

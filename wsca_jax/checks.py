@@ -73,20 +73,23 @@ def check_columns(names, columns, what: str, where: str = "", lengths: dict | No
                               f"(columns: {', '.join(sorted(have)) or 'none'})")
 
 
-def check_counterfactual(counterfactual, shape: tuple, tasks) -> dict:
+def check_counterfactual(counterfactual, shape: tuple, tasks, what: str = "counterfactual") -> dict:
     """``{task: (N, D) finite embeddings}`` of the same rows with that attribute intervened on, each
-    for a metadata task (``tasks``) and of the analysed embeddings' ``shape``."""
+    for a metadata task (``tasks``; for a control: the tasks given a counterfactual) and of the
+    analysed embeddings' ``shape``."""
     out = {}
     for name, v in dict(counterfactual or {}).items():
-        require(name in tasks, f"counterfactual {name!r}: not a metadata task (tasks: {', '.join(tasks) or 'none'})")
+        require(name in tasks, f"{what} {name!r}: not a metadata task" + (
+            f" (tasks: {', '.join(tasks) or 'none'})" if what == "counterfactual" else
+            f" given a counterfactual (given: {', '.join(tasks) or 'none'}); expected a control beside a counterfactual"))
         try:
             a = np.asarray(v, np.float64)
         except (TypeError, ValueError):
-            raise WscaInputError(f"counterfactual {name!r}: expected a numeric (N, D) array") from None
-        require(a.shape == tuple(shape), f"counterfactual {name!r}: shape {a.shape}, the embeddings' is {tuple(shape)}; "
+            raise WscaInputError(f"{what} {name!r}: expected a numeric (N, D) array") from None
+        require(a.shape == tuple(shape), f"{what} {name!r}: shape {a.shape}, the embeddings' is {tuple(shape)}; "
                                          "expected the same rows, in the same order, embedded by the same network")
         bad = np.flatnonzero(~np.isfinite(a).all(1))
-        require(len(bad) == 0, f"counterfactual {name!r}: row {bad[0] if len(bad) else 0} holds a non-finite value "
+        require(len(bad) == 0, f"{what} {name!r}: row {bad[0] if len(bad) else 0} holds a non-finite value "
                                f"({len(bad)} such rows); expected finite embeddings")
         out[name] = a
     return out

@@ -26,7 +26,8 @@ from .use_stage import decision_use
 
 def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary: str, primary_head=None, *,
             task_heads: Mapping[str, np.ndarray] | None = None, head_null: Mapping[str, Sequence[float]] | None = None,
-            counterfactual: Mapping[str, np.ndarray] | None = None, config: AnalysisConfig | None = None,
+            counterfactual: Mapping[str, np.ndarray] | None = None,
+            counterfactual_control: Mapping[str, np.ndarray] | None = None, config: AnalysisConfig | None = None,
             progress: bool = False, **settings) -> WscaResult:
     """Weight Space Correlation analysis of one primary head against every metadata task.
 
@@ -46,6 +47,9 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
         attribute intervened on (``wsca embed --dataset`` of a counterfactual copy of the images):
         the decision's measured response, ``summary.statistics.counterfactual``, which the
         decision-use verdict then rests on.
+      counterfactual_control: ``{task: (N, D)}`` the same rows under a control intervention of the
+        same size, never seen with the label (tasks given a ``counterfactual``): "used" then needs
+        the response to exceed the control's (an intervention moves decisions by itself).
       config: every setting (:class:`~wsca_jax.analysis.config.AnalysisConfig`: task encoding,
         projection, probe, resampling, inference; each field documented there, with its default).
       progress: show a progress bar.
@@ -75,6 +79,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
                                      "expected one metadata row per embedding, in the same order")
     prep = prepare(x, meta, primary, primary_head, task_heads, config)
     cf = check_counterfactual(counterfactual, x.shape, [t.name for t in prep.probe_tasks[:prep.T]])
+    ctl = check_counterfactual(counterfactual_control, x.shape, list(cf), what="counterfactual control")
     require(not (cf and config.inference.skip_decision_use),
             "counterfactual embeddings were given with skip_decision_use: the counterfactual is a decision-use statistic")
     clock.lap("prepare")
@@ -87,7 +92,7 @@ def analyze(embeddings, metadata: pd.DataFrame | Mapping[str, Sequence], primary
     null = stages.null(prep, config, run, point, n_head_null=len(head_null))
     bar.close()
     k_sens = stages.k_sensitivity(prep, config, run, point, null)
-    use = {} if config.inference.skip_decision_use else decision_use(prep, config, point, cf)
+    use = {} if config.inference.skip_decision_use else decision_use(prep, config, point, cf, control=ctl)
     clock.lap("decision_use")
     st = stages.Stages(prep, point, quality, resampled, null, k_sens, use)
     result = summarise(st, config, primary, head_null, x.shape)

@@ -109,25 +109,40 @@ def erasure_block(x, head, bias, y, a, boots, draws: int, seed: int, confidence:
     return {**e, "ci": basic_ci(e["estimate"], reps, confidence, 0.0)}
 
 
-def counterfactual_block(head, bias, x, x_cf, y, boots, confidence: float) -> dict:
+def _delta_sd(s0: np.ndarray, s1: np.ndarray) -> float:
+    """Mean |s1 - s0| / SD(s0) of ``(N, S)`` decision scores, the largest over score columns."""
+    sd = s0.std(0)
+    return float(np.max(np.abs(s1 - s0).mean(0) / np.where(sd > 0, sd, np.inf)))
+
+
+def counterfactual_block(head, bias, x, x_cf, y, boots, confidence: float, x_ctl=None) -> dict:
     """``counterfactual``: the decision's measured response when the attribute is intervened on
     (``x_cf (N, D)``: the same rows' counterfactual embeddings): mean |delta score| / SD(score),
     flip rate, primary AUROC change (:func:`decision_effect`), a bootstrap interval over the rows,
     and no p-value (a measured response has no null to test against: it is the truth the other
-    statistics estimate)."""
+    statistics estimate). With ``x_ctl (N, D)`` (the same rows under a control intervention of the
+    same size that the network never saw with the label): ``control`` (its response) and
+    ``excess`` = response - control response with a paired bootstrap interval (``excess_ci``)."""
     eff = decision_effect(head, bias, x, x_cf, y)
     s0, s1 = decision_scores(head, x, bias), decision_scores(head, x_cf, bias)
-    reps = []
-    for i in boots:
-        sd = s0[i].std(0)
-        reps.append(float(np.max(np.abs(s1[i] - s0[i]).mean(0) / np.where(sd > 0, sd, np.inf))))
-    return {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change,
-            "ci": basic_ci(eff.delta_sd, reps, confidence, 0.0), "p_value": None, "p_mcse": None}
+    s2 = None if x_ctl is None else decision_scores(head, x_ctl, bias)
+    reps = np.array([_delta_sd(s0[i], s1[i]) for i in boots])
+    out = {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change,
+           "ci": basic_ci(eff.delta_sd, reps, confidence, 0.0), "p_value": None, "p_mcse": None}
+    if s2 is not None:
+        ctl = decision_effect(head, bias, x, x_ctl, y)
+        excess = reps - np.array([_delta_sd(s0[i], s2[i]) for i in boots])
+        out["control"] = {"estimate": ctl.delta_sd, "flip_rate": ctl.flip_rate, "auroc_change": ctl.auroc_change}
+        out["excess"] = eff.delta_sd - ctl.delta_sd
+        out["excess_ci"] = basic_ci(out["excess"], excess, confidence, -np.inf)
+    return out
 
 
-def decision_use(prep, config, pt, counterfactual: dict | None = None, progress=None) -> dict:
+def decision_use(prep, config, pt, counterfactual: dict | None = None, progress=None,
+                 control: dict | None = None) -> dict:
     """``{task: {statistic: {"estimate", "ci", "p_value", "p_mcse", ...}}}`` for the metadata tasks;
-    ``counterfactual``: ``{task: (N, D)}`` counterfactual embeddings (original coordinates)."""
+    ``counterfactual``: ``{task: (N, D)}`` counterfactual embeddings (original coordinates);
+    ``control``: ``{task: (N, D)}`` the same rows under a control intervention (those tasks only)."""
     head, bias = decision_head(prep, pt)
     y_all = np.asarray(prep.taskset.primary.labels)
     keep = y_all >= 0
@@ -154,9 +169,12 @@ def decision_use(prep, config, pt, counterfactual: dict | None = None, progress=
         }
         name = prep.probe_tasks[t].name
         if name in (counterfactual or {}):
-            x_cf = (np.asarray(counterfactual[name], np.float64)[keep] - prep.basis.mean) @ prep.basis.rotation
-            x_cf = x_cf.astype(np.float32).astype(np.float64)          # the rounding of the basis's x
-            out[name]["counterfactual"] = counterfactual_block(head, bias, x, x_cf, y, boots, conf)
+            def basis(e):                               # original coordinates -> the basis's x (its rounding too)
+                z = (np.asarray(e, np.float64)[keep] - prep.basis.mean) @ prep.basis.rotation
+                return z.astype(np.float32).astype(np.float64)
+            x_ctl = basis(control[name]) if name in (control or {}) else None
+            out[name]["counterfactual"] = counterfactual_block(head, bias, x, basis(counterfactual[name]), y, boots,
+                                                               conf, x_ctl)
         if progress is not None:
             progress(1)
     return out

@@ -177,8 +177,10 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     With ``statistic`` "counterfactual" (the decision's measured response to an intervention on the
     attribute, ``wsca analyze --counterfactual``) there is no test: "used" needs the response at or
     above the margin. An intervention that moves images off their distribution moves decisions by
-    itself (on the zoo, networks that do not use an artefact moved 0.17-0.60 SD): the reason says so,
-    and a control intervention of the same size is the comparison to make.
+    itself (on the zoo, networks that do not use an artefact moved 0.17-0.60 SD): with a control
+    intervention (``excess_ci``: the paired interval of response minus control response) "used" also
+    needs that interval above 0, and a response no larger than the control's is "inconclusive";
+    without one the reason says a control is the comparison to make.
 
     Returns ``{"verdict", "statistic", "reason", "estimate", "ci", "p_adjusted", "margin"}``."""
     s = stats.get(statistic) or {}
@@ -196,10 +198,21 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     tested = measured or (p_adjusted is not None and p_adjusted <= alpha)
     p_text = ("measured by intervention" if measured else
               "no test (permutations 0)" if p_adjusted is None else f"p_adj {p_adjusted:.3g}")
+    controlled = measured and "excess" in s
+    if controlled and est >= margin:
+        ex, exci = s["excess"], s.get("excess_ci")
+        beyond = (exci[0] if exci else ex) > 1e-6              # above 0 beyond rounding (SD units)
+        text = f"response minus the control's {ex:.3f} {_fmt_ci(exci)}"
+        if beyond:
+            return say("used", f"{name} is at or above the margin {margin:g} of negligible use and exceeds the control "
+                               f"intervention's ({text}): measured by intervention")
+        return say("inconclusive", f"{name} is at or above the margin {margin:g}, but the control intervention moves the "
+                                   f"decision as much ({text}): the response may be the intervention's, not the "
+                                   "attribute's")
     if tested and est >= margin:
         why = ("the decision responds to the intervention by at least the margin; an intervention can move a "
-               "decision by itself (images off their distribution): compare a control intervention of the same size, "
-               "given as another --counterfactual" if measured else
+               "decision by itself (images off their distribution): compare a control intervention of the same size "
+               "(--counterfactual-control)" if measured else
                "the decision moves with the attribute beyond what the class explains (an observational statistic: "
                "the attribute itself or what differs with it within a class, e.g. the patients; a counterfactual, "
                "--counterfactual, tells them apart)")

@@ -53,6 +53,10 @@ def register(sub) -> None:
                         "rows, in the same order, with TASK's attribute intervened on (e.g. the images re-rendered "
                         "as another scanner): the decision's measured response, on which the decision-use verdict "
                         "then rests; repeatable")
+    a.add_argument("--counterfactual-control", action="append", default=[], metavar="TASK=FILE",
+                   help="FILE holds the embeddings of the same rows under a control intervention of the same size that "
+                        "the network never saw with the label (e.g. the stamp in another corner), for a TASK given "
+                        "--counterfactual: 'used' then needs the response to exceed the control's; repeatable")
     add_config_arguments(a, CONFIG, group="analysis settings (wsca_jax.AnalysisConfig)")
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")
@@ -109,11 +113,16 @@ def _run_one(args, config: AnalysisConfig, quiet: bool, main_process: bool) -> i
         task_heads[name] = ef.heads[name]
     head_null = head_nulls(args.head_null)
     cf = counterfactuals(args.counterfactual, ef, meta, args.primary)
+    ctl = counterfactuals(args.counterfactual_control, ef, meta, args.primary, "--counterfactual-control")
+    extra = sorted(set(ctl) - set(cf))
+    require(not extra, f"--counterfactual-control {extra[0] if extra else ''}: no --counterfactual for that task; "
+                       "expected a control beside a counterfactual of the same task")
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)       # printed below as notes, and kept in wsca.json
         result = analyze(ef.embeddings, meta, args.primary, head, task_heads=task_heads or None,
-                         head_null=head_null or None, counterfactual=cf or None, config=config,
+                         head_null=head_null or None, counterfactual=cf or None,
+                         counterfactual_control=ctl or None, config=config,
                          progress=not quiet)
     if not main_process:                                   # process 0 writes the outputs
         return 0
@@ -143,9 +152,9 @@ def _metadata(args, ef, config: AnalysisConfig):
     return meta, config
 
 
-def counterfactuals(specs: list[str], ef, meta, primary: str) -> dict:
+def counterfactuals(specs: list[str], ef, meta, primary: str, flag: str = "--counterfactual") -> dict:
     """``["task=file", ...]`` -> ``{task: (N, D)}``; a file of other rows (its count, or a primary
-    column that differs from the analysed one) is one clear line."""
+    column that differs from the analysed one) is one clear line (``flag``: the option named in it)."""
     import numpy as np
 
     from ..io import load_embeddings
@@ -153,15 +162,15 @@ def counterfactuals(specs: list[str], ef, meta, primary: str) -> dict:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise WscaInputError(f"--counterfactual {spec!r}: expected TASK=FILE")
-        require(name not in out, f"--counterfactual {name}: given twice; expected one file per task")
-        cf = load_embeddings(path, f"--counterfactual {name}")
+            raise WscaInputError(f"{flag} {spec!r}: expected TASK=FILE")
+        require(name not in out, f"{flag} {name}: given twice; expected one file per task")
+        cf = load_embeddings(path, f"{flag} {name}")
         require(cf.embeddings.shape == ef.embeddings.shape,
-                f"--counterfactual {name}: {path} holds embeddings {cf.embeddings.shape}, --embeddings "
+                f"{flag} {name}: {path} holds embeddings {cf.embeddings.shape}, --embeddings "
                 f"{ef.embeddings.shape}; expected the same rows, in the same order, from the same network")
         if primary in cf.columns and primary in meta.columns:
             same = np.asarray(cf.columns[primary]).astype(str) == np.asarray(meta[primary]).astype(str)
-            require(bool(same.all()), f"--counterfactual {name}: {path}'s {primary!r} differs from the analysed one at "
+            require(bool(same.all()), f"{flag} {name}: {path}'s {primary!r} differs from the analysed one at "
                                       f"row {int(np.argmin(same))} ({int((~same).sum())} rows); expected the same rows "
                                       "in the same order")
         out[name] = np.asarray(cf.embeddings)
@@ -197,9 +206,10 @@ def _run_many(args, config: AnalysisConfig, quiet: bool) -> int:
     from ..report import write_runs_outputs
 
     require(len(args.runs) >= 2, f"--runs: {len(args.runs)} file given; expected at least 2 runs to combine")
-    require(not (args.metadata or args.primary_head or args.head_null or args.counterfactual),
+    require(not (args.metadata or args.primary_head or args.head_null or args.counterfactual
+                 or args.counterfactual_control),
             "--runs: metadata and heads come from each .npz; --metadata, --primary-head, --head-null and "
-            "--counterfactual do not apply")
+            "--counterfactual(-control) do not apply")
     runs, names, real = [], [], {}
     for path in args.runs:
         require(os.path.isfile(path), f"--runs {path}: file not found")
