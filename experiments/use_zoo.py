@@ -60,11 +60,10 @@ import pandas as pd
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
 from wsca_jax.training.data import load_dataset, load_digits_dataset
-from wsca_jax.training.data.shortcuts import stamp_artefact
 from wsca_jax.training.embed import embed
-from wsca_jax.training.models import split_logits
-from wsca_jax.training.train import TrainConfig, fit, load_run, predict_batches
+from wsca_jax.training.train import TrainConfig, fit
 from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, artefact_spec, condition_dataset
+from wsca_jax.validation.intervention import intervention
 
 RUNS = "use_zoo_runs.jsonl"
 ASSOCIATIONS = (0.0, 0.5, 0.8, 1.0)
@@ -72,39 +71,6 @@ KINDS = ("text_band", "intensity", "noise", "corner_stamp", "blur")
 DATASETS = ("pneumoniamnist", "digits", "breastmnist")
 BACKBONE_WIDTHS = {"small_cnn": EXPERIMENT_WIDTHS, "resnet18": (16, 32, 64, 128)}
 SETTINGS = ("fine_tuned", "multi_task")
-PATTERN, CONTROL = 1234, 999            # the stamp's pattern seed (training), the control's
-
-
-def control_images(images: np.ndarray, kind: str) -> np.ndarray:
-    """The control perturbation of every image: the same kind and size, never seen with the label
-    (the band at the bottom rows, the gain curve reversed, another texture)."""
-    every = np.ones(len(images), bool)
-    if kind == "noise":
-        return stamp_artefact(images, every, kind, seed=CONTROL)
-    if kind == "blur":                                                               # vertical
-        return stamp_artefact(images.transpose(0, 2, 1, 3), every, kind, seed=PATTERN).transpose(0, 2, 1, 3)
-    return stamp_artefact(images[:, ::-1], every, kind, seed=PATTERN)[:, ::-1]       # upside down
-
-
-def intervention(run_dir: str, clean: np.ndarray, y: np.ndarray, kind: str) -> dict:
-    """How the primary decision moves when the artefact (and, apart, the control) is put on every
-    clean test image: ``{"artefact": {effect, flip_rate, auroc_clean, auroc_toggled}, "control": {...}}``."""
-    from sklearn.metrics import roc_auc_score
-    model, params, record = load_run(run_dir, "best")
-    classes = [len(t["classes"]) for t in record["tasks"]]
-
-    def score(images):
-        logits = split_logits(predict_batches(model, params, images)["logits"], classes)[0]
-        return np.asarray(logits[:, 1] - logits[:, 0], np.float64)
-    s0 = score(clean)
-    out = {}
-    for name, images in (("artefact", stamp_artefact(clean, np.ones(len(clean), bool), kind, seed=PATTERN)),
-                         ("control", control_images(clean, kind))):
-        s1 = score(images)
-        out[name] = {"effect": float(np.mean(np.abs(s1 - s0)) / max(s0.std(), 1e-12)),
-                     "flip_rate": float(np.mean((s1 > 0) != (s0 > 0))),
-                     "auroc_clean": float(roc_auc_score(y, s0)), "auroc_toggled": float(roc_auc_score(y, s1))}
-    return out
 
 
 def network_key(dataset: str, backbone: str, kind: str, assoc: float, setting: str, seed: int) -> str:

@@ -34,6 +34,40 @@ def test_demo_summary_contract(demo_dir):
             sub = out / f"{cond}_{setting}"
             assert (sub / "wsca.json").exists() and (sub / "report.html").exists()
     assert (out / "report.html").stat().st_size > 20_000          # figures are inlined
+    # the planted signature: each network's use measured by intervention beside its verdict
+    p = s["planted"]
+    assert p["kind"] == "corner_stamp" and set(p["conditions"]) == {"unused", "used"}
+    for name, m in p["conditions"].items():
+        for arm in ("artefact", "control"):
+            e = m["intervention"][arm]
+            assert e["effect"] >= 0 and 0 <= e["flip_rate"] <= 1 and 0 <= e["auroc_toggled"] <= 1
+        assert m["decision_use"]["verdict"] in ("used", "not used", "inconclusive")
+        cf = m["statistics"]["counterfactual"]              # the verdict rests on the toggled training rows
+        assert m["decision_use"]["statistic"] == "counterfactual" and cf["estimate"] >= 0
+        assert cf["control"]["estimate"] >= 0 and cf["excess"] == cf["estimate"] - cf["control"]["estimate"]
+        assert (out / f"planted_{name}_fine_tuned" / "wsca.json").exists()
+    assert "A planted signature whose use is measured" in (out / "report.html").read_text()
+
+
+def test_planted_intervention_measures_a_known_response(tmp_path):
+    """The intervention's truth on networks with a known answer: a stamp on exactly the positive
+    class of training images (association 1) is a shortcut, a stamp on half of each class
+    (association 0) is useless; stamping every clean test image moves the first network's decision
+    several times more than the second's, and more than the control stamp in the other corner."""
+    from wsca_jax.training.train import TrainConfig, fit
+    from wsca_jax.validation.intervention import intervention
+    ds = load_digits_dataset()
+    spec = artefact_spec("digits", kind="corner_stamp")
+    test = ds.split == 2
+    t = {}
+    for assoc in (0.0, 1.0):
+        run = tmp_path / f"a{assoc:g}"
+        fit(condition_dataset(ds, spec, assoc, seed=0), "label", (), TrainConfig(epochs=3, batch_size=32, seed=0),
+            run_dir=str(run), progress=False)
+        t[assoc] = intervention(str(run), ds.images[test], np.asarray(ds.columns["label"])[test], "corner_stamp")
+    assert t[1.0]["artefact"]["effect"] > 3 * t[0.0]["artefact"]["effect"]
+    assert t[1.0]["artefact"]["effect"] > t[1.0]["control"]["effect"]
+    assert t[1.0]["artefact"]["flip_rate"] > t[0.0]["artefact"]["flip_rate"]
 
 
 def test_report_command_rerenders_from_folder(demo_dir, tmp_path, capsys):

@@ -48,6 +48,38 @@ def demo_encoded_used_figure(record: dict):
                          "encoded vs used per condition (bars: permutation-null 95%)")
 
 
+def planted_html(planted: dict | None, primary: str) -> str:
+    """The planted signature's table: per association, the response measured by intervention beside
+    the decision-use verdict ('' without planted conditions)."""
+    if not planted:
+        return ""
+    esc = html.escape
+    rows = []
+    for name, m in planted["conditions"].items():
+        a, c = m["intervention"]["artefact"], m["intervention"]["control"]
+        du, st = m.get("decision_use") or {}, m.get("statistics") or {}
+        sh, cf = st.get("within_class_shift") or {}, st.get("counterfactual") or {}
+        f2 = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+        rows.append(f"<tr><td>{esc(name)}</td><td>{m['association']:g}</td><td>{a['effect']:.2f}</td>"
+                    f"<td>{c['effect']:.2f}</td><td>{a['auroc_clean']:.3f} &rarr; {a['auroc_toggled']:.3f}</td>"
+                    f"<td>{m['max_abs_wsc']:.3f}</td><td>{f2(sh.get('estimate'))}</td>"
+                    f"<td>{f2(cf.get('estimate'))} / {f2((cf.get('control') or {}).get('estimate'))}</td>"
+                    f"<td class='verdict'>{esc(du.get('verdict', ''))}</td><td>{esc(du.get('reason', ''))}</td></tr>")
+    return (f"<h2>A planted signature whose use is measured</h2><p>A {esc(planted['kind'].replace('_', ' '))} stamped on "
+            f"the balanced design's training images, on half of each {esc(primary)} class (association 0: encoded but "
+            f"useless to the decision) or on 90% of the positive and 10% of the negative class (association 0.8); "
+            f"{esc(planted['setting'])}. "
+            "Measured response: mean |change of the decision score| in SDs when the stamp is put on every clean test "
+            "image; control: the same stamp in the bottom-left corner, never seen with the label. The analysis of "
+            "the training rows gives the observational within-class shift and, from the same rows with every stamp "
+            "toggled and with the control stamp added (<code>--counterfactual</code>, "
+            "<code>--counterfactual-control</code>), the counterfactual response on which the verdict rests.</p>"
+            "<table><tr><th>condition</th><th>association</th><th>measured response, test (SD)</th><th>control (SD)</th>"
+            f"<th>{esc(primary)} AUROC clean &rarr; stamped</th><th>max |WSC|</th><th>within-class shift</th>"
+            "<th>counterfactual / control, training rows (SD)</th><th>decision use</th><th>why</th></tr>"
+            f"{''.join(rows)}</table>")
+
+
 def render_demo_html(record: dict, results: dict, designs: dict, confounder: str) -> str:
     """The demo's self-contained report: verdicts, the comparison figure, designs, and per condition
     the WSC heatmap and the resampling distributions."""
@@ -66,6 +98,7 @@ def render_demo_html(record: dict, results: dict, designs: dict, confounder: str
                     f"<td>{esc(res.tasks[confounder].summary.get('verdict', ''))}</td>"
                     f"<td class='verdict'>{esc((m.get('decision_use') or {}).get('verdict', ''))}</td>"
                     f"<td>{esc((m.get('decision_use') or {}).get('reason', ''))}</td></tr>")
+    planted = planted_html(record.get("planted"), st["primary"])
     design_html = "".join(f"<figure><figcaption>{esc(c)}: training images per cell</figcaption>"
                           f"{t.to_html(border=0)}</figure>" for c, t in designs.items())
     sections = []
@@ -94,6 +127,7 @@ by a statistic and margin scored on networks whose use was measured by intervent
 <th>max |WSC|</th><th>95% CI</th><th>p</th><th>p (conditional)</th><th>null 95%</th><th>WSC verdict</th>
 <th>decision use</th><th>why</th></tr>
 {''.join(rows)}</table>
+{planted}
 {comp}
 <h2>Training designs</h2>{design_html}
 <h2>Per condition</h2><p>Full reports (all figures, settings, diagnostics): {links}.</p>{''.join(sections)}

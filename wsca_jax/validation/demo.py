@@ -20,6 +20,12 @@ BIASED_STRENGTH = 0.9          # each class 90% + 10% x (base share) from its ma
 CONDITIONS = {"balanced": 0.0, "biased": BIASED_STRENGTH}
 SETTINGS = ("fine_tuned", "multi_task")
 DEFAULT_EPOCHS = {"busbra": 20, "digits": 12}
+# a planted signature whose use is measured by intervention: a corner stamp on the balanced design,
+# stamped on half of each class (association 0: encoded, useless to the decision) or on 90% of the
+# positive and 10% of the negative class (association 0.8: it varies within classes, so the
+# observational statistics can see it); fine-tuned only
+PLANTED = {"unused": 0.0, "used": 0.8}
+PLANTED_KIND, PLANTED_COLUMN = "corner_stamp", "planted"
 
 
 def demo_data(dataset: str = "auto", data_dir: str | None = None):
@@ -85,7 +91,8 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
             du = r["metrics"].get("decision_use")
             if du:
                 print(f"{cond} / {setting}: decision use -- {du['verdict']}: {du['reason']}")
-    record = {"dataset": spec.dataset, "conditions": summary,
+    planted, planted_results = run_planted(ds, spec, cfg, analysis, seed, say, t0)
+    record = {"dataset": spec.dataset, "conditions": summary, "planted": planted,
               "settings": {"primary": spec.primary, "confounder": spec.confounder, "strengths": CONDITIONS,
                            "epochs": epochs, "bootstrap": bootstrap, "permutations": permutations, "seed": seed,
                            "null": f"labels permuted freely (p_value); p_value_conditional permutes within "
@@ -93,10 +100,12 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
               "note": note, "seconds": round(time.time() - t0, 1)}
 
     def fill(tmp: str) -> None:
-        for (cond, setting), r in results.items():
-            sub = os.path.join(tmp, f"{cond}_{setting}")
+        folders = {f"{c}_{s}": r["result"] for (c, s), r in results.items()}
+        folders.update({f"planted_{name}_fine_tuned": r for name, r in planted_results.items()})
+        for name, result in folders.items():
+            sub = os.path.join(tmp, name)
             os.makedirs(sub)
-            fill_folder(r["result"], sub)
+            fill_folder(result, sub)
         with open(os.path.join(tmp, "summary.json"), "w") as f:
             json.dump(record, f, indent=2, allow_nan=False)
         with open(os.path.join(tmp, "report.html"), "w") as f:
@@ -105,6 +114,65 @@ def run_demo(out: str, dataset: str = "auto", data_dir: str | None = None, epoch
     atomic_folder(out, fill)
     print(f"wrote {out}/report.html and {out}/summary.json ({time.time() - t0:.0f} s)")
     return record
+
+
+def run_planted(ds, spec, cfg, analysis, seed: int, say, t0: float) -> tuple[dict, dict]:
+    """The planted-signature conditions (:data:`PLANTED`) on the balanced design, fine-tuned: each
+    network's decision-use verdict for the stamp and its use measured by intervention on the clean
+    test images (:func:`~wsca_jax.validation.intervention.intervention`, against a control stamp in
+    the bottom-left corner). Returns ``(summary["planted"], {name: WscaResult})``."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from .experiment import artefact_spec, condition_dataset, run_condition
+    from .intervention import intervention
+    base = condition_dataset(ds, spec, 0.0, seed)                  # the balanced design, without the stamp
+    pspec = artefact_spec(spec.dataset, primary=spec.primary, kind=PLANTED_KIND, column=PLANTED_COLUMN)
+    test = base.split == 2
+    y = np.asarray(base.columns[spec.primary])[test].astype(int)
+    out, results = {}, {}
+    for name, assoc in PLANTED.items():
+        say(f"[{time.time() - t0:5.0f} s] planted {PLANTED_KIND}, association {assoc:g} / fine_tuned: training, "
+            "then the decision-use statistics and the intervention")
+        cd = condition_dataset(base, pspec, assoc, seed)
+        tmp = tempfile.mkdtemp(prefix="wsca-planted-")
+        try:
+            r = run_condition(cd, pspec, "fine_tuned", seed, train_cfg=cfg, config=analysis, conditional=False,
+                              workdir=tmp, counterfactual=planted_counterfactuals(base, cd))
+            truth = intervention(tmp, base.images[test], y, PLANTED_KIND)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        results[name] = r["result"]
+        out[name] = {"association": assoc, **_m(r["metrics"]), "intervention": truth}
+        du, a, c = out[name].get("decision_use") or {}, truth["artefact"], truth["control"]
+        sh = (out[name].get("statistics") or {}).get("within_class_shift") or {}
+        print(f"planted {PLANTED_KIND} ({name}, association {assoc:g}): test images stamped, the decision moves "
+              f"{a['effect']:.2f} SD (control stamp {c['effect']:.2f} SD); observational within_class_shift "
+              f"{_num(sh.get('estimate'))} {sh.get('ci')}; decision use by the counterfactual -- "
+              f"{du.get('verdict', 'not computed')}: {du.get('reason', '')}")
+    return {"kind": PLANTED_KIND, "column": PLANTED_COLUMN, "setting": "fine_tuned", "conditions": out}, results
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def planted_counterfactuals(base, cd):
+    """``(cf, control)`` copies of ``cd`` (``base`` with the planted stamp on some rows): every row's
+    stamp toggled (stamped rows shown clean, clean rows stamped), and the control stamp (the other
+    corner, never seen with the label) added to every row."""
+    import numpy as np
+
+    from ..training.data import ImageDataset
+    from ..training.data.shortcuts import stamp_artefact
+    from .intervention import STAMP_SEED, control_images
+    stamped = np.asarray(cd.columns[PLANTED_COLUMN]) == "stamped"
+    on = stamp_artefact(base.images, np.ones(len(base), bool), PLANTED_KIND, seed=STAMP_SEED)
+    toggled = np.where(stamped[:, None, None, None], base.images, on)
+    return tuple(ImageDataset(cd.name, im, cd.columns, cd.split, cd.group)
+                 for im in (toggled, control_images(cd.images, PLANTED_KIND)))
 
 
 def comparison_rows(record: dict) -> list[dict]:

@@ -34,6 +34,7 @@ from ..analysis import AnalysisConfig, analyze
 from ..training.data.shortcuts import artefact_indices, confounded_indices, stamp_artefact
 from ..training.data.sources import ImageDataset
 from ..errors import require
+from .intervention import STAMP_SEED
 
 # Training settings of the experiments and the demo (chosen in issue 4, see experiments/results):
 # a small CNN with a 256-wide last stage (a 64-dim embedding gave the same WSC rise but a wider null),
@@ -79,9 +80,10 @@ def busbra_spec(n_per_class: dict | None = None) -> ShortcutSpec:
                         n_per_class=n_per_class or {0: 320, 1: 160})
 
 
-def artefact_spec(dataset: str, primary: str = "label", positive: int = 1, kind: str = "text_band") -> ShortcutSpec:
-    """An artefact column ``artefact`` (``none`` / ``stamped``) leaning on class ``positive``."""
-    return ShortcutSpec(dataset=dataset, primary=primary, confounder="artefact", kind="artefact",
+def artefact_spec(dataset: str, primary: str = "label", positive: int = 1, kind: str = "text_band",
+                  column: str = "artefact") -> ShortcutSpec:
+    """An artefact column ``column`` (``none`` / ``stamped``) leaning on class ``positive``."""
+    return ShortcutSpec(dataset=dataset, primary=primary, confounder=column, kind="artefact",
                         majority={positive: "stamped"}, base={"none": 0.5, "stamped": 0.5}, artefact=kind)
 
 
@@ -112,9 +114,9 @@ def condition_dataset(ds: ImageDataset, spec: ShortcutSpec, strength: float | No
     mask = np.zeros(len(ds), bool)
     mask[train] = artefact_indices(labels[train], frac, seed)
     mask[other] = artefact_indices(labels[other], {c: 0.5 for c in classes}, seed + 1)
-    images = stamp_artefact(ds.images, mask, spec.artefact, seed=1234)   # one artefact pattern for all rows
+    images = stamp_artefact(ds.images, mask, spec.artefact, seed=STAMP_SEED)   # one pattern for all rows
     cols = dict(ds.columns)
-    cols["artefact"] = np.where(mask, "stamped", "none")
+    cols[spec.confounder] = np.where(mask, "stamped", "none")
     return ImageDataset(ds.name, images, cols, ds.split, ds.group)
 
 
@@ -127,7 +129,7 @@ def design_table(ds: ImageDataset, spec: ShortcutSpec) -> pd.DataFrame:
 
 def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int = 0, *, train_cfg=None,
                   config: AnalysisConfig | None = None, conditional: bool = True, workdir: str | None = None,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, counterfactual=None) -> dict:
     """Train, embed the training rows and analyse primary x confounder for one condition.
 
     Args:
@@ -140,6 +142,9 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
         the class-confounder association of a biased design and tests alignment beyond it) and report
         its p-value beside the unconditional one (the headline, as ``wsca analyze`` computes it).
       workdir: where the run's checkpoints go (a temporary folder, removed, when None).
+      counterfactual: ``(cf, control)`` :class:`ImageDataset` copies of ``ds`` (the same rows) with
+        the confounder intervened on and under a control intervention: their training rows are
+        embedded and given to the analysis (``counterfactual=``, ``counterfactual_control=``).
     Returns:
       ``{"metrics": M, "result": WscaResult, "conditional": WscaResult | None, "record": run record}``
       where M holds ``max_abs_wsc, ci, p_value, p_value_conditional, null_q95, null_q95_conditional,
@@ -168,6 +173,8 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
         tasks = (spec.confounder,) + tuple(spec.extra_tasks) if setting == "multi_task" else ()
         record = fit(ds, spec.primary, tasks, cfg, run_dir=tmp, progress=progress)
         arrays = embed(tmp, ds, "train")
+        cf = {} if counterfactual is None else \
+            {k: {spec.confounder: embed(tmp, d, "train")["embeddings"]} for k, d in zip(("cf", "ctl"), counterfactual)}
     finally:
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -175,7 +182,7 @@ def run_condition(ds: ImageDataset, spec: ShortcutSpec, setting: str, seed: int 
                          "group": arrays["group"]})
     heads = {spec.confounder: arrays[f"head_{spec.confounder}"]} if setting == "multi_task" else None
     result = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"], task_heads=heads,
-                     config=config)
+                     config=config, counterfactual=cf.get("cf"), counterfactual_control=cf.get("ctl"))
     cond = None
     if conditional and config.resampling.permutations:
         cond = analyze(arrays["embeddings"], meta, spec.primary, arrays[f"head_{spec.primary}"], task_heads=heads,
