@@ -66,7 +66,7 @@ def planted_html(planted: dict | None, primary: str) -> str:
                     f"<td>{f2(cf.get('estimate'))} / {f2((cf.get('control') or {}).get('estimate'))}</td>"
                     f"<td class='verdict'>{esc(du.get('verdict', ''))}</td><td>{esc(du.get('reason', ''))}</td></tr>")
     return (f"<h2>A planted signature whose use is measured</h2><p>A {esc(planted['kind'].replace('_', ' '))} stamped on "
-            f"the balanced design's training images, on half of each {esc(primary)} class (association 0: encoded but "
+            f"the balanced design's training images, on half of the images of each {esc(primary)} class (association 0: encoded but "
             f"useless to the decision) or on 90% of the positive and 10% of the negative class (association 0.8); "
             f"{esc(planted['setting'])}. "
             "Measured response: mean |change of the decision score| in SDs when the stamp is put on every clean test "

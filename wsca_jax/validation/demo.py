@@ -150,7 +150,7 @@ def run_planted(ds, spec, cfg, analysis, seed: int, say, t0: float) -> tuple[dic
         sh = (out[name].get("statistics") or {}).get("within_class_shift") or {}
         print(f"planted {PLANTED_KIND} ({name}, association {assoc:g}): test images stamped, the decision moves "
               f"{a['effect']:.2f} SD (control stamp {c['effect']:.2f} SD); observational within_class_shift "
-              f"{_num(sh.get('estimate'))} {sh.get('ci')}; decision use by the counterfactual -- "
+              f"{_num(sh.get('estimate'))} [{', '.join(map(_num, sh.get('ci') or []))}]; decision use by the counterfactual -- "
               f"{du.get('verdict', 'not computed')}: {du.get('reason', '')}")
     return {"kind": PLANTED_KIND, "column": PLANTED_COLUMN, "setting": "fine_tuned", "conditions": out}, results
 
