@@ -57,6 +57,9 @@ def sections() -> dict[str, str]:
         texts["mid"] = wm.readme_text(out)
     if _exists(uv.RUNS):
         texts["decision-use"] = uv.readme_text(out)
+    import demo_record
+    if _exists(demo_record.RUNS):
+        texts["demo"] = demo_record.readme_text(out)
     sys.path.insert(0, os.path.join(runner.ROOT, "benchmarks"))
     import render_results
     speed = render_results.readme_speed()

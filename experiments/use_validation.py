@@ -93,6 +93,8 @@ def truth(df: pd.DataFrame) -> pd.DataFrame:
     arm = arm.rename("threshold")
     df = df.join(arm, on=GROUP)
     missing = df[df.threshold.isna()]
+    if len(missing) and development(missing).any():
+        raise SystemExit(f"no association-0 arm for {sorted(set(map(tuple, missing[GROUP].to_numpy())))}: no truth there")
     if len(missing):
         print(f"no association-0 arm for {sorted(set(map(tuple, missing[GROUP].to_numpy())))}: left out (no truth there)")
         df = df[df.threshold.notna()]
@@ -241,11 +243,14 @@ def external_lines(ext: pd.DataFrame, ship: dict) -> list[str]:
         return lines + ["No external networks recorded yet (`experiments/use_zoo.py --dataset digits`, "
                         "`--backbone resnet18`, `--kinds corner_stamp,blur`)."]
     f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    arm = ext[ext.association == 0].groupby(GROUP).size()
+    arm_n, arm_x = int(arm.min()), int(arm.max())
     lines += [f"{len(ext)} networks that played no part in choosing the statistic or the margin (datasets "
               f"{', '.join(sorted(ext.dataset.unique()))}; backbones {', '.join(sorted(ext.backbone.unique()))}; kinds "
               f"{', '.join(sorted(ext.kind.unique()))}): **{int(ext.uses.sum())} use** the artefact, "
               f"{int((~ext.uses).sum())} do not, of which {int((~ext.uses & ext.encoded).sum())} encode it. Truth as above, "
-              "per dataset, backbone, kind and setting.", "",
+              f"per dataset, backbone, kind and setting, from {arm_n} to {arm_x} association-0 networks per group: a "
+              f"network that does not use the artefact exceeds their maximum about 1 time in {arm_n + 1}.", "",
               "| statistic | networks | AUROC for use [95% CI] | Spearman with effect | sensitivity at 0.05 | "
               "specificity at 0.05 | specificity, encoded and unused |", "|---|---|---|---|---|---|---|"]
     for r in (score(ext, s) for s in STATISTICS):
@@ -264,18 +269,22 @@ def external_lines(ext: pd.DataFrame, ship: dict) -> list[str]:
 def counterfactual_lines(full: pd.DataFrame, margin: float) -> list[str]:
     """The counterfactual verdict's rule applied to the measured responses themselves (test rows, point
     values, no intervals): "used" when the response is at or above the margin, and, with the control,
-    when it also exceeds the control perturbation's response -- per zoo."""
+    when it also exceeds the control perturbation's response by the margin -- per zoo."""
     lines = ["", "## The counterfactual verdict on the measured responses", "",
              f"`--counterfactual` alone calls 'used' where the response is at least the margin ({margin:g}); with "
-             "`--counterfactual-control` the response must also exceed the control's. Applied here to the zoo's own "
-             "measured responses (point values on the test rows, no interval): how often each rule agrees with the "
-             "truth, which compares the response with the unused arm's instead.", "",
+             "`--counterfactual-control` the response must also exceed the control's by the margin. Applied here to "
+             "the zoo's own measured responses (point values on the test rows, no interval): how often each rule "
+             "agrees with the truth, which compares the response with the unused arm's instead. The zoo's controls "
+             "are partly seen in training for `text_band` and `corner_stamp`: the augmentation's 2-pixel roll wraps "
+             "the top rows to the bottom ones, where those controls sit (`control_images`, inset 0; the demo's "
+             "control is 3 rows up), so the control rule is pessimistic there.", "",
              "| zoo | networks | rule | sensitivity | specificity |", "|---|---|---|---|---|"]
     for name, g in (("development", full[development(full)]), ("external", full[~development(full)])):
         if not len(g):
             continue
         y, e, c = g.uses.to_numpy(), g.effect.to_numpy(), g.control_effect.to_numpy()
-        for rule, call in (("response >= margin", e >= margin), ("and above the control's", (e >= margin) & (e > c))):
+        for rule, call in (("response >= margin", e >= margin),
+                           ("and the control's exceeded by the margin", (e >= margin) & (e - c >= margin))):
             lines.append(f"| {name} | {len(g)} | {rule} | {_rate(int((call & y).sum()), int(y.sum()))} | "
                          f"{_rate(int((~call & ~y).sum()), int((~y).sum()))} |")
     return lines
@@ -349,7 +358,8 @@ def report(out: str, accuracy: str | None = None) -> str:
              f"{', '.join(sorted(df.setting.unique()))}; seeds {', '.join(str(s) for s in sorted(df.seed.unique()))}). "
              f"Use measured by intervention: **{int(df.uses.sum())} use** the artefact, {int((~df.uses).sum())} do not, "
              f"of which {int((~df.uses & df.encoded).sum())} encode it (probe AUROC >= {ENCODED}).", "",
-             "Truth: effect above the 99th percentile of the association-0 networks of the same kind and setting, "
+             "Truth: effect above the 99th percentile of the association-0 networks of the same kind and setting "
+             "(here one dataset and backbone), "
              f"taken as one of their values: with {arm_n} to {arm_x} such networks, their maximum -- which a network "
              f"that does not use the artefact exceeds about 1 time in {arm_n + 1} (not 1 in 100), so some 'uses' may "
              "be false. The control perturbation's effect is recorded beside it, not used. Statistics are "

@@ -26,7 +26,7 @@ never saw with the label (the band upside down at the bottom rows, the gain curv
 another texture, the stamp in the bottom-left corner, the blur vertical; training flips are
 horizontal only).
 A network **uses** the artefact when its effect is above the 99th percentile of the effects of the
-association-0 networks of the same kind and setting, taken as one of their values (their maximum
+association-0 networks of the same dataset, backbone, kind and setting, taken as one of their values (their maximum
 with fewer than 100 of them; computed when the records are scored by
 ``experiments/use_validation.py``; the continuous effect is stored). Each network draws its own training rows (seeded by its kind,
 setting, association and seed).
@@ -174,6 +174,9 @@ def run(args) -> None:
     path = os.path.join(args.out, RUNS)
     done = runner.done_keys(path, ["key"])
     assocs = [float(a) for a in args.associations.split(",")]
+    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
+    if unknown:
+        raise SystemExit(f"--kinds {unknown[0]}: not an artefact kind; expected one of {', '.join(KINDS)}")
     grid = itertools.product([int(s) for s in args.seeds.split(",")], args.kinds.split(","), SETTINGS, assocs)
     for seed, kind, setting, assoc in grid:
         if (network_key(args.dataset, args.backbone, kind, assoc, setting, seed),) in done:

@@ -291,6 +291,8 @@ CASES = {
     "analyze counterfactual task": ("analyze", a("--counterfactual", "zzz={d}/emb.npz"), "counterfactual 'zzz': not a metadata task"),
     "analyze control alone": ("analyze", a("--counterfactual-control", "site={d}/emb.npz"),
                               "--counterfactual-control site: no --counterfactual for that task"),
+    "analyze control rows": ("analyze", a("--counterfactual", "site={d}/emb.npz", "--counterfactual-control",
+                                          "site={d}/badhead.npy"), "--counterfactual-control site: "),
     "analyze counterfactual twice": ("analyze", a() + ["--counterfactual", "site={d}/emb.npz", "--counterfactual",
                                                        "site={d}/emb.npz"], "--counterfactual site: given twice"),
     "analyze use margin zero": ("analyze", a("--use-margin", "0"), "--use-margin must be a finite number > 0, found 0.0"),

@@ -118,3 +118,25 @@ def test_demo_report_renders_in_chromium(chromium, demo_dir, tmp_path):
     from test_report_browser import check_renders
     out, record = demo_dir
     check_renders(chromium, out / "report.html", tmp_path, min_figures=2 + 2 * 4)
+
+
+def test_demo_record_keeps_every_verdict_and_measured_response(demo_dir, tmp_path):
+    """``experiments/demo_record.py`` turns a demo's summary into the README's record: every
+    condition's verdict and the planted signature's measured responses, rendered back into text."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    exp = Path(__file__).resolve().parents[1] / "experiments"
+    sys.path.insert(0, str(exp))
+    spec = importlib.util.spec_from_file_location("demo_record", exp / "demo_record.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, record = demo_dir
+    mod.main(["--from", str(out), "--out", str(tmp_path)])
+    rec = json.loads((tmp_path / mod.RUNS).read_text())
+    assert set(rec["conditions"]) == {f"{c}/{s}" for c in ("balanced", "biased") for s in ("fine_tuned", "multi_task")}
+    for name, p in rec["planted"]["conditions"].items():
+        m = record["planted"]["conditions"][name]
+        assert p["effect"] == m["intervention"]["artefact"]["effect"] and p["verdict"] == m["decision_use"]["verdict"]
+    text = mod.readme_text(str(tmp_path))
+    assert text.count('verdict "') == 2 and "digits" in text

@@ -257,7 +257,8 @@ def test_the_counterfactual_response_is_measured_and_carries_the_verdict():
     it moves every score by 2.4 u: the statistic equals 2.4 u / SD(score) (a known answer), has an
     interval and no p-value, and the verdict rests on it: "used" at u = 0.5; at u = 0 the response is
     exactly 0 and the verdict "not used" (measured by intervention). A control intervention the head
-    ignores keeps "used"; one that moves the score as much makes it "inconclusive"."""
+    ignores keeps "used"; one that moves the score as much, or almost as much (the excess below the
+    margin), makes it "inconclusive"."""
     rng = np.random.default_rng(11)
     n, d = 800, 6
     y, a = rng.integers(0, 2, n), rng.integers(0, 2, n)
@@ -283,18 +284,20 @@ def test_the_counterfactual_response_is_measured_and_carries_the_verdict():
     # response in excess; one that moves the score exactly as much (z0 by 1.2) makes it "inconclusive"
     head = np.zeros((2, d))
     head[1] = np.linalg.inv(M)[:, 0] + 0.5 * np.linalg.inv(M)[:, 1]
-    for shift_axis, verdict in ((2, "used"), (0, "inconclusive")):
+    for shift_axis, size, verdict in ((2, 1.2, "used"), (0, 1.2, "inconclusive"), (0, 1.0, "inconclusive")):
         z_ctl = z.copy()
-        z_ctl[:, shift_axis] -= 1.2 * (2 * a - 1)
+        z_ctl[:, shift_axis] -= size * (2 * a - 1)
         res = wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual={"site": x_cf},
                            counterfactual_control={"site": z_ctl @ M}, config=cfg)
         s = res.tasks["site"].summary
         cf = s["statistics"]["counterfactual"]
-        want = 0.0 if shift_axis == 2 else cf["estimate"]
+        want = 0.0 if shift_axis == 2 else cf["estimate"] * size / 1.2
         assert cf["control"]["estimate"] == pytest.approx(want, abs=1e-4)
         assert cf["excess"] == pytest.approx(cf["estimate"] - want, abs=1e-4)
         assert cf["excess_ci"][0] <= cf["excess"] + 1e-9 <= cf["excess_ci"][1] + 2e-9
         assert s["decision_use"]["verdict"] == verdict, s["decision_use"]["reason"]
+        if size == 1.0:                       # beyond the control's, but by less than the margin
+            assert cf["excess_ci"][0] > 0 and "by less than the margin" in s["decision_use"]["reason"]
     with pytest.raises(wsca.WscaInputError, match="control beside a counterfactual"):
         wsca.analyze(x, {"label": y, "site": a}, "label", head, counterfactual_control={"site": x_cf}, config=cfg)
     with pytest.raises(wsca.WscaInputError, match="expected the same rows"):

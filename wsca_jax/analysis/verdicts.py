@@ -178,9 +178,9 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     attribute, ``wsca analyze --counterfactual``) there is no test: "used" needs the response at or
     above the margin. An intervention that moves images off their distribution moves decisions by
     itself (on the zoo, networks that do not use an artefact moved 0.17-0.60 SD): with a control
-    intervention (``excess_ci``: the paired interval of response minus control response) "used" also
-    needs that interval above 0, and a response no larger than the control's is "inconclusive";
-    without one the reason says a control is the comparison to make.
+    intervention ("used" also needs the response minus the control's, ``excess``, at or above the
+    margin and its paired interval ``excess_ci`` above 0; otherwise, and without an interval,
+    "inconclusive"); without one the reason says a control is the comparison to make.
 
     Returns ``{"verdict", "statistic", "reason", "estimate", "ci", "p_adjusted", "margin"}``."""
     s = stats.get(statistic) or {}
@@ -201,14 +201,15 @@ def decision_use_verdict(stats: dict, statistic: str, margin: float, alpha: floa
     controlled = measured and "excess" in s
     if controlled and est >= margin:
         ex, exci = s["excess"], s.get("excess_ci")
-        beyond = (exci[0] if exci else ex) > 1e-6              # above 0 beyond rounding (SD units)
         text = f"response minus the control's {ex:.3f} {_fmt_ci(exci)}"
-        if beyond:
+        if exci and ex >= margin and exci[0] > 1e-6:            # above 0 beyond rounding (SD units)
             return say("used", f"{name} is at or above the margin {margin:g} of negligible use and exceeds the control "
-                               f"intervention's ({text}): measured by intervention")
-        return say("inconclusive", f"{name} is at or above the margin {margin:g}, but the control intervention moves the "
-                                   f"decision as much ({text}): the response may be the intervention's, not the "
-                                   "attribute's")
+                               f"intervention's by at least the margin ({text}): measured by intervention")
+        why = ("without an interval (bootstrap 0) the excess over the control cannot be shown" if not exci else
+               "the control intervention moves the decision as much: the response may be the intervention's, not "
+               "the attribute's" if exci[0] <= 1e-6 else
+               f"it exceeds the control's by less than the margin {margin:g}")
+        return say("inconclusive", f"{name} is at or above the margin {margin:g}, but {why} ({text})")
     if tested and est >= margin:
         why = ("the decision responds to the intervention by at least the margin; an intervention can move a "
                "decision by itself (images off their distribution): compare a control intervention of the same size "

@@ -56,7 +56,7 @@ def register(sub) -> None:
     a.add_argument("--counterfactual-control", action="append", default=[], metavar="TASK=FILE",
                    help="FILE holds the embeddings of the same rows under a control intervention of the same size that "
                         "the network never saw with the label (e.g. the stamp in another corner), for a TASK given "
-                        "--counterfactual: 'used' then needs the response to exceed the control's; repeatable")
+                        "--counterfactual: 'used' then needs the response to exceed the control's by --use-margin; repeatable")
     add_config_arguments(a, CONFIG, group="analysis settings (wsca_jax.AnalysisConfig)")
     a.add_argument("--no-figures", action="store_true", help="write wsca.json and report.html without PNG figures")
     a.add_argument("--quiet", action="store_true", help="no progress (the results table and 'wrote' line still print)")

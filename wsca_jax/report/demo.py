@@ -70,7 +70,7 @@ def planted_html(planted: dict | None, primary: str) -> str:
             f"useless to the decision) or on 90% of the positive and 10% of the negative class (association 0.8); "
             f"{esc(planted['setting'])}. "
             "Measured response: mean |change of the decision score| in SDs when the stamp is put on every clean test "
-            "image; control: the same stamp in the bottom-left corner, never seen with the label. The analysis of "
+            "image; control: the same stamp in the bottom-left corner, 3 rows up (out of reach of the training shifts), never seen with the label. The analysis of "
             "the training rows gives the observational within-class shift and, from the same rows with every stamp "
             "toggled and with the control stamp added (<code>--counterfactual</code>, "
             "<code>--counterfactual-control</code>), the counterfactual response on which the verdict rests.</p>"

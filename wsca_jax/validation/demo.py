@@ -26,6 +26,8 @@ DEFAULT_EPOCHS = {"busbra": 20, "digits": 12}
 # observational statistics can see it); fine-tuned only
 PLANTED = {"unused": 0.0, "used": 0.8}
 PLANTED_KIND, PLANTED_COLUMN = "corner_stamp", "planted"
+CONTROL_INSET = 3                # the control stamp's rows: out of reach of training's 2-pixel wrap-around
+PLANTED_SEED = 1000              # offset of the planted stamp's rows from the design's own draws
 
 
 def demo_data(dataset: str = "auto", data_dir: str | None = None):
@@ -128,7 +130,8 @@ def run_planted(ds, spec, cfg, analysis, seed: int, say, t0: float) -> tuple[dic
 
     from .experiment import artefact_spec, condition_dataset, run_condition
     from .intervention import intervention
-    base = condition_dataset(ds, spec, 0.0, seed)                  # the balanced design, without the stamp
+    # the balanced design (the digits' artefact design: the clean images, no second artefact)
+    base = ds if spec.kind == "artefact" else condition_dataset(ds, spec, 0.0, seed)
     pspec = artefact_spec(spec.dataset, primary=spec.primary, kind=PLANTED_KIND, column=PLANTED_COLUMN)
     test = base.split == 2
     y = np.asarray(base.columns[spec.primary])[test].astype(int)
@@ -136,12 +139,12 @@ def run_planted(ds, spec, cfg, analysis, seed: int, say, t0: float) -> tuple[dic
     for name, assoc in PLANTED.items():
         say(f"[{time.time() - t0:5.0f} s] planted {PLANTED_KIND}, association {assoc:g} / fine_tuned: training, "
             "then the decision-use statistics and the intervention")
-        cd = condition_dataset(base, pspec, assoc, seed)
+        cd = condition_dataset(base, pspec, assoc, seed + PLANTED_SEED)
         tmp = tempfile.mkdtemp(prefix="wsca-planted-")
         try:
             r = run_condition(cd, pspec, "fine_tuned", seed, train_cfg=cfg, config=analysis, conditional=False,
                               workdir=tmp, counterfactual=planted_counterfactuals(base, cd))
-            truth = intervention(tmp, base.images[test], y, PLANTED_KIND)
+            truth = intervention(tmp, base.images[test], y, PLANTED_KIND, CONTROL_INSET)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         results[name] = r["result"]
@@ -162,7 +165,9 @@ def _num(v) -> str:
 def planted_counterfactuals(base, cd):
     """``(cf, control)`` copies of ``cd`` (``base`` with the planted stamp on some rows): every row's
     stamp toggled (stamped rows shown clean, clean rows stamped), and the control stamp (the other
-    corner, never seen with the label) added to every row."""
+    corner, :data:`CONTROL_INSET` rows up, never seen with the label) added to every row: each
+    changes every row by one stamp, though removing a stamp and adding one need not move a decision
+    alike."""
     import numpy as np
 
     from ..training.data import ImageDataset
@@ -172,7 +177,7 @@ def planted_counterfactuals(base, cd):
     on = stamp_artefact(base.images, np.ones(len(base), bool), PLANTED_KIND, seed=STAMP_SEED)
     toggled = np.where(stamped[:, None, None, None], base.images, on)
     return tuple(ImageDataset(cd.name, im, cd.columns, cd.split, cd.group)
-                 for im in (toggled, control_images(cd.images, PLANTED_KIND)))
+                 for im in (toggled, control_images(cd.images, PLANTED_KIND, CONTROL_INSET)))
 
 
 def comparison_rows(record: dict) -> list[dict]:
