@@ -263,6 +263,10 @@ def external_lines(ext: pd.DataFrame, ship: dict) -> list[str]:
     for key, c in external(ext, ship).items():
         lines.append(f"| {'**all**' if key == 'all' else key} | {c['networks']} | {_rate(*c['sens'])} | "
                      f"{_rate(*c['spec'])} | {_rate(*c['not_used'])} |")
+    small = ext.uses & (ext.effect < ship["tau_all"])
+    lines += ["", f"Users whose measured response itself is below the margin ({ship['tau_all']:g} SD; above their "
+              f"group's unused arm, below the margin of negligible use): {_rate(int(small.sum()), int(ext.uses.sum()))}; "
+              "they count against a rule whose margin of negligible use is absolute while the truth is relative."]
     return lines
 
 
@@ -424,7 +428,10 @@ def readme_text(out: str) -> str:
         text += (f" **External zoo** ({ext['networks']} networks added after the rule was fixed: datasets "
                  f"{', '.join(sorted(e.dataset.unique()))}, backbones {', '.join(sorted(e.backbone.unique()))}, kinds "
                  f"{', '.join(sorted(e.kind.unique()))}): the rule, unchanged, calls {_rate(*ext['sens'])} of the "
-                 f"users 'used' and leaves {_rate(*ext['spec'])} of the others not 'used'.")
+                 f"users 'used' and leaves {_rate(*ext['spec'])} of the others not 'used'; "
+                 f"{int((e.uses & (e.effect < best['tau_all'])).sum())} of the {int(e.uses.sum())} users respond to "
+                 "the artefact by less than the margin itself (the truth is relative to the unused arm, the margin "
+                 "absolute).")
     cal = [r for r in runner.read_records(os.path.join(out, "use_calibration_runs.jsonl"), missing_ok=True)
            if r.get("version") == 2]
     if cal:
