@@ -79,9 +79,10 @@ def check_counterfactual(counterfactual, shape: tuple, tasks, what: str = "count
     analysed embeddings' ``shape``."""
     out = {}
     for name, v in dict(counterfactual or {}).items():
-        require(name in tasks, f"{what} {name!r}: not a metadata task" + (
-            f" (tasks: {', '.join(tasks) or 'none'})" if what == "counterfactual" else
-            f" given a counterfactual (given: {', '.join(tasks) or 'none'}); expected a control beside a counterfactual"))
+        require(name in tasks, (f"{what} {name!r}: not a metadata task (tasks: {', '.join(tasks) or 'none'})"
+                                if what == "counterfactual" else
+                                f"{what} {name!r}: no counterfactual for that task (counterfactuals: "
+                                f"{', '.join(tasks) or 'none'}); expected a control beside a counterfactual"))
         try:
             a = np.asarray(v, np.float64)
         except (TypeError, ValueError):

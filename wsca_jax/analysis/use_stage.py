@@ -122,7 +122,8 @@ def counterfactual_block(head, bias, x, x_cf, y, boots, confidence: float, x_ctl
     and no p-value (a measured response has no null to test against: it is the truth the other
     statistics estimate). With ``x_ctl (N, D)`` (the same rows under a control intervention of the
     same size that the network never saw with the label): ``control`` (its response) and
-    ``excess`` = response - control response with a paired bootstrap interval (``excess_ci``)."""
+    ``excess`` = response - control response with a paired bootstrap interval (``excess_ci``; with
+    more than two classes each response is its largest over score columns, which may differ)."""
     eff = decision_effect(head, bias, x, x_cf, y)
     s0, s1 = decision_scores(head, x, bias), decision_scores(head, x_cf, bias)
     s2 = None if x_ctl is None else decision_scores(head, x_ctl, bias)
