@@ -351,12 +351,17 @@ class Effect(NamedTuple):
     auroc_change: float | None
 
 
+def delta_sd(s0: np.ndarray, s1: np.ndarray) -> float:
+    """Mean |s1 - s0| / SD(s0) of ``(N, S)`` decision scores, the largest over score columns."""
+    sd = s0.std(0)
+    return float(np.max(np.abs(s1 - s0).mean(0) / np.where(sd > 0, sd, np.inf)))
+
+
 def decision_effect(head: np.ndarray, bias, x: np.ndarray, x_new: np.ndarray, y: np.ndarray) -> Effect:
     """:class:`Effect` of replacing ``x`` by ``x_new`` (both ``(N, D)``) on the head's decision."""
     logits0, logits1 = _logits(head, x, bias), _logits(head, x_new, bias)
     s0, s1 = _scores_of(logits0), _scores_of(logits1)
-    sd = s0.std(0)
-    delta = float(np.max(np.abs(s1 - s0).mean(0) / np.where(sd > 0, sd, np.inf)))
+    delta = delta_sd(s0, s1)
     pred = (lambda z: (z[:, 0] > 0).astype(int)) if logits0.shape[1] == 1 else (lambda z: z.argmax(1))
     flip = None if bias is None else float(np.mean(pred(logits0) != pred(logits1)))
     auc = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..use import (decision_effect, decision_scores, erasure_effect, permutation_p, score_rows, whiten,
+from ..use import (decision_effect, delta_sd, decision_scores, erasure_effect, permutation_p, score_rows, whiten,
                    score_correlation, whitened, whitened_probe_scores, within_class_eta,
                    varies_within_classes, within_class_permutations, within_class_shift)
 
@@ -109,12 +109,6 @@ def erasure_block(x, head, bias, y, a, boots, draws: int, seed: int, confidence:
     return {**e, "ci": basic_ci(e["estimate"], reps, confidence, 0.0)}
 
 
-def _delta_sd(s0: np.ndarray, s1: np.ndarray) -> float:
-    """Mean |s1 - s0| / SD(s0) of ``(N, S)`` decision scores, the largest over score columns."""
-    sd = s0.std(0)
-    return float(np.max(np.abs(s1 - s0).mean(0) / np.where(sd > 0, sd, np.inf)))
-
-
 def counterfactual_block(head, bias, x, x_cf, y, boots, confidence: float, x_ctl=None) -> dict:
     """``counterfactual``: the decision's measured response when the attribute is intervened on
     (``x_cf (N, D)``: the same rows' counterfactual embeddings): mean |delta score| / SD(score),
@@ -127,12 +121,12 @@ def counterfactual_block(head, bias, x, x_cf, y, boots, confidence: float, x_ctl
     eff = decision_effect(head, bias, x, x_cf, y)
     s0, s1 = decision_scores(head, x, bias), decision_scores(head, x_cf, bias)
     s2 = None if x_ctl is None else decision_scores(head, x_ctl, bias)
-    reps = np.array([_delta_sd(s0[i], s1[i]) for i in boots])
+    reps = np.array([delta_sd(s0[i], s1[i]) for i in boots])
     out = {"estimate": eff.delta_sd, "flip_rate": eff.flip_rate, "auroc_change": eff.auroc_change,
            "ci": basic_ci(eff.delta_sd, reps, confidence, 0.0), "p_value": None, "p_mcse": None}
     if s2 is not None:
         ctl = decision_effect(head, bias, x, x_ctl, y)
-        excess = reps - np.array([_delta_sd(s0[i], s2[i]) for i in boots])
+        excess = reps - np.array([delta_sd(s0[i], s2[i]) for i in boots])
         out["control"] = {"estimate": ctl.delta_sd, "flip_rate": ctl.flip_rate, "auroc_change": ctl.auroc_change}
         out["excess"] = eff.delta_sd - ctl.delta_sd
         out["excess_ci"] = basic_ci(out["excess"], excess, confidence, -np.inf)
