@@ -24,6 +24,15 @@ attribute, the power where it does) and the share of intervals holding the popul
     .venv/bin/python experiments/use_calibration.py --data-dir ../shared/data          # every design (an hour or more)
     .venv/bin/python experiments/use_calibration.py --designs independent confounded
 
+The counterfactual designs (``cf_*``) check the intervals of ``statistics.counterfactual`` (``--counterfactual``
+with ``--counterfactual-control``): each dataset's rows are toggled on the attribute (``x - 2 (2a - 1) mu_a``)
+and, separately, moved by a control of the same size (``+-2 mu_c``, a random sign per row), both with a
+per-row perturbation noise of 0.3 noise SDs. ``cf_null``: the head reads the control exactly as much as the
+attribute (population excess 0: the share of datasets whose ``excess_ci`` lies above 0 is the rate of a
+false "used" from the control's half of the rule, to be <= 0.025); ``cf_used``, ``cf_used_strong`` and ``cf_real_used``: the
+head ignores the control (the share is the power). Recorded: the coverage of ``ci`` (the response) and of
+``excess_ci``, each with its Monte Carlo SE.
+
 The first runs (``version`` 1: the level of three tests only) are kept in the records and shown
 below the current table.
 """
@@ -37,7 +46,7 @@ import numpy as np
 
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
-from wsca_jax.analysis.use_stage import correlation_blocks, erasure_block, within_block
+from wsca_jax.analysis.use_stage import correlation_blocks, counterfactual_block, erasure_block, within_block
 from wsca_jax.probes import ProbeConfig
 from wsca_jax.use_resampling import bootstrap_rows
 from wsca_jax.use import (decision_scores, erasure_estimate, score_correlation, whitened_probe_scores,
@@ -47,6 +56,7 @@ RUNS = "use_calibration_runs.jsonl"
 TESTS = ("within_class_eta", "within_class_shift", "score_correlation", "score_correlation_within", "erasure",
          "erasure_within")
 ALPHA, CONFIDENCE, POP_N = 0.05, 0.95, 100_000
+MARGIN = wsca.AnalysisConfig().inference.use_margin           # the verdict's margin (response and excess >= it)
 ZOO_NETWORK = "text_band-0-fine_tuned-0"          # the real covariance's source (association 0: unused)
 REAL_DIMS = 64                                     # its leading within-cell principal axes (of 256)
 # name -> (family, agree, use, datasets)
@@ -54,6 +64,10 @@ DESIGNS = {"independent": ("synthetic", 0.5, 0.0, 500), "confounded": ("syntheti
            "used": ("synthetic", 0.5, 0.5, 200), "used_confounded": ("synthetic", 0.9, 0.5, 200),
            "real": ("real", 0.5, 0.0, 200), "real_confounded": ("real", 0.9, 0.0, 200),
            "real_used": ("real", 0.5, 1.0, 200)}
+# counterfactual designs: name -> (family, use, control read as much as the attribute, datasets)
+CF_DESIGNS = {"cf_null": ("synthetic", 0.5, True, 500), "cf_used": ("synthetic", 0.5, False, 500),
+              "cf_used_strong": ("synthetic", 1.5, False, 500), "cf_real_used": ("real", 1.0, False, 200)}
+CF_NOISE = 0.3
 
 
 class World:
@@ -146,17 +160,70 @@ def one_design(name: str, args) -> dict:
     return out
 
 
+def interventions(world: "World", rng, x, a, reads_control: bool):
+    """``(x_cf, x_ctl)`` both ``(N, D)``: the attribute toggled, and a control move of the same size
+    (a direction the head reads as much as the attribute's, or not at all), each with its own noise."""
+    head = world.head[1]
+    r = np.random.default_rng(77).normal(size=head.shape) @ world.noise
+    r *= np.sqrt(world.mu_a @ world.mu_a / (r @ r))                      # the attribute's length
+    target = head @ world.mu_a if reads_control else 0.0
+    mu_c = r + (target - head @ r) / (head @ head) * head                   # head . mu_c = target
+    noise = lambda: CF_NOISE * rng.normal(size=x.shape) @ world.noise      # noqa: E731
+    x_cf = x - 2 * np.outer(2 * a - 1, world.mu_a) + noise()
+    x_ctl = x + 2 * np.outer(2 * rng.integers(0, 2, len(a)) - 1, mu_c) + noise()
+    return x_cf, x_ctl
+
+
+def one_cf_design(name: str, args) -> dict:
+    """Coverage of the counterfactual response's and excess's intervals, and the excess's rejection rate."""
+    family, use, reads, datasets = CF_DESIGNS[name]
+    datasets = args.datasets or datasets
+    world = World(family, 0.5, use, args.seed, args.cache)
+    prng = np.random.default_rng(args.seed + 99)
+    xp, yp, ap = world.draw(prng, POP_N)
+    cf, ctl = interventions(world, prng, xp, ap, reads)
+    pop_cf = counterfactual_block(world.head, None, xp, cf, yp, [], CONFIDENCE, ctl)
+    pop = {"counterfactual": pop_cf["estimate"], "excess": pop_cf["excess"]}
+    rng = np.random.default_rng(args.seed)
+    hits = {"counterfactual": [], "excess": []}
+    above, used, t0 = [], [], time.time()
+    for i in range(datasets):
+        x, y, a = world.draw(rng, args.rows)
+        cf, ctl = interventions(world, rng, x, a, reads)
+        b = counterfactual_block(world.head, None, x, cf, y, bootstrap_rows(len(y), args.bootstrap, i + 17),
+                                 CONFIDENCE, ctl)
+        hits["counterfactual"].append(bool(b["ci"]) and b["ci"][0] <= pop["counterfactual"] <= b["ci"][1])
+        hits["excess"].append(bool(b["excess_ci"]) and b["excess_ci"][0] <= pop["excess"] <= b["excess_ci"][1])
+        above.append(bool(b["excess_ci"]) and b["excess_ci"][0] > 1e-6)
+        used.append(above[-1] and min(b["estimate"], b["excess"]) >= MARGIN)
+        if (i + 1) % 100 == 0:
+            print(f"{name}: {i + 1}/{datasets} datasets ({time.time() - t0:.0f} s)", flush=True)
+    out = {"version": "cf1", "design": name, "family": family, "use": use, "control_read": reads,
+           "datasets": datasets, "n": args.rows, "d": int(world.head.shape[1]), "bootstrap": args.bootstrap,
+           "seed": args.seed, "population": pop, "wsca_version": wsca.__version__}
+    r = float(np.mean(above))
+    out["excess_above_zero"] = {"rate": r, "mcse": float(np.sqrt(r * (1 - r) / datasets))}
+    u = float(np.mean(used))
+    out["used_verdict"] = {"rate": u, "mcse": float(np.sqrt(u * (1 - u) / datasets)), "margin": MARGIN}
+    for k, h in hits.items():
+        c = float(np.mean(h))
+        out[k] = {"coverage": c, "coverage_mcse": float(np.sqrt(c * (1 - c) / datasets))}
+    return out
+
+
 def run(args) -> None:
     path = os.path.join(args.out, RUNS)
     for name in args.designs:
-        row = one_design(name, args)
+        row = one_cf_design(name, args) if name in CF_DESIGNS else one_design(name, args)
         runner.append_record(path, row)
-        print(name, {t: (row[t]["rejection_rate"], row[t]["coverage"]) for t in TESTS}, flush=True)
+        print(name, {t: row[t] for t in TESTS + ("counterfactual", "excess", "excess_above_zero") if t in row},
+              flush=True)
 
 
 def report(out: str) -> str:
     rows = runner.read_records(os.path.join(out, RUNS))
-    cur, old = [r for r in rows if r.get("version") == 2], [r for r in rows if r.get("version") != 2]
+    cur, old = [r for r in rows if r.get("version") == 2], [r for r in rows if r.get("version") in (1, None)]
+    cfs = [r for r in rows if r.get("version") == "cf1"]
     lines = ["# Level, power and coverage of the decision-use statistics (rendered from `use_calibration_runs.jsonl` "
              "by `experiments/use_calibration.py`)", "",
              "Designs: a binary class and a binary attribute, each a mean shift of the embeddings; the attribute "
@@ -178,6 +245,36 @@ def report(out: str) -> str:
               "| design | " + " | ".join(f"`{t}`" for t in TESTS) + " |", "|---|" + "---|" * len(TESTS)]
     for r in cur:
         lines.append(f"| {r['design']} | " + " | ".join(f"{r['population'][t]:.3f}" for t in TESTS) + " |")
+    if cfs:
+        lines += ["", "## The counterfactual's intervals", "",
+                  "Each dataset's rows toggled on the attribute and, separately, moved by a control of the same size "
+                  f"(per-row perturbation noise {CF_NOISE} noise SDs); the head reads the control as much as the "
+                  "attribute (`cf_null`: population excess 0) or not at all. Coverage of the 95% basic bootstrap "
+                  "intervals of the response (`ci`) and of the paired excess over the control (`excess_ci`), and the "
+                  "share of datasets whose `excess_ci` lies above 0 (the control's half of the 'used' rule: a false "
+                  "'used' rate in `cf_null`, to be <= 0.025; power otherwise), and the share the full rule calls 'used' (response and excess both >= the margin "
+                  f"{MARGIN:g}, `excess_ci` above 0), Monte Carlo SEs in brackets.", "",
+                  "| design | family | head reads the control | datasets | rows x dims | B | population response / excess "
+                  "| coverage `ci` | coverage `excess_ci` | `excess_ci` above 0 | verdict 'used' |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in cfs:
+            lines.append(f"| {r['design']} | {r['family']} | {'yes' if r['control_read'] else 'no'} | {r['datasets']} | "
+                         f"{r['n']} x {r['d']} | {r['bootstrap']} | {r['population']['counterfactual']:.3f} / "
+                         f"{r['population']['excess']:.3f} | {r['counterfactual']['coverage']:.3f} "
+                         f"({r['counterfactual']['coverage_mcse']:.3f}) | {r['excess']['coverage']:.3f} "
+                         f"({r['excess']['coverage_mcse']:.3f}) | {r['excess_above_zero']['rate']:.3f} "
+                         f"({r['excess_above_zero']['mcse']:.3f}) | " + (
+                             f"{r['used_verdict']['rate']:.3f} ({r['used_verdict']['mcse']:.3f}) |"
+                             if "used_verdict" in r else "not recorded |"))
+        for r in (r for r in cfs if r["control_read"]):
+            z, v = r["excess_above_zero"], r.get("used_verdict")
+            lines += ["", f"`{r['design']}`: the excess's interval lies above 0 in {z['rate']:.3f} ({z['mcse']:.3f}) of the "
+                      f"datasets, {(z['rate'] - 0.025) / max(z['mcse'], 1e-12):+.1f} Monte Carlo SEs from the 0.025 of an "
+                      "exact one-sided 2.5% bound"
+                      + (f"; the whole rule (both effects >= {v['margin']:g} as well) called 'used' in {v['rate']:.3f} "
+                         f"({v['mcse']:.3f})." if v else ".")
+                      + " Coverage of `excess_ci` there: "
+                      f"{r['excess']['coverage']:.3f} ({r['excess']['coverage_mcse']:.3f})."]
     if old:
         lines += ["", "Earlier runs (version 1: the level of three tests, no intervals):", "",
                   "| design | seed | datasets | rows x dims | `within_class_eta` | `erasure` | `erasure_within` |",
@@ -191,7 +288,7 @@ def report(out: str) -> str:
 
 def build_parser():
     def arguments(p):
-        p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+        p.add_argument("--designs", nargs="+", default=list(DESIGNS) + list(CF_DESIGNS), choices=list(DESIGNS) + list(CF_DESIGNS))
         p.add_argument("--datasets", type=int, default=None, help="datasets per design (default: the design's own)")
         p.add_argument("--rows", type=int, default=600)
         p.add_argument("--bootstrap", type=int, default=200)
