@@ -3,7 +3,7 @@
 Each network is a small CNN (``--backbone small_cnn``, widths 16-32-256) or a ResNet-18-style
 network (``--backbone resnet18``, stage widths 16-32-64-128) trained on its own draw of
 PneumoniaMNIST training rows (``--dataset pneumoniamnist``; ``digits``: scikit-learn's digits at
-16x16, odd vs even; ``breastmnist``), where a scanner-like signature is stamped on the training
+16x16, odd vs even; ``breastmnist``; ``busbra``: BUS-BRA at 64x64, primary ``malignant``), where a scanner-like signature is stamped on the training
 images with an **association** to the label:
 0 = stamped on half of each class (encoded, useless to the decision) up to 1 = stamped on exactly
 the positive class (perfectly predictive). Kinds: ``text_band`` (vendor text / UI band),
@@ -68,7 +68,8 @@ from wsca_jax.validation.intervention import intervention
 RUNS = "use_zoo_runs.jsonl"
 ASSOCIATIONS = (0.0, 0.5, 0.8, 1.0)
 KINDS = ("text_band", "intensity", "noise", "corner_stamp", "blur")
-DATASETS = ("pneumoniamnist", "digits", "breastmnist")
+DATASETS = ("pneumoniamnist", "digits", "breastmnist", "busbra")
+PRIMARY = {"busbra": "malignant"}                  # the primary column where it is not "label"
 BACKBONE_WIDTHS = {"small_cnn": EXPERIMENT_WIDTHS, "resnet18": (16, 32, 64, 128)}
 SETTINGS = ("fine_tuned", "multi_task")
 
@@ -86,7 +87,7 @@ def zoo_dataset(name: str, data_dir: str | None):
 
 def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     """Train one network, measure its use by intervention, cache its embeddings, run the statistics."""
-    spec = artefact_spec(args.dataset, kind=kind)
+    spec = artefact_spec(args.dataset, primary=PRIMARY.get(args.dataset, "label"), kind=kind)
     extra = [] if (args.dataset, args.backbone) == ("pneumoniamnist", "small_cnn") else \
         [DATASETS.index(args.dataset), list(BACKBONE_WIDTHS).index(args.backbone)]
     rng = np.random.default_rng([seed, KINDS.index(kind), SETTINGS.index(setting), int(round(100 * assoc)), *extra])
@@ -107,6 +108,7 @@ def one(args, ds, kind: str, assoc: float, setting: str, seed: int) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("embeddings", spec.primary, "artefact")}
+    arrays["label"] = arrays.pop(spec.primary)          # the cache's primary column is always "label"
     arrays["split"] = np.repeat([1, 2], [len(p["embeddings"]) for p in parts])
     head, bias = parts[0][f"head_{spec.primary}"], parts[0][f"bias_{spec.primary}"]
     key = network_key(args.dataset, args.backbone, kind, assoc, setting, seed)
@@ -126,7 +128,7 @@ def statistics(arrays: dict, head: np.ndarray, spec, permutations: int, seed: in
     statistic is computed on the rows and stamps its truth was measured with."""
     val = np.asarray(arrays["split"]) == 1
     arrays = {k: np.asarray(v)[val] for k, v in arrays.items()}
-    meta = pd.DataFrame({spec.primary: arrays[spec.primary], "artefact": arrays["artefact"]})
+    meta = pd.DataFrame({spec.primary: arrays["label"], "artefact": arrays["artefact"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = wsca.AnalysisConfig().replace(tasks=["artefact"], bootstrap=bootstrap, permutations=permutations,
@@ -158,8 +160,8 @@ def recompute(args) -> None:
             arrays = {k: z[k] for k in ("embeddings", "label", "artefact")}
             head = z["head"]
             arrays["split"] = z["split"] if "split" in z else np.repeat([1, 2], [n_val, len(z["label"]) - n_val])
-        row["statistics"] = statistics(arrays, head, artefact_spec(dataset, kind=row["kind"]),
-                                       args.permutations, row["seed"], args.bootstrap)
+        spec = artefact_spec(dataset, PRIMARY.get(dataset, "label"), kind=row["kind"])
+        row["statistics"] = statistics(arrays, head, spec, args.permutations, row["seed"], args.bootstrap)
         row["wsca_version"], row["analysed"] = wsca.__version__, "val"
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
