@@ -267,6 +267,11 @@ def external_lines(ext: pd.DataFrame, ship: dict) -> list[str]:
     lines += ["", f"Users whose measured response itself is below the margin ({ship['tau_all']:g} SD; above their "
               f"group's unused arm, below the margin of negligible use): {_rate(int(small.sum()), int(ext.uses.sum()))}; "
               "they count against a rule whose margin of negligible use is absolute while the truth is relative."]
+    big = ext[ext.uses & (ext.effect >= ship["tau_all"])]
+    v = calls(big, ship["statistic"], ship["tau_all"]) if len(big) else np.array([])
+    lines += ["", "Exploratory (this split was defined after the first external result, so it is not a pre-specified "
+              f"test): among the users whose measured response is at or above the margin, the rule calls "
+              f"{_rate(int(np.sum(v == 'used')), len(big))} 'used'."]
     return lines
 
 

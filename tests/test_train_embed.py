@@ -167,8 +167,15 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "expected the run's image shape" in err and len(err.strip().splitlines()) == 1 and "note" not in out
     assert not any(p.startswith("big-") for p in os.listdir(os.path.join(tf, "wsca_images")))   # nothing prepared
+    ctl_img = ds.images.copy()                     # a control of the same size: the next site's band at the bottom
+    ctl_img[:, -2:] = (((site + 1) % 3) * 70)[:, None, None, None].astype(np.uint8)
+    np.savez(tmp_path / "ctl.npz", images=ctl_img, label=ds.columns["label"], site=ds.columns["site"], split=ds.split)
+    assert main(["embed", "--run", str(run), "--dataset", str(tmp_path / "ctl.npz"), "--split", "train",
+                 "--tfds-dir", tf, "--out", str(tmp_path / "ctl_emb.npz")]) == 0
+    capsys.readouterr()
     assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
                  "--bootstrap", "20", "--permutations", "0", "--counterfactual", f"site={tmp_path / 'cf_emb.npz'}",
+                 "--counterfactual-control", f"site={tmp_path / 'ctl_emb.npz'}",
                  "--quiet", "--no-figures", "--out", str(tmp_path / "wsc_cf")]) == 0
     printed = capsys.readouterr().out
     s = json.loads((tmp_path / "wsc_cf" / "wsca.json").read_text())["tasks"]["site"]["summary"]
@@ -179,7 +186,14 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     d0, d1 = s0[:, 1] - s0[:, 0], s1[:, 1] - s1[:, 0]
     assert cf["estimate"] == pytest.approx(np.abs(d1 - d0).mean() / d0.std(), rel=1e-3)   # the measured response
     assert cf["p_value"] is None and cf["ci"][0] <= cf["estimate"] <= cf["ci"][1]
-    assert s["decision_use"]["statistic"] == "counterfactual" and "measured by intervention" in s["decision_use"]["reason"]
+    s2 = (np.load(tmp_path / "ctl_emb.npz")["embeddings"] @ h.T + b)
+    d2 = s2[:, 1] - s2[:, 0]
+    assert cf["control"]["estimate"] == pytest.approx(np.abs(d2 - d0).mean() / d0.std(), rel=1e-3)   # the control's
+    assert cf["excess"] == pytest.approx(cf["estimate"] - cf["control"]["estimate"], abs=1e-9)
+    assert cf["excess_ci"][0] <= cf["excess"] <= cf["excess_ci"][1]
+    du = s["decision_use"]
+    assert du["statistic"] == "counterfactual" and du["verdict"] in ("used", "not used", "inconclusive")
+    assert "control" in du["reason"] or du["verdict"] == "not used"
     assert "site: decision use -- " in printed
     assert main(["embed", "--run", str(run), "--split", "val", "--tfds-dir", tf, "--out", str(tmp_path / "val.npz")]) == 0
     capsys.readouterr()
