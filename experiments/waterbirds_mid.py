@@ -67,7 +67,7 @@ def embeddings_for(args, backbone: str, seed: int) -> dict:
     tmp = tempfile.mkdtemp(prefix="wsca-mid-")
     try:
         cfg = TrainConfig(setting="fine_tuned", backbone=backbone, epochs=args.epochs, batch_size=64,
-                          widths=conf["widths"] if backbone == "small_cnn" else None, class_weights=False, seed=seed)
+                          widths=conf["widths"] if backbone == "small_cnn" else None, class_weights="none", seed=seed)
         fit(ds, conf["primary"], (), cfg, run_dir=tmp, progress=False)
         for s, p in paths.items():
             save_embeddings(p, embed(tmp, ds, s))

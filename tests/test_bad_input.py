@@ -639,7 +639,7 @@ def test_mid_cli_embeds_the_splits_of_a_run(prepared, tmp_path, capsys):
     assert main(["mid", "--run", str(d / "run"), "--tfds-dir", str(d / "tfds"), "--primary", "label", "--groups", "label,site",
                  "--k", "2:2", "--restarts", "2", "--refits", "2", "--no-figures", "--out", str(out)]) == 0
     rec = json.loads((out / "mid.json").read_text())
-    assert set(rec["methods"]) == {"erm", "jtt", "mid", "mid_oracle", "dfr"}
+    assert set(rec["methods"]) == {"erm", "class_balanced", "jtt", "mid", "random_band", "mid_oracle", "dfr"}
     assert len(rec["methods"]["erm"]["per_group"]) == 6 and rec["band"]["n"] >= 4
     assert sorted(os.listdir(out)) == ["mid.json", "report.html"]
 

@@ -22,7 +22,13 @@ RENAMED = {"permutations_requested": "permutations"}
 # output keys added since the records were made (schema additions; nothing else may appear):
 # fit.gap, the full-data fit's estimated optimality gap; odds_ratio_kind of an enrichment row (issue 27);
 # summary.statistics, the decision-use statistics beside the paper's WSC (issue 28)
-ADDED = {"fit.gap", "odds_ratio_kind", "summary.statistics", "summary.decision_use"}
+# mean_plain and per_group_n of every mid method (issue 29)
+ADDED = {"fit.gap", "odds_ratio_kind", "summary.statistics", "summary.decision_use", "mean_plain", "per_group_n"}
+# changed on purpose since the records (issue 29): JTT is now the published protocol (an identification head,
+# its errors upweighted, both tuned on the validation worst group), so the old JTT head is left out of the
+# comparison (its record, its settings and its row of the report); the mid case runs with the published C
+# grid and the old methods less jtt (tests/golden/make_golden.py), the other heads are compared as before
+DROPPED = {"mid": {"methods": ["jtt"], "settings": ["jtt_upweight", "methods"], "html": r"<tr><td>jtt</td>.*?</tr>"}}
 _NUM = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
@@ -116,7 +122,14 @@ def test_outputs_equal_the_records_of_the_code_before_the_redesign(case, inputs)
         old = json.load(f)
     with open(os.path.join(HERE, f"{case}.html"), encoding="utf-8") as f:
         old_html = f.read()
+    drop = DROPPED.get(case, {})
+    for m in drop.get("methods", []):
+        old["methods"].pop(m)
     old_settings = old.pop("settings", None)
+    for k in drop.get("settings", []):
+        (old_settings or {}).pop(k, None)
+    if "html" in drop:
+        old_html = re.sub(drop["html"], "", old_html)
     blocks = {b: rec.pop(b) for b in SETTINGS_BLOCKS if b in rec}
     diffs = _compare(old, rec)
     if old_settings is not None:

@@ -222,7 +222,7 @@ def test_retraining_bad_input_is_one_clear_error():
     sparse = {**val, "groups": np.where(val["groups"] == "y0_a1", "y0_a0", val["groups"])}
     with pytest.raises(WscaInputError, match="groups y0_a1 have no validation rows"):
         retrain_methods(sparse, test, shares, MidConfig().replace(methods=("dfr",)))
-    with pytest.raises(WscaInputError, match=r"--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, "
+    with pytest.raises(WscaInputError, match=r"--methods must be one or more of erm, class_balanced, jtt, mid, random_band, mid_oracle, dfr, "
                                              r"found gdro$"):
         MidConfig().replace(methods=("gdro",))
     with pytest.raises(WscaInputError, match=r"--band must be in \(0, 1\), found 1.2"):
@@ -324,7 +324,7 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
         assert {"worst_group", "worst_group_ci", "mean", "mean_ci", "per_group", "C", "wsc"} <= set(r)
         assert set(r["per_group"]) == {"label=0,place=0", "label=0,place=1", "label=1,place=0", "label=1,place=1"}
     m = rec["methods"]
-    assert m["mid"]["worst_group"] >= m["erm"]["worst_group"] + 0.10 and m["dfr"]["C"] in rec["settings"]["retraining"]["C_grid"]
+    assert m["mid"]["worst_group"] >= m["erm"]["worst_group"] + 0.10 and m["dfr"]["C"] in rec["resolved"]["C_grid"]
     # verify: the ERM head is aligned with the place probe, DFR's retrained head much less so
     assert m["erm"]["wsc"]["place"]["max_abs_wsc"] > 0.8
     assert m["dfr"]["wsc"]["place"]["max_abs_wsc"] < m["erm"]["wsc"]["place"]["max_abs_wsc"] - 0.3
@@ -346,11 +346,11 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--k", "5:3"], "--k must be K or LO:HI with 2 <= LO <= HI <= 100, found '5:3'"),
     (["--k", "2:1000000000"], "--k must be K or LO:HI with 2 <= LO <= HI <= 100, found '2:1000000000'"),
     (["--restarts", "200000"], "--restarts must be an integer from 1 to 1000, found 200000"),
-    (["--methods", "erm,gdro"], "--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, found erm,gdro"),
-    (["--methods", ""], "--methods must be one or more of erm, jtt, mid, mid_oracle, dfr, found none"),
+    (["--methods", "erm,gdro"], "--methods must be one or more of erm, class_balanced, jtt, mid, random_band, mid_oracle, dfr, found erm,gdro"),
+    (["--methods", ""], "--methods must be one or more of erm, class_balanced, jtt, mid, random_band, mid_oracle, dfr, found none"),
     (["--min-cell", "0"], "--min-cell must be an integer >= 1, found 0"),
     (["--refits", "0"], "--refits must be an integer >= 1, found 0"),
-    (["--jtt-upweight", "0"], "--jtt-upweight must be a finite number > 0, found 0.0"),
+    (["--jtt-upweight", "0"], "--jtt-upweight must be None or a finite number > 0, found 0.0"),
     (["--bootstrap", "-1"], "--bootstrap must be an integer >= 0, found -1"),
     (["--groups", "label,hospital"], "--train: no column 'hospital'"),
     (["--verify", "hospital"], "--verify: no column 'hospital' in the test split"),
@@ -368,7 +368,7 @@ def test_cli_mid_writes_the_record_the_report_and_verifies_with_wsc(mid_files, t
     (["--val", "{d}/cube_logits.npz"], "cube_logits.npz: logits_label: shape (3000, 2, 1), expected"),
     (["--band-threshold", "inf"], "--band-threshold must be None or a finite number > 0, found inf"),
     (["--band-threshold", "nan"], "--band-threshold must be None or a finite number > 0, found nan"),
-    (["--jtt-upweight", "inf"], "--jtt-upweight must be a finite number > 0, found inf"),
+    (["--jtt-upweight", "inf"], "--jtt-upweight must be None or a finite number > 0, found inf"),
     (["--seed", "-1"], "--seed must be an integer >= 0, found -1"),
     # found late (after all the compute) before issue 27
     (["--test", "{d}/test_const.npz", "--verify", "place,const"],
@@ -617,3 +617,95 @@ def test_within_class_eta_permutation_p_has_its_level():
         p.append(within_class_eta(rng.normal(size=80) + 2 * y, y, a, permutations=40, seed=int(rng.integers(1e9)))["p_value"])
     rate = np.mean(np.array(p) <= 0.05)
     assert 0.02 <= rate <= 0.09, rate
+
+
+def _official_dfr(x_train, xv, yv, gv, xt, yt, gt, rng, Cs, C=None, ours=False):
+    """DFR's official evaluation (``dfr_evaluate_spurious.py``: DFR(val) with its defaults, balanced
+    validation, no training rows), re-implemented with scikit-learn's liblinear: C from one random half
+    of the validation rows (one group-balanced fit per C, scaled on that half; the first best C of the
+    grid), then 20 group-balanced fits on all validation rows at that C (scaled with the training
+    rows' statistics), coefficients averaged. ``ours``: with ``wsca mid``'s two documented differences
+    instead (scaled with the validation rows' statistics; the intercept left unpenalised, liblinear's
+    ``intercept_scaling`` 1e4). Returns ``(C, worst-group test accuracy)``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    def balanced(g):
+        idx = [rng.permutation(np.flatnonzero(g == k)) for k in np.unique(g)]
+        m = min(len(i) for i in idx)
+        return np.concatenate([i[:m] for i in idx])
+
+    if C is None:
+        idx = rng.permutation(len(xv))
+        fit, held = idx[len(xv) // 2:], idx[:len(xv) // 2]
+        fit = fit[balanced(gv[fit])]
+        sc = StandardScaler().fit(xv[fit])
+        worst = []
+        for c in Cs:
+            pred = LogisticRegression(penalty="l1", C=c, solver="liblinear").fit(sc.transform(xv[fit]), yv[fit]) \
+                .predict(sc.transform(xv[held]))
+            worst.append(min(np.mean(pred[gv[held] == k] == yv[held][gv[held] == k]) for k in np.unique(gv)))
+        C = Cs[int(np.argmax(worst))]
+    sc = StandardScaler().fit(xv if ours else x_train)
+    fits = [LogisticRegression(penalty="l1", C=C, solver="liblinear", intercept_scaling=1e4 if ours else 1.0,
+                               tol=1e-6, max_iter=1000).fit(sc.transform(xv[b]), yv[b])
+            for b in (balanced(gv) for _ in range(20))]
+    z = sc.transform(xt) @ np.mean([f.coef_ for f in fits], 0).T + np.mean([f.intercept_ for f in fits], 0)
+    pred = (z[:, 0] > 0).astype(int)
+    return C, min(np.mean(pred[gt == k] == yt[gt == k]) for k in np.unique(gt))
+
+
+def test_published_grid_dfr_matches_a_liblinear_reimplementation_of_the_official_evaluation():
+    """Numpy-written embeddings (a core feature, a spurious one that goes with the label in 95% of the
+    training rows, noise), 10 draws. At the C the official evaluation chose, ``wsca mid``'s DFR head
+    (the final 20 balanced fits, averaged) has the worst-group accuracy of the official evaluation
+    run with our two documented differences (validation-row scaling, unpenalised intercept) within
+    2 points on average; tuned by each its own way, ours is not below the official evaluation's by
+    more than 2 points on average (the official code tunes C on one random split with one fit per C;
+    ours on a group-stratified half with 20 averaged fits, so the chosen Cs agree only where the
+    worst-group curve has a clear peak). The same C and the gap of the official evaluation itself at
+    that C (the two differences' joint effect) are printed, not asserted."""
+    import warnings
+
+    from wsca_jax.mitigation import MidConfig
+    from wsca_jax.mitigation.config import DFR_CS
+    from wsca_jax.mitigation.mining import retrain_methods
+
+    def data(rng, n, share, d=12):
+        g = rng.choice(4, n, p=share)
+        y, p = g // 2, g % 2
+        x = rng.normal(size=(n, d))
+        x[:, 0] += 2 * y - 1
+        x[:, 1] += 2.5 * (2 * p - 1)
+        x[:, 2] += 0.5 * (2 * y - 1)
+        return x, y, g
+
+    same_c, gap_at_c, gap_tuned, gap_official = [], [], [], []
+    for draw in range(10):
+        rng = np.random.default_rng(draw)
+        xtr, _, gtr = data(rng, 4000, [0.72, 0.04, 0.012, 0.228])
+        xv, yv, gv = data(rng, 1200, [0.39, 0.39, 0.11, 0.11])
+        xt, yt, gt = data(rng, 4000, [0.39, 0.39, 0.11, 0.11])
+        split = lambda x, y, g: {"x": x, "y": y, "logits": (x[:, 1] + 0.3 * x[:, 0])[:, None],  # noqa: E731
+                                 "groups": g.astype(str), "classes": ["0", "1"]}
+        shares = {str(k): float(np.mean(gtr == k)) for k in range(4)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c_off, wga_off = _official_dfr(xtr, xv, yv, gv, xt, yt, gt, np.random.default_rng(100 + draw), DFR_CS)
+            at_c = retrain_methods(split(xv, yv, gv), split(xt, yt, gt), shares,
+                                   MidConfig().replace(methods=["dfr"], C_grid=[c_off], seed=draw))["methods"]["dfr"]
+            _, wga_ours_at_c = _official_dfr(xtr, xv, yv, gv, xt, yt, gt, np.random.default_rng(200 + draw), DFR_CS,
+                                             C=c_off, ours=True)
+            _, wga_off_at_c = _official_dfr(xtr, xv, yv, gv, xt, yt, gt, np.random.default_rng(200 + draw), DFR_CS,
+                                            C=c_off)
+            tuned = retrain_methods(split(xv, yv, gv), split(xt, yt, gt), shares,
+                                    MidConfig().replace(methods=["dfr"], c_grid="published", seed=draw))["methods"]["dfr"]
+        assert at_c["C"] == c_off
+        gap_at_c.append(at_c["worst_group"] - wga_ours_at_c)
+        gap_official.append(at_c["worst_group"] - wga_off_at_c)
+        gap_tuned.append(tuned["worst_group"] - wga_off)
+        same_c.append(tuned["C"] == c_off)
+    assert abs(np.mean(gap_at_c)) <= 0.02, gap_at_c
+    assert np.mean(gap_tuned) >= -0.02, gap_tuned
+    print(f"same C in {sum(same_c)}/10 draws; mean gap at the official C {np.mean(gap_at_c):+.3f} (against the "
+          f"official evaluation itself {np.mean(gap_official):+.3f}), tuned {np.mean(gap_tuned):+.3f}")

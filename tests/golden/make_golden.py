@@ -87,6 +87,7 @@ def commands(d: str) -> dict[str, list[str]]:
                      "--no-figures", "--out", o("ifa_maps")],
         "mid": ["mid", "--train", o("train.npz"), "--val", o("val.npz"), "--test", o("test.npz"), "--primary", "label",
                 "--groups", "label,place", "--k", "2:3", "--restarts", "2", "--refits", "3", "--verify", "place",
+                "--c-grid", "published", "--methods", "erm,mid,mid_oracle,dfr",     # as 0.8.3 (issue 29: see test)
                 "--bootstrap", "10", "--permutations", "10", "--no-figures", "--out", o("mid")],
     }
 

@@ -26,7 +26,8 @@ example:
 
 def register(sub) -> None:
     m = add_parser(sub, "mid", help="find and fix a shortcut without group labels: mid-range mining, last-layer "
-                                   "retraining (ERM, JTT, MID, MID-oracle, DFR), worst-group accuracy, WSC after the fix", example=EXAMPLE)
+                                   "retraining (ERM, class-balanced, JTT, MID, random band, MID-oracle, DFR), "
+                                   "worst-group accuracy, WSC after the fix", example=EXAMPLE)
     m.add_argument("--run", help="a wsca train run folder (embeds its train, val and test splits)")
     m.add_argument("--train", help="wsca embed .npz of the training split (its group shares weight the mean accuracy)")
     m.add_argument("--val", help="wsca embed .npz of the validation split (mining and retraining)")
@@ -71,13 +72,15 @@ def run(args) -> int:
 def _print_summary(rec: dict, out: str) -> None:
     """Worst-group and mean accuracy (and WSC) per method, the band's most enriched value."""
     for name, r in rec["methods"].items():
-        print(f"{name:10s} worst-group {r['worst_group']:.3f} [{r['worst_group_ci'][0]:.3f}, {r['worst_group_ci'][1]:.3f}]"
+        print(f"{name:14s} worst-group {r['worst_group']:.3f} [{r['worst_group_ci'][0]:.3f}, {r['worst_group_ci'][1]:.3f}]"
               f"  mean {r['mean']:.3f}" + ("" if not r["wsc"] else "  WSC " + ", ".join(
                   f"{t} {'n/a (all-zero head)' if w['max_abs_wsc'] is None else format(w['max_abs_wsc'], '.3f')}"
                   + ("" if w["within_class_eta"] is None else f" (within-class eta {w['within_class_eta']:.2f})")
                   for t, w in r["wsc"].items()))
               + ("  NOT CONVERGED (the solver hit its iteration cap: read this head's numbers with care)"
-                 if r.get("converged") is False else ""))
+                 if r.get("converged") is False else "")
+              + ("  BELOW THE MAJORITY-CLASS RATE on the tuning half in every configuration"
+                 if r.get("below_majority") else ""))
     if "band" in rec:
         defined = [e for e in rec["band"]["enrichment"] if e.get("odds_ratio_kind", "finite") != "undefined"
                    and (e["odds_ratio"] is not None or e.get("odds_ratio_kind") == "infinite")]

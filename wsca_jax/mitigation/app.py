@@ -109,10 +109,11 @@ def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = N
         ``DeprecationWarning``.
     Returns:
       ``(record, arrays)``; record = ``{"methods": {name: {worst_group, worst_group_ci, mean, mean_ci,
-      per_group, per_group_ci, C, converged, wsc}}, "band": {share, n, enrichment: [...]},
+      mean_plain, per_group, per_group_ci, per_group_n, C, converged, wsc}}`` (JTT also ``id_C``, ``upweight``,
+      ``error_share``, ``weight_on_errors``, ``below_majority``; ``random_band`` its ``band_k``), "band": {share, n, enrichment: [...]},
       "clusters": [{cluster, n, enrichment: [...]}], "k", "silhouette", "settings", "resolved"}``;
-      ``settings`` is ``config.to_dict()``, ``resolved`` the cluster counts tried (``k``), the training
-      groups' shares and the rows retrained on.
+      ``settings`` is ``config.to_dict()``, ``resolved`` the cluster counts tried (``k``), the C grid
+      tried, the training groups' shares and the rows retrained on.
     """
     config = _with_split_groups(with_deprecated_keywords(MidConfig, config, deprecated, "analyze_mid", RENAMED), train)
     shares = _group_shares(train, val, test)
@@ -120,7 +121,8 @@ def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = N
     check_verify(test, config.verification.verify)
     r = retrain_methods(val, test, shares, config)
     rec = {"methods": r["methods"], "settings": config.to_dict(),
-           "resolved": {"k": list(config.mining.ks), "retrained_on": "validation rows", "group_shares_train": shares}}
+           "resolved": {"k": list(config.mining.ks), "C_grid": list(config.retraining.Cs), "retrained_on": "validation rows",
+                        "group_shares_train": shares}}
     arrays = {"margin_val": margins(val["logits"]), "y_val": val["y"]}
     if r["mining"] is not None:
         _mining_record(rec, arrays, r["mining"], val, config.mining)

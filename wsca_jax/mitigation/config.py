@@ -18,8 +18,12 @@ from ..analysis.config import ResamplingConfig
 from ..config import Config, Constraint, at_least, integers, interval, names, numbers, one_of, optional, section, setting
 
 
-METHODS = ("erm", "jtt", "mid", "mid_oracle", "dfr")
+METHODS = ("erm", "class_balanced", "jtt", "mid", "random_band", "mid_oracle", "dfr")
 DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
+WIDE_CS = tuple(float(f"{c:.3g}") for c in np.logspace(-3, 2, 16))   # 1e-3 .. 1e2, log-spaced (the default)
+C_GRIDS = {"wide": WIDE_CS, "published": DFR_CS}
+JTT_ID_CS = (0.003, 0.01, 0.03, 0.1)                   # JTT's identification head: strong penalties (early stopping)
+JTT_UPWEIGHTS = (5.0, 10.0, 20.0, 50.0, 100.0)
 _RESAMPLING = {f.name: f.default for f in dataclasses.fields(ResamplingConfig)}
 
 
@@ -100,15 +104,27 @@ class MiningConfig(Config):
 class RetrainingConfig(Config):
     """The heads retrained on the validation rows, and how they are scored."""
 
-    methods: tuple[str, ...] = setting(METHODS, "heads to fit and score (erm: the model's own)", _methods(),
+    methods: tuple[str, ...] = setting(METHODS, "heads to fit and score: erm (the model's own), class_balanced (classes "
+                                       "balanced, no groups: the control), jtt, mid, random_band (MID on a random band "
+                                       "of the same size: the control of the mining), mid_oracle, dfr", _methods(),
                                        type="names", metavar="METHOD,...")
     refits: int = setting(20, "balanced refits averaged per head (as DFR)", at_least(1))
-    jtt_upweight: float = setting(20.0, "weight of ERM's errors for JTT", interval(0, None, open_lo=True))
+    jtt_upweight: float | None = setting(None, "weight of the identification head's errors for JTT (default: tuned "
+                                         "over " + ", ".join(f"{u:g}" for u in JTT_UPWEIGHTS) + " with the "
+                                         "identification penalty, on the validation worst group)",
+                                         optional(interval(0, None, open_lo=True)), type=float)
     penalty: str = setting("l1", "penalty of every retrained head (l1 as DFR)", one_of("l1", "l2"))
-    C_grid: tuple[float, ...] = setting(DFR_CS, "inverse regularisation strengths tried (DFR's grid; C by the worst "
-                                        "group on half the validation rows)", numbers(0, open_lo=True), cli=False)
+    c_grid: str = setting("wide", "C grid: wide (16 values, 1e-3 to 1e2, log-spaced) or published (DFR's seven, "
+                          "0.01 to 1); C by the worst group on half the validation rows", one_of(*C_GRIDS))
+    C_grid: tuple[float, ...] | None = setting(None, "an explicit C grid (overrides c_grid)",
+                                               optional(numbers(0, open_lo=True)), cli=False)
     alpha: float = setting(0.05, "1 - level of the accuracy intervals", interval(0, 1, open_lo=True, open_hi=True),
                            cli=False)
+
+    @property
+    def Cs(self) -> tuple[float, ...]:
+        """The C grid tried: ``C_grid`` when given, else the ``c_grid`` named one."""
+        return tuple(self.C_grid) if self.C_grid is not None else C_GRIDS[self.c_grid]
 
 
 @dataclass(frozen=True)
@@ -149,5 +165,5 @@ RENAMED = {  # the 0.8 keywords: old name -> (field, conversion)
             "n_refits": ("refits", None), "Cs": ("C_grid", tuple), "jtt_up": ("jtt_upweight", None)}
 
 
-__all__ = ["DFR_CS", "K_MAX", "METHODS", "RESTARTS_MAX", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig", "k_values",
+__all__ = ["C_GRIDS", "DFR_CS", "JTT_ID_CS", "JTT_UPWEIGHTS", "WIDE_CS", "K_MAX", "METHODS", "RESTARTS_MAX", "MidConfig", "MiningConfig", "RetrainingConfig", "VerificationConfig", "k_values",
            "RENAMED"]

@@ -29,8 +29,8 @@ from scipy import stats as sps
 
 from ..errors import WscaInputError, require
 from ..config import with_deprecated_keywords
-from .config import RENAMED, MidConfig, MiningConfig, RetrainingConfig
-from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit,
+from .config import JTT_ID_CS, JTT_UPWEIGHTS, RENAMED, MidConfig, MiningConfig, RetrainingConfig
+from .retrain import (accuracy_intervals, group_accuracy, predict_head, standardise, tune_and_refit, tune_jtt,
                       weighted_accuracy, weighted_accuracy_interval)
 from ..probes import device_memory
 from ..stats import holm
@@ -334,12 +334,14 @@ def mislabel_scores(x: np.ndarray, labels: np.ndarray, k: int = 10, batch: int =
 # ------------------------------------------------------------------------------------------ methods
 
 def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, mining: MiningConfig | None = None,
-                seed: int = 0) -> dict:
+                seed: int = 0, random_band: bool = False) -> dict:
     """MID's pseudo-groups without group labels: the band (per predicted class) clustered by k-means
     (k by silhouette); a band row's cell is ``band:<cluster>:<class>``, any other row's ``rest:<class>``;
     a band cell with fewer than ``mining.min_cell`` rows joins its class's rest (a balanced refit keeps
     as many rows per cell as the smallest cell has). ``x``: ``(N, D)`` standardised embeddings;
     ``mining``: the band (``band`` share or ``band_threshold``), the cluster counts ``k`` and ``restarts``.
+    ``random_band``: the control of the mining (``random_band`` method): as many rows per predicted
+    class as the band holds, drawn at random instead of nearest 0, then the same clustering and cells.
     Returns ``{"cells", "band", "clusters" (N,; -1 off the band), "k", "silhouette", "centres",
     "cell_sizes", "merged"}``."""
     mining = MiningConfig() if mining is None else mining
@@ -347,6 +349,12 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, mining: Mining
     m = margins(logits)
     pred = _erm_pred(logits)
     in_band = band(m, pred, mining.band, mining.band_threshold)
+    if random_band:
+        rng, drawn = np.random.default_rng([seed, 7]), np.zeros(len(y), bool)
+        for c in np.unique(pred):
+            rows = np.flatnonzero(pred == c)
+            drawn[rng.choice(rows, int(in_band[rows].sum()), replace=False)] = True
+        in_band = drawn
     xb = np.asarray(x, np.float32)[in_band]
     ks = [k for k in mining.ks if k <= len(xb)]
     require(len(ks) > 0, f"the band holds {len(xb)} rows, too few to cluster (k >= 2); widen --band")
@@ -366,6 +374,9 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, mining: Mining
             "merged": [str(n) for n in small]}
 
 
+JTT_FIELDS = ("id_C", "upweight", "error_share", "weight_on_errors", "below_majority")   # JTT's own record
+
+
 def _erm_pred(logits) -> np.ndarray:
     """The model's classes from its logits (:func:`logit_array`: one logit is class 1 when > 0)."""
     z = logit_array(logits)
@@ -373,14 +384,17 @@ def _erm_pred(logits) -> np.ndarray:
 
 
 def evaluate_predictions(y, pred, groups, train_shares: dict, alpha: float = 0.05, seed: int = 0) -> dict:
-    """``{worst_group, worst_group_ci, mean, mean_ci, per_group, per_group_ci}`` on evaluation rows; ``mean``
-    weights the per-group accuracies by ``train_shares`` (the Waterbirds convention)."""
+    """``{worst_group, worst_group_ci, mean, mean_ci, mean_plain, per_group, per_group_ci, per_group_n}`` on
+    evaluation rows; ``mean`` weights the per-group accuracies by ``train_shares`` (the Waterbirds
+    convention of DFR's paper), ``mean_plain`` is the share of all evaluation rows right (DFR's script)."""
     ci = accuracy_intervals(y, pred, groups, alpha)
     per = group_accuracy(y, pred, groups)
     return {"worst_group": min(per.values()), "worst_group_ci": list(ci["worst_group"]),
             "mean": weighted_accuracy(y, pred, groups, train_shares),
             "mean_ci": list(weighted_accuracy_interval(y, pred, groups, train_shares, alpha=alpha, seed=seed)),
+            "mean_plain": float(np.mean(np.asarray(pred) == np.asarray(y))),
             "per_group": {str(g): v for g, v in per.items()},
+            "per_group_n": {str(g): int(n) for g, n in zip(*np.unique(np.asarray(groups).astype(str), return_counts=True))},
             "per_group_ci": {str(g): list(v) for g, v in ci["per_group"].items()}}
 
 
@@ -415,9 +429,11 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
     xv, xt = standardise(val["x"], test["x"])
     shares = {str(g): v for g, v in train_shares.items()}
     mined = mined_cells(xv, yv, val["logits"], config.mining, seed) if {"mid", "mid_oracle"} & set(rt.methods) else None
+    if "random_band" in rt.methods:
+        mined = {**(mined or {}), "random": mined_cells(xv, yv, val["logits"], config.mining, seed, random_band=True)}
     out = {"methods": {}, "heads": {},
-           "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters",
-                                                                        "cell_sizes", "merged")}}
+           "mining": None if mined is None or "band" not in mined else
+           {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters", "cell_sizes", "merged")}}
     for name in rt.methods:
         C = None
         if name == "erm":
@@ -428,7 +444,10 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
             out["heads"][name] = head
         out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, rt.alpha, seed), "C": C,
                                 "converged": None if C is None else head["converged"],
-                                "rows_per_refit": None if C is None else head["rows_per_refit"]}
+                                "rows_per_refit": None if C is None else head["rows_per_refit"],
+                                **{k: head[k] for k in JTT_FIELDS if C is not None and k in head}}
+        if name == "random_band":
+            out["methods"][name]["band_k"] = mined["random"]["k"]
     return out
 
 
@@ -448,13 +467,20 @@ def check_groups(val: dict, test: dict, methods) -> tuple:
 
 
 def _refit(name: str, xv, yv, gv, logits, mined, rt: RetrainingConfig, seed: int) -> dict:
-    """One retrained head on the standardised validation rows (:func:`tune_and_refit`)."""
-    kw = dict(Cs=rt.C_grid, n_refits=rt.refits, seed=seed, penalty=rt.penalty)
+    """One retrained head on the standardised validation rows (:func:`tune_and_refit`; JTT: :func:`tune_jtt`)."""
+    kw = dict(Cs=rt.Cs, n_refits=rt.refits, seed=seed, penalty=rt.penalty)
     if name == "dfr":
         return tune_and_refit(xv, yv, gv, gv, **kw)
+    if name == "class_balanced":                      # no group labels: classes balanced, C by the worst class
+        classes = np.char.add("class:", yv.astype(str))
+        return tune_and_refit(xv, yv, classes, classes, **kw)
     if name == "jtt":
-        return tune_and_refit(xv, yv, gv, gv, weights=np.where(_erm_pred(logits) != yv, rt.jtt_upweight, 1.0), **kw)
+        ups = JTT_UPWEIGHTS if rt.jtt_upweight is None else (rt.jtt_upweight,)
+        return tune_jtt(xv, yv, gv, Cs=rt.Cs, id_Cs=JTT_ID_CS, upweights=ups, seed=seed, penalty=rt.penalty)
     if name == "mid":
         return tune_and_refit(xv, yv, mined["cells"], mined["cells"], **kw)
+    if name == "random_band":
+        cells = mined["random"]["cells"]
+        return tune_and_refit(xv, yv, cells, cells, **kw)
     cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))   # mid_oracle
     return tune_and_refit(xv, yv, cells, gv, **kw)

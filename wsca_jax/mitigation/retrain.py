@@ -293,6 +293,53 @@ def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups:
             "rows_per_refit": int(np.count_nonzero(Wf[0]))}
 
 
+def tune_jtt(x: np.ndarray, y: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS, id_Cs=(0.003, 0.01, 0.03, 0.1),
+             upweights=(5.0, 10.0, 20.0, 50.0, 100.0), seed: int = 0, penalty: str = "l1") -> dict:
+    """JTT (Liu et al., ICML 2021) adapted to last-layer retraining on rows ``x`` ``(N, D)`` (standardised).
+
+    Published JTT trains an identification model (ERM stopped after T epochs), upweights its training
+    errors lambda_up times and retrains, tuning T and lambda_up on the validation worst-group accuracy.
+    Here: the identification head is a plain (unbalanced) L1 logistic regression whose strong penalty
+    (``id_Cs``) stands in for early stopping, fitted on a random half of every group; its errors on
+    that half are upweighted (``upweights``) and a head is fitted for every C; every (id C, upweight, C)
+    is scored by the worst ``eval_groups`` accuracy on the other half (group labels for tuning, as JTT).
+    A configuration whose mean accuracy there is below that half's majority-class rate is not chosen
+    while another is left (``below_majority`` True when none was). Final: the identification head at
+    the chosen id C on all rows, its errors upweighted, one fit at the chosen C.
+    Returns :func:`tune_and_refit`'s fields plus ``{"id_C", "upweight", "error_share",
+    "weight_on_errors", "below_majority"}``.
+    """
+    rng = np.random.default_rng(seed)
+    Cs, id_Cs, ups = (np.asarray(v, float) for v in (Cs, id_Cs, upweights))
+    fit_half = _halves(eval_groups, rng)
+    ident = fit_l1_logistic(x[fit_half], y[fit_half], id_Cs, penalty=penalty)
+    errs = np.stack([predict(ident, x, r) != y for r in range(len(id_Cs))])           # (I, N)
+    cfg = [(i, u, c) for i in range(len(id_Cs)) for u in ups for c in Cs]
+    W = np.stack([np.where(errs[i], u, 1.0) * fit_half for i, u, _ in cfg])
+    grid = fit_l1_logistic(x, y, np.array([c for *_, c in cfg]), sample_weight=W, penalty=penalty)
+    held = ~fit_half
+    majority = np.bincount(y[held]).max() / held.sum()
+    tuning = []
+    for j, (i, u, c) in enumerate(cfg):
+        pred = predict(grid, x[held], j)
+        acc = group_accuracy(y[held], pred, eval_groups[held])
+        tuning.append({"id_C": float(id_Cs[i]), "upweight": float(u), "C": float(c), "worst": min(acc.values()),
+                       "mean": float(np.mean(pred == y[held]))})
+    ok = [j for j, t in enumerate(tuning) if t["mean"] >= majority]
+    best = max(ok or range(len(cfg)), key=lambda j: (tuning[j]["worst"], tuning[j]["mean"]))
+    i, u, c = cfg[best]
+    ident_all = fit_l1_logistic(x, y, id_Cs[i:i + 1], penalty=penalty)
+    err = predict(ident_all, x, 0) != y
+    w = np.where(err, u, 1.0)
+    final = fit_l1_logistic(x, y, np.array([c]), sample_weight=w[None], penalty=penalty)
+    return {"C": float(c), "coef": final.coef[0], "intercept": final.intercept[0], "tuning": tuning,
+            "converged": bool(ident.converged.all() and grid.converged.all() and ident_all.converged.all()
+                              and final.converged.all()),
+            "rows_per_refit": int(len(y)), "id_C": float(id_Cs[i]), "upweight": float(u),
+            "error_share": float(err.mean()), "weight_on_errors": float(w[err].sum() / w.sum()),
+            "below_majority": not ok}
+
+
 def predict_head(head: dict, x: np.ndarray) -> np.ndarray:
     """Class predictions of a :func:`tune_and_refit` head."""
     return _classes(np.asarray(x, np.float64) @ head["coef"] + head["intercept"])

@@ -50,12 +50,17 @@ class TrainConfig(Config):
     warmup_epochs: float = _setting(1.0, "epochs of linear learning-rate warmup", interval(0, None))
     augment: bool = _setting(True, "random flips and shifts (up to 2 pixels) of the training batches "
                              "(--no-augment: off)", boolean(), flag="no-augment")
-    class_weights: bool = _setting(True, "cross-entropy of each head weighted inversely to its training "
-                                   "class counts (--no-class-weights: off)", boolean(), flag="no-class-weights")
+    class_weights: str = _setting("balanced", "cross-entropy weight of each head's classes: balanced (inversely to "
+                                  "the head's training class counts) or none", one_of("none", "balanced"))
     task_weights: tuple[float, ...] | None = _setting(None, "comma-separated loss weight of every head, primary "
                                                       "first (default: equal)", optional(numbers(0)), type=float_list,
                                                       metavar="W,...")
     seed: int = _setting(0, "initialisation, batch order and augmentation", at_least(0))
+
+    def __post_init__(self):
+        if isinstance(self.class_weights, bool):       # run.json before 0.10 stored true / false
+            object.__setattr__(self, "class_weights", "balanced" if self.class_weights else "none")
+        super().__post_init__()
 
 
 __all__ = ["BACKBONES", "SETTINGS", "TrainConfig"]

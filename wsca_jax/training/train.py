@@ -279,7 +279,7 @@ def _trainer(dataset, labels: np.ndarray, specs: list, cfg: TrainConfig) -> tupl
     key = jax.random.PRNGKey(cfg.seed)
     params = model.init(jax.random.fold_in(key, 0), jnp.asarray(x_tr[:1]))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(cfg, steps_per_epoch))
-    class_w = jnp.asarray(_class_weights(y_tr, head_classes, cfg.class_weights))
+    class_w = jnp.asarray(_class_weights(y_tr, head_classes, cfg.class_weights == "balanced"))
     if cfg.task_weights is not None:
         require(len(cfg.task_weights) == len(head_classes),
                 f"task_weights has {len(cfg.task_weights)} entries, expected {len(head_classes)} (primary first)")
