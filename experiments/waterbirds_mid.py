@@ -1,13 +1,18 @@
-"""Mitigation on Waterbirds (issue 12): ERM networks, then ERM / JTT / MID / MID-oracle / DFR heads.
+"""Mitigation on Waterbirds and BUS-BRA (issues 12, 29): ERM networks, then every ``wsca mid`` head.
 
 For every backbone x seed: an ERM network is trained on Waterbirds' training split (32 px, primary
 ``y`` = waterbird; no class or group weights), its train/val/test splits are embedded (cached outside
 the repository: derived from the dataset), and ``wsca_jax.analyze_mid`` retrains the last layer on the
 validation rows with group = bird x place, scores the test rows and runs WSC of every head against
-the place probe. One JSON line per network in ``results/waterbirds_mid_runs.jsonl`` (a rerun skips the
-networks already there); ``results/waterbirds_mid.md`` is rendered from it only.
+the place probe. Protocol 2 (issue 29): every method of ``wsca mid`` (with the controls
+``class_balanced`` and ``random_band``, JTT as published) on the default C grid (1e-3 to 1e2), and DFR
+and MID again on DFR's published grid (``published_grid``). The networks are trained as the README
+says: ``wsca train --class-weights none``. One JSON line per network in
+``results/waterbirds_mid_runs.jsonl`` (a rerun skips the networks already there; protocol-1 records,
+three seeds of issue 12, are kept and shown last); ``results/waterbirds_mid.md`` is rendered from it
+only, with paired differences over seeds and their 95% t intervals.
 
-    .venv/bin/python experiments/waterbirds_mid.py --backbones small_cnn --seeds 0,1,2
+    .venv/bin/python experiments/waterbirds_mid.py --backbones small_cnn,resnet18     # ten seeds each
     .venv/bin/python experiments/waterbirds_mid.py --dataset busbra --backbones small_cnn   # BUS-BRA, biased design
     .venv/bin/python experiments/waterbirds_mid.py --report-only
 
@@ -38,6 +43,10 @@ from wsca_jax.training.train import TrainConfig, fit
 from wsca_jax.validation.experiment import EXPERIMENT_WIDTHS, busbra_spec, condition_dataset, restrict_busbra
 
 RUNS = "waterbirds_mid_runs.jsonl"
+PROTOCOL = 2          # issue 29: the controls, JTT as published, the wide C grid (1: issue 12's five methods)
+# paired differences over seeds reported (a - b), when both were run
+PAIRS = [(m, "erm") for m in ("class_balanced", "jtt", "mid", "random_band", "mid_oracle", "dfr")] + [
+    ("mid", "class_balanced"), ("mid", "random_band"), ("dfr", "mid"), ("dfr", "class_balanced")]
 # per dataset: primary, group columns, the attribute to verify against, training epochs' default, minority groups
 DATASETS = {"waterbirds": {"primary": "y", "groups": ["y", "place"], "verify": "place", "widths": None,
                            "minority": ("y=0,place=1", "y=1,place=0")},
@@ -80,10 +89,11 @@ def run(args) -> None:
     os.makedirs(args.cache, exist_ok=True)
     conf = DATASETS[args.dataset]
     path = os.path.join(args.out, RUNS)
-    done = runner.done_keys(path, ("dataset", "backbone", "seed", "epochs"), {"dataset": "waterbirds"})
+    done = runner.done_keys(path, ("dataset", "backbone", "seed", "epochs", "protocol"),
+                            {"dataset": "waterbirds", "protocol": 1})
     for backbone in args.backbones.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            if (args.dataset, backbone, seed, args.epochs) in done:
+            if (args.dataset, backbone, seed, args.epochs, PROTOCOL) in done:
                 continue
             t0 = time.time()
             paths = embeddings_for(args, backbone, seed)
@@ -98,8 +108,10 @@ def run(args) -> None:
                 config = MidConfig().replace(groups=g, band=args.band, verify=[conf["verify"]], bootstrap=args.bootstrap,
                                              permutations=args.permutations, seed=seed)
                 rec, _ = analyze_mid(tr, va, te, config)
-            row = {"dataset": args.dataset, "backbone": backbone, "seed": seed, "epochs": args.epochs, "wsca_version": wsca.__version__,
-                   "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **rec}
+                pub, _ = analyze_mid(tr, va, te, config.replace(methods=["mid", "dfr"], c_grid="published", verify=[]))
+            row = {"dataset": args.dataset, "backbone": backbone, "seed": seed, "epochs": args.epochs, "protocol": PROTOCOL,
+                   "wsca_version": wsca.__version__, "train_seconds": round(t_train, 1),
+                   "seconds": round(time.time() - t0, 1), **rec, "published_grid": pub["methods"]}
             runner.append_record(path, row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
             m = rec["methods"]
             print(f"{args.dataset} {backbone} seed {seed}: " + ", ".join(f"{k} {v['worst_group']:.3f}" for k, v in m.items())
@@ -115,80 +127,147 @@ def _ms(x) -> str:
 
 def load_runs(out: str) -> pd.DataFrame:
     runs = runner.records_frame(os.path.join(out, RUNS))
-    if "dataset" not in runs:
-        runs["dataset"] = "waterbirds"
-    runs["dataset"] = runs["dataset"].fillna("waterbirds")
+    for col, default in (("dataset", "waterbirds"), ("protocol", 1)):
+        if col not in runs:
+            runs[col] = default
+        runs[col] = runs[col].fillna(default)
     return runs
+
+
+def paired(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
+    """Mean of the paired differences ``a - b`` over seeds ``(S,)`` with its t interval."""
+    from scipy import stats as sps
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if len(d) < 2:
+        return {"n": len(d), "mean": float(d.mean()) if len(d) else None, "ci": None, "per_seed": d.tolist()}
+    half = sps.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return {"n": len(d), "mean": float(d.mean()), "ci": [float(d.mean() - half), float(d.mean() + half)],
+            "per_seed": d.tolist()}
+
+
+def _pt(x) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def pair_rows(g: pd.DataFrame) -> list[tuple[str, dict]]:
+    """``[(label, paired(...))]`` of :data:`PAIRS` for one setting's protocol-2 runs (worst-group accuracy)."""
+    names = set(g.iloc[0]["methods"])
+    out = []
+    for a, b in PAIRS:
+        if a in names and b in names:
+            wa, wb = ([r[k]["worst_group"] for r in g.methods] for k in (a, b))
+            out.append((f"{a} - {b}", paired(np.array(wa), np.array(wb))))
+    return out
 
 
 def readme_text(out: str) -> str:
     """The README's ``mid`` paragraph, from the records."""
     runs = load_runs(out)
+    cur = runs[runs.protocol == PROTOCOL]
     parts = []
-    for (dataset, backbone, epochs), g in runs.groupby(["dataset", "backbone", "epochs"], sort=False):
-        names = list(g.iloc[0]["methods"])
-        wg = {k: [r[k]["worst_group"] for r in g.methods] for k in names}
-        gain = lambda k: 100 * (np.mean(wg[k]) - np.mean(wg["erm"]))  # noqa: E731
-        verify = DATASETS[dataset]["verify"]
-        eta = {k: np.mean([r[k]["wsc"][verify]["within_class_eta"] for r in g.methods
-                           if r[k]["wsc"] and r[k]["wsc"][verify].get("within_class_eta") is not None] or [np.nan])
-               for k in ("erm", "dfr", "mid")}
+    for (dataset, backbone, epochs), g in cur.groupby(["dataset", "backbone", "epochs"], sort=False):
+        pairs = dict(pair_rows(g))
+        txt = "; ".join(f"{k} {_pt(v['mean'])} [{_pt(v['ci'][0])}, {_pt(v['ci'][1])}]" for k, v in pairs.items()
+                        if k in ("mid - erm", "mid - class_balanced", "mid - random_band", "dfr - mid") and v["ci"])
         parts.append(f"{dataset}, {backbone} ({len(g)} seeds, {epochs} epochs): worst-group accuracy "
-                     + ", ".join(f"{k} {_ms(wg[k])}" for k in names)
-                     + f" %; DFR {gain('dfr'):+.1f} and MID {gain('mid'):+.1f} points over ERM (goals +15 and +10: "
-                     f"{'met' if gain('dfr') >= 15 else 'not met'}, {'met' if gain('mid') >= 10 else 'not met'}); "
-                     f"within-class dependence of the score on {verify} (eta) ERM {eta['erm']:.2f}, MID {eta['mid']:.2f}, "
-                     f"DFR {eta['dfr']:.2f}")
+                     + ", ".join(f"{k} {_ms([r[k]['worst_group'] for r in g.methods])}" for k in g.iloc[0]["methods"])
+                     + f" %; paired differences in points [95% t interval over seeds]: {txt}")
+    if not parts:
+        old = runs[runs.protocol != PROTOCOL]
+        n = old.groupby(["dataset", "backbone"]).size()
+        return ("**Mitigation** ([experiments/results/waterbirds_mid.md](experiments/results/waterbirds_mid.md), `wsca mid`; "
+                f"rendered from its records): only the first protocol's runs are recorded ({', '.join(f'{d} {b} {k} seeds' for (d, b), k in n.items())}: "
+                "ERM, a degenerate JTT, MID, MID-oracle and DFR on DFR's published C grid, without the class-balanced "
+                "and random-band controls); the ten-seed study with the controls (`experiments/waterbirds_mid.py`) has "
+                "not been run yet, so this README makes no claim that mining adds anything over class balancing.\n")
     return ("**Mitigation** ([experiments/results/waterbirds_mid.md](experiments/results/waterbirds_mid.md), `wsca mid`; "
             "rendered from its records): last layers retrained on the validation rows, scored on the test rows "
             "(mean ± SD over seeds). " + "; ".join(parts) + ". Published for orientation (ResNet-50, ImageNet-pretrained, "
             "full resolution, Waterbirds): ERM 74.9, DFR 92.9 worst-group.\n")
 
 
+def _method_table(g: pd.DataFrame, conf: dict, dataset: str, plain: bool) -> list[str]:
+    lines = ["| method | worst-group accuracy, % (mean ± SD over seeds) | per run [95% interval] | mean accuracy, % "
+             "(training-share weighted) | " + ("plain mean, % | " if plain else "")
+             + f"max \\|WSC\\| head x {conf['verify']} (within-class eta; per run) | published worst-group |",
+             "|---|---|---|---|---|" + ("---|" if plain else "") + "---|"]
+    for name in g.iloc[0]["methods"]:
+        ms = [r[name] for r in g.methods]
+        per_run = "; ".join(f"{100 * m['worst_group']:.1f} [{100 * m['worst_group_ci'][0]:.1f}, "
+                            f"{100 * m['worst_group_ci'][1]:.1f}]" for m in ms)
+        w = "; ".join("" if not m["wsc"] else "all-zero head" if m["wsc"][conf["verify"]]["max_abs_wsc"] is None
+                      else f"{m['wsc'][conf['verify']]['max_abs_wsc']:.2f} (eta {m['wsc'][conf['verify']]['within_class_eta']:.2f})"
+                      for m in ms)
+        lines.append(f"| {name} | {_ms([m['worst_group'] for m in ms])} | {per_run} | {_ms([m['mean'] for m in ms])} | "
+                     + (f"{_ms([m.get('mean_plain') for m in ms])} | " if plain else "")
+                     + f"{w} | {PUBLISHED.get(name, '') if dataset == 'waterbirds' else ''} |")
+    return lines
+
+
 def report(out: str) -> str:
     runs = load_runs(out)
     lines = ["# Mitigation on Waterbirds and BUS-BRA (rendered from `waterbirds_mid_runs.jsonl` by `experiments/waterbirds_mid.py`)", "",
-             "ERM networks trained on Waterbirds' training split at 32 px (no class or group weights; group = bird x "
+             "ERM networks trained on Waterbirds' training split at 32 px (`--class-weights none`; group = bird x "
              f"place) and on BUS-BRA's biased design (strength {BUSBRA_STRENGTH:g}; group = malignant x scanner), last layers "
              "retrained on the validation rows and scored on the test rows. Worst-group "
              "accuracy: the minimum over the four groups; mean accuracy: per-group accuracies weighted by the training "
-             "groups' shares (the convention of this literature). Intervals per run: exact (Clopper-Pearson per group, "
-             "Bonferroni) for the worst group, stratified bootstrap for the mean.", ""]
-    for (dataset, backbone, epochs), g in runs.groupby(["dataset", "backbone", "epochs"], sort=False):
-        seeds = sorted(int(s) for s in g.seed)
+             "groups' shares (the convention of DFR's paper); plain mean: the share of all test rows right (DFR's "
+             "script). Intervals per run: exact (Clopper-Pearson per group, Bonferroni) for the worst group, stratified "
+             "bootstrap for the mean. Paired differences: per seed, the same network's heads; mean over seeds with "
+             "its 95% t interval.", ""]
+    cur, old = runs[runs.protocol == PROTOCOL], runs[runs.protocol != PROTOCOL]
+    if not len(cur):
+        lines += ["No protocol-2 runs recorded yet (the controls `class_balanced` and `random_band`, JTT as published, "
+                  "the C grid 1e-3..1e2; ten seeds per setting: `experiments/waterbirds_mid.py`).", ""]
+    for (dataset, backbone, epochs), g in cur.groupby(["dataset", "backbone", "epochs"], sort=False):
         conf = DATASETS[dataset]
-        lines += [f"## {dataset}: {backbone}, {epochs} epochs, seeds {', '.join(map(str, seeds))}", "",
-                  "| method | worst-group accuracy, % (mean ± SD over seeds) | per run [95% interval] | mean accuracy, % | "
-                  f"max \\|WSC\\| head x {conf['verify']} (within-class eta; per run) | published worst-group |", "|---|---|---|---|---|---|"]
-        for name in g.iloc[0]["methods"]:
-            ms = [r[name] for r in g.methods]
-            per_run = "; ".join(f"{100 * m['worst_group']:.1f} [{100 * m['worst_group_ci'][0]:.1f}, {100 * m['worst_group_ci'][1]:.1f}]" for m in ms)
-            w = "; ".join("" if not m["wsc"] else "all-zero head" if m["wsc"][conf["verify"]]["max_abs_wsc"] is None
-                          else f"{m['wsc'][conf['verify']]['max_abs_wsc']:.2f} (eta {m['wsc'][conf['verify']]['within_class_eta']:.2f})"
-                          for m in ms)
-            lines.append(f"| {name} | {_ms([m['worst_group'] for m in ms])} | {per_run} | {_ms([m['mean'] for m in ms])} | {w} | "
-                         f"{PUBLISHED.get(name, '') if dataset == 'waterbirds' else ''} |")
-        erm = np.array([r["erm"]["worst_group"] for r in g.methods])
-        gains = {k: np.array([r[k]["worst_group"] for r in g.methods]) - erm for k in ("dfr", "mid") if k in g.iloc[0]["methods"]}
-        lines += ["", "Goals (issue 12): DFR >= ERM + 15 worst-group points, MID >= ERM + 10 without group labels. "
-                  + "; ".join(f"{k.upper()} - ERM: {100 * v.mean():+.1f} points (per run {', '.join(f'{100 * x:+.1f}' for x in v)}): "
-                              f"{'met' if v.mean() >= (0.15 if k == 'dfr' else 0.10) else 'not met'}" for k, v in gains.items()), ""]
-        lines += ["Is the band enriched for the minority groups (odds ratio [exact 95%], Holm p; per run)?", ""]
-        for _, r in g.iterrows():
-            e = {x["value"]: x for x in r["band"]["enrichment"] if x["column"] == "group"}
-            txt = "; ".join(f"{v}: share {e[v]['share_subset']:.2f} vs {e[v]['share_all']:.2f}, OR {e[v]['odds_ratio']:.1f} "
-                            f"[{e[v]['ci_low']:.1f}, {e[v]['ci_high']:.1f}], p {e[v]['p_holm']:.2g}"
-                            for v in (conf["minority"] or sorted(e)) if v in e)
-            lines.append(f"- seed {r.seed}: band {r['band']['n']} rows, k = {r['k']}; {txt}")
-        lines.append("")
+        seeds = sorted(int(s) for s in g.seed)
+        lines += [f"## {dataset}: {backbone}, {epochs} epochs, seeds {', '.join(map(str, seeds))}", ""]
+        lines += _method_table(g, conf, dataset, plain=True)
+        if "published_grid" in g:
+            lines += ["", "On DFR's published C grid (0.01 to 1) instead: "
+                      + "; ".join(f"{k} {_ms([r[k]['worst_group'] for r in g.published_grid])} % worst-group (C = 1.0, "
+                                  f"the grid's largest, chosen in {sum(r[k]['C'] == 1.0 for r in g.published_grid)} of "
+                                  f"{len(g)} runs)" for k in ("dfr", "mid")) + "."]
+        lines += ["", "| paired difference (worst group) | seeds | mean, points | 95% t interval | per seed |", "|---|---|---|---|---|"]
+        for label, v in pair_rows(g):
+            ci = "n/a" if not v["ci"] else f"[{_pt(v['ci'][0])}, {_pt(v['ci'][1])}]"
+            lines.append(f"| {label} | {v['n']} | {_pt(v['mean'])} | {ci} | {', '.join(_pt(x) for x in v['per_seed'])} |")
+        jtt = [r["jtt"] for r in g.methods if "jtt" in r]
+        if jtt:
+            lines += ["", "JTT per run (identification penalty C, upweight, share of validation rows it gets wrong, "
+                      "share of the weight on them): " + "; ".join(
+                          f"{j.get('id_C')}, {j.get('upweight')}, {j.get('error_share', float('nan')):.2f}, "
+                          f"{j.get('weight_on_errors', float('nan')):.2f}" + (" (below the majority rate)" if j.get("below_majority") else "")
+                          for j in jtt) + "."]
+        lines += _band_lines(g, conf)
+    if len(old):
+        lines += ["## Earlier runs (protocol 1, issue 12: ERM, JTT upweighting ERM's own errors x20, MID, MID-oracle and "
+                  "DFR on DFR's published C grid; no controls)", ""]
+        for (dataset, backbone, epochs), g in old.groupby(["dataset", "backbone", "epochs"], sort=False):
+            seeds = sorted(int(s) for s in g.seed)
+            lines += [f"### {dataset}: {backbone}, {epochs} epochs, seeds {', '.join(map(str, seeds))}", ""]
+            lines += _method_table(g, DATASETS[dataset], dataset, plain=False)
+            lines += [""]
     return "\n".join(lines) + "\n"
+
+
+def _band_lines(g: pd.DataFrame, conf: dict) -> list[str]:
+    lines = ["", "Is the band enriched for the minority groups (odds ratio [exact 95%], Holm p; per run)?", ""]
+    for _, r in g.iterrows():
+        e = {x["value"]: x for x in r["band"]["enrichment"] if x["column"] == "group"}
+        txt = "; ".join(f"{v}: share {e[v]['share_subset']:.2f} vs {e[v]['share_all']:.2f}, OR {e[v]['odds_ratio']:.1f} "
+                        f"[{e[v]['ci_low']:.1f}, {e[v]['ci_high']:.1f}], p {e[v]['p_holm']:.2g}"
+                        for v in (conf["minority"] or sorted(e)) if v in e)
+        lines.append(f"- seed {r.seed}: band {r['band']['n']} rows, k = {r['k']}; {txt}")
+    return lines + [""]
 
 
 def build_parser():
     def arguments(p):
         p.add_argument("--dataset", default="waterbirds", choices=sorted(DATASETS))
         p.add_argument("--backbones", default="small_cnn,resnet18")
-        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--seeds", default=",".join(map(str, range(10))))
         p.add_argument("--epochs", type=int, default=10,
                        help="10 on Waterbirds; the induced-shortcut runs used 20 on BUS-BRA")
         p.add_argument("--band", type=float, default=0.2)

@@ -709,3 +709,50 @@ def test_published_grid_dfr_matches_a_liblinear_reimplementation_of_the_official
     assert np.mean(gap_tuned) >= -0.02, gap_tuned
     print(f"same C in {sum(same_c)}/10 draws; mean gap at the official C {np.mean(gap_at_c):+.3f} (against the "
           f"official evaluation itself {np.mean(gap_official):+.3f}), tuned {np.mean(gap_tuned):+.3f}")
+
+
+def _waterbirds_like(n, rng, d=20):
+    """Waterbirds' validation design: 22% waterbirds, places balanced within each class, an ERM head that
+    leans on the place (it gets about 45% of these rows wrong)."""
+    y = (rng.random(n) < 0.22).astype(int)
+    a = rng.integers(0, 2, n)
+    z = rng.normal(size=(n, d))
+    z[:, 0] += 1.5 * (2 * y - 1)
+    z[:, 1] += 2.0 * (2 * a - 1)
+    g = np.char.add(np.char.add("y", y.astype(str)), np.char.add("_a", a.astype(str)))
+    return {"x": z, "y": y, "logits": 1.6 * z[:, 1] + 0.6 * z[:, 0], "groups": g}
+
+
+def test_jtt_controls_and_the_majority_guard():
+    """Every method's record has the same fields; JTT (identification head, tuned upweight) stays at or
+    above the majority-class rate where ERM errs on 45% of the validation rows (upweighting those x20,
+    the old JTT, put 94% of the weight on them), and says so (``below_majority``) when no
+    configuration reaches it: labels independent of the embeddings, 80/20."""
+    import warnings
+
+    from wsca_jax.mitigation import MidConfig
+    from wsca_jax.mitigation.mining import _erm_pred, retrain_methods
+    from wsca_jax.mitigation.retrain import standardise, tune_jtt
+    rng = np.random.default_rng(0)
+    val, test = _waterbirds_like(1200, rng), _waterbirds_like(4000, rng)
+    shares = {"y0_a0": 0.73, "y1_a1": 0.22, "y0_a1": 0.04, "y1_a0": 0.01}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = retrain_methods(val, test, shares, MidConfig().replace(restarts=3))["methods"]
+    assert np.mean(_erm_pred(val["logits"]) != val["y"]) > 0.4
+    fields = set(m["dfr"])
+    for name in ("class_balanced", "random_band", "jtt", "mid"):
+        assert fields <= set(m[name]), name
+    majority = max(np.mean(test["y"]), 1 - np.mean(test["y"]))
+    j = m["jtt"]
+    assert j["mean_plain"] >= majority and not j["below_majority"]
+    assert j["worst_group"] >= m["erm"]["worst_group"] + 0.3 and j["weight_on_errors"] < 0.9
+    assert j["upweight"] in (5.0, 10.0, 20.0, 50.0, 100.0) and 0.003 <= j["id_C"] <= 0.1
+    assert m["class_balanced"]["worst_group"] >= m["erm"]["worst_group"] + 0.3      # the control is no straw man
+    x = rng.normal(size=(600, 10))
+    y = (rng.random(600) < 0.2).astype(int)
+    g = np.char.add("y", y.astype(str))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        noise = tune_jtt(standardise(x)[0], y, g, Cs=(0.1, 1.0), seed=0)
+    assert noise["below_majority"] is True
