@@ -263,6 +263,17 @@ def external_lines(ext: pd.DataFrame, ship: dict) -> list[str]:
     for key, c in external(ext, ship).items():
         lines.append(f"| {'**all**' if key == 'all' else key} | {c['networks']} | {_rate(*c['sens'])} | "
                      f"{_rate(*c['spec'])} | {_rate(*c['not_used'])} |")
+    lines += ["", "The unused arms themselves (association 0): how much the decision moves when the artefact is stamped "
+              "(median [range], SD units), and how well the networks learned the primary task (median test AUROC of "
+              "all the group's networks). Where the unused arm already responds by more than the margin, the relative "
+              "truth ('no more than networks trained without the association') and an absolute statistic disagree by "
+              "construction.", "", "| group | unused networks (both settings) | their response | their control response | primary AUROC |",
+              "|---|---|---|---|---|"]
+    for key, g in ext.groupby(["dataset", "backbone", "kind"]):
+        u = g[g.association == 0]
+        au = pd.to_numeric(g.primary_test_auroc, errors="coerce")
+        lines.append(f"| {' / '.join(key)} | {len(u)} | {u.effect.median():.2f} [{u.effect.min():.2f}, {u.effect.max():.2f}] | "
+                     f"{u.control_effect.median():.2f} | {au.median():.2f} |")
     small = ext.uses & (ext.effect < ship["tau_all"])
     lines += ["", f"Users whose measured response itself is below the margin ({ship['tau_all']:g} SD; above their "
               f"group's unused arm, below the margin of negligible use): {_rate(int(small.sum()), int(ext.uses.sum()))}; "
