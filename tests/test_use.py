@@ -151,7 +151,10 @@ def test_analyze_reports_every_statistic_beside_the_papers_wsc(tmp_path):
     for k in names - {"wsc"}:
         lo, hi = st[k]["ci"]
         assert 0 <= lo <= st[k]["estimate"] <= hi, k
-        if k != "score_correlation":     # its within-class null keeps the class's share (attribute ~ class here)
+        if k == "erasure":               # no test of use (confounding): the random-subspace comparison kept apart
+            assert st[k]["p_value"] is None and st[k]["random_subspace_p"] == pytest.approx(0.01)
+            assert "no test of use" in st[k]["note"]
+        elif k != "score_correlation":   # its within-class null keeps the class's share (attribute ~ class here)
             assert st[k]["p_value"] == pytest.approx(0.01), k
     assert st["erasure"]["flip_rate"] is None                # a head given without its bias: no threshold
     du = s["decision_use"]

@@ -97,10 +97,21 @@ def correlation_blocks(x, scores, y, labels, boots, draws: int, seed: int, confi
     return out
 
 
+MARGINAL_ERASURE_NOTE = ("no test of use: where the attribute goes with the class, erasing it also erases class "
+                         "information, so the comparison with random erasures (random_subspace_p) rejects without any "
+                         "use (every confounded unused dataset in experiments/results/use_calibration.md); "
+                         "erasure_within carries the test")
+
+
 def erasure_block(x, head, bias, y, a, boots, draws: int, seed: int, confidence: float, within: bool) -> dict:
     """``erasure`` (``within``: ``erasure_within``) with its random-erasure null and a bootstrap
-    interval (the eraser refitted on each resample, in closed form: :func:`erasure_delta_sd`)."""
+    interval (the eraser refitted on each resample, in closed form: :func:`erasure_delta_sd`).
+    The marginal eraser's comparison with random erasures is kept as ``random_subspace_p``, not as
+    a ``p_value``: it is no test of use where the attribute goes with the class
+    (:data:`MARGINAL_ERASURE_NOTE`)."""
     e = erasure_effect(x, head, bias, y, a, draws=draws, seed=seed, within=within)
+    if not within and e["rank"] > 0:
+        e = {**e, "random_subspace_p": e["p_value"], "p_value": None, "p_mcse": None, "note": MARGINAL_ERASURE_NOTE}
     if e["rank"] == 0:
         return {**e, "ci": None}
     wh = whiten(x)
