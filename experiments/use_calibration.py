@@ -27,10 +27,13 @@ attribute, the power where it does) and the share of intervals holding the popul
 The counterfactual designs (``cf_*``) check the intervals of ``statistics.counterfactual`` (``--counterfactual``
 with ``--counterfactual-control``): each dataset's rows are toggled on the attribute (``x - 2 (2a - 1) mu_a``)
 and, separately, moved by a control of the same size (``+-2 mu_c``, a random sign per row), both with a
-per-row perturbation noise of 0.3 noise SDs. ``cf_null``: the head reads the control exactly as much as the
-attribute (population excess 0: the share of datasets whose ``excess_ci`` lies above 0 is the rate of a
-false "used" from the control's half of the rule, to be <= 0.025); ``cf_used``, ``cf_used_strong`` and ``cf_real_used``: the
-head ignores the control (the share is the power). Recorded: the coverage of ``ci`` (the response) and of
+per-row perturbation noise of 0.3 noise SDs. ``cf_null`` and ``cf_null_strong``: the head reads the
+control exactly as much as the attribute (population excess 0 by symmetry: the share of datasets whose
+``excess_ci`` lies above 0 is the rate of a false "used" from the control's half of the rule, to be <=
+0.025; in ``cf_null_strong`` the response is above the margin, so the whole rule's level is measured
+there); ``cf_used``, ``cf_used_strong`` and ``cf_real_used``: the head ignores the control (power).
+Each design draws its own datasets (the seed offset by the design's place in ``CF_DESIGNS``); the
+whole rule is :func:`wsca_jax.analysis.verdicts.decision_use_verdict` itself. Recorded: the coverage of ``ci`` (the response) and of
 ``excess_ci``, each with its Monte Carlo SE.
 
 The first runs (``version`` 1: the level of three tests only) are kept in the records and shown
@@ -46,6 +49,7 @@ import numpy as np
 
 import runner  # first: puts the repository root on sys.path
 import wsca_jax as wsca
+from wsca_jax.analysis.verdicts import decision_use_verdict
 from wsca_jax.analysis.use_stage import correlation_blocks, counterfactual_block, erasure_block, within_block
 from wsca_jax.probes import ProbeConfig
 from wsca_jax.use_resampling import bootstrap_rows
@@ -66,7 +70,8 @@ DESIGNS = {"independent": ("synthetic", 0.5, 0.0, 500), "confounded": ("syntheti
            "real": ("real", 0.5, 0.0, 200), "real_confounded": ("real", 0.9, 0.0, 200),
            "real_used": ("real", 0.5, 1.0, 200)}
 # counterfactual designs: name -> (family, use, control read as much as the attribute, datasets)
-CF_DESIGNS = {"cf_null": ("synthetic", 0.5, True, 500), "cf_used": ("synthetic", 0.5, False, 500),
+CF_DESIGNS = {"cf_null": ("synthetic", 0.5, True, 500), "cf_null_strong": ("synthetic", 1.5, True, 500),
+              "cf_used": ("synthetic", 0.5, False, 500),
               "cf_used_strong": ("synthetic", 1.5, False, 500), "cf_real_used": ("real", 1.0, False, 200)}
 CF_NOISE = 0.3
 
@@ -184,8 +189,8 @@ def one_cf_design(name: str, args) -> dict:
     xp, yp, ap = world.draw(prng, POP_N)
     cf, ctl = interventions(world, prng, xp, ap, reads)
     pop_cf = counterfactual_block(world.head, None, xp, cf, yp, [], CONFIDENCE, ctl)
-    pop = {"counterfactual": pop_cf["estimate"], "excess": pop_cf["excess"]}
-    rng = np.random.default_rng(args.seed)
+    pop = {"counterfactual": pop_cf["estimate"], "excess": 0.0 if reads else pop_cf["excess"]}   # 0 by symmetry
+    rng = np.random.default_rng([args.seed, list(CF_DESIGNS).index(name)])
     hits = {"counterfactual": [], "excess": []}
     above, used, t0 = [], [], time.time()
     for i in range(datasets):
@@ -196,7 +201,8 @@ def one_cf_design(name: str, args) -> dict:
         hits["counterfactual"].append(bool(b["ci"]) and b["ci"][0] <= pop["counterfactual"] <= b["ci"][1])
         hits["excess"].append(bool(b["excess_ci"]) and b["excess_ci"][0] <= pop["excess"] <= b["excess_ci"][1])
         above.append(bool(b["excess_ci"]) and b["excess_ci"][0] > 1e-6)
-        used.append(above[-1] and min(b["estimate"], b["excess"]) >= MARGIN)
+        used.append(decision_use_verdict({"counterfactual": b}, "counterfactual", MARGIN, ALPHA, None,
+                                         CONFIDENCE)["verdict"] == "used")
         if (i + 1) % 100 == 0:
             print(f"{name}: {i + 1}/{datasets} datasets ({time.time() - t0:.0f} s)", flush=True)
     out = {"version": "cf1", "design": name, "family": family, "use": use, "control_read": reads,

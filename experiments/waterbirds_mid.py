@@ -56,7 +56,7 @@ BUSBRA_STRENGTH = 0.9
 # published (ResNet-50, ImageNet-pretrained, full resolution; METHOD.md section 3) and the data README's
 # reference numbers on fixed pixel features: worst-group accuracy
 PUBLISHED = {"erm": "74.9 (ResNet-50) / 13-19 (pixel features)", "dfr": "92.9 (ResNet-50) / 52-54 (pixel features)",
-             "jtt": "86.7 (ResNet-50, CelebA)", "mid": "30 (MID-like, pixel features)", "mid_oracle": ""}
+             "jtt": "86.7 (ResNet-50)", "mid": "30 (MID-like, pixel features)", "mid_oracle": ""}
 
 
 def dataset_for(args, seed: int):
@@ -238,7 +238,8 @@ def report(out: str) -> str:
             lines += ["", "JTT per run (identification penalty C, upweight, share of validation rows it gets wrong, "
                       "share of the weight on them): " + "; ".join(
                           f"{j.get('id_C')}, {j.get('upweight')}, {j.get('error_share', float('nan')):.2f}, "
-                          f"{j.get('weight_on_errors', float('nan')):.2f}" + (" (below the majority rate)" if j.get("below_majority") else "")
+                          f"{j.get('weight_on_errors', float('nan')):.2f}" + (" (degenerate)" if j.get("degenerate") else
+                                                                             " (below the majority rate)" if j.get("below_majority") else "")
                           for j in jtt) + "."]
         lines += _band_lines(g, conf)
     if len(old):

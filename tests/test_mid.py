@@ -180,8 +180,11 @@ def test_the_band_is_enriched_for_the_minority_and_mid_raises_worst_group_accura
     for v in m.values():
         assert v["converged"] in (None, True)
     # without any group labels on the validation rows MID still runs, and gives the same head
-    blind = retrain_methods({**val, "groups": None}, test, shares, config.replace(methods=("erm", "mid")))
-    assert blind["methods"]["mid"]["worst_group"] == m["mid"]["worst_group"]
+    blind = retrain_methods({**val, "groups": None}, test, shares,
+                            config.replace(methods=("erm", "class_balanced", "mid", "random_band")))
+    for name in ("class_balanced", "mid", "random_band"):      # none of them reads the validation rows' groups
+        assert blind["methods"][name]["worst_group"] == m[name]["worst_group"], name
+        assert blind["methods"][name]["C"] == m[name]["C"], name
     t = enrichment(r["mining"]["band"], {"group": val["groups"]}).set_index("value")
     for minority in ("y0_a1", "y1_a0"):
         assert t.loc[minority, "ci_low"] > 1 and t.loc[minority, "p_holm"] < 0.001
@@ -726,8 +729,8 @@ def _waterbirds_like(n, rng, d=20):
 def test_jtt_controls_and_the_majority_guard():
     """Every method's record has the same fields; JTT (identification head, tuned upweight) stays at or
     above the majority-class rate where ERM errs on 45% of the validation rows (upweighting those x20,
-    the old JTT, put 94% of the weight on them), and says so (``below_majority``) when no
-    configuration reaches it: labels independent of the embeddings, 80/20."""
+    the old JTT, put 94% of the weight on them), and flags a chosen head below it (``below_majority``):
+    labels independent of the embeddings, 80/20."""
     import warnings
 
     from wsca_jax.mitigation import MidConfig
@@ -747,7 +750,6 @@ def test_jtt_controls_and_the_majority_guard():
     j = m["jtt"]
     assert j["mean_plain"] >= majority and not j["below_majority"]
     assert j["worst_group"] >= m["erm"]["worst_group"] + 0.3 and j["weight_on_errors"] < 0.9
-    assert j["upweight"] in (5.0, 10.0, 20.0, 50.0, 100.0) and 0.003 <= j["id_C"] <= 0.1
     assert m["class_balanced"]["worst_group"] >= m["erm"]["worst_group"] + 0.3      # the control is no straw man
     x = rng.normal(size=(600, 10))
     y = (rng.random(600) < 0.2).astype(int)
@@ -755,4 +757,4 @@ def test_jtt_controls_and_the_majority_guard():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         noise = tune_jtt(standardise(x)[0], y, g, Cs=(0.1, 1.0), seed=0)
-    assert noise["below_majority"] is True
+    assert noise["below_majority"] is True            # flagged, not hidden

@@ -192,8 +192,15 @@ def test_cli_train_embed_analyze(tmp_path, capsys):
     assert cf["excess"] == pytest.approx(cf["estimate"] - cf["control"]["estimate"], abs=1e-9)
     assert cf["excess_ci"][0] <= cf["excess"] <= cf["excess_ci"][1]
     du = s["decision_use"]
-    assert du["statistic"] == "counterfactual" and du["verdict"] in ("used", "not used", "inconclusive")
-    assert "control" in du["reason"] or du["verdict"] == "not used"
+    assert du["statistic"] == "counterfactual" and ("control" in du["reason"] or du["verdict"] == "not used")
+    # the counterfactual as its own control: the excess is 0 on every resample (a paired bootstrap), never "used"
+    assert main(["analyze", "--embeddings", str(tmp_path / "emb.npz"), "--primary", "label", "--pca-min", "8",
+                 "--bootstrap", "20", "--permutations", "0", "--counterfactual", f"site={tmp_path / 'cf_emb.npz'}",
+                 "--counterfactual-control", f"site={tmp_path / 'cf_emb.npz'}",
+                 "--quiet", "--no-figures", "--out", str(tmp_path / "wsc_self")]) == 0
+    s_self = json.loads((tmp_path / "wsc_self" / "wsca.json").read_text())["tasks"]["site"]["summary"]
+    cf_self = s_self["statistics"]["counterfactual"]
+    assert cf_self["excess"] == 0 and cf_self["excess_ci"] == [0, 0] and s_self["decision_use"]["verdict"] != "used"
     assert "site: decision use -- " in printed
     assert main(["embed", "--run", str(run), "--split", "val", "--tfds-dir", tf, "--out", str(tmp_path / "val.npz")]) == 0
     capsys.readouterr()

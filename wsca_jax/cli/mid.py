@@ -1,4 +1,5 @@
-"""``wsca mid``: mid-range mining and last-layer retraining (ERM, JTT, MID, MID-oracle, DFR). The
+"""``wsca mid``: mid-range mining and last-layer retraining (ERM, class-balanced, JTT, MID, random band,
+MID-oracle, DFR). The
 settings flags are generated from :class:`~wsca_jax.mitigation.config.MidConfig`."""
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ example:
 
   Mines the validation rows whose ERM logits sit near 0 (--band: the share nearest 0 per predicted
   class), clusters them (k-means, k by silhouette over --k), reports what the band and each cluster
-  are enriched for, and retrains the last layer on the validation rows: ERM (the model's head), JTT
-  (ERM errors upweighted), MID (band clusters x class balanced against the rest; no group labels),
-  MID-oracle (the band's true groups) and DFR (true groups balanced). Worst-group and mean accuracy
+  are enriched for, and retrains the last layer on the validation rows: ERM (the model's head),
+  class_balanced (classes balanced: the control, no group labels), JTT (an identification head's
+  errors upweighted, tuned on the worst group), MID (band clusters x class balanced against the rest;
+  no group labels), random_band (the same on a random band: the mining's control), MID-oracle (the
+  band's true groups) and DFR (true groups balanced). Worst-group and mean accuracy
   on the test rows with intervals; WSC of every head against --verify columns. Writes mid.json,
   report.html and figures. The .npz files are wsca embed outputs (with logits_<primary>).
 """
@@ -79,8 +82,8 @@ def _print_summary(rec: dict, out: str) -> None:
                   for t, w in r["wsc"].items()))
               + ("  NOT CONVERGED (the solver hit its iteration cap: read this head's numbers with care)"
                  if r.get("converged") is False else "")
-              + ("  BELOW THE MAJORITY-CLASS RATE on the tuning half in every configuration"
-                 if r.get("below_majority") else ""))
+              + ("  DEGENERATE: below chance on a class in every configuration" if r.get("degenerate") else
+                 "  below the majority-class rate on the tuning half" if r.get("below_majority") else ""))
     if "band" in rec:
         defined = [e for e in rec["band"]["enrichment"] if e.get("odds_ratio_kind", "finite") != "undefined"
                    and (e["odds_ratio"] is not None or e.get("odds_ratio_kind") == "infinite")]

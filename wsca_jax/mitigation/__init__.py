@@ -1,4 +1,5 @@
-"""Mitigation: mid-range-logit mining (MID), last-layer retraining (ERM, JTT, MID, MID-oracle, DFR).
+"""Mitigation: mid-range-logit mining (MID), last-layer retraining (ERM,
+class-balanced, JTT, MID, random band, MID-oracle, DFR).
 
 ``config`` holds every setting (:class:`MidConfig`), ``mining`` finds the band and its clusters,
 ``retrain`` fits and scores last layers, ``app`` is the pipeline behind ``wsca mid`` (:func:`analyze_mid`).

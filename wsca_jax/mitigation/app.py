@@ -1,4 +1,5 @@
-"""Mitigate and verify (issue 12): ERM / JTT / MID / MID-oracle / DFR heads from ``wsca embed`` files,
+"""Mitigate and verify (issues 12, 29): ERM / class-balanced / JTT / MID / random-band / MID-oracle / DFR
+heads from ``wsca embed`` files,
 scored by worst-group accuracy, and WSC of every head against the group attribute's probe.
 
 :func:`analyze_mid` is what ``wsca mid`` runs: the record it returns is ``mid.json`` (schema in
@@ -110,7 +111,7 @@ def analyze_mid(train: dict, val: dict, test: dict, config: MidConfig | None = N
     Returns:
       ``(record, arrays)``; record = ``{"methods": {name: {worst_group, worst_group_ci, mean, mean_ci,
       mean_plain, per_group, per_group_ci, per_group_n, C, converged, wsc}}`` (JTT also ``id_C``, ``upweight``,
-      ``error_share``, ``weight_on_errors``, ``below_majority``; ``random_band`` its ``band_k``), "band": {share, n, enrichment: [...]},
+      ``error_share``, ``weight_on_errors``, ``below_majority``, ``degenerate``; ``random_band`` its ``band_k``), "band": {share, n, enrichment: [...]},
       "clusters": [{cluster, n, enrichment: [...]}], "k", "silhouette", "settings", "resolved"}``;
       ``settings`` is ``config.to_dict()``, ``resolved`` the cluster counts tried (``k``), the C grid
       tried, the training groups' shares and the rows retrained on.

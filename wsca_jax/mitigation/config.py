@@ -20,7 +20,8 @@ from ..config import Config, Constraint, at_least, integers, interval, names, nu
 
 METHODS = ("erm", "class_balanced", "jtt", "mid", "random_band", "mid_oracle", "dfr")
 DFR_CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)        # DFR's published grid
-WIDE_CS = tuple(float(f"{c:.3g}") for c in np.logspace(-3, 2, 16))   # 1e-3 .. 1e2, log-spaced (the default)
+# 1e2 .. 1e-3, log-spaced (the default), largest first like DFR's grid: a tie goes to the grid's first C
+WIDE_CS = tuple(float(f"{c:.3g}") for c in np.logspace(2, -3, 16))
 C_GRIDS = {"wide": WIDE_CS, "published": DFR_CS}
 JTT_ID_CS = (0.003, 0.01, 0.03, 0.1)                   # JTT's identification head: strong penalties (early stopping)
 JTT_UPWEIGHTS = (5.0, 10.0, 20.0, 50.0, 100.0)

@@ -374,7 +374,7 @@ def mined_cells(x: np.ndarray, y: np.ndarray, logits: np.ndarray, mining: Mining
             "merged": [str(n) for n in small]}
 
 
-JTT_FIELDS = ("id_C", "upweight", "error_share", "weight_on_errors", "below_majority")   # JTT's own record
+JTT_FIELDS = ("id_C", "upweight", "error_share", "weight_on_errors", "below_majority", "degenerate")  # JTT's record
 
 
 def _erm_pred(logits) -> np.ndarray:
@@ -399,12 +399,15 @@ def evaluate_predictions(y, pred, groups, train_shares: dict, alpha: float = 0.0
 
 
 def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig | None = None, **deprecated) -> dict:
-    """ERM, JTT, MID, MID-oracle and DFR heads from the same frozen embeddings, scored on ``test``.
+    """ERM, class-balanced, JTT, MID, random-band, MID-oracle and DFR heads from the same frozen
+    embeddings, scored on ``test``.
 
     Every retraining uses the validation rows (DFR's choice), standardised with their statistics:
-    DFR balances their true groups; JTT upweights ERM's errors ``jtt_upweight`` times; MID balances the
-    pseudo-groups of :func:`mined_cells` (no group labels; C by the worst pseudo-group); MID-oracle
-    balances the band's true groups against the rest. C: :func:`~wsca_jax.mitigation.retrain.tune_and_refit`
+    DFR balances their true groups; class_balanced balances the classes (no group labels; C by the
+    worst class); JTT upweights the errors of an identification head (:func:`tune_jtt`); MID balances
+    the pseudo-groups of :func:`mined_cells` (no group labels; C by the worst pseudo-group);
+    random_band does the same on a random band of the band's size; MID-oracle balances the band's
+    true groups against the rest. C: :func:`~wsca_jax.mitigation.retrain.tune_and_refit`
     (worst group on half the validation rows; MID: worst pseudo-group).
 
     Args:

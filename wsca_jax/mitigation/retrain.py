@@ -261,7 +261,8 @@ def _halves(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def tune_and_refit(x: np.ndarray, y: np.ndarray, cells: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS,
                    n_refits: int = 20, seed: int = 0, weights: np.ndarray | None = None, penalty: str = "l1") -> dict:
-    """DFR's protocol on rows ``x`` ``(N, D)`` (standardised), labels ``y``.
+    """DFR's protocol (as adapted here; the differences from DFR's code: README) on rows ``x`` ``(N, D)``
+    (standardised), labels ``y``.
 
     C: on a random half of every cell, ``n_refits`` fits per C on cell-balanced subsets (or with the
     fixed row ``weights``, e.g. JTT's upweighted errors), coefficients averaged per C, scored by the
@@ -302,12 +303,15 @@ def tune_jtt(x: np.ndarray, y: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS, i
     Here: the identification head is a plain (unbalanced) L1 logistic regression whose strong penalty
     (``id_Cs``) stands in for early stopping, fitted on a random half of every group; its errors on
     that half are upweighted (``upweights``) and a head is fitted for every C; every (id C, upweight, C)
-    is scored by the worst ``eval_groups`` accuracy on the other half (group labels for tuning, as JTT).
-    A configuration whose mean accuracy there is below that half's majority-class rate is not chosen
-    while another is left (``below_majority`` True when none was). Final: the identification head at
-    the chosen id C on all rows, its errors upweighted, one fit at the chosen C.
-    Returns :func:`tune_and_refit`'s fields plus ``{"id_C", "upweight", "error_share",
-    "weight_on_errors", "below_majority"}``.
+    is scored by the worst ``eval_groups`` accuracy on the other half (group labels for tuning, as JTT;
+    ties: the higher mean accuracy). A degenerate configuration -- its class-averaged accuracy there
+    below 0.5, i.e. it learned the opposite of the label, as JTT with ERM's own errors did on our
+    Waterbirds networks -- is not chosen while another is left (``degenerate`` True when none was);
+    ``below_majority``: the chosen head's accuracy on that half is below its majority-class rate (a
+    flag, not a criterion: a good class-balanced head can sit there). Final: the identification head
+    on all rows (its penalty kept: C scaled by half / all rows), its errors upweighted, one fit at the
+    chosen C (as DFR's final fit). Returns :func:`tune_and_refit`'s fields plus ``{"id_C", "upweight",
+    "error_share", "weight_on_errors", "below_majority", "degenerate"}``.
     """
     rng = np.random.default_rng(seed)
     Cs, id_Cs, ups = (np.asarray(v, float) for v in (Cs, id_Cs, upweights))
@@ -323,12 +327,15 @@ def tune_jtt(x: np.ndarray, y: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS, i
     for j, (i, u, c) in enumerate(cfg):
         pred = predict(grid, x[held], j)
         acc = group_accuracy(y[held], pred, eval_groups[held])
+        per_class = group_accuracy(y[held], pred, y[held])
         tuning.append({"id_C": float(id_Cs[i]), "upweight": float(u), "C": float(c), "worst": min(acc.values()),
-                       "mean": float(np.mean(pred == y[held]))})
-    ok = [j for j, t in enumerate(tuning) if t["mean"] >= majority]
+                       "mean": float(np.mean(pred == y[held])), "balanced": float(np.mean(list(per_class.values())))})
+    ok = [j for j, t in enumerate(tuning) if t["balanced"] >= 0.5]        # not worse than chance on every class
     best = max(ok or range(len(cfg)), key=lambda j: (tuning[j]["worst"], tuning[j]["mean"]))
     i, u, c = cfg[best]
-    ident_all = fit_l1_logistic(x, y, id_Cs[i:i + 1], penalty=penalty)
+    # the identification head refitted on all rows with the penalty it had on the half (the penalty is
+    # 1 / (C x rows): the same C on twice the rows would halve it and change which rows it gets wrong)
+    ident_all = fit_l1_logistic(x, y, id_Cs[i:i + 1] * fit_half.sum() / len(y), penalty=penalty)
     err = predict(ident_all, x, 0) != y
     w = np.where(err, u, 1.0)
     final = fit_l1_logistic(x, y, np.array([c]), sample_weight=w[None], penalty=penalty)
@@ -337,7 +344,7 @@ def tune_jtt(x: np.ndarray, y: np.ndarray, eval_groups: np.ndarray, Cs=DFR_CS, i
                               and final.converged.all()),
             "rows_per_refit": int(len(y)), "id_C": float(id_Cs[i]), "upweight": float(u),
             "error_share": float(err.mean()), "weight_on_errors": float(w[err].sum() / w.sum()),
-            "below_majority": not ok}
+            "below_majority": bool(tuning[best]["mean"] < majority), "degenerate": not ok}
 
 
 def predict_head(head: dict, x: np.ndarray) -> np.ndarray:

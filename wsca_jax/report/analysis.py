@@ -237,6 +237,10 @@ def use_table(d: dict) -> str:
                 f"({esc(acc['source'])}): AUROC for telling use from none -- {'; '.join(parts)}. The default rule "
                 f"({esc(r.get('text', ''))}): sensitivity {r.get('sensitivity', float('nan')):.2f}, specificity "
                 f"{r.get('specificity', float('nan')):.2f} (margins chosen on held-out kinds)"
+                + ("" if not acc.get("external") else
+                   f"; on {acc['external']['networks']} networks added after the rule was fixed (other datasets, "
+                   f"backbones and artefacts), unchanged: sensitivity {acc['external']['sensitivity']:.2f}, "
+                   f"specificity {acc['external']['specificity']:.2f}")
                 + ("" if rule_is_default else "; this analysis used another statistic or margin, whose accuracy "
                    "was not measured") + ".</p>")
     return (f"\n{USE_BEGIN}\n<h2>Does the decision use it?</h2><table><tr><th>task</th><th>decision use</th>{head}<th>why</th></tr>"
