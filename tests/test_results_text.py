@@ -36,6 +36,11 @@ def test_mitigation_results_file_matches_its_records():
         assert (EXP / "results" / "waterbirds_mid.md").read_text() == wm.report(str(EXP / "results"))
 
 
+def test_mitigation_simulation_results_file_matches_its_records():
+    ms = _module("mid_simulation")
+    assert (EXP / "results" / "mid_simulation.md").read_text() == ms.report(str(EXP / "results"))
+
+
 def test_readme_generated_sections_match_the_records():
     rt = _module("render_text")
     text = (ROOT / "README.md").read_text()
