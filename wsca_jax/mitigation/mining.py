@@ -432,17 +432,16 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
     xv, xt = standardise(val["x"], test["x"])
     shares = {str(g): v for g, v in train_shares.items()}
     mined = mined_cells(xv, yv, val["logits"], config.mining, seed) if {"mid", "mid_oracle"} & set(rt.methods) else None
-    if "random_band" in rt.methods:
-        mined = {**(mined or {}), "random": mined_cells(xv, yv, val["logits"], config.mining, seed, random_band=True)}
+    rand = mined_cells(xv, yv, val["logits"], config.mining, seed, random_band=True) if "random_band" in rt.methods else None
     out = {"methods": {}, "heads": {},
-           "mining": None if mined is None or "band" not in mined else
-           {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters", "cell_sizes", "merged")}}
+           "mining": None if mined is None else {k: mined[k] for k in ("band", "k", "silhouette", "cells", "clusters",
+                                                                        "cell_sizes", "merged")}}
     for name in rt.methods:
         C = None
         if name == "erm":
             pred = _erm_pred(test["logits"])
         else:
-            head = _refit(name, xv, yv, gv, val["logits"], mined, rt, seed)
+            head = _refit(name, xv, yv, gv, val["logits"], {"mid": mined, "random_band": rand}, rt, seed)
             pred, C = predict_head(head, xt), head["C"]
             out["heads"][name] = head
         out["methods"][name] = {**evaluate_predictions(yt, pred, gt, shares, rt.alpha, seed), "C": C,
@@ -450,7 +449,7 @@ def retrain_methods(val: dict, test: dict, train_shares: dict, config: MidConfig
                                 "rows_per_refit": None if C is None else head["rows_per_refit"],
                                 **{k: head[k] for k in JTT_FIELDS if C is not None and k in head}}
         if name == "random_band":
-            out["methods"][name]["band_k"] = mined["random"]["k"]
+            out["methods"][name]["band_k"] = rand["k"]
     return out
 
 
@@ -470,7 +469,8 @@ def check_groups(val: dict, test: dict, methods) -> tuple:
 
 
 def _refit(name: str, xv, yv, gv, logits, mined, rt: RetrainingConfig, seed: int) -> dict:
-    """One retrained head on the standardised validation rows (:func:`tune_and_refit`; JTT: :func:`tune_jtt`)."""
+    """One retrained head on the standardised validation rows (:func:`tune_and_refit`; JTT: :func:`tune_jtt`);
+    ``mined``: ``{"mid": the band's cells, "random_band": the random band's}`` (:func:`mined_cells`)."""
     kw = dict(Cs=rt.Cs, n_refits=rt.refits, seed=seed, penalty=rt.penalty)
     if name == "dfr":
         return tune_and_refit(xv, yv, gv, gv, **kw)
@@ -480,10 +480,8 @@ def _refit(name: str, xv, yv, gv, logits, mined, rt: RetrainingConfig, seed: int
     if name == "jtt":
         ups = JTT_UPWEIGHTS if rt.jtt_upweight is None else (rt.jtt_upweight,)
         return tune_jtt(xv, yv, gv, Cs=rt.Cs, id_Cs=JTT_ID_CS, upweights=ups, seed=seed, penalty=rt.penalty)
-    if name == "mid":
-        return tune_and_refit(xv, yv, mined["cells"], mined["cells"], **kw)
-    if name == "random_band":
-        cells = mined["random"]["cells"]
+    if name in ("mid", "random_band"):              # pseudo-groups balanced, C by the worst of them
+        cells = mined[name]["cells"]
         return tune_and_refit(xv, yv, cells, cells, **kw)
-    cells = np.where(mined["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))   # mid_oracle
+    cells = np.where(mined["mid"]["band"], np.char.add("band:", gv), np.char.add("rest:", yv.astype(str)))  # mid_oracle
     return tune_and_refit(xv, yv, cells, gv, **kw)
